@@ -228,9 +228,41 @@ pub(crate) fn via(value: &[u8]) -> R<()> {
     }
 }
 
-/// The first via-parm of a Via header value (the one a response is routed by).
-pub fn first_via(value: &[u8]) -> Option<ViaParm<'_>> {
-    via_parm(&mut Cursor::new(value)).ok()
+/// The first via-parm of a Via header value (the one a response is routed by),
+/// and how many bytes of `value` it spans.
+pub fn first_via(value: &[u8]) -> Option<(ViaParm<'_>, usize)> {
+    let mut c = Cursor::new(value);
+    let parm = via_parm(&mut c).ok()?;
+    Some((parm, value.len() - c.rest.len()))
+}
+
+/// Iterates `;name[=value]` parameters in raw parameter text (as found in
+/// [`ViaParm::params`]). Stops at the first malformed one.
+pub fn params_iter(raw: &[u8]) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    let mut c = Cursor::new(raw);
+    std::iter::from_fn(move || {
+        c.lws();
+        if !c.eat(b';') {
+            return None;
+        }
+        c.lws();
+        let name = c.token();
+        if name.is_empty() {
+            return None;
+        }
+        c.lws();
+        let value = if c.eat(b'=') {
+            c.lws();
+            if c.peek() == Some(b'"') {
+                Some(c.quoted_string().ok()?)
+            } else {
+                Some(c.take_while(|b| is_token(b) || is_host_char(b)))
+            }
+        } else {
+            None
+        };
+        Some((name, value))
+    })
 }
 
 /// `addr-spec` inside `<>` or bare. Bare ones end at `;`, `,` or LWS and must not

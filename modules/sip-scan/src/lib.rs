@@ -36,4 +36,4 @@ pub use error::{Error, SemanticError};
 pub use header::{Header, HeaderName, EMPTY_HEADER};
 pub use message::{Message, Status, parse_datagram, parse_stream};
 pub use start_line::{StartLine, Version};
-pub use grammar::{ViaParm, first_via, name_addr_tag, unfold};
+pub use grammar::{ViaParm, first_via, name_addr_tag, params_iter, unfold};

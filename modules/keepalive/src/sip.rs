@@ -1,0 +1,181 @@
+//! SIP keep-alives: `NOTIFY` with `Event: keep-alive`, and `OPTIONS` pings.
+//! The answer is built as the server would build it (RFC 3261 §8.2.6):
+//! Via copied with `received` / `rport` (RFC 3261 §18.2.1, RFC 3581 §4), From,
+//! Call-ID and CSeq copied, To copied with a tag added when absent.
+
+use crate::{Config, Kind};
+use netserv_sip_scan::{EMPTY_HEADER, Header, HeaderName, StartLine, first_via, name_addr_tag, params_iter, parse_datagram, unfold};
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+/// Bound on header fields per message; keep-alives carry far fewer.
+const MAX_HEADERS: usize = 48;
+
+pub(crate) fn answer(cfg: &Config, source: SocketAddr, destination: SocketAddr, payload: &[u8]) -> Option<(Vec<u8>, Kind)> {
+    let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+    let msg = parse_datagram(payload, &mut headers).ok()?;
+    let StartLine::Request { method, uri, .. } = msg.start else {
+        return None;
+    };
+    let kind = if method == b"NOTIFY" && cfg.notify && is_keepalive_event(msg.header(HeaderName::Event)?) {
+        Kind::Notify
+    } else if method == b"OPTIONS" && cfg.options && addressed_to_server(cfg, uri, destination) {
+        Kind::Options
+    } else {
+        return None;
+    };
+    msg.check_semantics().ok()?;
+    let mut out = Vec::with_capacity(payload.len().min(1024) + 64);
+    out.extend_from_slice(b"SIP/2.0 200 OK\r\n");
+    let mut first = true;
+    for via in msg.headers_named(HeaderName::Via) {
+        out.extend_from_slice(b"Via: ");
+        if first {
+            write_top_via(&mut out, via.value, source)?;
+            first = false;
+        } else {
+            unfold(via.value, &mut out);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    copy(&mut out, "From", msg.header(HeaderName::From)?);
+    let to = msg.header(HeaderName::To)?;
+    out.extend_from_slice(b"To: ");
+    unfold(to.value, &mut out);
+    if name_addr_tag(to.value).is_none() {
+        let from_tag = msg.header(HeaderName::From).and_then(|f| name_addr_tag(f.value)).unwrap_or_default();
+        let call_id = msg.header(HeaderName::CallId)?.value;
+        let _ = write!(Text(&mut out), ";tag=ns{:016x}", fnv1a(&[call_id, from_tag]));
+    }
+    out.extend_from_slice(b"\r\n");
+    copy(&mut out, "Call-ID", msg.header(HeaderName::CallId)?);
+    copy(&mut out, "CSeq", msg.header(HeaderName::CSeq)?);
+    if let Some(server) = &cfg.server {
+        let _ = write!(Text(&mut out), "Server: {server}\r\n");
+    }
+    if kind == Kind::Options {
+        if let Some(allow) = &cfg.allow {
+            let _ = write!(Text(&mut out), "Allow: {allow}\r\n");
+        }
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    Some((out, kind))
+}
+
+fn is_keepalive_event(h: &Header<'_>) -> bool {
+    let ty = h.value.split(|&b| b == b';' || b == b' ' || b == b'\t').next().unwrap_or_default();
+    ty.eq_ignore_ascii_case(b"keep-alive")
+}
+
+/// Whether an OPTIONS Request-URI names the server itself, not a user behind it
+/// (which a proxy would forward): its host is the packet's destination address
+/// or one of the configured `domains`.
+fn addressed_to_server(cfg: &Config, uri: &[u8], destination: SocketAddr) -> bool {
+    let Some(rest) = strip_scheme(uri) else {
+        return false;
+    };
+    let hostport = match rest.iter().position(|&b| b == b'@') {
+        Some(at) => rest.get(at + 1..).unwrap_or_default(),
+        None => rest,
+    };
+    let host = if hostport.first() == Some(&b'[') {
+        let end = hostport.iter().position(|&b| b == b']').unwrap_or(hostport.len());
+        hostport.get(1..end).unwrap_or_default()
+    } else {
+        let end = hostport.iter().position(|&b| matches!(b, b':' | b';' | b'?')).unwrap_or(hostport.len());
+        hostport.get(..end).unwrap_or_default()
+    };
+    let Ok(host) = std::str::from_utf8(host) else {
+        return false;
+    };
+    if host.parse::<IpAddr>().is_ok_and(|ip| ip == destination.ip()) {
+        return true;
+    }
+    cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(host))
+}
+
+fn strip_scheme(uri: &[u8]) -> Option<&[u8]> {
+    for scheme in [&b"sip:"[..], b"sips:"] {
+        if uri.len() >= scheme.len() && uri.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme)) {
+            return uri.get(scheme.len()..);
+        }
+    }
+    None
+}
+
+/// The top Via, with `received` and a filled `rport` (RFC 3581 §4): the
+/// answer must reach the phone's NAT binding, not the address it believes it has.
+fn write_top_via(out: &mut Vec<u8>, value: &[u8], source: SocketAddr) -> Option<()> {
+    let (parm, len) = first_via(value)?;
+    let _ = write!(Text(out), "SIP/2.0/{} ", String::from_utf8_lossy(parm.transport));
+    out.extend_from_slice(parm.host);
+    if let Some(p) = parm.port {
+        let _ = write!(Text(out), ":{p}");
+    }
+    let mut has_rport = false;
+    let mut has_received = false;
+    for (name, v) in params_iter(parm.params) {
+        out.push(b';');
+        out.extend_from_slice(name);
+        if name.eq_ignore_ascii_case(b"rport") {
+            has_rport = true;
+            match v {
+                Some(v) if !v.is_empty() => {
+                    out.push(b'=');
+                    out.extend_from_slice(v);
+                }
+                _ => {
+                    let _ = write!(Text(out), "={}", source.port());
+                }
+            }
+            continue;
+        }
+        has_received |= name.eq_ignore_ascii_case(b"received");
+        if let Some(v) = v {
+            out.push(b'=');
+            out.extend_from_slice(v);
+        }
+    }
+    let host_is_source = std::str::from_utf8(parm.host)
+        .ok()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|h| h.parse::<IpAddr>().ok())
+        == Some(source.ip());
+    if !has_received && (has_rport || !host_is_source) {
+        let _ = write!(Text(out), ";received={}", source.ip());
+    }
+    // The remaining via-parms of this header, if it held a list.
+    let rest = value.get(len..).unwrap_or_default();
+    unfold(rest, out);
+    Some(())
+}
+
+fn copy(out: &mut Vec<u8>, name: &str, h: &Header<'_>) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    unfold(h.value, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// FNV-1a 64: a stable To-tag, so a retransmitted keep-alive gets the same answer.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in *p {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= 0xff;
+    }
+    h
+}
+
+/// `fmt::Write` over a byte buffer.
+struct Text<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Text<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
