@@ -1,1 +1,115 @@
-fn main() {}
+//! `netserv-appliance`: the edge node's binary.
+
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use netserv_appliance::{config::Config, node, try_module};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "netserv-appliance", version, about = "NetServ edge appliance")]
+struct Cli {
+    /// Log format: `text` or `json`.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the appliance until SIGTERM (SIGHUP reloads the config).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file and exit.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Work with modules offline.
+    Module {
+        #[command(subcommand)]
+        cmd: ModuleCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModuleCmd {
+    /// Run one UDP packet through a module exactly as the dataplane would.
+    Try {
+        /// The module (.wasm component).
+        module: PathBuf,
+        /// A deployment property, `key=value`; repeatable.
+        #[arg(long = "prop", value_parser = parse_prop)]
+        props: Vec<(String, String)>,
+        /// The packet's source (e.g. the phone): ip:port.
+        #[arg(long)]
+        from: SocketAddr,
+        /// The packet's destination (e.g. the SIP server): ip:port.
+        #[arg(long)]
+        to: SocketAddr,
+        /// File holding the UDP payload.
+        #[arg(long)]
+        payload: PathBuf,
+    },
+}
+
+fn parse_prop(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("`{s}` is not key=value"))
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    let result = match cli.cmd {
+        Cmd::Run { config } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(node::run(config))),
+        Cmd::CheckConfig { config } => Config::load(&config).map(|c| {
+            println!("{}: ok (node `{}`, {} tenants)", config.display(), c.node_id, c.tenants.len());
+        }).map_err(anyhow::Error::from),
+        Cmd::Module { cmd: ModuleCmd::Try { module, props, from, to, payload } } => std::fs::read(&payload)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", payload.display()))
+            .and_then(|p| try_module::run(&module, &props, from, to, &p))
+            .map(|r| {
+                println!("verdict: {}", r.verdict);
+                if let Some((src, dst, bytes)) = &r.reply {
+                    println!("reply: {} bytes from {src} to {dst}", bytes.len());
+                    println!("{}", try_module::show(bytes));
+                }
+                if let Some(bytes) = &r.replaced {
+                    println!("replaced payload: {} bytes", bytes.len());
+                    println!("{}", try_module::show(bytes));
+                }
+                if r.faults > 0 {
+                    println!("faults: {}", r.faults);
+                }
+                for (k, v) in &r.counters {
+                    println!("counter {k} = {v}");
+                }
+            }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

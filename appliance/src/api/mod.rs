@@ -1,0 +1,134 @@
+//! The admin / feedback HTTP API (axum). `app(state)` builds the router with no
+//! sockets, so tests drive it with `oneshot`.
+//!
+//! Routes: `GET /healthz`, `GET /metrics` (Prometheus text), and under
+//! `/api/v1` (bearer token: the admin token, or a tenant's token which sees
+//! only that tenant's modules): `GET /modules`, `POST /modules`,
+//! `GET|DELETE /modules/{tenant}/{name}`, `GET /tenants` (admin).
+
+mod metrics;
+#[cfg(test)]
+mod tests;
+
+use crate::controller::{ControlError, Controller, InstallRequest, Principal};
+use crate::dataplane::worker::QueueStats;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub controller: Arc<Controller>,
+    pub queues: Arc<Vec<Arc<QueueStats>>>,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::render))
+        .route("/api/v1/modules", get(list).post(install))
+        .route("/api/v1/modules/{tenant}/{name}", get(get_one).delete(remove))
+        .route("/api/v1/tenants", get(tenants))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60)))
+        .with_state(state)
+}
+
+/// An API error as JSON: `{"error": "...", "kind": "..."}`.
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.2, "kind": self.1 }))).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let (status, kind) = match &e {
+            ControlError::UnknownTenant(_) => (StatusCode::NOT_FOUND, "unknown_tenant"),
+            ControlError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ControlError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            ControlError::Limit(_) => (StatusCode::TOO_MANY_REQUESTS, "limit"),
+            ControlError::Fetch(crate::store::FetchError::HashMismatch { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "sha256_mismatch"),
+            ControlError::Fetch(_) => (StatusCode::BAD_GATEWAY, "fetch"),
+            ControlError::Module(_) => (StatusCode::UNPROCESSABLE_ENTITY, "module"),
+            ControlError::Dataplane(_) => (StatusCode::INTERNAL_SERVER_ERROR, "dataplane"),
+            ControlError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ControlError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError(status, kind, e.to_string())
+    }
+}
+
+/// The authenticated caller.
+pub struct Caller(Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let unauthorized = || ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required".into());
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(unauthorized)?;
+        state.controller.authenticate(token.trim()).map(Caller).ok_or_else(unauthorized)
+    }
+}
+
+async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    let cfg = s.controller.config();
+    Json(serde_json::json!({ "status": "ok", "node_id": cfg.node_id }))
+}
+
+async fn list(State(s): State<AppState>, Caller(p): Caller) -> impl IntoResponse {
+    Json(s.controller.list(&p).await)
+}
+
+async fn install(State(s): State<AppState>, Caller(p): Caller, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    // Parse by hand so that a bad body names the field in a JSON error.
+    let req: InstallRequest = serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", format!("request body: {e}")))?;
+    let info = s.controller.install(&p, req).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+async fn get_one(State(s): State<AppState>, Caller(p): Caller, Path((tenant, name)): Path<(String, String)>) -> Result<Response, ApiError> {
+    Ok(Json(s.controller.get(&p, &tenant, &name).await?).into_response())
+}
+
+async fn remove(State(s): State<AppState>, Caller(p): Caller, Path((tenant, name)): Path<(String, String)>) -> Result<Response, ApiError> {
+    Ok(Json(s.controller.remove(&p, &tenant, &name).await?).into_response())
+}
+
+async fn tenants(State(s): State<AppState>, Caller(p): Caller) -> Result<Response, ApiError> {
+    if p != Principal::Admin {
+        return Err(ApiError(StatusCode::FORBIDDEN, "forbidden", "only the admin lists tenants".into()));
+    }
+    let cfg = s.controller.config();
+    let v: Vec<_> = cfg
+        .tenants
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name,
+                "filter_prefixes": t.filter_prefixes,
+                "listen_ports": t.listen_ports,
+                "limits": {
+                    "memory_bytes": t.limits.memory_bytes,
+                    "cpu_deadline_ms": t.limits.cpu_deadline_ms,
+                    "max_modules": t.limits.max_modules,
+                    "max_ttl_secs": t.limits.max_ttl_secs,
+                },
+            })
+        })
+        .collect();
+    Ok(Json(v).into_response())
+}

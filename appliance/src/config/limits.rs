@@ -1,0 +1,52 @@
+//! Per-tenant resource limits.
+
+use super::{ConfigError, invalid};
+use serde::Deserialize;
+
+/// Resource limits for one tenant's modules.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory per module instance, bytes.
+    pub memory_bytes: u64,
+    /// Wall time one `on-packet` call may take before it is interrupted.
+    pub cpu_deadline_ms: u64,
+    /// Modules installed at once.
+    pub max_modules: u32,
+    /// Entries and total bytes of the tenant's key-value state.
+    pub state_max_entries: u32,
+    pub state_max_bytes: u64,
+    /// Longest TTL a deployment may ask for, seconds.
+    pub max_ttl_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 16 << 20,
+            cpu_deadline_ms: 10,
+            max_modules: 8,
+            state_max_entries: 4096,
+            state_max_bytes: 1 << 20,
+            max_ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl Limits {
+    pub(super) fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if self.memory_bytes < 1 << 20 || self.memory_bytes > 4 << 30 {
+            return Err(invalid(format!("{at}.memory_bytes"), "must be between 1 MiB and 4 GiB"));
+        }
+        if self.cpu_deadline_ms == 0 || self.cpu_deadline_ms > 10_000 {
+            return Err(invalid(format!("{at}.cpu_deadline_ms"), "must be 1..=10000"));
+        }
+        if self.max_modules == 0 {
+            return Err(invalid(format!("{at}.max_modules"), "must be at least 1"));
+        }
+        if self.max_ttl_secs == 0 {
+            return Err(invalid(format!("{at}.max_ttl_secs"), "must be at least 1"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,245 @@
+//! The appliance's TOML configuration: parsed and validated once, before any
+//! socket binds or rule is written. Every error names the field.
+
+mod limits;
+#[cfg(test)]
+mod tests;
+
+pub use limits::Limits;
+
+use base64::Engine as _;
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration error, naming the field it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// TOML syntax, unknown fields and wrong types: toml's message already
+    /// names the key and the line.
+    #[error("{0}")]
+    Syntax(String),
+    #[error("`{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), reason: reason.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node_id: String,
+    #[serde(default)]
+    state_dir: Option<PathBuf>,
+    api: RawApi,
+    #[serde(default)]
+    dataplane: Dataplane,
+    #[serde(default)]
+    runtime: Runtime,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    tenants: Vec<RawTenant>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: SocketAddr,
+    admin_token: String,
+}
+
+/// NFQUEUE and iptables settings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dataplane {
+    /// First NFQUEUE number; the appliance uses `queue_base .. queue_base + queues`.
+    pub queue_base: u16,
+    /// Number of queues, each with its own thread (spread by flow hash).
+    pub queues: u16,
+    /// Kernel-side queue length per queue.
+    pub queue_max_len: u32,
+    /// The iptables chain the appliance owns (created, flushed, removed).
+    pub chain: String,
+    /// Built-in chains that jump to `chain` (FORWARD for on-path traffic,
+    /// INPUT when the intercepted server runs on the appliance itself).
+    pub hooks: Vec<String>,
+    /// Set to false to run without NFQUEUE (API and try-out only).
+    pub enabled: bool,
+}
+
+impl Default for Dataplane {
+    fn default() -> Self {
+        Self {
+            queue_base: 270,
+            queues: 2,
+            queue_max_len: 8192,
+            chain: "NETSERV".into(),
+            hooks: vec!["FORWARD".into()],
+            enabled: true,
+        }
+    }
+}
+
+/// Runtime-wide settings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Largest module accepted, in bytes.
+    pub module_size_max: u64,
+    /// Consecutive faults after which a module is quarantined.
+    pub quarantine_after: u32,
+    /// First reload delay after a fault, doubled per consecutive fault.
+    pub reload_backoff_ms: u64,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self { module_size_max: 8 << 20, quarantine_after: 5, reload_backoff_ms: 50 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    name: String,
+    /// Ed25519 public key, base64 (standard) or hex.
+    public_key: String,
+    api_token: String,
+    #[serde(default)]
+    filter_prefixes: Vec<String>,
+    #[serde(default)]
+    listen_ports: Vec<u16>,
+    #[serde(default)]
+    limits: Option<Limits>,
+}
+
+/// A tenant (ITSP or content provider) as configured.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub name: String,
+    pub public_key: ed25519_dalek::VerifyingKey,
+    pub api_token: String,
+    /// Destination prefixes this tenant may intercept (its own servers).
+    pub filter_prefixes: Vec<IpNet>,
+    /// Ports this tenant may filter on or listen on.
+    pub listen_ports: Vec<u16>,
+    pub limits: Limits,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: String,
+    pub state_dir: Option<PathBuf>,
+    pub api_listen: SocketAddr,
+    pub admin_token: String,
+    pub dataplane: Dataplane,
+    pub runtime: Runtime,
+    pub tenants: Vec<Tenant>,
+}
+
+/// Tokens are compared in constant time; very short ones are refused.
+const MIN_TOKEN_LEN: usize = 16;
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        if raw.node_id.is_empty() || !raw.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(invalid("node_id", "must be non-empty letters, digits, '-', '_' or '.'"));
+        }
+        if raw.api.admin_token.len() < MIN_TOKEN_LEN {
+            return Err(invalid("api.admin_token", format!("must be at least {MIN_TOKEN_LEN} characters")));
+        }
+        let dp = &raw.dataplane;
+        if dp.queues == 0 || dp.queues > 64 {
+            return Err(invalid("dataplane.queues", "must be 1..=64"));
+        }
+        if u32::from(dp.queue_base) + u32::from(dp.queues) > 65536 {
+            return Err(invalid("dataplane.queue_base", "queue numbers run past 65535"));
+        }
+        if dp.chain.is_empty() || dp.chain.len() > 28 || !dp.chain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(invalid("dataplane.chain", "must be 1-28 letters, digits, '-' or '_'"));
+        }
+        for (i, hook) in dp.hooks.iter().enumerate() {
+            if !["FORWARD", "INPUT", "OUTPUT", "PREROUTING"].contains(&hook.as_str()) {
+                return Err(invalid(format!("dataplane.hooks[{i}]"), "must be FORWARD, INPUT, OUTPUT or PREROUTING"));
+            }
+        }
+        if raw.runtime.quarantine_after == 0 {
+            return Err(invalid("runtime.quarantine_after", "must be at least 1"));
+        }
+        raw.limits.validate("limits")?;
+        let mut tenants: Vec<Tenant> = Vec::with_capacity(raw.tenants.len());
+        for (i, t) in raw.tenants.into_iter().enumerate() {
+            let at = |f: &str| format!("tenants[{i}].{f}");
+            if t.name.is_empty() || !t.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                return Err(invalid(at("name"), "must be non-empty letters, digits, '-', '_' or '.'"));
+            }
+            if tenants.iter().any(|o| o.name == t.name) {
+                return Err(invalid(at("name"), format!("tenant `{}` is defined twice", t.name)));
+            }
+            if t.api_token.len() < MIN_TOKEN_LEN {
+                return Err(invalid(at("api_token"), format!("must be at least {MIN_TOKEN_LEN} characters")));
+            }
+            if t.api_token == raw.api.admin_token || tenants.iter().any(|o| o.api_token == t.api_token) {
+                return Err(invalid(at("api_token"), "must differ from every other token"));
+            }
+            let public_key = parse_public_key(&t.public_key).map_err(|r| invalid(at("public_key"), r))?;
+            let mut filter_prefixes = Vec::new();
+            for (j, p) in t.filter_prefixes.iter().enumerate() {
+                let net: IpNet = p.parse().map_err(|_| invalid(at(&format!("filter_prefixes[{j}]")), format!("`{p}` is not an IP prefix")))?;
+                if net.trunc() != net {
+                    return Err(invalid(at(&format!("filter_prefixes[{j}]")), format!("`{p}` has host bits set")));
+                }
+                filter_prefixes.push(net);
+            }
+            if t.listen_ports.contains(&0) {
+                return Err(invalid(at("listen_ports"), "port 0 is not a port"));
+            }
+            let limits = t.limits.unwrap_or_else(|| raw.limits.clone());
+            limits.validate(&at("limits"))?;
+            tenants.push(Tenant {
+                name: t.name,
+                public_key,
+                api_token: t.api_token,
+                filter_prefixes,
+                listen_ports: t.listen_ports,
+                limits,
+            });
+        }
+        Ok(Config {
+            node_id: raw.node_id,
+            state_dir: raw.state_dir,
+            api_listen: raw.api.listen,
+            admin_token: raw.api.admin_token,
+            dataplane: raw.dataplane,
+            runtime: raw.runtime,
+            tenants,
+        })
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+}
+
+fn parse_public_key(s: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
+    let bytes = if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex::decode(s).map_err(|e| e.to_string())?
+    } else {
+        base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| "is neither 64 hex digits nor base64".to_owned())?
+    };
+    let arr: [u8; 32] = bytes.try_into().map_err(|_| "must be 32 bytes (an Ed25519 public key)".to_owned())?;
+    ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| "is not a valid Ed25519 point".to_owned())
+}

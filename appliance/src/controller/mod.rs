@@ -1,0 +1,331 @@
+//! The controller: the one path through which modules are installed, refreshed
+//! and removed — the admin API calls it today, on-path signaling will call the
+//! same functions. It owns module lifetimes (TTL), the iptables rules and the
+//! dataplane's table.
+
+mod authz;
+#[cfg(test)]
+mod tests;
+mod types;
+
+pub use types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal};
+
+use crate::config::{Config, Tenant};
+use crate::dataplane::iptables::Iptables;
+use crate::dataplane::{ActiveModule, Table};
+use crate::runtime::host::TenantState;
+use crate::runtime::{FaultPolicy, GuestCounters, HostState, ModuleInstance, Runtime};
+use crate::store;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+struct Record {
+    seq: u64,
+    active: Arc<ActiveModule>,
+    request: InstallRequest,
+    expires_at: Option<Instant>,
+    installed_at: SystemTime,
+}
+
+pub struct Controller {
+    config: ArcSwap<Config>,
+    runtime: Arc<Runtime>,
+    table: Arc<ArcSwap<Table>>,
+    iptables: Option<Iptables>,
+    records: tokio::sync::Mutex<BTreeMap<String, Record>>,
+    tenant_state: Mutex<HashMap<String, Arc<TenantState>>>,
+    http: reqwest::Client,
+    next_seq: std::sync::atomic::AtomicU64,
+}
+
+fn module_id(tenant: &str, name: &str) -> String {
+    format!("{tenant}/{name}")
+}
+
+impl Controller {
+    /// `iptables` is `None` when the node runs without a dataplane (tests, try-out).
+    pub fn new(config: Config, runtime: Arc<Runtime>, table: Arc<ArcSwap<Table>>, iptables: Option<Iptables>) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Arc::new(Self {
+            config: ArcSwap::from_pointee(config),
+            runtime,
+            table,
+            iptables,
+            records: tokio::sync::Mutex::new(BTreeMap::new()),
+            tenant_state: Mutex::new(HashMap::new()),
+            http,
+            next_seq: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Which principal a bearer token belongs to (constant-time comparisons).
+    pub fn authenticate(&self, token: &str) -> Option<Principal> {
+        use subtle::ConstantTimeEq;
+        let cfg = self.config.load();
+        let eq = |a: &str| bool::from(a.as_bytes().ct_eq(token.as_bytes()));
+        if eq(&cfg.admin_token) {
+            return Some(Principal::Admin);
+        }
+        cfg.tenants.iter().find(|t| eq(&t.api_token)).map(|t| Principal::Tenant(t.name.clone()))
+    }
+
+    fn tenant_state(&self, tenant: &Tenant) -> Arc<TenantState> {
+        self.tenant_state
+            .lock()
+            .entry(tenant.name.clone())
+            .or_insert_with(|| Arc::new(TenantState::new(tenant.limits.state_max_entries, tenant.limits.state_max_bytes)))
+            .clone()
+    }
+
+    /// Installs a module, or refreshes its TTL when the same module, filter and
+    /// properties are installed again. Nothing changes when this fails.
+    pub async fn install(&self, principal: &Principal, req: InstallRequest) -> Result<ModuleInfo, ControlError> {
+        let cfg = self.config.load_full();
+        let tenant = cfg.tenant(&req.tenant).ok_or_else(|| ControlError::UnknownTenant(req.tenant.clone()))?.clone();
+        authz::check(principal, &tenant, &req)?;
+        let id = module_id(&req.tenant, &req.name);
+        let expires_at = req.ttl_secs.map(|s| Instant::now() + Duration::from_secs(s));
+
+        // A refresh: same bytes (by the hash the caller names), filter, properties.
+        {
+            let mut records = self.records.lock().await;
+            if let Some(r) = records.get_mut(&id) {
+                let same_hash = req.sha256.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(&r.active.hash.to_hex()));
+                if same_hash && r.request.filter == req.filter && r.request.properties == req.properties && r.request.source == req.source {
+                    r.expires_at = expires_at;
+                    r.request.ttl_secs = req.ttl_secs;
+                    tracing::info!(module = %id, ttl_secs = ?req.ttl_secs, "module refreshed");
+                    return Ok(info(r));
+                }
+            } else {
+                let count = records.values().filter(|r| *r.active.tenant == *req.tenant).count();
+                if count >= tenant.limits.max_modules as usize {
+                    return Err(ControlError::Limit(format!("tenant `{}` may run at most {} modules", tenant.name, tenant.limits.max_modules)));
+                }
+            }
+        }
+
+        let bytes = store::fetch(&self.http, &req.source, cfg.runtime.module_size_max).await?;
+        let hash = store::verify(&bytes, req.sha256.as_deref())?;
+        let runtime = self.runtime.clone();
+        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(|e| ControlError::Module(format!("{e:#}")))?;
+
+        let counters = Arc::new(GuestCounters::default());
+        let state = self.tenant_state(&tenant);
+        let (t_name, m_name): (Arc<str>, Arc<str>) = (req.tenant.as_str().into(), req.name.as_str().into());
+        let policy = FaultPolicy {
+            // The epoch ticks once per EPOCH_TICK (1 ms).
+            deadline_ticks: tenant.limits.cpu_deadline_ms.div_ceil(crate::runtime::EPOCH_TICK.as_millis().max(1) as u64),
+            quarantine_after: cfg.runtime.quarantine_after,
+            backoff: Duration::from_millis(cfg.runtime.reload_backoff_ms),
+        };
+        let make_state = {
+            let (t, m, c, s, mem) = (t_name.clone(), m_name.clone(), counters.clone(), state, tenant.limits.memory_bytes);
+            Box::new(move || HostState::new(t.clone(), m.clone(), mem, c.clone(), s.clone()))
+        };
+        let props: Vec<(String, String)> = req.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let engine = self.runtime.engine().clone();
+        let instance = tokio::task::spawn_blocking(move || ModuleInstance::new(&engine, compiled, props, policy, make_state))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(|e| ControlError::Module(format!("{e:#}")))?;
+
+        let active = Arc::new(ActiveModule {
+            id: id.clone(),
+            tenant: t_name,
+            name: m_name,
+            hash,
+            filter: req.filter.clone(),
+            instance: Mutex::new(instance),
+            stats: Default::default(),
+            guest_counters: counters,
+        });
+
+        let mut records = self.records.lock().await;
+        let old = records.remove(&id);
+        if let Some(ipt) = &self.iptables {
+            if let Some(old) = &old {
+                if let Err(e) = ipt.remove(&old.request.filter, &id) {
+                    tracing::warn!(module = %id, error = %e, "removing the replaced module's rule failed");
+                }
+            }
+            if let Err(e) = ipt.add(&req.filter, &id) {
+                // Put the old module back: a failed install changes nothing.
+                if let Some(old) = old {
+                    let _ = ipt.add(&old.request.filter, &id);
+                    records.insert(id.clone(), old);
+                }
+                return Err(ControlError::Dataplane(e.to_string()));
+            }
+        }
+        let record = Record {
+            seq: self.next_seq.fetch_add(1, Relaxed),
+            active,
+            request: req,
+            expires_at,
+            installed_at: SystemTime::now(),
+        };
+        let out = info(&record);
+        records.insert(id.clone(), record);
+        self.publish(&records);
+        tracing::info!(module = %id, sha256 = %out.sha256, replaced = old.is_some(), "module installed");
+        Ok(out)
+    }
+
+    /// Removes a module: its rule, its table entry, its instance.
+    pub async fn remove(&self, principal: &Principal, tenant: &str, name: &str) -> Result<ModuleInfo, ControlError> {
+        if let Principal::Tenant(who) = principal {
+            if who != tenant {
+                return Err(ControlError::NotFound(module_id(tenant, name)));
+            }
+        }
+        let id = module_id(tenant, name);
+        let mut records = self.records.lock().await;
+        let record = records.remove(&id).ok_or_else(|| ControlError::NotFound(id.clone()))?;
+        self.retire(&record, "removed");
+        self.publish(&records);
+        Ok(info(&record))
+    }
+
+    fn retire(&self, record: &Record, why: &str) {
+        if let Some(ipt) = &self.iptables {
+            if let Err(e) = ipt.remove(&record.request.filter, &record.active.id) {
+                tracing::warn!(module = %record.active.id, error = %e, "removing the module's rule failed");
+            }
+        }
+        tracing::info!(module = %record.active.id, reason = why, "module retired");
+    }
+
+    /// Publishes the dataplane's snapshot, in install order.
+    fn publish(&self, records: &BTreeMap<String, Record>) {
+        let mut rs: Vec<&Record> = records.values().collect();
+        rs.sort_by_key(|r| r.seq);
+        self.table.store(Arc::new(Table { modules: rs.iter().map(|r| r.active.clone()).collect() }));
+        let live: Vec<_> = rs.iter().map(|r| r.active.hash).collect();
+        self.runtime.retain(|h| live.contains(h));
+    }
+
+    pub async fn list(&self, principal: &Principal) -> Vec<ModuleInfo> {
+        let records = self.records.lock().await;
+        let mut v: Vec<&Record> = records
+            .values()
+            .filter(|r| match principal {
+                Principal::Admin => true,
+                Principal::Tenant(t) => *r.active.tenant == **t,
+            })
+            .collect();
+        v.sort_by_key(|r| r.seq);
+        v.into_iter().map(info).collect()
+    }
+
+    pub async fn get(&self, principal: &Principal, tenant: &str, name: &str) -> Result<ModuleInfo, ControlError> {
+        let id = module_id(tenant, name);
+        let records = self.records.lock().await;
+        match (records.get(&id), principal) {
+            (Some(r), Principal::Admin) => Ok(info(r)),
+            (Some(r), Principal::Tenant(t)) if *r.active.tenant == **t => Ok(info(r)),
+            _ => Err(ControlError::NotFound(id)),
+        }
+    }
+
+    /// Removes modules whose TTL ran out. Returns how many.
+    pub async fn expire(&self, now: Instant) -> usize {
+        let mut records = self.records.lock().await;
+        let expired: Vec<String> = records.iter().filter(|(_, r)| r.expires_at.is_some_and(|t| t <= now)).map(|(k, _)| k.clone()).collect();
+        for id in &expired {
+            if let Some(r) = records.remove(id) {
+                self.retire(&r, "ttl expired");
+            }
+        }
+        if !expired.is_empty() {
+            self.publish(&records);
+        }
+        expired.len()
+    }
+
+    /// Applies a new configuration (SIGHUP): modules whose tenant is gone or no
+    /// longer authorized for their filter are removed.
+    pub async fn reload(&self, new: Config) -> usize {
+        let mut records = self.records.lock().await;
+        let doomed: Vec<String> = records
+            .iter()
+            .filter(|(_, r)| match new.tenant(&r.request.tenant) {
+                None => true,
+                Some(t) => authz::check(&Principal::Admin, t, &r.request).is_err(),
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in &doomed {
+            if let Some(r) = records.remove(id) {
+                self.retire(&r, "no longer authorized after reload");
+            }
+        }
+        self.config.store(Arc::new(new));
+        self.publish(&records);
+        doomed.len()
+    }
+
+    /// Removes every module and the node's iptables chain (SIGTERM).
+    pub async fn shutdown(&self) {
+        let mut records = self.records.lock().await;
+        records.clear();
+        self.publish(&records);
+        if let Some(ipt) = &self.iptables {
+            ipt.teardown();
+        }
+    }
+}
+
+fn info(r: &Record) -> ModuleInfo {
+    let a = &r.active;
+    let inst = a.instance.lock();
+    let state = if inst.is_quarantined() {
+        "quarantined"
+    } else if inst.is_live() {
+        "active"
+    } else {
+        "reloading"
+    };
+    ModuleInfo {
+        id: a.id.clone(),
+        tenant: a.tenant.to_string(),
+        name: a.name.to_string(),
+        sha256: a.hash.to_hex(),
+        filter: a.filter.clone(),
+        properties: r.request.properties.clone(),
+        ttl_remaining_secs: r.expires_at.map(|t| t.saturating_duration_since(Instant::now()).as_secs()),
+        installed_at_unix: r.installed_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        state,
+        last_fault: inst.last_fault.clone(),
+        counters: ModuleCounters {
+            packets: a.stats.packets.load(Relaxed),
+            accepted: a.stats.accepted.load(Relaxed),
+            dropped: a.stats.dropped.load(Relaxed),
+            replaced: a.stats.replaced.load(Relaxed),
+            replied: a.stats.replied.load(Relaxed),
+            fail_open: a.stats.fail_open.load(Relaxed),
+            verdict_errors: a.stats.verdict_errors.load(Relaxed),
+            faults: inst.total_faults,
+        },
+        module_counters: a.guest_counters.snapshot().into_iter().collect(),
+    }
+}

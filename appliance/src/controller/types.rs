@@ -1,0 +1,88 @@
+//! What goes in and out of the controller.
+
+use crate::dataplane::Filter;
+use crate::store::ModuleSource;
+use std::collections::BTreeMap;
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The ISP operating the appliance: sees and manages everything.
+    Admin,
+    /// A tenant: sees and manages only its own modules.
+    Tenant(String),
+}
+
+/// A request to install (or refresh) a module for a tenant.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallRequest {
+    pub tenant: String,
+    /// Unique per tenant; installing an existing name replaces or refreshes it.
+    pub name: String,
+    pub source: ModuleSource,
+    /// Expected sha256 of the module bytes (hex). Required for URLs.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    pub filter: Filter,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Soft-state lifetime; absent means until removed.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// Counters of one module.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModuleCounters {
+    pub packets: u64,
+    pub accepted: u64,
+    pub dropped: u64,
+    pub replaced: u64,
+    pub replied: u64,
+    pub fail_open: u64,
+    pub verdict_errors: u64,
+    pub faults: u64,
+}
+
+/// A module as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModuleInfo {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub sha256: String,
+    pub filter: Filter,
+    pub properties: BTreeMap<String, String>,
+    pub ttl_remaining_secs: Option<u64>,
+    pub installed_at_unix: u64,
+    /// `active`, `reloading` or `quarantined`.
+    pub state: &'static str,
+    pub last_fault: Option<String>,
+    pub counters: ModuleCounters,
+    /// Counters the module itself exports.
+    pub module_counters: BTreeMap<String, u64>,
+}
+
+/// Why a request was refused. Each names its reason; nothing was installed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("tenant `{0}` is not configured on this node")]
+    UnknownTenant(String),
+    #[error("not allowed: {0}")]
+    Forbidden(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("tenant limit reached: {0}")]
+    Limit(String),
+    #[error(transparent)]
+    Fetch(#[from] crate::store::FetchError),
+    #[error("module rejected: {0}")]
+    Module(String),
+    #[error("dataplane: {0}")]
+    Dataplane(String),
+    #[error("module `{0}` is not installed")]
+    NotFound(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,140 @@
+//! The iptables rules that steer a module's traffic into NFQUEUE. The appliance
+//! owns one chain per family (`NETSERV` by default): created and flushed at
+//! start-up (removing stale rules of an earlier run), one rule per installed
+//! module, all removed on shutdown. Rules use `--queue-bypass`, so packets flow
+//! unexamined whenever no process listens on the queue.
+
+use super::table::Filter;
+use crate::runtime::Transport;
+use std::net::IpAddr;
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IptablesError {
+    #[error("running {bin}: {source}")]
+    Spawn { bin: &'static str, source: std::io::Error },
+    #[error("{bin} {args}: {stderr}")]
+    Failed { bin: &'static str, args: String, stderr: String },
+    #[error("IPv6 filtering is unavailable on this node (ip6tables failed at start-up)")]
+    NoIpv6,
+}
+
+#[derive(Debug, Clone)]
+pub struct Iptables {
+    chain: String,
+    hooks: Vec<String>,
+    queue_base: u16,
+    queues: u16,
+    ipv6: bool,
+}
+
+const V4: &str = "iptables";
+const V6: &str = "ip6tables";
+
+fn run(bin: &'static str, args: &[&str]) -> Result<(), IptablesError> {
+    // `-w`: wait for the xtables lock instead of failing when another tool holds it.
+    let out = Command::new(bin).arg("-w").args(args).output().map_err(|source| IptablesError::Spawn { bin, source })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(IptablesError::Failed {
+            bin,
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+impl Iptables {
+    pub fn new(chain: &str, hooks: &[String], queue_base: u16, queues: u16) -> Self {
+        Self { chain: chain.to_owned(), hooks: hooks.to_vec(), queue_base, queues, ipv6: false }
+    }
+
+    /// Creates or flushes the chain and hooks it in, once, for both families.
+    pub fn setup(&mut self) -> Result<(), IptablesError> {
+        self.setup_family(V4)?;
+        match self.setup_family(V6) {
+            Ok(()) => self.ipv6 = true,
+            Err(e) => tracing::warn!(error = %e, "ip6tables unavailable; IPv6 modules will be refused"),
+        }
+        Ok(())
+    }
+
+    fn setup_family(&self, bin: &'static str) -> Result<(), IptablesError> {
+        let chain = self.chain.as_str();
+        if run(bin, &["-N", chain]).is_err() {
+            // It exists from an earlier run: its rules are stale.
+            run(bin, &["-F", chain])?;
+            tracing::info!(bin, chain, "flushed stale rules from an earlier run");
+        }
+        for hook in &self.hooks {
+            while run(bin, &["-D", hook, "-j", chain]).is_ok() {}
+            run(bin, &["-I", hook, "-j", chain])?;
+        }
+        Ok(())
+    }
+
+    /// Unhooks, flushes and deletes the chain in both families. Best effort.
+    pub fn teardown(&self) {
+        for bin in [V4, V6] {
+            for hook in &self.hooks {
+                while run(bin, &["-D", hook, "-j", &self.chain]).is_ok() {}
+            }
+            let _ = run(bin, &["-F", &self.chain]);
+            let _ = run(bin, &["-X", &self.chain]);
+        }
+        tracing::info!(chain = %self.chain, "iptables rules removed");
+    }
+
+    fn rule(&self, filter: &Filter, id: &str) -> Vec<String> {
+        let mut a = vec![
+            self.chain.clone(),
+            "-p".into(),
+            match filter.transport {
+                Transport::Udp => "udp".into(),
+                Transport::Tcp => "tcp".into(),
+            },
+            "-d".into(),
+            filter.destination.to_string(),
+        ];
+        if let Some(src) = filter.source {
+            a.extend(["-s".into(), src.to_string()]);
+        }
+        let ports: Vec<String> = filter.ports.iter().map(u16::to_string).collect();
+        a.extend(["-m".into(), "multiport".into(), "--dports".into(), ports.join(",")]);
+        a.extend(["-m".into(), "comment".into(), "--comment".into(), format!("netserv:{id}")]);
+        a.extend(["-j".into(), "NFQUEUE".into()]);
+        if self.queues > 1 {
+            let last = self.queue_base + self.queues - 1;
+            a.extend(["--queue-balance".into(), format!("{}:{last}", self.queue_base)]);
+        } else {
+            a.extend(["--queue-num".into(), self.queue_base.to_string()]);
+        }
+        a.push("--queue-bypass".into());
+        a
+    }
+
+    fn bin_for(&self, filter: &Filter) -> Result<&'static str, IptablesError> {
+        match filter.destination.addr() {
+            IpAddr::V4(_) => Ok(V4),
+            IpAddr::V6(_) if self.ipv6 => Ok(V6),
+            IpAddr::V6(_) => Err(IptablesError::NoIpv6),
+        }
+    }
+
+    pub fn add(&self, filter: &Filter, id: &str) -> Result<(), IptablesError> {
+        let bin = self.bin_for(filter)?;
+        let rule = self.rule(filter, id);
+        let mut args: Vec<&str> = vec!["-A"];
+        args.extend(rule.iter().map(String::as_str));
+        run(bin, &args)
+    }
+
+    pub fn remove(&self, filter: &Filter, id: &str) -> Result<(), IptablesError> {
+        let bin = self.bin_for(filter)?;
+        let rule = self.rule(filter, id);
+        let mut args: Vec<&str> = vec!["-D"];
+        args.extend(rule.iter().map(String::as_str));
+        run(bin, &args)
+    }
+}

@@ -1,0 +1,82 @@
+//! IP packet parsing and building (etherparse). No I/O.
+
+use crate::runtime::Transport;
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use std::net::{IpAddr, SocketAddr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    #[error("not a parseable IPv4/IPv6 packet")]
+    Malformed,
+    #[error("not UDP or TCP")]
+    OtherTransport,
+    #[error("IP fragment (only the first fragment carries ports)")]
+    Fragment,
+}
+
+/// The parts of an intercepted packet a module and a verdict need.
+#[derive(Debug, Clone, Copy)]
+pub struct Parsed<'a> {
+    pub transport: Transport,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub payload: &'a [u8],
+    pub hop_limit: u8,
+}
+
+pub fn parse(ip: &[u8]) -> Result<Parsed<'_>, PacketError> {
+    let sliced = SlicedPacket::from_ip(ip).map_err(|_| PacketError::Malformed)?;
+    let (src, dst, hop_limit, fragmented) = match &sliced.net {
+        Some(NetSlice::Ipv4(v4)) => {
+            let h = v4.header();
+            (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), h.ttl(), v4.is_payload_fragmented())
+        }
+        Some(NetSlice::Ipv6(v6)) => {
+            let h = v6.header();
+            (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), h.hop_limit(), v6.is_payload_fragmented())
+        }
+        _ => return Err(PacketError::Malformed),
+    };
+    if fragmented {
+        return Err(PacketError::Fragment);
+    }
+    match &sliced.transport {
+        Some(TransportSlice::Udp(u)) => Ok(Parsed {
+            transport: Transport::Udp,
+            source: SocketAddr::new(src, u.source_port()),
+            destination: SocketAddr::new(dst, u.destination_port()),
+            payload: u.payload(),
+            hop_limit,
+        }),
+        Some(TransportSlice::Tcp(t)) => Ok(Parsed {
+            transport: Transport::Tcp,
+            source: SocketAddr::new(src, t.source_port()),
+            destination: SocketAddr::new(dst, t.destination_port()),
+            payload: t.payload(),
+            hop_limit,
+        }),
+        _ => Err(PacketError::OtherTransport),
+    }
+}
+
+/// A UDP datagram from `src` to `dst`, as a full IP packet with checksums.
+/// `None` when the families differ or the payload does not fit.
+pub fn build_udp(src: SocketAddr, dst: SocketAddr, hop_limit: u8, payload: &[u8]) -> Option<Vec<u8>> {
+    let builder = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), hop_limit),
+        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), hop_limit),
+        _ => return None,
+    };
+    let builder = builder.udp(src.port(), dst.port());
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, payload).ok()?;
+    Some(out)
+}
+
+/// Parses one generic packet for tests and the try-out command.
+pub fn transport_name(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
+    }
+}

@@ -1,0 +1,96 @@
+//! Running node: wires config, runtime, dataplane, controller and API, then
+//! serves until SIGTERM/SIGINT (drain: stop taking requests, remove every
+//! rule so traffic flows untouched, exit) while SIGHUP reloads the config.
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::controller::Controller;
+use crate::dataplane::iptables::Iptables;
+use crate::dataplane::worker::{self, QueueStats};
+use crate::dataplane::Table;
+use crate::runtime::Runtime;
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    let cfg = Config::load(&config_path)?;
+    let runtime = Runtime::new()?;
+    let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let mut queues = Vec::new();
+    let iptables = if cfg.dataplane.enabled {
+        let dp = &cfg.dataplane;
+        for q in dp.queue_base..dp.queue_base + dp.queues {
+            let stats = Arc::new(QueueStats { queue: q, ..Default::default() });
+            worker::spawn(q, dp.queue_max_len, table.clone(), stats.clone(), stop.clone())?;
+            queues.push(stats);
+        }
+        let mut ipt = Iptables::new(&dp.chain, &dp.hooks, dp.queue_base, dp.queues);
+        ipt.setup().context("setting up the iptables chain")?;
+        Some(ipt)
+    } else {
+        tracing::warn!("dataplane disabled in the config: modules are installed but see no traffic");
+        None
+    };
+
+    let controller = Controller::new(cfg.clone(), runtime, table, iptables);
+    let state = AppState { controller: controller.clone(), queues: Arc::new(queues) };
+    let listener = tokio::net::TcpListener::bind(cfg.api_listen)
+        .await
+        .with_context(|| format!("binding the API on {}", cfg.api_listen))?;
+    tracing::info!(node_id = %cfg.node_id, api = %cfg.api_listen, queues = cfg.dataplane.queues, "appliance running");
+
+    // Soft state: expire modules whose TTL ran out.
+    let expiry = {
+        let c = controller.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                c.expire(std::time::Instant::now()).await;
+            }
+        })
+    };
+
+    // SIGHUP: reload. A bad file keeps the running config.
+    let reloader = {
+        let c = controller.clone();
+        let path = config_path.clone();
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match Config::load(&path) {
+                    Ok(new) => {
+                        let removed = c.reload(new).await;
+                        tracing::info!(removed, "configuration reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "configuration reload failed; keeping the running one"),
+                }
+            }
+        })
+    };
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        }
+    };
+    axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;
+    expiry.abort();
+    reloader.abort();
+    // Remove rules first: with no rule, packets never reach the queues, so
+    // nothing is in flight when the workers stop with the process.
+    controller.shutdown().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!("appliance stopped");
+    Ok(())
+}
