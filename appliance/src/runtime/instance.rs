@@ -132,7 +132,7 @@ impl ModuleInstance {
                 CallOutcome::Verdict(v)
             }
             Err(e) => {
-                self.fault(format!("{e:#}"));
+                self.fault(summarize(&format!("{e:#}")));
                 CallOutcome::FailOpen(FailOpen::Fault)
             }
         }
@@ -162,5 +162,15 @@ impl ModuleInstance {
             tracing::warn!(%tenant, %module, faults = self.consecutive_faults, error = %why, "module fault; packet passed untouched, reloading after backoff");
         }
         self.last_fault = Some(why);
+    }
+}
+
+/// A trap's text is a wasm backtrace; keep its first line and the cause (last line).
+fn summarize(full: &str) -> String {
+    let mut lines = full.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default();
+    match lines.next_back() {
+        Some(last) => format!("{first} … {last}"),
+        None => first.to_owned(),
     }
 }

@@ -1,0 +1,166 @@
+//! Starts `netserv-appliance` in the testbed's edge namespace and talks to its
+//! admin API (with curl inside that namespace).
+
+use crate::netns::{Proc, Testbed};
+use crate::paths;
+use anyhow::{Context as _, bail};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+pub const TENANT_A_TOKEN: &str = "tenant-a-token-0123456789";
+pub const TENANT_B_TOKEN: &str = "tenant-b-token-0123456789";
+const API: &str = "http://127.0.0.1:8270";
+
+/// RFC 8032 §7.1 test public keys (valid Ed25519 points).
+const KEY_A: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+const KEY_B: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+/// The test config: tenant `itsp-a` owns core's SIP port, `itsp-b` port 5070.
+pub fn test_config(extra_tenants: &str) -> String {
+    format!(
+        r#"node_id = "edge-test"
+
+[api]
+listen = "127.0.0.1:8270"
+admin_token = "{ADMIN_TOKEN}"
+
+[dataplane]
+queues = 2
+
+[[tenants]]
+name = "itsp-a"
+public_key = "{KEY_A}"
+api_token = "{TENANT_A_TOKEN}"
+filter_prefixes = ["198.18.2.0/24"]
+listen_ports = [5060]
+
+[[tenants]]
+name = "itsp-b"
+public_key = "{KEY_B}"
+api_token = "{TENANT_B_TOKEN}"
+filter_prefixes = ["198.18.2.0/24"]
+listen_ports = [5070]
+{extra_tenants}
+"#
+    )
+}
+
+pub struct Appliance {
+    pub proc: Proc,
+    pub edge: String,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    _dir: TempDir,
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let p = std::env::temp_dir().join(format!("netserv-{tag}-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&p)?;
+        Ok(Self(p))
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Appliance {
+    /// Starts the appliance in `tb.edge` with `config` and waits for /healthz.
+    pub fn start(tb: &Testbed, config: &str) -> anyhow::Result<Self> {
+        let dir = TempDir::new("appliance")?;
+        let config_path = dir.0.join("appliance.toml");
+        std::fs::write(&config_path, config)?;
+        let cfg = config_path.to_str().context("utf-8 path")?;
+        let log_path = dir.0.join("appliance.log");
+        let proc = tb.spawn(&tb.edge, paths::bin("netserv-appliance"), &["run", "--config", cfg], Some(&log_path))?;
+        let me = Self { proc, edge: tb.edge.clone(), config_path, log_path, _dir: dir };
+        let start = Instant::now();
+        loop {
+            if let Ok((200, _)) = me.api("GET", "/healthz", None, ADMIN_TOKEN) {
+                return Ok(me);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!("appliance did not become healthy within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One API call; returns the status and the body parsed as JSON (or as a
+    /// JSON string when it is not JSON).
+    pub fn api(&self, method: &str, path: &str, body: Option<&serde_json::Value>, token: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let url = format!("{API}{path}");
+        let auth = format!("Authorization: Bearer {token}");
+        let mut args = vec!["netns", "exec", &self.edge, "curl", "-s", "-m", "30", "-w", "\n%{http_code}", "-X", method, "-H", &auth];
+        let data;
+        if let Some(b) = body {
+            data = b.to_string();
+            args.extend(["-H", "Content-Type: application/json", "--data-binary", &data]);
+        }
+        args.push(&url);
+        let out = std::process::Command::new("ip").args(&args).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, code) = text.rsplit_once('\n').context("no status from curl")?;
+        let code: u16 = code.trim().parse().context("status")?;
+        if code == 0 {
+            bail!("API not reachable");
+        }
+        let json = serde_json::from_str(body).unwrap_or_else(|_| serde_json::Value::String(body.to_owned()));
+        Ok((code, json))
+    }
+
+    /// Installs a module as admin and fails the test on refusal.
+    pub fn install(&self, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let (code, v) = self.api("POST", "/api/v1/modules", Some(body), ADMIN_TOKEN)?;
+        if code != 201 {
+            bail!("install refused ({code}): {v}");
+        }
+        Ok(v)
+    }
+
+    pub fn module(&self, tenant: &str, name: &str) -> anyhow::Result<serde_json::Value> {
+        let (code, v) = self.api("GET", &format!("/api/v1/modules/{tenant}/{name}"), None, ADMIN_TOKEN)?;
+        if code != 200 {
+            bail!("module {tenant}/{name}: {code} {v}");
+        }
+        Ok(v)
+    }
+
+    /// The appliance's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        match self.api("GET", "/metrics", None, ADMIN_TOKEN)? {
+            (200, serde_json::Value::String(s)) => Ok(s),
+            (code, v) => bail!("metrics: {code} {v}"),
+        }
+    }
+}
+
+/// The install body for the keepalive module guarding core's SIP port.
+pub fn keepalive_install(ttl_secs: Option<u64>) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "tenant": "itsp-a",
+        "name": "keepalive",
+        "source": { "path": paths::module("netserv_keepalive") },
+        "filter": { "transport": "udp", "destination": "198.18.2.20/32", "ports": [5060] },
+        "properties": { "server": "NetServ-test" },
+    });
+    if let Some(t) = ttl_secs {
+        v["ttl_secs"] = t.into();
+    }
+    v
+}

@@ -1,0 +1,194 @@
+//! `netserv-probe`: a small UDP tool the tests and benchmarks run inside their
+//! network namespaces. Every loop is bounded in count and time.
+//!
+//! - `ask`: send a payload N times, one at a time, and report who answered.
+//! - `sink`: count datagrams arriving on an address for a bounded time.
+//! - `flood`: send as fast as possible from several ports for a bounded time
+//!   and count answers (the throughput benchmark's load).
+//! - `rtt`: ping-pong N times and report round-trip percentiles.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+fn req(args: &[String], name: &str) -> String {
+    arg(args, name).unwrap_or_else(|| {
+        eprintln!("missing {name}");
+        std::process::exit(2)
+    })
+}
+
+fn num(args: &[String], name: &str, default: u64) -> u64 {
+    arg(args, name).map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} must be a number")))
+}
+
+fn payload(args: &[String]) -> Vec<u8> {
+    let p = req(args, "--payload");
+    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {p}: {e}"))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("ask") => ask(&args),
+        Some("sink") => sink(&args),
+        Some("flood") => flood(&args),
+        Some("rtt") => rtt(&args),
+        _ => {
+            eprintln!("usage: netserv-probe ask|sink|flood|rtt ...");
+            std::process::exit(2)
+        }
+    }
+}
+
+fn ask(args: &[String]) {
+    let to: SocketAddr = req(args, "--to").parse().expect("--to ip:port");
+    let bind = arg(args, "--bind").unwrap_or_else(|| "0.0.0.0:0".into());
+    let count = num(args, "--count", 1).min(100_000);
+    let timeout = Duration::from_millis(num(args, "--timeout-ms", 1000));
+    let data = payload(args);
+    let sock = UdpSocket::bind(&bind).expect("bind");
+    sock.set_read_timeout(Some(timeout)).expect("timeout");
+    let mut answered = 0;
+    let mut sources = std::collections::BTreeSet::new();
+    let mut last = Vec::new();
+    let mut buf = [0u8; 65536];
+    for _ in 0..count {
+        sock.send_to(&data, to).expect("send");
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            answered += 1;
+            sources.insert(from.to_string());
+            last = buf.get(..n).unwrap_or_default().to_vec();
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "sent": count, "answered": answered, "sources": sources, "last_answer": String::from_utf8_lossy(&last) })
+    );
+}
+
+fn sink(args: &[String]) {
+    let bind = req(args, "--bind");
+    let duration = Duration::from_millis(num(args, "--duration-ms", 1000));
+    let sock = UdpSocket::bind(&bind).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    // Tell the caller we are bound before counting.
+    println!("{}", serde_json::json!({ "ready": bind }));
+    let start = Instant::now();
+    let mut received = 0u64;
+    let mut first: Option<Instant> = None;
+    let mut last = start;
+    let mut buf = [0u8; 65536];
+    while start.elapsed() < duration {
+        if sock.recv_from(&mut buf).is_ok() {
+            received += 1;
+            let now = Instant::now();
+            first.get_or_insert(now);
+            last = now;
+        }
+    }
+    let span = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
+    println!("{}", serde_json::json!({ "received": received, "span_s": span }));
+}
+
+/// Sends from `ports` sockets round-robin for `duration`, counting answers on
+/// a second thread. Reports sent, answered and the answer rate over the window.
+fn flood(args: &[String]) {
+    let to: SocketAddr = req(args, "--to").parse().expect("--to ip:port");
+    let bind_ip = req(args, "--bind-ip");
+    let ports = num(args, "--ports", 16).clamp(1, 256);
+    let duration = Duration::from_millis(num(args, "--duration-ms", 2000).min(60_000));
+    let max_packets = num(args, "--max-packets", 5_000_000);
+    let data = payload(args);
+    let socks: Vec<UdpSocket> = (0..ports)
+        .map(|_| {
+            let s = UdpSocket::bind(format!("{bind_ip}:0")).expect("bind");
+            s.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+            s
+        })
+        .collect();
+    let clones: Vec<UdpSocket> = socks.iter().map(|s| s.try_clone().expect("clone")).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_rx = stop.clone();
+    let receiver = std::thread::spawn(move || {
+        // Non-blocking sweep over all sockets.
+        for s in &clones {
+            s.set_nonblocking(true).expect("nonblocking");
+        }
+        let mut answered = 0u64;
+        let mut buf = [0u8; 2048];
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            let mut got = false;
+            for s in &clones {
+                while s.recv_from(&mut buf).is_ok() {
+                    answered += 1;
+                    got = true;
+                }
+            }
+            if stop_rx.load(std::sync::atomic::Ordering::Relaxed) {
+                // Drain stragglers for a short while after the sender stops.
+                let t = *idle_since.get_or_insert_with(Instant::now);
+                if got {
+                    idle_since = Some(Instant::now());
+                } else if t.elapsed() > Duration::from_millis(200) {
+                    return answered;
+                }
+            }
+            if !got {
+                std::thread::yield_now();
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut errors = 0u64;
+    'outer: while start.elapsed() < duration {
+        for s in &socks {
+            for _ in 0..8 {
+                if s.send_to(&data, to).is_ok() {
+                    sent += 1;
+                } else {
+                    errors += 1;
+                }
+            }
+            if sent >= max_packets {
+                break 'outer;
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = receiver.join().expect("receiver");
+    println!(
+        "{}",
+        serde_json::json!({ "sent": sent, "send_errors": errors, "answered": answered, "elapsed_s": elapsed,
+            "sent_pps": sent as f64 / elapsed, "answered_pps": answered as f64 / elapsed })
+    );
+}
+
+/// One request at a time; reports round-trip percentiles in microseconds.
+fn rtt(args: &[String]) {
+    let to: SocketAddr = req(args, "--to").parse().expect("--to ip:port");
+    let count = num(args, "--count", 1000).min(100_000);
+    let data = payload(args);
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let mut samples = Vec::with_capacity(count as usize);
+    let mut lost = 0;
+    let mut buf = [0u8; 65536];
+    for _ in 0..count {
+        let t = Instant::now();
+        sock.send_to(&data, to).expect("send");
+        match sock.recv_from(&mut buf) {
+            Ok(_) => samples.push(t.elapsed().as_secs_f64() * 1e6),
+            Err(_) => lost += 1,
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let pct = |p: f64| samples.get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    println!("{}", serde_json::json!({ "count": samples.len(), "lost": lost, "p50_us": pct(0.5), "p99_us": pct(0.99) }));
+}

@@ -1,0 +1,149 @@
+//! Network namespaces made and removed by the test itself.
+//!
+//! ```text
+//!   ua (198.18.1.10) ── edge (198.18.1.1 | 198.18.2.1, forwarding) ── core (198.18.2.20)
+//! ```
+
+use anyhow::{Context as _, bail};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const UA_IP: &str = "198.18.1.10";
+pub const EDGE_UA_IP: &str = "198.18.1.1";
+pub const EDGE_CORE_IP: &str = "198.18.2.1";
+pub const CORE_IP: &str = "198.18.2.20";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn sh(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("running {}", args[0]))?;
+    if !out.status.success() {
+        bail!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Three namespaces and two veth links; removed on drop.
+pub struct Testbed {
+    pub ua: String,
+    pub edge: String,
+    pub core: String,
+}
+
+impl Testbed {
+    /// Builds the topology. Needs root (CAP_NET_ADMIN).
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let id = format!("{}{}{}", tag, std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let tb = Testbed { ua: format!("ns-{id}-ua"), edge: format!("ns-{id}-edge"), core: format!("ns-{id}-core") };
+        // From here on, Drop cleans up whatever was made.
+        for ns in [&tb.ua, &tb.edge, &tb.core] {
+            sh(&["ip", "netns", "add", ns]).context("creating a network namespace (are you root?)")?;
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
+        sh(&["ip", "link", "add", "ua0", "netns", &tb.ua, "type", "veth", "peer", "name", "e0", "netns", &tb.edge])?;
+        sh(&["ip", "link", "add", "e1", "netns", &tb.edge, "type", "veth", "peer", "name", "c0", "netns", &tb.core])?;
+        let setup: &[(&str, &str, &str)] = &[
+            (&tb.ua, "ua0", "198.18.1.10/24"),
+            (&tb.edge, "e0", "198.18.1.1/24"),
+            (&tb.edge, "e1", "198.18.2.1/24"),
+            (&tb.core, "c0", "198.18.2.20/24"),
+        ];
+        for (ns, dev, addr) in setup {
+            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev])?;
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+        }
+        sh(&["ip", "-n", &tb.ua, "route", "add", "default", "via", EDGE_UA_IP])?;
+        sh(&["ip", "-n", &tb.core, "route", "add", "default", "via", EDGE_CORE_IP])?;
+        sh(&["ip", "netns", "exec", &tb.edge, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        // Replies leave the edge with the server's address as source: do not
+        // let reverse-path filtering on the ua side drop them.
+        sh(&["ip", "netns", "exec", &tb.edge, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"])?;
+        Ok(tb)
+    }
+
+    /// A command to run inside namespace `ns`.
+    pub fn cmd(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(program);
+        c
+    }
+
+    /// Runs a command in `ns` to completion and returns its stdout.
+    pub fn output(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.cmd(ns, program).args(args).output()?;
+        if !out.status.success() {
+            bail!("{args:?} in {ns} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts a long-running command in `ns`, its output going to `log` (or
+    /// nowhere: an unread pipe would block a chatty child); killed on drop.
+    pub fn spawn(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str], log: Option<&std::path::Path>) -> anyhow::Result<Proc> {
+        let (out, err) = match log {
+            Some(p) => {
+                let f = std::fs::File::create(p)?;
+                (Stdio::from(f.try_clone()?), Stdio::from(f))
+            }
+            None => (Stdio::null(), Stdio::null()),
+        };
+        let child = self.cmd(ns, program).args(args).stdin(Stdio::null()).stdout(out).stderr(err).spawn()?;
+        Ok(Proc(Some(child)))
+    }
+
+    /// Counts iptables rules in the edge that send traffic to NFQUEUE.
+    pub fn nfqueue_rules(&self) -> usize {
+        self.output(&self.edge, "iptables", &["-S"]).map_or(0, |s| s.lines().filter(|l| l.contains("NFQUEUE")).count())
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for ns in [&self.ua, &self.edge, &self.core] {
+            // Kill anything still running inside, then delete the namespace
+            // (its veths and iptables rules go with it).
+            let _ = Command::new("ip").args(["netns", "pids", ns]).output().map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            });
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc(pub Option<Child>);
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends a signal (by name, e.g. "TERM") and waits up to `timeout` for exit.
+    pub fn signal_and_wait(&mut self, sig: &str, timeout: std::time::Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let child = self.0.take().context("process already reaped")?;
+        let _ = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status();
+        let start = std::time::Instant::now();
+        let mut child = child;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                bail!("process did not exit within {timeout:?} of SIG{sig}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

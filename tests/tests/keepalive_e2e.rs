@@ -1,0 +1,173 @@
+//! The KeepAlive responder end to end, on real processes in network namespaces:
+//! sipp phone in `ua`, the appliance forwarding in `edge` with NFQUEUE, a sipp
+//! UAS standing in for the SIP server in `core`. Needs root, iptables and sipp.
+
+use netserv_e2e::appliance::{ADMIN_TOKEN, TENANT_A_TOKEN, TempDir, keepalive_install, test_config};
+use netserv_e2e::netns::CORE_IP;
+use netserv_e2e::{Appliance, Testbed, paths, sipp};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const SERVER: &str = "198.18.2.20:5060";
+
+fn notify_payload(dir: &std::path::Path) -> String {
+    let p = dir.join("notify.sip");
+    std::fs::write(
+        &p,
+        "NOTIFY sip:198.18.2.20:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.10:5099;branch=z9hG4bK-probe;rport\r\n\
+         From: <sip:probe@198.18.1.10>;tag=p1\r\nTo: <sip:198.18.2.20:5060>\r\nCall-ID: probe-1\r\nCSeq: 1 NOTIFY\r\n\
+         Event: keep-alive\r\nContent-Length: 0\r\n\r\n",
+    )
+    .expect("write payload");
+    p.to_str().expect("utf-8").to_owned()
+}
+
+fn ask(tb: &Testbed, to: &str, payload: &str, count: u32, timeout_ms: u32) -> Value {
+    let out = tb
+        .output(&tb.ua, paths::bin("netserv-probe"), &["ask", "--to", to, "--payload", payload, "--count", &count.to_string(), "--timeout-ms", &timeout_ms.to_string()])
+        .expect("probe ask");
+    serde_json::from_str(out.trim()).expect("probe json")
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn keepalives_are_answered_at_the_edge_and_faults_stay_contained() {
+    let tb = Testbed::new("ka").expect("testbed (run as root)");
+    let logs = TempDir::new("ka-logs").expect("tmp");
+    let uas_log = logs.0.join("uas_messages.log");
+    let _uas = sipp::uas(&tb, &uas_log).expect("sipp UAS");
+    let app = Appliance::start(&tb, &test_config("")).expect("appliance starts");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Baseline: no module, the server answers everything itself.
+    let (ok, out) = sipp::keepalive_uac(&tb, SERVER, 10, 50, &logs.0).expect("uac");
+    assert!(ok, "baseline run failed:\n{out}");
+    let base = wait_for("baseline NOTIFYs at the UAS", Duration::from_secs(5), || (sipp::received(&uas_log, "NOTIFY") == 10).then_some(10));
+    assert_eq!(sipp::received(&uas_log, "OPTIONS"), 10);
+
+    // Install: every keep-alive is answered, none reaches the server.
+    let installed = app.install(&keepalive_install(None)).expect("install keepalive");
+    assert_eq!(installed["state"], "active");
+    assert_eq!(tb.nfqueue_rules(), 1, "one NFQUEUE rule for the module");
+    let (ok, out) = sipp::keepalive_uac(&tb, SERVER, 50, 100, &logs.0).expect("uac");
+    assert!(ok, "keep-alives not all answered with the module installed:\n{out}\n{}", app.log());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sipp::received(&uas_log, "NOTIFY"), base, "the server saw NOTIFYs the edge should have absorbed");
+    assert_eq!(sipp::received(&uas_log, "OPTIONS"), base, "the server saw OPTIONS the edge should have absorbed");
+
+    // Each answer comes from the server's own address and port.
+    let payload = notify_payload(&logs.0);
+    let a = ask(&tb, SERVER, &payload, 5, 1000);
+    assert_eq!(a["answered"], 5, "{a}");
+    assert_eq!(a["sources"], json!([SERVER]), "answers must look as if the server sent them: {a}");
+    assert!(a["last_answer"].as_str().unwrap_or_default().starts_with("SIP/2.0 200 OK\r\n"), "{a}");
+    assert!(a["last_answer"].as_str().unwrap_or_default().contains(";rport="), "{a}");
+    let m = app.module("itsp-a", "keepalive").expect("module info");
+    assert!(m["counters"]["replied"].as_u64().unwrap_or(0) >= 105, "{m}");
+    assert!(m["module_counters"]["answered_notify"].as_u64().unwrap_or(0) >= 55, "{m}");
+    assert!(m["module_counters"]["answered_options"].as_u64().unwrap_or(0) >= 50, "{m}");
+
+    // A second tenant's module traps on every packet: its packets fail open
+    // (reach core), it ends up quarantined, and tenant A never notices.
+    let sink_log = logs.0.join("sink.json");
+    let mut sink = tb
+        .spawn(&tb.core, paths::bin("netserv-probe"), &["sink", "--bind", &format!("{CORE_IP}:5070"), "--duration-ms", "8000"], Some(&sink_log))
+        .expect("sink");
+    app.install(&json!({
+        "tenant": "itsp-b", "name": "faulty",
+        "source": { "path": paths::module("netserv_fault_injector") },
+        "filter": { "transport": "udp", "destination": "198.18.2.20/32", "ports": [5070] },
+        "properties": { "mode": "trap" },
+    }))
+    .expect("install fault injector");
+    wait_for("sink ready", Duration::from_secs(5), || std::fs::read_to_string(&sink_log).ok().filter(|s| s.contains("ready")));
+    let to_b = format!("{CORE_IP}:5070");
+    // 40 packets over ~2 s: enough for the reload backoff (50, 100, 200,
+    // 400 ms) to run out and the fifth fault to quarantine the module.
+    let b = ask(&tb, &to_b, &payload, 40, 50);
+    assert_eq!(b["answered"], 0, "nothing answers on 5070: {b}");
+    let (ok, out) = sipp::keepalive_uac(&tb, SERVER, 20, 100, &logs.0).expect("uac");
+    assert!(ok, "tenant A's keep-alives failed while tenant B's module trapped:\n{out}");
+    sink.signal_and_wait("0", Duration::from_secs(10)).ok();
+    let sink_out = std::fs::read_to_string(&sink_log).unwrap_or_default();
+    let received: u64 = sink_out.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find_map(|v| v["received"].as_u64()).unwrap_or(0);
+    assert_eq!(received, 40, "every packet of the trapping module must fail open to core: {sink_out}");
+    let faulty = app.module("itsp-b", "faulty").expect("faulty info");
+    assert_eq!(faulty["state"], "quarantined", "{faulty}");
+    assert!(faulty["counters"]["faults"].as_u64().unwrap_or(0) >= 5, "{faulty}");
+    assert_eq!(faulty["counters"]["fail_open"], 40, "{faulty}");
+    let ka = app.module("itsp-a", "keepalive").expect("keepalive info");
+    assert_eq!(ka["counters"]["faults"], 0, "{ka}");
+    assert_eq!(ka["state"], "active");
+    let metrics = app.metrics().expect("metrics");
+    assert!(metrics.contains("netserv_module_quarantined{tenant=\"itsp-b\",module=\"faulty\"} 1"), "{metrics}");
+
+    // Tenant A's token sees only its own module.
+    let (code, list) = app.api("GET", "/api/v1/modules", None, TENANT_A_TOKEN).expect("list");
+    assert_eq!(code, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+
+    // Removal: requests reach the server again.
+    let (code, _) = app.api("DELETE", "/api/v1/modules/itsp-a/keepalive", None, ADMIN_TOKEN).expect("delete");
+    assert_eq!(code, 200);
+    assert_eq!(tb.nfqueue_rules(), 1, "only the faulty module's rule remains");
+    let (ok, out) = sipp::keepalive_uac(&tb, SERVER, 10, 50, &logs.0).expect("uac");
+    assert!(ok, "after removal the server must answer:\n{out}");
+    wait_for("NOTIFYs at the UAS after removal", Duration::from_secs(5), || (sipp::received(&uas_log, "NOTIFY") == base + 10).then_some(()));
+
+    // SIGKILL: rules stay, --queue-bypass lets traffic flow to the server.
+    app.install(&keepalive_install(None)).expect("reinstall");
+    let mut app = app;
+    app.proc.signal_and_wait("KILL", Duration::from_secs(5)).expect("kill -9");
+    assert_eq!(tb.nfqueue_rules(), 2, "rules remain after SIGKILL");
+    let (ok, out) = sipp::keepalive_uac(&tb, SERVER, 10, 50, &logs.0).expect("uac");
+    assert!(ok, "traffic must flow with the appliance dead (fail-open):\n{out}");
+    wait_for("NOTIFYs at the UAS after SIGKILL", Duration::from_secs(5), || (sipp::received(&uas_log, "NOTIFY") == base + 20).then_some(()));
+}
+
+#[test]
+fn sigterm_drains_and_removes_every_rule() {
+    let tb = Testbed::new("term").expect("testbed (run as root)");
+    let mut app = Appliance::start(&tb, &test_config("")).expect("appliance starts");
+    app.install(&keepalive_install(None)).expect("install");
+    assert_eq!(tb.nfqueue_rules(), 1);
+    let status = app.proc.signal_and_wait("TERM", Duration::from_secs(10)).expect("exits on SIGTERM");
+    assert!(status.success(), "exit status {status}\n{}", app.log());
+    assert_eq!(tb.nfqueue_rules(), 0, "SIGTERM must remove the rules");
+    let chains = tb.output(&tb.edge, "iptables", &["-S"]).expect("iptables -S");
+    assert!(!chains.contains("NETSERV"), "chain left behind:\n{chains}");
+}
+
+#[test]
+fn stale_rules_from_a_killed_run_are_removed_at_start_up() {
+    let tb = Testbed::new("stale").expect("testbed (run as root)");
+    let mut app = Appliance::start(&tb, &test_config("")).expect("appliance starts");
+    app.install(&keepalive_install(None)).expect("install");
+    app.proc.signal_and_wait("KILL", Duration::from_secs(5)).expect("kill -9");
+    assert_eq!(tb.nfqueue_rules(), 1);
+    drop(app);
+    let _app = Appliance::start(&tb, &test_config("")).expect("restarts");
+    assert_eq!(tb.nfqueue_rules(), 0, "stale rule survived the restart");
+}
+
+#[test]
+fn ttl_expiry_removes_the_module_without_any_request() {
+    let tb = Testbed::new("ttl").expect("testbed (run as root)");
+    let app = Appliance::start(&tb, &test_config("")).expect("appliance starts");
+    let m = app.install(&keepalive_install(Some(2))).expect("install");
+    assert!(m["ttl_remaining_secs"].as_u64().is_some_and(|t| t <= 2), "{m}");
+    assert_eq!(tb.nfqueue_rules(), 1);
+    wait_for("TTL expiry", Duration::from_secs(6), || (tb.nfqueue_rules() == 0).then_some(()));
+    let (code, _) = app.api("GET", "/api/v1/modules/itsp-a/keepalive", None, ADMIN_TOKEN).expect("get");
+    assert_eq!(code, 404);
+}
