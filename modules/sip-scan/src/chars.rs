@@ -1,10 +1,35 @@
 //! Byte classes of RFC 3261 §25.1.
 
 /// `token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")`
-pub(crate) const fn is_token(b: u8) -> bool {
+const fn token_class(b: u8) -> bool {
     matches!(b,
         b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
         | b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+}
+
+/// Byte-class tables, built at compile time from the predicates above and
+/// below (httparse's approach): one load per byte instead of a chain of
+/// comparisons, which matters most inside the wasm sandbox.
+macro_rules! table {
+    ($f:ident) => {{
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = $f(i as u8);
+            i += 1;
+        }
+        t
+    }};
+}
+
+static TOKEN: [bool; 256] = table!(token_class);
+static URI: [bool; 256] = table!(uri_class);
+static HOST: [bool; 256] = table!(host_class);
+
+#[inline]
+pub(crate) fn is_token(b: u8) -> bool {
+    // A u8 always indexes a 256-entry table.
+    TOKEN.get(usize::from(b)).copied().unwrap_or(false)
 }
 
 /// `WSP = SP / HTAB`
@@ -22,12 +47,24 @@ pub(crate) const fn is_lws(b: u8) -> bool {
 /// Characters allowed in a URI as we scan it (RFC 3261 §25.1 `SIP-URI` and
 /// RFC 3986 `absoluteURI`): any visible ASCII except the delimiters that
 /// would end it in a header (`<`, `>`, `"`) and no white space or controls.
-pub(crate) const fn is_uri_char(b: u8) -> bool {
+#[inline]
+pub(crate) fn is_uri_char(b: u8) -> bool {
+    // A u8 always indexes a 256-entry table.
+    URI.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+const fn uri_class(b: u8) -> bool {
     matches!(b, 0x21..=0x7e) && !matches!(b, b'<' | b'>' | b'"')
 }
 
 /// `host` characters: hostname, IPv4 or the inside of an IPv6 reference.
-pub(crate) const fn is_host_char(b: u8) -> bool {
+#[inline]
+pub(crate) fn is_host_char(b: u8) -> bool {
+    // A u8 always indexes a 256-entry table.
+    HOST.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+const fn host_class(b: u8) -> bool {
     matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b':' | b'[' | b']' | b'_')
 }
 

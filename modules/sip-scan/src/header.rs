@@ -9,14 +9,16 @@
 pub struct Header<'a> {
     pub name: &'a [u8],
     pub value: &'a [u8],
+    /// The name, classified once while framing (lookups then cost nothing).
+    pub kind: Option<HeaderName>,
 }
 
 /// An empty slot for the caller's header array.
-pub const EMPTY_HEADER: Header<'static> = Header { name: b"", value: b"" };
+pub const EMPTY_HEADER: Header<'static> = Header { name: b"", value: b"", kind: None };
 
 impl Header<'_> {
     pub fn known(&self) -> Option<HeaderName> {
-        HeaderName::from_bytes(self.name)
+        self.kind
     }
 }
 
@@ -90,7 +92,9 @@ impl HeaderName {
             (b"server", Server),
             (b"refer-to", ReferTo),
         ];
+        // Compare only names of the same length.
         LONG.iter()
+            .filter(|(long, _)| long.len() == name.len())
             .find(|(long, _)| long.eq_ignore_ascii_case(name))
             .map(|&(_, h)| h)
     }

@@ -89,8 +89,10 @@ pub fn parse_stream<'a, 'h>(buf: &'a [u8], headers: &'h mut [Header<'a>]) -> Res
     parse(buf, headers, false)
 }
 
+/// Position of the first CRLF. memchr finds LF candidates a word at a time
+/// (SIMD natively, SWAR in wasm); a lone LF is skipped.
 fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
+    memchr::memchr_iter(b'\n', buf).find(|&i| i > 0 && buf.get(i - 1) == Some(&b'\r')).map(|i| i - 1)
 }
 
 fn parse<'a, 'h>(buf: &'a [u8], headers: &'h mut [Header<'a>], datagram: bool) -> Result<Status<Message<'a, 'h>>, Error> {
@@ -112,11 +114,11 @@ fn parse<'a, 'h>(buf: &'a [u8], headers: &'h mut [Header<'a>], datagram: bool) -
             pos += 2;
             break;
         }
-        let Some(len) = header_line_len(rest)? else {
+        let Some((len, folded)) = header_line_len(rest)? else {
             return Ok(Status::Partial);
         };
         let line = rest.get(..len).unwrap_or_default();
-        let header = split_header(line)?;
+        let header = split_header(line, folded)?;
         check_header(&header, method, &mut content_length)?;
         let slot = headers.get_mut(count).ok_or(Error::TooManyHeaders)?;
         *slot = header;
@@ -143,12 +145,14 @@ fn parse<'a, 'h>(buf: &'a [u8], headers: &'h mut [Header<'a>], datagram: bool) -
 }
 
 /// Length of one header field line up to (not including) its final CRLF,
-/// following folds. `None` when the final CRLF has not arrived.
-fn header_line_len(rest: &[u8]) -> Result<Option<usize>, Error> {
+/// following folds, and whether it was folded. `None` when the final CRLF has
+/// not arrived.
+fn header_line_len(rest: &[u8]) -> Result<Option<(usize, bool)>, Error> {
     if rest.first().copied().is_some_and(is_wsp) {
         return Err(Error::HeaderLine("continuation line without a header field"));
     }
     let mut at = 0;
+    let mut folded = false;
     loop {
         let Some(crlf) = find_crlf(rest.get(at..).unwrap_or_default()) else {
             return Ok(None);
@@ -156,15 +160,18 @@ fn header_line_len(rest: &[u8]) -> Result<Option<usize>, Error> {
         let end = at + crlf;
         // A fold is CRLF followed by SP or HTAB (RFC 3261 §7.3.1).
         match rest.get(end + 2) {
-            Some(&b) if is_wsp(b) => at = end + 2,
-            Some(_) => return Ok(Some(end)),
+            Some(&b) if is_wsp(b) => {
+                at = end + 2;
+                folded = true;
+            }
+            Some(_) => return Ok(Some((end, folded))),
             None => return Ok(None),
         }
     }
 }
 
 /// `header = field-name SWS ":" SWS field-value`
-fn split_header(line: &[u8]) -> Result<Header<'_>, Error> {
+fn split_header(line: &[u8], folded: bool) -> Result<Header<'_>, Error> {
     let name_len = line.iter().take_while(|&&b| is_token(b)).count();
     if name_len == 0 {
         return Err(Error::HeaderLine("field name is not a token"));
@@ -177,10 +184,13 @@ fn split_header(line: &[u8]) -> Result<Header<'_>, Error> {
     let value = rest.get(ws + 1..).unwrap_or_default();
     let lead = value.iter().take_while(|&&b| crate::chars::is_lws(b)).count();
     let value = value.get(lead..).unwrap_or_default();
-    if value.iter().any(|&b| b == b'\r' || b == b'\n') && !folds_are_wellformed(value) {
+    // A bare CR or LF inside a line (not part of CRLF) is malformed. Lines
+    // without folds hold no CRLF, so one scan for either byte suffices.
+    let bare = if folded { !folds_are_wellformed(value) } else { memchr::memchr2(b'\r', b'\n', value).is_some() };
+    if bare {
         return Err(Error::HeaderLine("bare CR or LF in a field value"));
     }
-    Ok(Header { name, value })
+    Ok(Header { name, value, kind: HeaderName::from_bytes(name) })
 }
 
 fn folds_are_wellformed(value: &[u8]) -> bool {

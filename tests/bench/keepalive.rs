@@ -1,0 +1,176 @@
+//! `netserv-bench-keepalive`: the KeepAlive responder's figures, measured side
+//! by side in one run on the namespace testbed (ua ⇄ edge ⇄ core):
+//!
+//! 1. throughput: the same keep-alive load from `ua` (a) delivered by the plain
+//!    kernel through `edge` to a UDP sink in `core`, and (b) answered by the
+//!    appliance's keepalive module in `edge`; the figure is (b)/(a);
+//! 2. added latency: request/response round trips from `ua` to an echo server
+//!    in `core`, through the appliance with the module inspecting (and
+//!    accepting) every request, versus the same with no module; p50 and p99;
+//! 3. idle memory: appliance RSS growth per tenant while 1,000 tenants each
+//!    get their own keepalive instance.
+//!
+//! Progress goes to stderr; the last line on stdout is a JSON object with the
+//! figures. Needs root. Every load is bounded in time and count.
+//!
+//! Run: `cargo build --release --workspace && cargo build --release --target
+//! wasm32-wasip2 -p netserv-keepalive && sudo target/release/netserv-bench-keepalive`
+
+use netserv_e2e::appliance::{ADMIN_TOKEN, TempDir, keepalive_install, test_config};
+use netserv_e2e::netns::UA_IP;
+use netserv_e2e::{Appliance, Testbed, paths};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const SERVER: &str = "198.18.2.20:5060";
+
+fn progress(msg: &str) {
+    eprintln!("[bench] {msg}");
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn json_line(out: &str) -> Value {
+    out.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null)
+}
+
+fn write(dir: &std::path::Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, body).expect("write payload");
+    p.to_str().expect("utf-8").to_owned()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let secs = env_u64("BENCH_SECONDS", 3).clamp(1, 30);
+    let tenants = env_u64("BENCH_TENANTS", 1000).clamp(10, 5000);
+    let rtt_count = env_u64("BENCH_RTT_COUNT", 5000).clamp(100, 100_000);
+    let dir = TempDir::new("bench")?;
+    let notify = write(
+        &dir.0,
+        "notify.sip",
+        "NOTIFY sip:198.18.2.20:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.10:5061;branch=z9hG4bK-bench-0001;rport\r\n\
+         From: <sip:phone-0001@198.18.1.10>;tag=bench0001\r\nTo: <sip:198.18.2.20:5060>\r\nCall-ID: bench-0001@198.18.1.10\r\n\
+         CSeq: 1 NOTIFY\r\nEvent: keep-alive\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+    );
+    // Passes through the module (it is not a keep-alive): measures the cost of
+    // interception itself, not of answering.
+    let register = write(
+        &dir.0,
+        "register.sip",
+        "REGISTER sip:198.18.2.20 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.10:5061;branch=z9hG4bK-bench-reg;rport\r\n\
+         From: <sip:phone-0001@198.18.2.20>;tag=bench0001\r\nTo: <sip:phone-0001@198.18.2.20>\r\nCall-ID: bench-reg@198.18.1.10\r\n\
+         CSeq: 1 REGISTER\r\nContact: <sip:phone-0001@198.18.1.10:5061>\r\nExpires: 3600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+    );
+    let probe = paths::bin("netserv-probe");
+    let dur_ms = (secs * 1000).to_string();
+
+    let tb = Testbed::new("bench")?;
+    let app = Appliance::start(&tb, &test_config(""))?;
+    let flood = |tb: &Testbed| -> anyhow::Result<Value> {
+        let out = tb.output(&tb.ua, &probe, &["flood", "--to", SERVER, "--bind-ip", UA_IP, "--payload", &notify, "--ports", "32", "--duration-ms", &dur_ms])?;
+        Ok(json_line(&out))
+    };
+
+    // 1a. Plain kernel delivery of the same packets to a sink in core.
+    progress(&format!("throughput: plain kernel delivery to a UDP sink, {secs} s"));
+    let sink_log = dir.0.join("sink.json");
+    let mut sink = tb.spawn(&tb.core, &probe, &["sink", "--bind", SERVER, "--duration-ms", &((secs + 3) * 1000).to_string()], Some(&sink_log))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let plain_flood = flood(&tb)?;
+    sink.signal_and_wait("0", Duration::from_secs(secs + 10))?;
+    let sink_out = json_line(&std::fs::read_to_string(&sink_log)?);
+    let plain_pps = sink_out["received"].as_f64().unwrap_or(0.0) / plain_flood["elapsed_s"].as_f64().unwrap_or(1.0);
+    progress(&format!("  plain: sent {:.0} pps, delivered {plain_pps:.0} pps", plain_flood["sent_pps"].as_f64().unwrap_or(0.0)));
+
+    // 1b. The same load answered by the appliance.
+    app.install(&keepalive_install(None))?;
+    progress(&format!("throughput: answered by the keepalive module, {secs} s"));
+    let ka_flood = flood(&tb)?;
+    let answered_pps = ka_flood["answered_pps"].as_f64().unwrap_or(0.0);
+    progress(&format!("  appliance: sent {:.0} pps, answered {answered_pps:.0} pps", ka_flood["sent_pps"].as_f64().unwrap_or(0.0)));
+    let ratio = if plain_pps > 0.0 { answered_pps / plain_pps } else { 0.0 };
+
+    // 2. Added latency for traffic the module inspects and passes on.
+    progress(&format!("latency: {rtt_count} round trips to an echo server in core, with and without the module"));
+    let _echo = tb.spawn(&tb.core, paths::bin("netserv-echo"), &[SERVER, "120000"], None)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let rtt = |tb: &Testbed| -> anyhow::Result<Value> {
+        Ok(json_line(&tb.output(&tb.ua, &probe, &["rtt", "--to", SERVER, "--payload", &register, "--count", &rtt_count.to_string()])?))
+    };
+    let with_module = rtt(&tb)?;
+    let answered_rtt = json_line(&tb.output(&tb.ua, &probe, &["rtt", "--to", SERVER, "--payload", &notify, "--count", &rtt_count.to_string()])?);
+    let (code, _) = app.api("DELETE", "/api/v1/modules/itsp-a/keepalive", None, ADMIN_TOKEN)?;
+    anyhow::ensure!(code == 200, "removing the module failed");
+    let without = rtt(&tb)?;
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let added_p50 = f(&with_module, "p50_us") - f(&without, "p50_us");
+    let added_p99 = f(&with_module, "p99_us") - f(&without, "p99_us");
+    progress(&format!(
+        "  p50 {:.1} µs with vs {:.1} µs without (+{added_p50:.1}); p99 {:.1} vs {:.1} (+{added_p99:.1}); keep-alive answered by the edge: p50 {:.1} µs",
+        f(&with_module, "p50_us"), f(&without, "p50_us"), f(&with_module, "p99_us"), f(&without, "p99_us"), f(&answered_rtt, "p50_us")
+    ));
+    drop(app);
+
+    // 3. Idle memory per tenant.
+    progress(&format!("memory: {tenants} tenants, one keepalive instance each"));
+    let mut extra = String::new();
+    for i in 0..tenants {
+        extra.push_str(&format!(
+            "\n[[tenants]]\nname = \"t{i}\"\npublic_key = \"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\"\napi_token = \"bench-tenant-token-{i:06}\"\nfilter_prefixes = [\"198.18.2.20/32\"]\nlisten_ports = [{}]\n",
+            10_000 + i
+        ));
+    }
+    let app = Appliance::start(&tb, &test_config(&extra))?;
+    let install = |i: u64| -> anyhow::Result<()> {
+        let mut body = keepalive_install(None);
+        body["tenant"] = format!("t{i}").into();
+        body["filter"]["ports"] = json!([10_000 + i]);
+        app.install(&body).map(drop)
+    };
+    // The first install compiles the module; measure growth after it, so the
+    // figure is what each further tenant costs.
+    install(0)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = app.proc.pid();
+    let rss_one = rss_kib(pid);
+    for i in 1..tenants {
+        install(i)?;
+        if i % 200 == 0 {
+            progress(&format!("  {i}/{tenants} tenants installed, RSS {} MiB", rss_kib(pid) / 1024));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_all = rss_kib(pid);
+    let per_tenant_kib = (rss_all.saturating_sub(rss_one)) as f64 / (tenants - 1) as f64;
+    progress(&format!("  RSS {} MiB with one tenant, {} MiB with {tenants}: {per_tenant_kib:.1} KiB per tenant", rss_one / 1024, rss_all / 1024));
+    drop(app);
+
+    let figures = json!({
+        "plain_delivery_pps": plain_pps.round(),
+        "answered_keepalive_pps": answered_pps.round(),
+        "throughput_ratio": (ratio * 1000.0).round() / 1000.0,
+        "target_throughput_ratio": 0.6,
+        "rtt_without_module_p50_us": f(&without, "p50_us"),
+        "rtt_with_module_p50_us": f(&with_module, "p50_us"),
+        "added_latency_p50_us": (added_p50 * 10.0).round() / 10.0,
+        "added_latency_p99_us": (added_p99 * 10.0).round() / 10.0,
+        "target_added_latency_p50_us": 20,
+        "keepalive_answered_by_edge_p50_us": f(&answered_rtt, "p50_us"),
+        "tenants": tenants,
+        "rss_one_tenant_kib": rss_one,
+        "rss_all_tenants_kib": rss_all,
+        "idle_memory_per_tenant_kib": (per_tenant_kib * 10.0).round() / 10.0,
+        "target_idle_memory_per_tenant_kib": 1024,
+    });
+    println!("{figures}");
+    Ok(())
+}
