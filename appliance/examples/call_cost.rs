@@ -22,7 +22,8 @@ fn main() -> anyhow::Result<()> {
     let counters = Arc::new(GuestCounters::default());
     let state = Arc::new(TenantState::new(limits.state_max_entries, limits.state_max_bytes));
     let c = counters.clone();
-    let make = Box::new(move || HostState::new("bench".into(), "bench".into(), limits.memory_bytes, c.clone(), state.clone()));
+    let make =
+        Box::new(move || HostState::new("bench".into(), "bench".into(), limits.memory_bytes, c.clone(), state.clone()));
     let policy = FaultPolicy { deadline_ticks: 10, quarantine_after: 5, backoff: std::time::Duration::from_millis(50) };
     let instance = ModuleInstance::new(runtime.engine(), compiled.clone(), vec![], policy, make)?;
     let from = "198.18.1.10:5061".parse()?;
@@ -32,7 +33,12 @@ fn main() -> anyhow::Result<()> {
         tenant: "bench".into(),
         name: "bench".into(),
         hash: compiled.hash,
-        filter: Filter { transport: Transport::Udp, destination: ipnet::IpNet::from(to.ip()), ports: vec![to.port()], source: None },
+        filter: Filter {
+            transport: Transport::Udp,
+            destination: ipnet::IpNet::from(to.ip()),
+            ports: vec![to.port()],
+            source: None,
+        },
         instance: parking_lot::Mutex::new(instance),
         stats: Default::default(),
         guest_counters: counters,

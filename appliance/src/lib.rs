@@ -11,8 +11,8 @@
 pub mod api;
 pub mod config;
 pub mod controller;
-pub mod node;
 pub mod dataplane;
+pub mod node;
 pub mod runtime;
 pub mod store;
 pub mod try_module;

@@ -81,9 +81,11 @@ fn main() -> std::process::ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(node::run(config))),
-        Cmd::CheckConfig { config } => Config::load(&config).map(|c| {
-            println!("{}: ok (node `{}`, {} tenants)", config.display(), c.node_id, c.tenants.len());
-        }).map_err(anyhow::Error::from),
+        Cmd::CheckConfig { config } => Config::load(&config)
+            .map(|c| {
+                println!("{}: ok (node `{}`, {} tenants)", config.display(), c.node_id, c.tenants.len());
+            })
+            .map_err(anyhow::Error::from),
         Cmd::Module { cmd: ModuleCmd::Try { module, props, from, to, payload } } => std::fs::read(&payload)
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", payload.display()))
             .and_then(|p| try_module::run(&module, &props, from, to, &p))

@@ -5,9 +5,9 @@
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::controller::Controller;
+use crate::dataplane::Table;
 use crate::dataplane::iptables::Iptables;
 use crate::dataplane::worker::{self, QueueStats};
-use crate::dataplane::Table;
 use crate::runtime::Runtime;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;

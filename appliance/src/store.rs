@@ -31,7 +31,8 @@ pub enum FetchError {
 pub async fn fetch(client: &reqwest::Client, source: &ModuleSource, cap: u64) -> Result<Vec<u8>, FetchError> {
     match source {
         ModuleSource::Path(path) => {
-            let meta = tokio::fs::metadata(path).await.map_err(|source| FetchError::Read { path: path.clone(), source })?;
+            let meta =
+                tokio::fs::metadata(path).await.map_err(|source| FetchError::Read { path: path.clone(), source })?;
             if meta.len() > cap {
                 return Err(FetchError::TooLarge { cap });
             }

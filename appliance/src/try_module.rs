@@ -24,7 +24,13 @@ pub struct TryReport {
     pub counters: Vec<(String, u64)>,
 }
 
-pub fn run(module: &Path, props: &[(String, String)], from: SocketAddr, to: SocketAddr, payload: &[u8]) -> anyhow::Result<TryReport> {
+pub fn run(
+    module: &Path,
+    props: &[(String, String)],
+    from: SocketAddr,
+    to: SocketAddr,
+    payload: &[u8],
+) -> anyhow::Result<TryReport> {
     let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
     let runtime = Runtime::new()?;
     let compiled = runtime.compile(&bytes)?;
@@ -35,9 +41,18 @@ pub fn run(module: &Path, props: &[(String, String)], from: SocketAddr, to: Sock
         let c = counters.clone();
         Box::new(move || HostState::new("try".into(), "try".into(), limits.memory_bytes, c.clone(), state.clone()))
     };
-    let policy = FaultPolicy { deadline_ticks: Limits::default().cpu_deadline_ms, quarantine_after: 1, backoff: Duration::from_secs(1) };
+    let policy = FaultPolicy {
+        deadline_ticks: Limits::default().cpu_deadline_ms,
+        quarantine_after: 1,
+        backoff: Duration::from_secs(1),
+    };
     let instance = ModuleInstance::new(runtime.engine(), compiled.clone(), props.to_vec(), policy, make_state)?;
-    let filter = Filter { transport: Transport::Udp, destination: ipnet::IpNet::from(to.ip()), ports: vec![to.port()], source: None };
+    let filter = Filter {
+        transport: Transport::Udp,
+        destination: ipnet::IpNet::from(to.ip()),
+        ports: vec![to.port()],
+        source: None,
+    };
     let module = Arc::new(ActiveModule {
         id: "try/try".into(),
         tenant: "try".into(),
@@ -53,7 +68,9 @@ pub fn run(module: &Path, props: &[(String, String)], from: SocketAddr, to: Sock
     let decision = decide(&table, &ip);
     let faults = module.instance.lock().total_faults;
     let (verdict, reply, replaced) = match decision {
-        Decision::Accept if module.stats.fail_open.load(Relaxed) > 0 => ("accept (fail-open: the module faulted)".to_owned(), None, None),
+        Decision::Accept if module.stats.fail_open.load(Relaxed) > 0 => {
+            ("accept (fail-open: the module faulted)".to_owned(), None, None)
+        }
         Decision::Accept => ("accept".to_owned(), None, None),
         Decision::Drop => ("drop".to_owned(), None, None),
         Decision::AcceptModified(p) => {

@@ -45,7 +45,9 @@ fn write(dir: &std::path::Path, name: &str, body: &str) -> String {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -76,27 +78,54 @@ fn main() -> anyhow::Result<()> {
     let tb = Testbed::new("bench")?;
     let app = Appliance::start(&tb, &test_config(""))?;
     let flood = |tb: &Testbed| -> anyhow::Result<Value> {
-        let out = tb.output(&tb.ua, &probe, &["flood", "--to", SERVER, "--bind-ip", UA_IP, "--payload", &notify, "--ports", "32", "--duration-ms", &dur_ms])?;
+        let out = tb.output(
+            &tb.ua,
+            &probe,
+            &[
+                "flood",
+                "--to",
+                SERVER,
+                "--bind-ip",
+                UA_IP,
+                "--payload",
+                &notify,
+                "--ports",
+                "32",
+                "--duration-ms",
+                &dur_ms,
+            ],
+        )?;
         Ok(json_line(&out))
     };
 
     // 1a. Plain kernel delivery of the same packets to a sink in core.
     progress(&format!("throughput: plain kernel delivery to a UDP sink, {secs} s"));
     let sink_log = dir.0.join("sink.json");
-    let mut sink = tb.spawn(&tb.core, &probe, &["sink", "--bind", SERVER, "--duration-ms", &((secs + 3) * 1000).to_string()], Some(&sink_log))?;
+    let mut sink = tb.spawn(
+        &tb.core,
+        &probe,
+        &["sink", "--bind", SERVER, "--duration-ms", &((secs + 3) * 1000).to_string()],
+        Some(&sink_log),
+    )?;
     std::thread::sleep(Duration::from_millis(300));
     let plain_flood = flood(&tb)?;
     sink.signal_and_wait("0", Duration::from_secs(secs + 10))?;
     let sink_out = json_line(&std::fs::read_to_string(&sink_log)?);
     let plain_pps = sink_out["received"].as_f64().unwrap_or(0.0) / plain_flood["elapsed_s"].as_f64().unwrap_or(1.0);
-    progress(&format!("  plain: sent {:.0} pps, delivered {plain_pps:.0} pps", plain_flood["sent_pps"].as_f64().unwrap_or(0.0)));
+    progress(&format!(
+        "  plain: sent {:.0} pps, delivered {plain_pps:.0} pps",
+        plain_flood["sent_pps"].as_f64().unwrap_or(0.0)
+    ));
 
     // 1b. The same load answered by the appliance.
     app.install(&keepalive_install(None))?;
     progress(&format!("throughput: answered by the keepalive module, {secs} s"));
     let ka_flood = flood(&tb)?;
     let answered_pps = ka_flood["answered_pps"].as_f64().unwrap_or(0.0);
-    progress(&format!("  appliance: sent {:.0} pps, answered {answered_pps:.0} pps", ka_flood["sent_pps"].as_f64().unwrap_or(0.0)));
+    progress(&format!(
+        "  appliance: sent {:.0} pps, answered {answered_pps:.0} pps",
+        ka_flood["sent_pps"].as_f64().unwrap_or(0.0)
+    ));
     let ratio = if plain_pps > 0.0 { answered_pps / plain_pps } else { 0.0 };
 
     // 2. Added latency for traffic the module inspects and passes on.
@@ -104,10 +133,18 @@ fn main() -> anyhow::Result<()> {
     let _echo = tb.spawn(&tb.core, paths::bin("netserv-echo"), &[SERVER, "120000"], None)?;
     std::thread::sleep(Duration::from_millis(200));
     let rtt = |tb: &Testbed| -> anyhow::Result<Value> {
-        Ok(json_line(&tb.output(&tb.ua, &probe, &["rtt", "--to", SERVER, "--payload", &register, "--count", &rtt_count.to_string()])?))
+        Ok(json_line(&tb.output(
+            &tb.ua,
+            &probe,
+            &["rtt", "--to", SERVER, "--payload", &register, "--count", &rtt_count.to_string()],
+        )?))
     };
     let with_module = rtt(&tb)?;
-    let answered_rtt = json_line(&tb.output(&tb.ua, &probe, &["rtt", "--to", SERVER, "--payload", &notify, "--count", &rtt_count.to_string()])?);
+    let answered_rtt = json_line(&tb.output(
+        &tb.ua,
+        &probe,
+        &["rtt", "--to", SERVER, "--payload", &notify, "--count", &rtt_count.to_string()],
+    )?);
     let (code, _) = app.api("DELETE", "/api/v1/modules/itsp-a/keepalive", None, ADMIN_TOKEN)?;
     anyhow::ensure!(code == 200, "removing the module failed");
     let without = rtt(&tb)?;
@@ -116,7 +153,11 @@ fn main() -> anyhow::Result<()> {
     let added_p99 = f(&with_module, "p99_us") - f(&without, "p99_us");
     progress(&format!(
         "  p50 {:.1} µs with vs {:.1} µs without (+{added_p50:.1}); p99 {:.1} vs {:.1} (+{added_p99:.1}); keep-alive answered by the edge: p50 {:.1} µs",
-        f(&with_module, "p50_us"), f(&without, "p50_us"), f(&with_module, "p99_us"), f(&without, "p99_us"), f(&answered_rtt, "p50_us")
+        f(&with_module, "p50_us"),
+        f(&without, "p50_us"),
+        f(&with_module, "p99_us"),
+        f(&without, "p99_us"),
+        f(&answered_rtt, "p50_us")
     ));
     drop(app);
 
@@ -151,7 +192,11 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     let rss_all = rss_kib(pid);
     let per_tenant_kib = (rss_all.saturating_sub(rss_one)) as f64 / (tenants - 1) as f64;
-    progress(&format!("  RSS {} MiB with one tenant, {} MiB with {tenants}: {per_tenant_kib:.1} KiB per tenant", rss_one / 1024, rss_all / 1024));
+    progress(&format!(
+        "  RSS {} MiB with one tenant, {} MiB with {tenants}: {per_tenant_kib:.1} KiB per tenant",
+        rss_one / 1024,
+        rss_all / 1024
+    ));
     drop(app);
 
     let figures = json!({

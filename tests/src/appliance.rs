@@ -99,10 +99,30 @@ impl Appliance {
 
     /// One API call; returns the status and the body parsed as JSON (or as a
     /// JSON string when it is not JSON).
-    pub fn api(&self, method: &str, path: &str, body: Option<&serde_json::Value>, token: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        token: &str,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
         let url = format!("{API}{path}");
         let auth = format!("Authorization: Bearer {token}");
-        let mut args = vec!["netns", "exec", &self.edge, "curl", "-s", "-m", "30", "-w", "\n%{http_code}", "-X", method, "-H", &auth];
+        let mut args = vec![
+            "netns",
+            "exec",
+            &self.edge,
+            "curl",
+            "-s",
+            "-m",
+            "30",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+            "-H",
+            &auth,
+        ];
         let data;
         if let Some(b) = body {
             data = b.to_string();

@@ -72,14 +72,24 @@ impl Testbed {
     pub fn output(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> anyhow::Result<String> {
         let out = self.cmd(ns, program).args(args).output()?;
         if !out.status.success() {
-            bail!("{args:?} in {ns} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{args:?} in {ns} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Starts a long-running command in `ns`, its output going to `log` (or
     /// nowhere: an unread pipe would block a chatty child); killed on drop.
-    pub fn spawn(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str], log: Option<&std::path::Path>) -> anyhow::Result<Proc> {
+    pub fn spawn(
+        &self,
+        ns: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+        log: Option<&std::path::Path>,
+    ) -> anyhow::Result<Proc> {
         let (out, err) = match log {
             Some(p) => {
                 let f = std::fs::File::create(p)?;
@@ -121,7 +131,11 @@ impl Proc {
     }
 
     /// Sends a signal (by name, e.g. "TERM") and waits up to `timeout` for exit.
-    pub fn signal_and_wait(&mut self, sig: &str, timeout: std::time::Duration) -> anyhow::Result<std::process::ExitStatus> {
+    pub fn signal_and_wait(
+        &mut self,
+        sig: &str,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
         let child = self.0.take().context("process already reaped")?;
         let _ = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status();
         let start = std::time::Instant::now();

@@ -21,7 +21,12 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn module(name: &str) -> PathBuf {
     let target = profile_dir().parent().expect("target dir").to_path_buf();
     let p = target.join("wasm32-wasip2/release").join(format!("{name}.wasm"));
-    assert!(p.exists(), "{} is not built: run `cargo build --release --target wasm32-wasip2 -p {}` first", p.display(), name.replace('_', "-"));
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --release --target wasm32-wasip2 -p {}` first",
+        p.display(),
+        name.replace('_', "-")
+    );
     p
 }
 

@@ -9,7 +9,13 @@ use std::path::{Path, PathBuf};
 /// Runs the keep-alive UAC in `ua` towards `server`: `calls` rounds of NOTIFY
 /// (Event: keep-alive) then OPTIONS, each expecting 200. Returns whether every
 /// round succeeded (sipp's exit status) and sipp's output.
-pub fn keepalive_uac(tb: &Testbed, server: &str, calls: u32, rate: u32, log_dir: &Path) -> anyhow::Result<(bool, String)> {
+pub fn keepalive_uac(
+    tb: &Testbed,
+    server: &str,
+    calls: u32,
+    rate: u32,
+    log_dir: &Path,
+) -> anyhow::Result<(bool, String)> {
     let scenario = paths::fixture("sipp/keepalive_uac.xml");
     let log = log_dir.join("uac_messages.log");
     let out = tb

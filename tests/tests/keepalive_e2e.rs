@@ -24,7 +24,21 @@ fn notify_payload(dir: &std::path::Path) -> String {
 
 fn ask(tb: &Testbed, to: &str, payload: &str, count: u32, timeout_ms: u32) -> Value {
     let out = tb
-        .output(&tb.ua, paths::bin("netserv-probe"), &["ask", "--to", to, "--payload", payload, "--count", &count.to_string(), "--timeout-ms", &timeout_ms.to_string()])
+        .output(
+            &tb.ua,
+            paths::bin("netserv-probe"),
+            &[
+                "ask",
+                "--to",
+                to,
+                "--payload",
+                payload,
+                "--count",
+                &count.to_string(),
+                "--timeout-ms",
+                &timeout_ms.to_string(),
+            ],
+        )
         .expect("probe ask");
     serde_json::from_str(out.trim()).expect("probe json")
 }
@@ -52,7 +66,9 @@ fn keepalives_are_answered_at_the_edge_and_faults_stay_contained() {
     // Baseline: no module, the server answers everything itself.
     let (ok, out) = sipp::keepalive_uac(&tb, SERVER, 10, 50, &logs.0).expect("uac");
     assert!(ok, "baseline run failed:\n{out}");
-    let base = wait_for("baseline NOTIFYs at the UAS", Duration::from_secs(5), || (sipp::received(&uas_log, "NOTIFY") == 10).then_some(10));
+    let base = wait_for("baseline NOTIFYs at the UAS", Duration::from_secs(5), || {
+        (sipp::received(&uas_log, "NOTIFY") == 10).then_some(10)
+    });
     assert_eq!(sipp::received(&uas_log, "OPTIONS"), 10);
 
     // Install: every keep-alive is answered, none reaches the server.
@@ -81,7 +97,12 @@ fn keepalives_are_answered_at_the_edge_and_faults_stay_contained() {
     // (reach core), it ends up quarantined, and tenant A never notices.
     let sink_log = logs.0.join("sink.json");
     let mut sink = tb
-        .spawn(&tb.core, paths::bin("netserv-probe"), &["sink", "--bind", &format!("{CORE_IP}:5070"), "--duration-ms", "8000"], Some(&sink_log))
+        .spawn(
+            &tb.core,
+            paths::bin("netserv-probe"),
+            &["sink", "--bind", &format!("{CORE_IP}:5070"), "--duration-ms", "8000"],
+            Some(&sink_log),
+        )
         .expect("sink");
     app.install(&json!({
         "tenant": "itsp-b", "name": "faulty",
@@ -90,7 +111,9 @@ fn keepalives_are_answered_at_the_edge_and_faults_stay_contained() {
         "properties": { "mode": "trap" },
     }))
     .expect("install fault injector");
-    wait_for("sink ready", Duration::from_secs(5), || std::fs::read_to_string(&sink_log).ok().filter(|s| s.contains("ready")));
+    wait_for("sink ready", Duration::from_secs(5), || {
+        std::fs::read_to_string(&sink_log).ok().filter(|s| s.contains("ready"))
+    });
     let to_b = format!("{CORE_IP}:5070");
     // 40 packets over ~2 s: enough for the reload backoff (50, 100, 200,
     // 400 ms) to run out and the fifth fault to quarantine the module.
@@ -100,7 +123,11 @@ fn keepalives_are_answered_at_the_edge_and_faults_stay_contained() {
     assert!(ok, "tenant A's keep-alives failed while tenant B's module trapped:\n{out}");
     sink.signal_and_wait("0", Duration::from_secs(10)).ok();
     let sink_out = std::fs::read_to_string(&sink_log).unwrap_or_default();
-    let received: u64 = sink_out.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find_map(|v| v["received"].as_u64()).unwrap_or(0);
+    let received: u64 = sink_out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v["received"].as_u64())
+        .unwrap_or(0);
     assert_eq!(received, 40, "every packet of the trapping module must fail open to core: {sink_out}");
     let faulty = app.module("itsp-b", "faulty").expect("faulty info");
     assert_eq!(faulty["state"], "quarantined", "{faulty}");
@@ -123,7 +150,9 @@ fn keepalives_are_answered_at_the_edge_and_faults_stay_contained() {
     assert_eq!(tb.nfqueue_rules(), 1, "only the faulty module's rule remains");
     let (ok, out) = sipp::keepalive_uac(&tb, SERVER, 10, 50, &logs.0).expect("uac");
     assert!(ok, "after removal the server must answer:\n{out}");
-    wait_for("NOTIFYs at the UAS after removal", Duration::from_secs(5), || (sipp::received(&uas_log, "NOTIFY") == base + 10).then_some(()));
+    wait_for("NOTIFYs at the UAS after removal", Duration::from_secs(5), || {
+        (sipp::received(&uas_log, "NOTIFY") == base + 10).then_some(())
+    });
 
     // SIGKILL: rules stay, --queue-bypass lets traffic flow to the server.
     app.install(&keepalive_install(None)).expect("reinstall");
@@ -132,7 +161,9 @@ fn keepalives_are_answered_at_the_edge_and_faults_stay_contained() {
     assert_eq!(tb.nfqueue_rules(), 2, "rules remain after SIGKILL");
     let (ok, out) = sipp::keepalive_uac(&tb, SERVER, 10, 50, &logs.0).expect("uac");
     assert!(ok, "traffic must flow with the appliance dead (fail-open):\n{out}");
-    wait_for("NOTIFYs at the UAS after SIGKILL", Duration::from_secs(5), || (sipp::received(&uas_log, "NOTIFY") == base + 20).then_some(()));
+    wait_for("NOTIFYs at the UAS after SIGKILL", Duration::from_secs(5), || {
+        (sipp::received(&uas_log, "NOTIFY") == base + 20).then_some(())
+    });
 }
 
 #[test]

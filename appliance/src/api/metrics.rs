@@ -38,25 +38,45 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
             ("fail_open", c.fail_open),
             ("verdict_error", c.verdict_errors),
         ] {
-            let _ = writeln!(out, "netserv_module_packets_total{{tenant=\"{t}\",module=\"{n}\",outcome=\"{outcome}\"}} {v}");
+            let _ = writeln!(
+                out,
+                "netserv_module_packets_total{{tenant=\"{t}\",module=\"{n}\",outcome=\"{outcome}\"}} {v}"
+            );
         }
     }
     let _ = writeln!(out, "# HELP netserv_module_faults_total Traps and deadline overruns of a module.");
     let _ = writeln!(out, "# TYPE netserv_module_faults_total counter");
     for m in &modules {
-        let _ = writeln!(out, "netserv_module_faults_total{{tenant=\"{}\",module=\"{}\"}} {}", escape(&m.tenant), escape(&m.name), m.counters.faults);
+        let _ = writeln!(
+            out,
+            "netserv_module_faults_total{{tenant=\"{}\",module=\"{}\"}} {}",
+            escape(&m.tenant),
+            escape(&m.name),
+            m.counters.faults
+        );
     }
     let _ = writeln!(out, "# HELP netserv_module_quarantined Whether a module is quarantined (1) or not (0).");
     let _ = writeln!(out, "# TYPE netserv_module_quarantined gauge");
     for m in &modules {
         let q = u8::from(m.state == "quarantined");
-        let _ = writeln!(out, "netserv_module_quarantined{{tenant=\"{}\",module=\"{}\"}} {q}", escape(&m.tenant), escape(&m.name));
+        let _ = writeln!(
+            out,
+            "netserv_module_quarantined{{tenant=\"{}\",module=\"{}\"}} {q}",
+            escape(&m.tenant),
+            escape(&m.name)
+        );
     }
     let _ = writeln!(out, "# HELP netserv_module_counter Counters a module exports itself.");
     let _ = writeln!(out, "# TYPE netserv_module_counter counter");
     for m in &modules {
         for (k, v) in &m.module_counters {
-            let _ = writeln!(out, "netserv_module_counter{{tenant=\"{}\",module=\"{}\",name=\"{}\"}} {v}", escape(&m.tenant), escape(&m.name), escape(k));
+            let _ = writeln!(
+                out,
+                "netserv_module_counter{{tenant=\"{}\",module=\"{}\",name=\"{}\"}} {v}",
+                escape(&m.tenant),
+                escape(&m.name),
+                escape(k)
+            );
         }
     }
     let _ = writeln!(out, "# HELP netserv_queue_packets_total Packets through each NFQUEUE, by verdict.");

@@ -35,7 +35,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/modules/{tenant}/{name}", get(get_one).delete(remove))
         .route("/api/v1/tenants", get(tenants))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60)))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(60),
+        ))
         .with_state(state)
 }
 
@@ -55,7 +58,9 @@ impl From<ControlError> for ApiError {
             ControlError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ControlError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
             ControlError::Limit(_) => (StatusCode::TOO_MANY_REQUESTS, "limit"),
-            ControlError::Fetch(crate::store::FetchError::HashMismatch { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "sha256_mismatch"),
+            ControlError::Fetch(crate::store::FetchError::HashMismatch { .. }) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "sha256_mismatch")
+            }
             ControlError::Fetch(_) => (StatusCode::BAD_GATEWAY, "fetch"),
             ControlError::Module(_) => (StatusCode::UNPROCESSABLE_ENTITY, "module"),
             ControlError::Dataplane(_) => (StatusCode::INTERNAL_SERVER_ERROR, "dataplane"),
@@ -73,7 +78,8 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let unauthorized = || ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required".into());
+        let unauthorized =
+            || ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required".into());
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -95,16 +101,25 @@ async fn list(State(s): State<AppState>, Caller(p): Caller) -> impl IntoResponse
 
 async fn install(State(s): State<AppState>, Caller(p): Caller, body: axum::body::Bytes) -> Result<Response, ApiError> {
     // Parse by hand so that a bad body names the field in a JSON error.
-    let req: InstallRequest = serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", format!("request body: {e}")))?;
+    let req: InstallRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", format!("request body: {e}")))?;
     let info = s.controller.install(&p, req).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
-async fn get_one(State(s): State<AppState>, Caller(p): Caller, Path((tenant, name)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn get_one(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     Ok(Json(s.controller.get(&p, &tenant, &name).await?).into_response())
 }
 
-async fn remove(State(s): State<AppState>, Caller(p): Caller, Path((tenant, name)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn remove(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     Ok(Json(s.controller.remove(&p, &tenant, &name).await?).into_response())
 }
 

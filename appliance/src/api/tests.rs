@@ -1,1 +1,195 @@
+//! The admin API driven with `oneshot`, no sockets, no dataplane: the real
+//! controller, runtime and keepalive module.
 
+use super::*;
+use crate::config::Config;
+use crate::dataplane::Table;
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+const ADMIN: &str = "admin-token-0123456789";
+const TENANT_A: &str = "tenant-a-token-0123456789";
+const TENANT_B: &str = "tenant-b-token-0123456789";
+
+fn keepalive_wasm() -> std::path::PathBuf {
+    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/release/netserv_keepalive.wasm");
+    assert!(p.exists(), "build the module first: cargo build --release --target wasm32-wasip2 -p netserv-keepalive");
+    p
+}
+
+fn state() -> AppState {
+    let cfg = Config::parse(&format!(
+        r#"node_id = "edge-api-test"
+[api]
+listen = "127.0.0.1:0"
+admin_token = "{ADMIN}"
+[dataplane]
+enabled = false
+[[tenants]]
+name = "itsp-a"
+public_key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+api_token = "{TENANT_A}"
+filter_prefixes = ["198.18.2.0/24"]
+listen_ports = [5060]
+[[tenants]]
+name = "itsp-b"
+public_key = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"
+api_token = "{TENANT_B}"
+filter_prefixes = ["198.19.0.0/16"]
+listen_ports = [5070]
+"#
+    ))
+    .expect("config");
+    let runtime = Runtime::new().expect("runtime");
+    let table = std::sync::Arc::new(ArcSwap::from_pointee(Table::default()));
+    AppState { controller: Controller::new(cfg, runtime, table, None), queues: std::sync::Arc::new(Vec::new()) }
+}
+
+async fn call(s: &AppState, method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = b.body(body.map_or_else(Body::empty, |v| Body::from(v.to_string()))).expect("request");
+    let resp = app(s.clone()).oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let v =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, v)
+}
+
+fn install_body(tenant: &str, destination: &str, port: u16) -> Value {
+    json!({
+        "tenant": tenant, "name": "keepalive",
+        "source": { "path": keepalive_wasm() },
+        "filter": { "transport": "udp", "destination": destination, "ports": [port] },
+        "properties": { "server": "test" },
+        "ttl_secs": 60,
+    })
+}
+
+#[tokio::test]
+async fn health_needs_no_token_but_the_api_does() {
+    let s = state();
+    assert_eq!(call(&s, "GET", "/healthz", None, None).await.0, StatusCode::OK);
+    assert_eq!(call(&s, "GET", "/api/v1/modules", None, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(&s, "GET", "/api/v1/modules", Some("wrong-token-0123456789"), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(call(&s, "GET", "/api/v1/tenants", Some(TENANT_A), None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(call(&s, "GET", "/api/v1/tenants", Some(ADMIN), None).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn tenants_see_and_manage_only_their_own_modules() {
+    let s = state();
+    let (code, m) =
+        call(&s, "POST", "/api/v1/modules", Some(ADMIN), Some(install_body("itsp-a", "198.18.2.20/32", 5060))).await;
+    assert_eq!(code, StatusCode::CREATED, "{m}");
+    assert_eq!(m["state"], "active");
+    assert!(m["ttl_remaining_secs"].as_u64().is_some_and(|t| t <= 60));
+
+    let (_, a) = call(&s, "GET", "/api/v1/modules", Some(TENANT_A), None).await;
+    assert_eq!(a.as_array().map(Vec::len), Some(1));
+    let (_, b) = call(&s, "GET", "/api/v1/modules", Some(TENANT_B), None).await;
+    assert_eq!(b.as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        call(&s, "GET", "/api/v1/modules/itsp-a/keepalive", Some(TENANT_B), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&s, "DELETE", "/api/v1/modules/itsp-a/keepalive", Some(TENANT_B), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let (code, _) = call(&s, "GET", "/metrics", None, None).await;
+    assert_eq!(code, StatusCode::OK);
+    let (_, text) = call(&s, "GET", "/metrics", None, None).await;
+    assert!(
+        text.as_str().unwrap_or_default().contains("netserv_modules_installed{node=\"edge-api-test\"} 1"),
+        "{text}"
+    );
+
+    assert_eq!(call(&s, "DELETE", "/api/v1/modules/itsp-a/keepalive", Some(TENANT_A), None).await.0, StatusCode::OK);
+    assert_eq!(call(&s, "GET", "/api/v1/modules/itsp-a/keepalive", Some(ADMIN), None).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn refusals_name_their_reason_and_install_nothing() {
+    let s = state();
+    // Another tenant's prefix.
+    let (code, e) =
+        call(&s, "POST", "/api/v1/modules", Some(ADMIN), Some(install_body("itsp-b", "198.18.2.20/32", 5070))).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(e["error"].as_str().unwrap_or_default().contains("outside the prefixes"), "{e}");
+    // A port the tenant does not own.
+    let (code, e) =
+        call(&s, "POST", "/api/v1/modules", Some(ADMIN), Some(install_body("itsp-a", "198.18.2.20/32", 5070))).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(e["error"].as_str().unwrap_or_default().contains("port 5070"), "{e}");
+    // A tenant installing for another, and from a local path.
+    assert_eq!(
+        call(&s, "POST", "/api/v1/modules", Some(TENANT_B), Some(install_body("itsp-a", "198.18.2.20/32", 5060)))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let (code, e) =
+        call(&s, "POST", "/api/v1/modules", Some(TENANT_A), Some(install_body("itsp-a", "198.18.2.20/32", 5060))).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(e["error"].as_str().unwrap_or_default().contains("local path"), "{e}");
+    // Wrong sha256.
+    let mut body = install_body("itsp-a", "198.18.2.20/32", 5060);
+    body["sha256"] = "00".repeat(32).into();
+    let (code, e) = call(&s, "POST", "/api/v1/modules", Some(ADMIN), Some(body)).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(e["kind"], "sha256_mismatch");
+    // Properties the module refuses.
+    let mut body = install_body("itsp-a", "198.18.2.20/32", 5060);
+    body["properties"] = json!({ "colour": "red" });
+    let (code, e) = call(&s, "POST", "/api/v1/modules", Some(ADMIN), Some(body)).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(e["error"].as_str().unwrap_or_default().contains("colour"), "{e}");
+    // A malformed body names the field.
+    let (code, e) = call(
+        &s,
+        "POST",
+        "/api/v1/modules",
+        Some(ADMIN),
+        Some(json!({ "tenant": "itsp-a", "name": "x", "filter": {} })),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"].as_str().unwrap_or_default().contains("source")
+            || e["error"].as_str().unwrap_or_default().contains("transport"),
+        "{e}"
+    );
+    // Nothing was installed by any of these.
+    let (_, all) = call(&s, "GET", "/api/v1/modules", Some(ADMIN), None).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(0), "{all}");
+}
+
+#[tokio::test]
+async fn installing_again_refreshes_and_ttl_expiry_removes() {
+    let s = state();
+    let mut body = install_body("itsp-a", "198.18.2.20/32", 5060);
+    let bytes = std::fs::read(keepalive_wasm()).expect("wasm");
+    body["sha256"] = crate::runtime::ModuleHash::of(&bytes).to_hex().into();
+    assert_eq!(call(&s, "POST", "/api/v1/modules", Some(ADMIN), Some(body.clone())).await.0, StatusCode::CREATED);
+    body["ttl_secs"] = 1.into();
+    let (code, m) = call(&s, "POST", "/api/v1/modules", Some(ADMIN), Some(body)).await;
+    assert_eq!(code, StatusCode::CREATED);
+    assert!(m["ttl_remaining_secs"].as_u64().is_some_and(|t| t <= 1), "refresh must take the new TTL: {m}");
+    assert_eq!(s.controller.expire(std::time::Instant::now() + std::time::Duration::from_secs(2)).await, 1);
+    let (_, all) = call(&s, "GET", "/api/v1/modules", Some(ADMIN), None).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(0));
+}

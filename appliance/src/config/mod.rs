@@ -149,7 +149,8 @@ const MIN_TOKEN_LEN: usize = 16;
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text)
     }
 
@@ -168,7 +169,10 @@ impl Config {
         if u32::from(dp.queue_base) + u32::from(dp.queues) > 65536 {
             return Err(invalid("dataplane.queue_base", "queue numbers run past 65535"));
         }
-        if dp.chain.is_empty() || dp.chain.len() > 28 || !dp.chain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if dp.chain.is_empty()
+            || dp.chain.len() > 28
+            || !dp.chain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(invalid("dataplane.chain", "must be 1-28 letters, digits, '-' or '_'"));
         }
         for (i, hook) in dp.hooks.iter().enumerate() {
@@ -198,7 +202,9 @@ impl Config {
             let public_key = parse_public_key(&t.public_key).map_err(|r| invalid(at("public_key"), r))?;
             let mut filter_prefixes = Vec::new();
             for (j, p) in t.filter_prefixes.iter().enumerate() {
-                let net: IpNet = p.parse().map_err(|_| invalid(at(&format!("filter_prefixes[{j}]")), format!("`{p}` is not an IP prefix")))?;
+                let net: IpNet = p
+                    .parse()
+                    .map_err(|_| invalid(at(&format!("filter_prefixes[{j}]")), format!("`{p}` is not an IP prefix")))?;
                 if net.trunc() != net {
                     return Err(invalid(at(&format!("filter_prefixes[{j}]")), format!("`{p}` has host bits set")));
                 }
@@ -238,7 +244,9 @@ fn parse_public_key(s: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
     let bytes = if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
         hex::decode(s).map_err(|e| e.to_string())?
     } else {
-        base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| "is neither 64 hex digits nor base64".to_owned())?
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|_| "is neither 64 hex digits nor base64".to_owned())?
     };
     let arr: [u8; 32] = bytes.try_into().map_err(|_| "must be 32 bytes (an Ed25519 public key)".to_owned())?;
     ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| "is not a valid Ed25519 point".to_owned())

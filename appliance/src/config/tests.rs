@@ -1,1 +1,83 @@
+use super::*;
 
+const KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+fn base(tenant_extra: &str) -> String {
+    format!(
+        r#"node_id = "edge-1"
+[api]
+listen = "127.0.0.1:8270"
+admin_token = "admin-token-0123456789"
+
+[[tenants]]
+name = "itsp-a"
+public_key = "{KEY}"
+api_token = "tenant-token-0123456789"
+filter_prefixes = ["198.18.2.0/24"]
+listen_ports = [5060]
+{tenant_extra}
+"#
+    )
+}
+
+fn field_of(text: &str) -> String {
+    match Config::parse(text) {
+        Err(ConfigError::Invalid { field, .. }) => field,
+        Err(e) => e.to_string(),
+        Ok(_) => "accepted".into(),
+    }
+}
+
+#[test]
+fn a_good_config_parses_with_defaults() {
+    let c = Config::parse(&base("")).expect("valid");
+    assert_eq!(c.node_id, "edge-1");
+    assert_eq!(c.dataplane, Dataplane::default());
+    assert_eq!(c.tenants.len(), 1);
+    assert_eq!(c.tenants[0].limits, Limits::default());
+    assert_eq!(c.tenants[0].filter_prefixes[0].to_string(), "198.18.2.0/24");
+}
+
+#[test]
+fn base64_keys_are_accepted_too() {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(hex::decode(KEY).expect("hex"));
+    let text = base("").replace(KEY, &b64);
+    Config::parse(&text).expect("base64 key");
+}
+
+#[test]
+fn errors_name_the_field() {
+    assert_eq!(field_of(&base("").replace("edge-1", "edge 1")), "node_id");
+    assert_eq!(field_of(&base("").replace("admin-token-0123456789", "short")), "api.admin_token");
+    assert_eq!(field_of(&base("").replace(KEY, "00")), "tenants[0].public_key");
+    assert_eq!(field_of(&base("").replace("198.18.2.0/24", "198.18.2.1/24")), "tenants[0].filter_prefixes[0]");
+    assert_eq!(field_of(&base("").replace("198.18.2.0/24", "not-a-prefix")), "tenants[0].filter_prefixes[0]");
+    assert_eq!(field_of(&base("").replace("[5060]", "[0]")), "tenants[0].listen_ports");
+    assert_eq!(field_of(&base("[tenants.limits]\ncpu_deadline_ms = 0")), "tenants[0].limits.cpu_deadline_ms");
+    assert_eq!(
+        field_of(&base("").replacen("[[tenants]]", "[dataplane]\nqueues = 0\n\n[[tenants]]", 1)),
+        "dataplane.queues"
+    );
+    assert_eq!(
+        field_of(&base("").replacen("[[tenants]]", "[dataplane]\nhooks = [\"NOWHERE\"]\n\n[[tenants]]", 1)),
+        "dataplane.hooks[0]"
+    );
+    let twice = format!(
+        "{}\n[[tenants]]\nname = \"itsp-a\"\npublic_key = \"{KEY}\"\napi_token = \"other-token-0123456789\"\n",
+        base("")
+    );
+    assert_eq!(field_of(&twice), "tenants[1].name");
+    let same_token = format!(
+        "{}\n[[tenants]]\nname = \"itsp-b\"\npublic_key = \"{KEY}\"\napi_token = \"tenant-token-0123456789\"\n",
+        base("")
+    );
+    assert_eq!(field_of(&same_token), "tenants[1].api_token");
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_named_by_toml() {
+    let msg = field_of(&base("colour = \"red\""));
+    assert!(msg.contains("colour"), "{msg}");
+    let msg = field_of(&base("").replace("[5060]", "[\"5060\"]"));
+    assert!(msg.contains("listen_ports"), "{msg}");
+}

@@ -14,7 +14,10 @@ pub fn check(principal: &Principal, tenant: &Tenant, req: &InstallRequest) -> Re
             return Err(ControlError::Forbidden("only the node's admin may install from a local path".into()));
         }
     }
-    if req.name.is_empty() || req.name.len() > 64 || !req.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+    if req.name.is_empty()
+        || req.name.len() > 64
+        || !req.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
         return Err(ControlError::Invalid("`name` must be 1-64 letters, digits, '-', '_' or '.'".into()));
     }
     if matches!(req.source, ModuleSource::Url(_)) && req.sha256.is_none() {
@@ -39,10 +42,10 @@ pub fn check(principal: &Principal, tenant: &Tenant, req: &InstallRequest) -> Re
     if f.source.is_some_and(|s| s.addr().is_ipv4() != f.destination.addr().is_ipv4()) {
         return Err(ControlError::Invalid("`filter.source` and `filter.destination` must be the same family".into()));
     }
-    if let Some(ttl) = req.ttl_secs {
-        if ttl == 0 || ttl > tenant.limits.max_ttl_secs {
-            return Err(ControlError::Limit(format!("ttl_secs must be 1..={}", tenant.limits.max_ttl_secs)));
-        }
+    if let Some(ttl) = req.ttl_secs
+        && (ttl == 0 || ttl > tenant.limits.max_ttl_secs)
+    {
+        return Err(ControlError::Limit(format!("ttl_secs must be 1..={}", tenant.limits.max_ttl_secs)));
     }
     for (k, v) in &req.properties {
         if k.len() > 128 || v.len() > 4096 {

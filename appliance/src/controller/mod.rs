@@ -4,8 +4,6 @@
 //! dataplane's table.
 
 mod authz;
-#[cfg(test)]
-mod tests;
 mod types;
 
 pub use types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal};
@@ -48,7 +46,12 @@ fn module_id(tenant: &str, name: &str) -> String {
 
 impl Controller {
     /// `iptables` is `None` when the node runs without a dataplane (tests, try-out).
-    pub fn new(config: Config, runtime: Arc<Runtime>, table: Arc<ArcSwap<Table>>, iptables: Option<Iptables>) -> Arc<Self> {
+    pub fn new(
+        config: Config,
+        runtime: Arc<Runtime>,
+        table: Arc<ArcSwap<Table>>,
+        iptables: Option<Iptables>,
+    ) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
@@ -89,7 +92,9 @@ impl Controller {
         self.tenant_state
             .lock()
             .entry(tenant.name.clone())
-            .or_insert_with(|| Arc::new(TenantState::new(tenant.limits.state_max_entries, tenant.limits.state_max_bytes)))
+            .or_insert_with(|| {
+                Arc::new(TenantState::new(tenant.limits.state_max_entries, tenant.limits.state_max_bytes))
+            })
             .clone()
     }
 
@@ -107,7 +112,11 @@ impl Controller {
             let mut records = self.records.lock().await;
             if let Some(r) = records.get_mut(&id) {
                 let same_hash = req.sha256.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(&r.active.hash.to_hex()));
-                if same_hash && r.request.filter == req.filter && r.request.properties == req.properties && r.request.source == req.source {
+                if same_hash
+                    && r.request.filter == req.filter
+                    && r.request.properties == req.properties
+                    && r.request.source == req.source
+                {
                     r.expires_at = expires_at;
                     r.request.ttl_secs = req.ttl_secs;
                     tracing::info!(module = %id, ttl_secs = ?req.ttl_secs, "module refreshed");
@@ -116,7 +125,10 @@ impl Controller {
             } else {
                 let count = records.values().filter(|r| *r.active.tenant == *req.tenant).count();
                 if count >= tenant.limits.max_modules as usize {
-                    return Err(ControlError::Limit(format!("tenant `{}` may run at most {} modules", tenant.name, tenant.limits.max_modules)));
+                    return Err(ControlError::Limit(format!(
+                        "tenant `{}` may run at most {} modules",
+                        tenant.name, tenant.limits.max_modules
+                    )));
                 }
             }
         }
@@ -134,20 +146,25 @@ impl Controller {
         let (t_name, m_name): (Arc<str>, Arc<str>) = (req.tenant.as_str().into(), req.name.as_str().into());
         let policy = FaultPolicy {
             // The epoch ticks once per EPOCH_TICK (1 ms).
-            deadline_ticks: tenant.limits.cpu_deadline_ms.div_ceil(crate::runtime::EPOCH_TICK.as_millis().max(1) as u64),
+            deadline_ticks: tenant
+                .limits
+                .cpu_deadline_ms
+                .div_ceil(crate::runtime::EPOCH_TICK.as_millis().max(1) as u64),
             quarantine_after: cfg.runtime.quarantine_after,
             backoff: Duration::from_millis(cfg.runtime.reload_backoff_ms),
         };
         let make_state = {
-            let (t, m, c, s, mem) = (t_name.clone(), m_name.clone(), counters.clone(), state, tenant.limits.memory_bytes);
+            let (t, m, c, s, mem) =
+                (t_name.clone(), m_name.clone(), counters.clone(), state, tenant.limits.memory_bytes);
             Box::new(move || HostState::new(t.clone(), m.clone(), mem, c.clone(), s.clone()))
         };
         let props: Vec<(String, String)> = req.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let engine = self.runtime.engine().clone();
-        let instance = tokio::task::spawn_blocking(move || ModuleInstance::new(&engine, compiled, props, policy, make_state))
-            .await
-            .map_err(|e| ControlError::Internal(e.to_string()))?
-            .map_err(|e| ControlError::Module(format!("{e:#}")))?;
+        let instance =
+            tokio::task::spawn_blocking(move || ModuleInstance::new(&engine, compiled, props, policy, make_state))
+                .await
+                .map_err(|e| ControlError::Internal(e.to_string()))?
+                .map_err(|e| ControlError::Module(format!("{e:#}")))?;
 
         let active = Arc::new(ActiveModule {
             id: id.clone(),
@@ -163,10 +180,10 @@ impl Controller {
         let mut records = self.records.lock().await;
         let old = records.remove(&id);
         if let Some(ipt) = &self.iptables {
-            if let Some(old) = &old {
-                if let Err(e) = ipt.remove(&old.request.filter, &id) {
-                    tracing::warn!(module = %id, error = %e, "removing the replaced module's rule failed");
-                }
+            if let Some(old) = &old
+                && let Err(e) = ipt.remove(&old.request.filter, &id)
+            {
+                tracing::warn!(module = %id, error = %e, "removing the replaced module's rule failed");
             }
             if let Err(e) = ipt.add(&req.filter, &id) {
                 // Put the old module back: a failed install changes nothing.
@@ -193,10 +210,10 @@ impl Controller {
 
     /// Removes a module: its rule, its table entry, its instance.
     pub async fn remove(&self, principal: &Principal, tenant: &str, name: &str) -> Result<ModuleInfo, ControlError> {
-        if let Principal::Tenant(who) = principal {
-            if who != tenant {
-                return Err(ControlError::NotFound(module_id(tenant, name)));
-            }
+        if let Principal::Tenant(who) = principal
+            && who != tenant
+        {
+            return Err(ControlError::NotFound(module_id(tenant, name)));
         }
         let id = module_id(tenant, name);
         let mut records = self.records.lock().await;
@@ -207,10 +224,10 @@ impl Controller {
     }
 
     fn retire(&self, record: &Record, why: &str) {
-        if let Some(ipt) = &self.iptables {
-            if let Err(e) = ipt.remove(&record.request.filter, &record.active.id) {
-                tracing::warn!(module = %record.active.id, error = %e, "removing the module's rule failed");
-            }
+        if let Some(ipt) = &self.iptables
+            && let Err(e) = ipt.remove(&record.request.filter, &record.active.id)
+        {
+            tracing::warn!(module = %record.active.id, error = %e, "removing the module's rule failed");
         }
         tracing::info!(module = %record.active.id, reason = why, "module retired");
     }
@@ -250,7 +267,8 @@ impl Controller {
     /// Removes modules whose TTL ran out. Returns how many.
     pub async fn expire(&self, now: Instant) -> usize {
         let mut records = self.records.lock().await;
-        let expired: Vec<String> = records.iter().filter(|(_, r)| r.expires_at.is_some_and(|t| t <= now)).map(|(k, _)| k.clone()).collect();
+        let expired: Vec<String> =
+            records.iter().filter(|(_, r)| r.expires_at.is_some_and(|t| t <= now)).map(|(k, _)| k.clone()).collect();
         for id in &expired {
             if let Some(r) = records.remove(id) {
                 self.retire(&r, "ttl expired");

@@ -58,7 +58,13 @@ pub fn spawn(
         .map_err(WorkerError::Spawn)
 }
 
-fn run(mut q: nfq::Queue, sender: RawSender, table: Arc<ArcSwap<Table>>, stats: Arc<QueueStats>, stop: Arc<AtomicBool>) {
+fn run(
+    mut q: nfq::Queue,
+    sender: RawSender,
+    table: Arc<ArcSwap<Table>>,
+    stats: Arc<QueueStats>,
+    stop: Arc<AtomicBool>,
+) {
     tracing::info!(queue = stats.queue, "NFQUEUE worker started");
     while !stop.load(Relaxed) {
         let mut msg = match q.recv() {

@@ -32,10 +32,13 @@ impl GuestCounters {
     }
 }
 
+/// Entries and the bytes they hold (keys + values).
+type StateMap = (HashMap<Vec<u8>, Vec<u8>>, u64);
+
 /// A tenant's key-value state, shared by all of its modules.
 #[derive(Debug)]
 pub struct TenantState {
-    map: Mutex<(HashMap<Vec<u8>, Vec<u8>>, u64)>,
+    map: Mutex<StateMap>,
     max_entries: u32,
     max_bytes: u64,
 }
@@ -58,7 +61,13 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(tenant: Arc<str>, module: Arc<str>, memory_bytes: u64, counters: Arc<GuestCounters>, state: Arc<TenantState>) -> Self {
+    pub fn new(
+        tenant: Arc<str>,
+        module: Arc<str>,
+        memory_bytes: u64,
+        counters: Arc<GuestCounters>,
+        state: Arc<TenantState>,
+    ) -> Self {
         let limits = StoreLimitsBuilder::new()
             .memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
             .instances(16)
@@ -142,7 +151,9 @@ impl state::Host for HostState {
         let old = map.get(&key).map_or(0, |v| (key.len() + v.len()) as u64);
         let new = (key.len() + value.len()) as u64;
         let is_new = old == 0 && !map.contains_key(&key);
-        if (is_new && map.len() as u64 >= u64::from(self.state.max_entries)) || *bytes - old + new > self.state.max_bytes {
+        if (is_new && map.len() as u64 >= u64::from(self.state.max_entries))
+            || *bytes - old + new > self.state.max_bytes
+        {
             return Err(state::StateError::QuotaExceeded);
         }
         *bytes = *bytes - old + new;

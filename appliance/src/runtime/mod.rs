@@ -120,9 +120,7 @@ impl Runtime {
         let mut linker: Linker<HostState> = Linker::new(&self.engine);
         PacketModule::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .ctx("linking the host interfaces")?;
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .ctx("defining other imports as traps")?;
+        linker.define_unknown_imports_as_traps(&component).ctx("defining other imports as traps")?;
         let pre = linker.instantiate_pre(&component).ctx("module does not fit the packet-module world")?;
         let pre = PacketModulePre::new(pre).ctx("module does not export the packet-module world")?;
         let compiled = Compiled { hash, pre };

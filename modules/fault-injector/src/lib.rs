@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn modes_parse_and_unknown_ones_name_the_property() {
         assert_eq!(Mode::parse("spin"), Ok(Mode::Spin));
-        assert!(Mode::parse("explode").unwrap_err().contains("`mode`"));
+        assert!(Mode::parse("explode").expect_err("unknown mode").contains("`mode`"));
     }
 
     #[test]

@@ -50,11 +50,7 @@ fn flag(key: &'static str, v: &str) -> Result<bool, ConfigError> {
 }
 
 fn header_value(key: &'static str, v: &str) -> Result<String, ConfigError> {
-    if v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        Ok(v.to_owned())
-    } else {
-        Err(ConfigError::BadHeaderValue(key))
-    }
+    if v.bytes().all(|b| (0x20..0x7f).contains(&b)) { Ok(v.to_owned()) } else { Err(ConfigError::BadHeaderValue(key)) }
 }
 
 impl Config {
@@ -68,7 +64,8 @@ impl Config {
                 "stun" => c.stun = flag("stun", v)?,
                 "probes" => c.probes = flag("probes", v)?,
                 "domains" => {
-                    c.domains = v.split(',').map(str::trim).filter(|d| !d.is_empty()).map(str::to_ascii_lowercase).collect();
+                    c.domains =
+                        v.split(',').map(str::trim).filter(|d| !d.is_empty()).map(str::to_ascii_lowercase).collect();
                 }
                 "server" => c.server = Some(header_value("server", v)?),
                 "allow" => c.allow = Some(header_value("allow", v)?),

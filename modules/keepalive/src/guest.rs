@@ -27,7 +27,8 @@ fn socket_addr(a: &SocketAddress) -> SocketAddr {
 
 impl Guest for KeepAlive {
     fn init(properties: Vec<(String, String)>) -> Result<(), String> {
-        let cfg = Config::from_properties(properties.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|e| e.to_string())?;
+        let cfg = Config::from_properties(properties.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| e.to_string())?;
         CONFIG.set(cfg).map_err(|_| "init called twice".to_owned())
     }
 

@@ -22,10 +22,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 
 mod config;
-mod sip;
-mod stun;
 #[cfg(target_arch = "wasm32")]
 mod guest;
+mod sip;
+mod stun;
 
 pub use config::{Config, ConfigError};
 
@@ -77,10 +77,10 @@ pub fn handle(cfg: &Config, source: SocketAddr, destination: SocketAddr, payload
         return if cfg.probes { (Action::Absorb, Kind::Probe) } else { (Action::Pass, Kind::Other) };
     }
     if netserv_stun_wire::looks_like_stun(payload) {
-        if cfg.stun {
-            if let Some(reply) = stun::answer_binding(source, payload) {
-                return (Action::Reply(reply), Kind::Stun);
-            }
+        if cfg.stun
+            && let Some(reply) = stun::answer_binding(source, payload)
+        {
+            return (Action::Reply(reply), Kind::Stun);
         }
         return (Action::Pass, Kind::Other);
     }

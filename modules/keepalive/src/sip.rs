@@ -4,14 +4,21 @@
 //! Call-ID and CSeq copied, To copied with a tag added when absent.
 
 use crate::{Config, Kind};
-use netserv_sip_scan::{EMPTY_HEADER, Header, HeaderName, StartLine, first_via, name_addr_tag, params_iter, parse_datagram, unfold};
+use netserv_sip_scan::{
+    EMPTY_HEADER, Header, HeaderName, StartLine, first_via, name_addr_tag, params_iter, parse_datagram, unfold,
+};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 /// Bound on header fields per message; keep-alives carry far fewer.
 const MAX_HEADERS: usize = 48;
 
-pub(crate) fn answer(cfg: &Config, source: SocketAddr, destination: SocketAddr, payload: &[u8]) -> Option<(Vec<u8>, Kind)> {
+pub(crate) fn answer(
+    cfg: &Config,
+    source: SocketAddr,
+    destination: SocketAddr,
+    payload: &[u8],
+) -> Option<(Vec<u8>, Kind)> {
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
     let msg = parse_datagram(payload, &mut headers).ok()?;
     let StartLine::Request { method, uri, .. } = msg.start else {
@@ -53,10 +60,10 @@ pub(crate) fn answer(cfg: &Config, source: SocketAddr, destination: SocketAddr, 
     if let Some(server) = &cfg.server {
         let _ = write!(Text(&mut out), "Server: {server}\r\n");
     }
-    if kind == Kind::Options {
-        if let Some(allow) = &cfg.allow {
-            let _ = write!(Text(&mut out), "Allow: {allow}\r\n");
-        }
+    if kind == Kind::Options
+        && let Some(allow) = &cfg.allow
+    {
+        let _ = write!(Text(&mut out), "Allow: {allow}\r\n");
     }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     Some((out, kind))

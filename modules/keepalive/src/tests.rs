@@ -17,7 +17,8 @@ fn reply(cfg: &Config, payload: &[u8]) -> (Action, Kind) {
 fn expect_sip_200(action: Action) -> Vec<u8> {
     let Action::Reply(bytes) = action else { panic!("expected a reply, got {action:?}") };
     let mut h = [EMPTY_HEADER; 32];
-    let msg = parse_datagram(&bytes, &mut h).unwrap_or_else(|e| panic!("answer does not parse: {e}\n{}", String::from_utf8_lossy(&bytes)));
+    let msg = parse_datagram(&bytes, &mut h)
+        .unwrap_or_else(|e| panic!("answer does not parse: {e}\n{}", String::from_utf8_lossy(&bytes)));
     assert!(matches!(msg.start, StartLine::Response { code: 200, .. }));
     msg.check_semantics().expect("answer has the mandatory headers");
     bytes
@@ -86,7 +87,11 @@ l: 0\r\n\r\n";
     assert_eq!(k, Kind::Notify);
     let bytes = expect_sip_200(a);
     let text = String::from_utf8(bytes).expect("utf8");
-    assert!(text.contains("Via: SIP/2.0/UDP [2001:db8::5]:5060 ;branch=z9hG4bK-v6;rport=40000;received=2001:db8::99\r\n") || text.contains(";rport=40000;received=2001:db8::99"), "{text}");
+    assert!(
+        text.contains("Via: SIP/2.0/UDP [2001:db8::5]:5060 ;branch=z9hG4bK-v6;rport=40000;received=2001:db8::99\r\n")
+            || text.contains(";rport=40000;received=2001:db8::99"),
+        "{text}"
+    );
     assert!(text.contains("CSeq: 9 NOTIFY\r\n"), "{text}");
     assert!(text.contains("From: <sip:alice@example.com> ;tag=a1\r\n"), "{text}");
 }
@@ -112,7 +117,9 @@ fn crlf_ping_gets_a_pong_and_probes_are_absorbed() {
 #[test]
 fn stun_binding_is_answered_with_the_source_address() {
     let tx = [7u8; 12];
-    let req = netserv_stun_wire::Builder::new(netserv_stun_wire::Class::Request, netserv_stun_wire::METHOD_BINDING, &tx).finish_with_fingerprint();
+    let req =
+        netserv_stun_wire::Builder::new(netserv_stun_wire::Class::Request, netserv_stun_wire::METHOD_BINDING, &tx)
+            .finish_with_fingerprint();
     let (a, k) = reply(&Config::default(), &req);
     assert_eq!(k, Kind::Stun);
     let Action::Reply(bytes) = a else { panic!("no reply") };
@@ -136,8 +143,23 @@ fn corpus_dir() -> PathBuf {
 
 /// RFC 4475 §3.1.2 request messages (the responses cannot be keep-alives).
 const INVALID_REQUESTS: &[&str] = &[
-    "badinv01", "clerr", "ncl", "scalar02", "quotbal", "ltgtruri", "lwsruri", "lwsstart", "trws", "escruri", "baddate",
-    "regbadct", "badaspec", "baddn", "badvers", "mismatch01", "mismatch02",
+    "badinv01",
+    "clerr",
+    "ncl",
+    "scalar02",
+    "quotbal",
+    "ltgtruri",
+    "lwsruri",
+    "lwsstart",
+    "trws",
+    "escruri",
+    "baddate",
+    "regbadct",
+    "badaspec",
+    "baddn",
+    "badvers",
+    "mismatch01",
+    "mismatch02",
 ];
 
 /// Rewrites a request into keep-alive form (`method` in the start line and CSeq,

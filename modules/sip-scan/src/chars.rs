@@ -22,8 +22,12 @@ macro_rules! table {
     }};
 }
 
+// Compile-time only: `i < 256` bounds every index of the builder loop.
+#[allow(clippy::indexing_slicing)]
 static TOKEN: [bool; 256] = table!(token_class);
+#[allow(clippy::indexing_slicing)]
 static URI: [bool; 256] = table!(uri_class);
+#[allow(clippy::indexing_slicing)]
 static HOST: [bool; 256] = table!(host_class);
 
 #[inline]

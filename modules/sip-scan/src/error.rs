@@ -17,10 +17,7 @@ pub enum Error {
     #[error("more header fields than the caller allows")]
     TooManyHeaders,
     #[error("{header} header value is malformed: {reason}")]
-    HeaderValue {
-        header: &'static str,
-        reason: &'static str,
-    },
+    HeaderValue { header: &'static str, reason: &'static str },
     #[error("Content-Length exceeds the bytes of the message")]
     ContentLengthExceedsBody,
     #[error("CSeq method does not match the request method")]

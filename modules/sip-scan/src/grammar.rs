@@ -205,12 +205,7 @@ fn via_parm<'a>(c: &mut Cursor<'a>) -> R<ViaParm<'a>> {
     let params_start = c.rest;
     params(c)?;
     let used = params_start.len() - c.rest.len();
-    Ok(ViaParm {
-        transport,
-        host,
-        port,
-        params: params_start.get(..used).unwrap_or_default(),
-    })
+    Ok(ViaParm { transport, host, port, params: params_start.get(..used).unwrap_or_default() })
 }
 
 /// `Via = ( "Via" / "v" ) HCOLON via-parm *(COMMA via-parm)`
@@ -272,11 +267,8 @@ fn addr_spec(c: &mut Cursor<'_>, enclosed: bool) -> R<()> {
     if scheme.is_empty() || !c.eat(b':') {
         return Err("URI has no scheme");
     }
-    let body = if enclosed {
-        c.take_while(|b| is_uri_char(b))
-    } else {
-        c.take_while(|b| is_uri_char(b) && b != b';' && b != b',')
-    };
+    let body =
+        if enclosed { c.take_while(is_uri_char) } else { c.take_while(|b| is_uri_char(b) && b != b';' && b != b',') };
     if body.is_empty() {
         return Err("URI is empty after the scheme");
     }
@@ -368,9 +360,7 @@ pub(crate) fn cseq(value: &[u8]) -> R<(u32, &[u8])> {
     let mut c = Cursor::new(value);
     c.lws();
     let n = c.take_while(|b| b.is_ascii_digit());
-    let n = parse_digits(n)
-        .filter(|&n| n < 1 << 31)
-        .ok_or("sequence number is not a number below 2**31")?;
+    let n = parse_digits(n).filter(|&n| n < 1 << 31).ok_or("sequence number is not a number below 2**31")?;
     if !c.lws() {
         return Err("expected LWS before method");
     }
@@ -384,9 +374,7 @@ pub(crate) fn cseq(value: &[u8]) -> R<(u32, &[u8])> {
 
 /// `1*DIGIT` with an upper bound.
 pub(crate) fn bounded_number(value: &[u8], max: u64) -> R<u64> {
-    parse_digits(trim_lws(value))
-        .filter(|&v| v <= max)
-        .ok_or("not a number in range")
+    parse_digits(trim_lws(value)).filter(|&v| v <= max).ok_or("not a number in range")
 }
 
 /// `Call-ID = word [ "@" word ]`: visible characters, no white space.
@@ -402,9 +390,8 @@ pub(crate) fn call_id(value: &[u8]) -> R<()> {
 /// RFC 4475 §3.1.2.12 baddate).
 pub(crate) fn date(value: &[u8]) -> R<()> {
     const WKDAY: [&[u8]; 7] = [b"Mon,", b"Tue,", b"Wed,", b"Thu,", b"Fri,", b"Sat,", b"Sun,"];
-    const MONTH: [&[u8]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
-    ];
+    const MONTH: [&[u8]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
     let mut parts = trim_lws(value).split(|&b| b == b' ');
     let ok = (|| {
         let wk = parts.next()?;

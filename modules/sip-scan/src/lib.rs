@@ -33,7 +33,7 @@ mod message;
 mod start_line;
 
 pub use error::{Error, SemanticError};
-pub use header::{Header, HeaderName, EMPTY_HEADER};
+pub use grammar::{ViaParm, first_via, name_addr_tag, params_iter, unfold};
+pub use header::{EMPTY_HEADER, Header, HeaderName};
 pub use message::{Message, Status, parse_datagram, parse_stream};
 pub use start_line::{StartLine, Version};
-pub use grammar::{ViaParm, first_via, name_addr_tag, params_iter, unfold};

@@ -63,10 +63,10 @@ impl<'a> Message<'a, '_> {
         let mut lengths = self
             .headers_named(ContentLength)
             .filter_map(|h| grammar::bounded_number(h.value, u64::from(u32::MAX)).ok());
-        if let Some(first) = lengths.next() {
-            if lengths.any(|l| l != first) {
-                return Err(SemanticError::ConflictingContentLength);
-            }
+        if let Some(first) = lengths.next()
+            && lengths.any(|l| l != first)
+        {
+            return Err(SemanticError::ConflictingContentLength);
         }
         Ok(())
     }
@@ -95,7 +95,11 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
     memchr::memchr_iter(b'\n', buf).find(|&i| i > 0 && buf.get(i - 1) == Some(&b'\r')).map(|i| i - 1)
 }
 
-fn parse<'a, 'h>(buf: &'a [u8], headers: &'h mut [Header<'a>], datagram: bool) -> Result<Status<Message<'a, 'h>>, Error> {
+fn parse<'a, 'h>(
+    buf: &'a [u8],
+    headers: &'h mut [Header<'a>],
+    datagram: bool,
+) -> Result<Status<Message<'a, 'h>>, Error> {
     let Some(line_end) = find_crlf(buf) else {
         return Ok(Status::Partial);
     };
@@ -194,16 +198,13 @@ fn split_header(line: &[u8], folded: bool) -> Result<Header<'_>, Error> {
 }
 
 fn folds_are_wellformed(value: &[u8]) -> bool {
-    value
-        .windows(3)
-        .enumerate()
-        .filter(|(_, w)| w.first() == Some(&b'\r') || w.first() == Some(&b'\n'))
-        .all(|(i, w)| {
+    value.windows(3).enumerate().filter(|(_, w)| w.first() == Some(&b'\r') || w.first() == Some(&b'\n')).all(
+        |(i, w)| {
             let at_cr = w.first() == Some(&b'\r') && w.get(1) == Some(&b'\n') && w.get(2).copied().is_some_and(is_wsp);
             let at_lf = w.first() == Some(&b'\n') && i > 0 && value.get(i - 1) == Some(&b'\r');
             at_cr || at_lf
-        })
-        && !value.ends_with(b"\r")
+        },
+    ) && !value.ends_with(b"\r")
         && !value.ends_with(b"\n")
 }
 

@@ -10,16 +10,8 @@ pub enum Version {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartLine<'a> {
-    Request {
-        method: &'a [u8],
-        uri: &'a [u8],
-        version: Version,
-    },
-    Response {
-        version: Version,
-        code: u16,
-        reason: &'a [u8],
-    },
+    Request { method: &'a [u8], uri: &'a [u8], version: Version },
+    Response { version: Version, code: u16, reason: &'a [u8] },
 }
 
 const SIP_VERSION: &[u8] = b"SIP/2.0";
@@ -34,11 +26,7 @@ pub(crate) fn parse(line: &[u8]) -> Result<StartLine<'_>, Error> {
 
 fn version(v: &[u8]) -> Result<Version, Error> {
     // RFC 3261 §7.1: the version string is case-insensitive, but sent upper-case.
-    if v.eq_ignore_ascii_case(SIP_VERSION) {
-        Ok(Version::Sip20)
-    } else {
-        Err(Error::Version)
-    }
+    if v.eq_ignore_ascii_case(SIP_VERSION) { Ok(Version::Sip20) } else { Err(Error::Version) }
 }
 
 /// `Request-Line = Method SP Request-URI SP SIP-Version CRLF`: exactly two SP.

@@ -248,7 +248,11 @@ impl Builder {
             Class::Success => 0b10,
             Class::Error => 0b11,
         };
-        let t = (method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2) | ((c & 0b01) << 4) | ((c & 0b10) << 7);
+        let t = (method & 0x000F)
+            | ((method & 0x0070) << 1)
+            | ((method & 0x0F80) << 2)
+            | ((c & 0b01) << 4)
+            | ((c & 0b10) << 7);
         let mut buf = Vec::with_capacity(64);
         buf.extend_from_slice(&t.to_be_bytes());
         buf.extend_from_slice(&[0, 0]);

@@ -189,6 +189,14 @@ fn rtt(args: &[String]) {
         }
     }
     samples.sort_by(f64::total_cmp);
-    let pct = |p: f64| samples.get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
-    println!("{}", serde_json::json!({ "count": samples.len(), "lost": lost, "p50_us": pct(0.5), "p99_us": pct(0.99) }));
+    let pct = |p: f64| {
+        samples
+            .get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "{}",
+        serde_json::json!({ "count": samples.len(), "lost": lost, "p50_us": pct(0.5), "p99_us": pct(0.99) })
+    );
 }

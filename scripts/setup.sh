@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a fresh Debian machine (root):
+# sipp (sip-tester), iptables, iproute2, curl, and the wasm32-wasip2 target.
+set -euo pipefail
+need=()
+command -v sipp >/dev/null || need+=(sip-tester)
+command -v iptables >/dev/null || need+=(iptables)
+command -v ip >/dev/null || need+=(iproute2)
+command -v curl >/dev/null || need+=(curl)
+if ((${#need[@]})); then
+  echo "[setup] apt-get install ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  echo "[setup] rustup target add wasm32-wasip2"
+  rustup target add wasm32-wasip2
+fi

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One command: set up a fresh machine, then run every check and test.
+# .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "[test] rustfmt"
+cargo fmt --all --check
+bash scripts/build.sh
+echo "[test] clippy (-D warnings)"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked --release --target wasm32-wasip2 -p netserv-keepalive -p netserv-fault-injector -- -D warnings
+echo "[test] docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps -q
+echo "[test] unit, RFC-vector and end-to-end tests"
+# End-to-end tests build network namespaces and run sipp: one at a time.
+cargo test --locked --workspace -- --test-threads=1
+echo "[test] fuzz targets (short runs)"
+bash fuzz/run.sh "${FUZZ_SECONDS:-10}"
