@@ -72,3 +72,50 @@ pub fn verify(bytes: &[u8], expected: Option<&str>) -> Result<ModuleHash, FetchE
         _ => Ok(actual),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Serves `body` once per connection over plain HTTP on loopback.
+    async fn serve(body: Vec<u8>, status: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            for _ in 0..8 {
+                let Ok((mut s, _)) = listener.accept().await else { return };
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            }
+        });
+        format!("http://{addr}/module.wasm")
+    }
+
+    #[tokio::test]
+    async fn url_fetch_checks_size_and_hash() {
+        let body = b"\0asm-not-really".to_vec();
+        let url = serve(body.clone(), "200 OK").await;
+        let client = reqwest::Client::new();
+        let got = fetch(&client, &ModuleSource::Url(url.clone()), 1024).await.expect("fetch");
+        assert_eq!(got, body);
+        let hash = ModuleHash::of(&body).to_hex();
+        assert!(verify(&got, Some(&hash)).is_ok());
+        assert!(matches!(verify(&got, Some(&"ab".repeat(32))), Err(FetchError::HashMismatch { .. })));
+        assert!(matches!(fetch(&client, &ModuleSource::Url(url), 4).await, Err(FetchError::TooLarge { cap: 4 })));
+    }
+
+    #[tokio::test]
+    async fn url_fetch_refuses_errors_and_other_schemes() {
+        let url = serve(Vec::new(), "404 Not Found").await;
+        let client = reqwest::Client::new();
+        assert!(matches!(fetch(&client, &ModuleSource::Url(url), 1024).await, Err(FetchError::Download { .. })));
+        let https = ModuleSource::Url("https://example.invalid/m.wasm".into());
+        assert!(matches!(fetch(&client, &https, 1024).await, Err(FetchError::Scheme(_))));
+        let missing = ModuleSource::Path("/nonexistent/module.wasm".into());
+        assert!(matches!(fetch(&client, &missing, 1024).await, Err(FetchError::Read { .. })));
+    }
+}

@@ -94,3 +94,38 @@ pub fn show(bytes: &[u8]) -> String {
         _ => bytes.chunks(16).map(|c| format!("    {}", hex::encode(c))).collect::<Vec<_>>().join("\n"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(name: &str) -> std::path::PathBuf {
+        let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../target/wasm32-wasip2/release/{name}.wasm"));
+        assert!(p.exists(), "build the wasm modules first (scripts/build.sh)");
+        p
+    }
+
+    #[test]
+    fn a_keepalive_is_answered_from_the_server_address() {
+        let payload = b"OPTIONS sip:198.18.2.20 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:198.18.2.20>\r\nCall-ID: t1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let (from, to) = ("198.18.1.10:40000".parse().expect("from"), "198.18.2.20:5060".parse().expect("to"));
+        let r = run(&module("netserv_keepalive"), &[], from, to, payload).expect("runs");
+        assert_eq!(r.verdict, "reply");
+        let (src, dst, bytes) = r.reply.expect("a reply");
+        assert_eq!((src, dst), (to, from));
+        assert!(bytes.starts_with(b"SIP/2.0 200 OK\r\n"));
+        assert!(r.counters.contains(&("answered_options".to_owned(), 1)));
+    }
+
+    #[test]
+    fn a_trapping_module_fails_open() {
+        let (from, to) = ("198.18.1.10:40000".parse().expect("from"), "198.18.2.20:5070".parse().expect("to"));
+        for mode in ["trap", "spin"] {
+            let props = [("mode".to_owned(), mode.to_owned())];
+            let r = run(&module("netserv_fault_injector"), &props, from, to, b"anything").expect("runs");
+            assert!(r.verdict.starts_with("accept (fail-open"), "{mode}: {}", r.verdict);
+            assert_eq!(r.faults, 1, "{mode}");
+        }
+    }
+}

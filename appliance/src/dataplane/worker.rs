@@ -1,5 +1,5 @@
 //! One NFQUEUE consumer thread per queue (the `nfq` crate). Blocking receive,
-//! the pure [`decide`](super::decide), then one verdict per packet.
+//! the pure `decide`, then one verdict per packet.
 //!
 //! Fail-open is set on every queue: when the queue overflows, the kernel
 //! accepts packets instead of dropping them; and the iptables rules carry
