@@ -119,32 +119,7 @@ impl<'a> ViaParm<'a> {
 }
 
 fn param_lookup<'a>(params: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
-    let mut c = Cursor::new(params);
-    loop {
-        c.lws();
-        if !c.eat(b';') {
-            return None;
-        }
-        c.lws();
-        let n = c.token();
-        if n.is_empty() {
-            return None;
-        }
-        c.lws();
-        let value = if c.eat(b'=') {
-            c.lws();
-            if c.peek() == Some(b'"') {
-                Some(c.quoted_string().ok()?)
-            } else {
-                Some(c.take_while(|b| is_token(b) || is_host_char(b)))
-            }
-        } else {
-            None
-        };
-        if n.eq_ignore_ascii_case(name) {
-            return Some(value);
-        }
-    }
+    params_iter(params).find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
 
 /// `via-parm = sent-protocol LWS sent-by *( SEMI via-params )`
