@@ -5,7 +5,7 @@
 use netserv_appliance::config::Limits;
 use netserv_appliance::dataplane::{ActiveModule, Filter, Table, decide, packet};
 use netserv_appliance::runtime::host::TenantState;
-use netserv_appliance::runtime::{FaultPolicy, GuestCounters, HostState, ModuleInstance, Runtime, Transport};
+use netserv_appliance::runtime::{FaultPolicy, GuestCounters, HostSpec, ModuleInstance, Runtime, Transport};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,11 +21,15 @@ fn main() -> anyhow::Result<()> {
     let limits = Limits::default();
     let counters = Arc::new(GuestCounters::default());
     let state = Arc::new(TenantState::new(limits.state_max_entries, limits.state_max_bytes));
-    let c = counters.clone();
-    let make =
-        Box::new(move || HostState::new("bench".into(), "bench".into(), limits.memory_bytes, c.clone(), state.clone()));
+    let host = HostSpec {
+        tenant: "bench".into(),
+        module: "bench".into(),
+        memory_bytes: limits.memory_bytes,
+        counters: counters.clone(),
+        state,
+    };
     let policy = FaultPolicy { deadline_ticks: 10, quarantine_after: 5, backoff: std::time::Duration::from_millis(50) };
-    let instance = ModuleInstance::new(runtime.engine(), compiled.clone(), vec![], policy, make)?;
+    let instance = ModuleInstance::new(runtime.engine(), compiled.clone(), vec![], policy, host)?;
     let from = "198.18.1.10:5061".parse()?;
     let to: std::net::SocketAddr = "198.18.2.20:5060".parse()?;
     let m = Arc::new(ActiveModule {

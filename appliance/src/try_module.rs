@@ -5,7 +5,7 @@ use crate::config::Limits;
 use crate::dataplane::table::{ActiveModule, Filter};
 use crate::dataplane::{Decision, Table, decide, packet};
 use crate::runtime::host::TenantState;
-use crate::runtime::{FaultPolicy, GuestCounters, HostState, ModuleInstance, Runtime, Transport};
+use crate::runtime::{FaultPolicy, GuestCounters, HostSpec, ModuleInstance, Runtime, Transport};
 use anyhow::Context as _;
 use parking_lot::Mutex;
 use std::net::SocketAddr;
@@ -37,16 +37,19 @@ pub fn run(
     let limits = Limits::default();
     let counters = Arc::new(GuestCounters::default());
     let state = Arc::new(TenantState::new(limits.state_max_entries, limits.state_max_bytes));
-    let make_state = {
-        let c = counters.clone();
-        Box::new(move || HostState::new("try".into(), "try".into(), limits.memory_bytes, c.clone(), state.clone()))
+    let host = HostSpec {
+        tenant: "try".into(),
+        module: "try".into(),
+        memory_bytes: limits.memory_bytes,
+        counters: counters.clone(),
+        state,
     };
     let policy = FaultPolicy {
         deadline_ticks: Limits::default().cpu_deadline_ms,
         quarantine_after: 1,
         backoff: Duration::from_secs(1),
     };
-    let instance = ModuleInstance::new(runtime.engine(), compiled.clone(), props.to_vec(), policy, make_state)?;
+    let instance = ModuleInstance::new(runtime.engine(), compiled.clone(), props.to_vec(), policy, host)?;
     let filter = Filter {
         transport: Transport::Udp,
         destination: ipnet::IpNet::from(to.ip()),

@@ -12,7 +12,7 @@ use crate::config::{Config, Tenant};
 use crate::dataplane::iptables::Iptables;
 use crate::dataplane::{ActiveModule, Table};
 use crate::runtime::host::TenantState;
-use crate::runtime::{FaultPolicy, GuestCounters, HostState, ModuleInstance, Runtime};
+use crate::runtime::{FaultPolicy, GuestCounters, HostSpec, ModuleInstance, Runtime};
 use crate::store;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -153,18 +153,19 @@ impl Controller {
             quarantine_after: cfg.runtime.quarantine_after,
             backoff: Duration::from_millis(cfg.runtime.reload_backoff_ms),
         };
-        let make_state = {
-            let (t, m, c, s, mem) =
-                (t_name.clone(), m_name.clone(), counters.clone(), state, tenant.limits.memory_bytes);
-            Box::new(move || HostState::new(t.clone(), m.clone(), mem, c.clone(), s.clone()))
+        let host = HostSpec {
+            tenant: t_name.clone(),
+            module: m_name.clone(),
+            memory_bytes: tenant.limits.memory_bytes,
+            counters: counters.clone(),
+            state,
         };
         let props: Vec<(String, String)> = req.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let engine = self.runtime.engine().clone();
-        let instance =
-            tokio::task::spawn_blocking(move || ModuleInstance::new(&engine, compiled, props, policy, make_state))
-                .await
-                .map_err(|e| ControlError::Internal(e.to_string()))?
-                .map_err(|e| ControlError::Module(format!("{e:#}")))?;
+        let instance = tokio::task::spawn_blocking(move || ModuleInstance::new(&engine, compiled, props, policy, host))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(|e| ControlError::Module(format!("{e:#}")))?;
 
         let active = Arc::new(ActiveModule {
             id: id.clone(),

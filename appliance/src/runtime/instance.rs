@@ -3,7 +3,9 @@
 //! dropped and rebuilt after a backoff, and repeated faults quarantine it.
 //! Other modules have their own `Store`s and never notice.
 
-use super::{Compiled, HostState, PacketMeta, PacketModule, Verdict, WasmtimeContext as _};
+use super::host::TenantState;
+use super::{Compiled, GuestCounters, HostState, PacketMeta, PacketModule, Verdict, WasmtimeContext as _};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store};
 
@@ -31,6 +33,29 @@ pub struct FaultPolicy {
     pub backoff: Duration,
 }
 
+/// What each (re)instantiation's host state is made from. Kept as data, not a
+/// closure, so the instance can name its tenant and module even when no
+/// store is live (after a fault).
+pub struct HostSpec {
+    pub tenant: Arc<str>,
+    pub module: Arc<str>,
+    pub memory_bytes: u64,
+    pub counters: Arc<GuestCounters>,
+    pub state: Arc<TenantState>,
+}
+
+impl HostSpec {
+    fn host_state(&self) -> HostState {
+        HostState::new(
+            self.tenant.clone(),
+            self.module.clone(),
+            self.memory_bytes,
+            self.counters.clone(),
+            self.state.clone(),
+        )
+    }
+}
+
 struct Live {
     store: Store<HostState>,
     bindings: PacketModule,
@@ -41,7 +66,7 @@ struct Live {
 pub struct ModuleInstance {
     engine: Engine,
     compiled: Compiled,
-    make_state: Box<dyn Fn() -> HostState + Send>,
+    host: HostSpec,
     properties: Vec<(String, String)>,
     policy: FaultPolicy,
     live: Option<Live>,
@@ -62,12 +87,12 @@ impl ModuleInstance {
         compiled: Compiled,
         properties: Vec<(String, String)>,
         policy: FaultPolicy,
-        make_state: Box<dyn Fn() -> HostState + Send>,
+        host: HostSpec,
     ) -> anyhow::Result<Self> {
         let mut me = Self {
             engine: engine.clone(),
             compiled,
-            make_state,
+            host,
             properties,
             policy,
             live: None,
@@ -82,7 +107,7 @@ impl ModuleInstance {
     }
 
     fn instantiate(&self) -> anyhow::Result<Live> {
-        let mut store = Store::new(&self.engine, (self.make_state)());
+        let mut store = Store::new(&self.engine, self.host.host_state());
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(INIT_DEADLINE_TICKS);
@@ -113,7 +138,7 @@ impl ModuleInstance {
             }
             match self.instantiate() {
                 Ok(live) => {
-                    tracing::info!(tenant = %self.tenant(), module = %self.module(), "module reloaded after a fault");
+                    tracing::info!(tenant = %self.host.tenant, module = %self.host.module, "module reloaded after a fault");
                     self.live = Some(live);
                 }
                 Err(e) => {
@@ -138,18 +163,10 @@ impl ModuleInstance {
         }
     }
 
-    fn tenant(&self) -> String {
-        self.live.as_ref().map_or_else(String::new, |l| l.store.data().tenant.to_string())
-    }
-
-    fn module(&self) -> String {
-        self.live.as_ref().map_or_else(String::new, |l| l.store.data().module.to_string())
-    }
-
     /// A trapped instance may not be re-entered (component model): drop it,
     /// back off, and quarantine after too many faults in a row.
     fn fault(&mut self, why: String) {
-        let (tenant, module) = (self.tenant(), self.module());
+        let (tenant, module) = (&*self.host.tenant, &*self.host.module);
         self.live = None;
         self.total_faults += 1;
         self.consecutive_faults += 1;

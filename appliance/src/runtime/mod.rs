@@ -9,7 +9,7 @@ pub mod host;
 mod instance;
 
 pub use host::{GuestCounters, HostState};
-pub use instance::{CallOutcome, FaultPolicy, ModuleInstance};
+pub use instance::{CallOutcome, FaultPolicy, HostSpec, ModuleInstance};
 
 use anyhow::Context as _;
 use parking_lot::Mutex;
