@@ -28,7 +28,14 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         let dp = &cfg.dataplane;
         for q in dp.queue_base..dp.queue_base + dp.queues {
             let stats = Arc::new(QueueStats { queue: q, ..Default::default() });
-            worker::spawn(q, dp.queue_max_len, table.clone(), stats.clone(), stop.clone())?;
+            worker::spawn(
+                q,
+                dp.queue_max_len,
+                Duration::from_micros(u64::from(dp.busy_poll_us)),
+                table.clone(),
+                stats.clone(),
+                stop.clone(),
+            )?;
             queues.push(stats);
         }
         let mut ipt = Iptables::new(&dp.chain, &dp.hooks, dp.queue_base, dp.queues);

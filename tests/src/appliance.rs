@@ -18,6 +18,11 @@ const KEY_B: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af
 
 /// The test config: tenant `itsp-a` owns core's SIP port, `itsp-b` port 5070.
 pub fn test_config(extra_tenants: &str) -> String {
+    test_config_with("", extra_tenants)
+}
+
+/// [`test_config`] with extra lines in its `[dataplane]` table.
+pub fn test_config_with(dataplane: &str, extra_tenants: &str) -> String {
     format!(
         r#"node_id = "edge-test"
 
@@ -27,6 +32,7 @@ admin_token = "{ADMIN_TOKEN}"
 
 [dataplane]
 queues = 2
+{dataplane}
 
 [[tenants]]
 name = "itsp-a"

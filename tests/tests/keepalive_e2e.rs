@@ -2,7 +2,7 @@
 //! sipp phone in `ua`, the appliance forwarding in `edge` with NFQUEUE, a sipp
 //! UAS standing in for the SIP server in `core`. Needs root, iptables and sipp.
 
-use netserv_e2e::appliance::{ADMIN_TOKEN, TENANT_A_TOKEN, TempDir, keepalive_install, test_config};
+use netserv_e2e::appliance::{ADMIN_TOKEN, TENANT_A_TOKEN, TempDir, keepalive_install, test_config, test_config_with};
 use netserv_e2e::netns::CORE_IP;
 use netserv_e2e::{Appliance, Testbed, paths, sipp};
 use serde_json::{Value, json};
@@ -194,10 +194,15 @@ fn stale_rules_from_a_killed_run_are_removed_at_start_up() {
 #[test]
 fn ttl_expiry_removes_the_module_without_any_request() {
     let tb = Testbed::new("ttl").expect("testbed (run as root)");
-    let app = Appliance::start(&tb, &test_config("")).expect("appliance starts");
+    // Busy-polling workers: the same answers as blocking ones, from the server's address.
+    let app = Appliance::start(&tb, &test_config_with("busy_poll_us = 200", "")).expect("appliance starts");
     let m = app.install(&keepalive_install(Some(2))).expect("install");
     assert!(m["ttl_remaining_secs"].as_u64().is_some_and(|t| t <= 2), "{m}");
     assert_eq!(tb.nfqueue_rules(), 1);
+    let dir = TempDir::new("ttl").expect("tmp");
+    let answers = ask(&tb, SERVER, &notify_payload(&dir.0), 20, 500);
+    assert_eq!(answers["answered"], 20, "{answers}\n{}", app.log());
+    assert_eq!(answers["sources"], json!([SERVER]), "{answers}");
     wait_for("TTL expiry", Duration::from_secs(6), || (tb.nfqueue_rules() == 0).then_some(()));
     let (code, _) = app.api("GET", "/api/v1/modules/itsp-a/keepalive", None, ADMIN_TOKEN).expect("get");
     assert_eq!(code, 404);

@@ -62,6 +62,10 @@ fn errors_name_the_field() {
         field_of(&base("").replacen("[[tenants]]", "[dataplane]\nhooks = [\"NOWHERE\"]\n\n[[tenants]]", 1)),
         "dataplane.hooks[0]"
     );
+    assert_eq!(
+        field_of(&base("").replacen("[[tenants]]", "[dataplane]\nbusy_poll_us = 200000\n\n[[tenants]]", 1)),
+        "dataplane.busy_poll_us"
+    );
     let twice = format!(
         "{}\n[[tenants]]\nname = \"itsp-a\"\npublic_key = \"{KEY}\"\napi_token = \"other-token-0123456789\"\n",
         base("")

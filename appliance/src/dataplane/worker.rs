@@ -1,5 +1,6 @@
-//! One NFQUEUE consumer thread per queue (the `nfq` crate). Blocking receive,
-//! the pure `decide`, then one verdict per packet.
+//! One NFQUEUE consumer thread per queue (the `nfq` crate). Blocking receive
+//! (optionally after a busy-poll window), the pure `decide`, then one verdict
+//! per packet.
 //!
 //! Fail-open is set on every queue: when the queue overflows, the kernel
 //! accepts packets instead of dropping them; and the iptables rules carry
@@ -12,6 +13,7 @@ use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Counters of the whole data path, per queue.
 #[derive(Debug, Default)]
@@ -43,6 +45,7 @@ pub enum WorkerError {
 pub fn spawn(
     queue: u16,
     max_len: u32,
+    busy_poll: Duration,
     table: Arc<ArcSwap<Table>>,
     stats: Arc<QueueStats>,
     stop: Arc<AtomicBool>,
@@ -54,21 +57,35 @@ pub fn spawn(
     let sender = RawSender::new().map_err(WorkerError::RawSocket)?;
     std::thread::Builder::new()
         .name(format!("nfq-{queue}"))
-        .spawn(move || run(q, sender, table, stats, stop))
+        .spawn(move || run(q, sender, busy_poll, table, stats, stop))
         .map_err(WorkerError::Spawn)
 }
 
 fn run(
     mut q: nfq::Queue,
     sender: RawSender,
+    busy_poll: Duration,
     table: Arc<ArcSwap<Table>>,
     stats: Arc<QueueStats>,
     stop: Arc<AtomicBool>,
 ) {
-    tracing::info!(queue = stats.queue, "NFQUEUE worker started");
+    tracing::info!(queue = stats.queue, busy_poll_us = busy_poll.as_micros(), "NFQUEUE worker started");
+    let mut last_packet = Instant::now();
+    let mut polling = false;
     while !stop.load(Relaxed) {
+        // Poll without sleeping while inside the window after the last packet;
+        // block otherwise. The mode only changes at the window's edges.
+        let poll = !busy_poll.is_zero() && last_packet.elapsed() < busy_poll;
+        if poll != polling {
+            q.set_nonblocking(poll);
+            polling = poll;
+        }
         let mut msg = match q.recv() {
             Ok(m) => m,
+            Err(e) if polling && e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::hint::spin_loop();
+                continue;
+            }
             Err(e) => {
                 stats.recv_errors.fetch_add(1, Relaxed);
                 tracing::warn!(queue = stats.queue, error = %e, "NFQUEUE receive failed");
@@ -76,6 +93,9 @@ fn run(
             }
         };
         stats.packets.fetch_add(1, Relaxed);
+        if !busy_poll.is_zero() {
+            last_packet = Instant::now();
+        }
         let decision = decide(&table.load(), msg.get_payload());
         let verdict = match decision {
             Decision::Accept => {

@@ -86,6 +86,11 @@ impl Runtime {
         // machinery, and no module needs it.
         cfg.concurrency_support(false);
         cfg.wasm_component_model(true);
+        // `perf record` can name guest functions when this writes
+        // /tmp/perf-<pid>.map; for profiling modules, off by default.
+        if std::env::var_os("NETSERV_WASM_PERFMAP").is_some() {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         // Keep wasmtime's default 4 GiB reservation + guard per memory: it lets
         // cranelift drop explicit bounds checks (measured here: a smaller
         // reservation made the keepalive call ~2x slower). It is address

@@ -19,6 +19,12 @@ pub(crate) fn answer(
     destination: SocketAddr,
     payload: &[u8],
 ) -> Option<(Vec<u8>, Kind)> {
+    // Method names are case-sensitive (RFC 3261 §7.1): anything that does not
+    // start like a candidate request passes without the full scan, which keeps
+    // the cost of intercepting REGISTERs, INVITEs and responses low.
+    if !(payload.starts_with(b"NOTIFY ") && cfg.notify || payload.starts_with(b"OPTIONS ") && cfg.options) {
+        return None;
+    }
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
     let msg = parse_datagram(payload, &mut headers).ok()?;
     let StartLine::Request { method, uri, .. } = msg.start else {

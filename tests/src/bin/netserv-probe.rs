@@ -5,7 +5,8 @@
 //! - `sink`: count datagrams arriving on an address for a bounded time.
 //! - `flood`: send as fast as possible from several ports for a bounded time
 //!   and count answers (the throughput benchmark's load).
-//! - `rtt`: ping-pong N times and report round-trip percentiles.
+//! - `rtt`: ping-pong N times and report round-trip percentiles, optionally
+//!   alternating with a baseline target measured in the same run.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -173,30 +174,49 @@ fn flood(args: &[String]) {
 /// One request at a time; reports round-trip percentiles in microseconds.
 fn rtt(args: &[String]) {
     let to: SocketAddr = req(args, "--to").parse().expect("--to ip:port");
+    // With --baseline, requests alternate between `to` and `baseline`, so both
+    // paths are measured under the same conditions at the same time.
+    let baseline: Option<SocketAddr> = arg(args, "--baseline").map(|b| b.parse().expect("--baseline ip:port"));
     let count = num(args, "--count", 1000).min(100_000);
     let data = payload(args);
     let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
     sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
-    let mut samples = Vec::with_capacity(count as usize);
-    let mut lost = 0;
+    let mut samples = [Vec::with_capacity(count as usize), Vec::with_capacity(count as usize)];
+    let mut lost = [0u64; 2];
     let mut buf = [0u8; 65536];
+    let targets: Vec<SocketAddr> = std::iter::once(to).chain(baseline).collect();
     for _ in 0..count {
-        let t = Instant::now();
-        sock.send_to(&data, to).expect("send");
-        match sock.recv_from(&mut buf) {
-            Ok(_) => samples.push(t.elapsed().as_secs_f64() * 1e6),
-            Err(_) => lost += 1,
+        for (k, target) in targets.iter().enumerate() {
+            let t = Instant::now();
+            sock.send_to(&data, target).expect("send");
+            // Only an answer from the address asked counts (a late answer
+            // from the other target is discarded).
+            let got = loop {
+                match sock.recv_from(&mut buf) {
+                    Ok((_, from)) if from == *target => break true,
+                    Ok(_) => {}
+                    Err(_) => break false,
+                }
+            };
+            match (got, samples.get_mut(k), lost.get_mut(k)) {
+                (true, Some(s), _) => s.push(t.elapsed().as_secs_f64() * 1e6),
+                (false, _, Some(l)) => *l += 1,
+                _ => {}
+            }
         }
     }
-    samples.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        samples
-            .get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(f64::NAN)
+    let pct = |s: &mut Vec<f64>, p: f64| {
+        s.sort_by(f64::total_cmp);
+        s.get(((s.len() as f64 * p) as usize).min(s.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
     };
-    println!(
-        "{}",
-        serde_json::json!({ "count": samples.len(), "lost": lost, "p50_us": pct(0.5), "p99_us": pct(0.99) })
-    );
+    let [mut main, mut base] = samples;
+    let mut out = serde_json::json!({
+        "count": main.len(), "lost": lost[0], "p50_us": pct(&mut main, 0.5), "p99_us": pct(&mut main, 0.99)
+    });
+    if baseline.is_some() {
+        out["baseline"] = serde_json::json!({
+            "count": base.len(), "lost": lost[1], "p50_us": pct(&mut base, 0.5), "p99_us": pct(&mut base, 0.99)
+        });
+    }
+    println!("{out}");
 }
