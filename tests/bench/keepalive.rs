@@ -138,6 +138,17 @@ fn main() -> anyhow::Result<()> {
     let dur_ms = (secs * 1000).to_string();
 
     let tb = Testbed::new("bench")?;
+    // Keep-alives come from many phones; here from PHONES addresses in `ua`, so
+    // that the kernel's --queue-balance (a hash of the addresses) spreads them
+    // over the queues as it would in the field.
+    let phone_count = env_u64("BENCH_PHONES", 4).clamp(1, 200);
+    let mut phone_ips = vec![UA_IP.to_owned()];
+    for i in 1..phone_count {
+        let ip = format!("198.18.1.{}", 10 + i);
+        tb.add_ua_address(&ip)?;
+        phone_ips.push(ip);
+    }
+    let phones = phone_ips.join(",");
     let app = Appliance::start(&tb, &test_config(""))?;
     let flood = |tb: &Testbed| -> anyhow::Result<Value> {
         let out = tb.output(
@@ -148,7 +159,7 @@ fn main() -> anyhow::Result<()> {
                 "--to",
                 SERVER,
                 "--bind-ip",
-                UA_IP,
+                &phones,
                 "--payload",
                 &notify,
                 "--ports",

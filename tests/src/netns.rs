@@ -61,6 +61,11 @@ impl Testbed {
         Ok(tb)
     }
 
+    /// Adds another address to `ua` (another phone behind the same edge).
+    pub fn add_ua_address(&self, ip: &str) -> anyhow::Result<()> {
+        sh(&["ip", "-n", &self.ua, "addr", "add", &format!("{ip}/24"), "dev", "ua0"])
+    }
+
     /// A command to run inside namespace `ns`.
     pub fn cmd(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");

@@ -99,14 +99,16 @@ fn sink(args: &[String]) {
 /// a second thread. Reports sent, answered and the answer rate over the window.
 fn flood(args: &[String]) {
     let to: SocketAddr = req(args, "--to").parse().expect("--to ip:port");
-    let bind_ip = req(args, "--bind-ip");
+    // Several source addresses stand for several phones; sockets are spread over them.
+    let bind_ips: Vec<String> = req(args, "--bind-ip").split(',').map(str::to_owned).collect();
     let ports = num(args, "--ports", 16).clamp(1, 256);
     let duration = Duration::from_millis(num(args, "--duration-ms", 2000).min(60_000));
     let max_packets = num(args, "--max-packets", 5_000_000);
     let data = payload(args);
     let socks: Vec<UdpSocket> = (0..ports)
-        .map(|_| {
-            let s = UdpSocket::bind(format!("{bind_ip}:0")).expect("bind");
+        .map(|i| {
+            let ip = bind_ips.get(i as usize % bind_ips.len()).expect("at least one --bind-ip");
+            let s = UdpSocket::bind(format!("{ip}:0")).expect("bind");
             s.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
             s
         })
