@@ -7,9 +7,10 @@ cd "$(dirname "$0")"
 secs="${1:-10}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-for target in sip_scan stun_wire keepalive; do
+for target in sip_scan stun_wire keepalive gist_wire; do
   seeds=seeds/sip
   [[ $target == stun_wire ]] && seeds=seeds/stun
+  [[ $target == gist_wire ]] && seeds=seeds/gist
   corpus="$(mktemp -d)"
   trap 'rm -rf "$corpus"' EXIT
   echo "[fuzz] $target for ${secs}s"
