@@ -7,10 +7,11 @@ cd "$(dirname "$0")"
 secs="${1:-10}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-for target in sip_scan stun_wire keepalive gist_wire; do
+for target in sip_scan stun_wire keepalive gist_wire nslp_wire; do
   seeds=seeds/sip
   [[ $target == stun_wire ]] && seeds=seeds/stun
   [[ $target == gist_wire ]] && seeds=seeds/gist
+  [[ $target == nslp_wire ]] && seeds=seeds/nslp
   corpus="$(mktemp -d)"
   trap 'rm -rf "$corpus"' EXIT
   echo "[fuzz] $target for ${secs}s"

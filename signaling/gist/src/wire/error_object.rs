@@ -108,6 +108,10 @@ impl ErrorObject {
         let code = ErrorCode::from_u16(r.u16(len)?).ok_or(unsupported)?;
         let subcode = r.u8(len)?;
         let flags = r.u8(len)?;
+        // §A.4.1: Q (Q-mode) cannot be set without D (datagram mode).
+        if flags & Q != 0 && flags & D == 0 {
+            return Err(DecodeError::value(ERROR, ObjectValueError::InvalidFlagFieldCombination));
+        }
         let _ = r.u8(len)?;
         let mri_words = usize::from(r.u8(len)?);
         let info_count = r.u8(len)?;

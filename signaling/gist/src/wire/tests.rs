@@ -285,6 +285,22 @@ fn error_message_round_trips() {
     assert_eq!(back, m);
 }
 
+/// Found by the fuzzer: an Error object with Q=1 and D=0 decoded, but could
+/// not re-encode to the same message.
+#[test]
+fn error_q_flag_without_d_is_refused() {
+    let mut b = [0u8; 16];
+    b[0] = 2;
+    b[2] = 5;
+    b[4] = 0x08; // Q without D
+    assert_eq!(
+        ErrorObject::decode(&b),
+        Err(DecodeError::value(object_type::ERROR, ObjectValueError::InvalidFlagFieldCombination))
+    );
+    b[4] = 0x18;
+    assert!(ErrorObject::decode(&b).is_ok());
+}
+
 #[test]
 fn encoder_refuses_what_cannot_be_carried() {
     let mut m = query_message();
