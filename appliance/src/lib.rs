@@ -14,5 +14,6 @@ pub mod controller;
 pub mod dataplane;
 pub mod node;
 pub mod runtime;
+pub mod signaling;
 pub mod store;
 pub mod try_module;

@@ -9,6 +9,7 @@ use crate::dataplane::Table;
 use crate::dataplane::iptables::Iptables;
 use crate::dataplane::worker::{self, QueueStats};
 use crate::runtime::Runtime;
+use crate::signaling::{self, SignalingStats};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
 
     let mut queues = Vec::new();
+    let sig_stats = Arc::new(SignalingStats::default());
+    let (intercept_tx, intercept_rx) = tokio::sync::mpsc::channel(1024);
     let iptables = if cfg.dataplane.enabled {
         let dp = &cfg.dataplane;
         for q in dp.queue_base..dp.queue_base + dp.queues {
@@ -40,6 +43,16 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         }
         let mut ipt = Iptables::new(&dp.chain, &dp.hooks, dp.queue_base, dp.queues);
         ipt.setup().context("setting up the iptables chain")?;
+        if cfg.signaling.enabled {
+            signaling::tap::spawn(
+                cfg.signaling.queue,
+                netserv_nslp::NSLPID,
+                intercept_tx.clone(),
+                sig_stats.tap.clone(),
+                stop.clone(),
+            )?;
+            ipt.add_signaling(cfg.signaling.queue).context("steering GIST queries in transit to NFQUEUE")?;
+        }
         Some(ipt)
     } else {
         tracing::warn!("dataplane disabled in the config: modules are installed but see no traffic");
@@ -47,7 +60,14 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     };
 
     let controller = Controller::new(cfg.clone(), runtime, table, iptables);
-    let state = AppState { controller: controller.clone(), queues: Arc::new(queues) };
+    let queues = Arc::new(queues);
+    let signaling_task = if cfg.signaling.enabled {
+        Some(signaling::spawn(&cfg, controller.clone(), queues.clone(), intercept_rx, sig_stats.clone()).await?)
+    } else {
+        drop(intercept_rx);
+        None
+    };
+    let state = AppState { controller: controller.clone(), queues, signaling: sig_stats };
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
         .with_context(|| format!("binding the API on {}", cfg.api_listen))?;
@@ -94,6 +114,9 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;
     expiry.abort();
     reloader.abort();
+    if let Some(t) = signaling_task {
+        t.abort();
+    }
     // Remove rules first: with no rule, packets never reach the queues, so
     // nothing is in flight when the workers stop with the process.
     controller.shutdown().await;

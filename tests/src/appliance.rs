@@ -84,13 +84,19 @@ impl Drop for TempDir {
 impl Appliance {
     /// Starts the appliance in `tb.edge` with `config` and waits for /healthz.
     pub fn start(tb: &Testbed, config: &str) -> anyhow::Result<Self> {
+        Self::start_in(&tb.edge, config)
+    }
+
+    /// Starts the appliance in namespace `ns` and waits for /healthz.
+    pub fn start_in(ns: &str, config: &str) -> anyhow::Result<Self> {
         let dir = TempDir::new("appliance")?;
         let config_path = dir.0.join("appliance.toml");
         std::fs::write(&config_path, config)?;
         let cfg = config_path.to_str().context("utf-8 path")?;
         let log_path = dir.0.join("appliance.log");
-        let proc = tb.spawn(&tb.edge, paths::bin("netserv-appliance"), &["run", "--config", cfg], Some(&log_path))?;
-        let me = Self { proc, edge: tb.edge.clone(), config_path, log_path, _dir: dir };
+        let proc =
+            crate::netns::spawn(ns, paths::bin("netserv-appliance"), &["run", "--config", cfg], Some(&log_path))?;
+        let me = Self { proc, edge: ns.to_owned(), config_path, log_path, _dir: dir };
         let start = Instant::now();
         loop {
             if let Ok((200, _)) = me.api("GET", "/healthz", None, ADMIN_TOKEN) {

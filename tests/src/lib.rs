@@ -10,6 +10,7 @@
 
 pub mod appliance;
 pub mod netns;
+pub mod path;
 pub mod paths;
 pub mod sipp;
 

@@ -68,26 +68,15 @@ impl Testbed {
 
     /// A command to run inside namespace `ns`.
     pub fn cmd(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]).arg(program);
-        c
+        cmd(ns, program)
     }
 
     /// Runs a command in `ns` to completion and returns its stdout.
     pub fn output(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> anyhow::Result<String> {
-        let out = self.cmd(ns, program).args(args).output()?;
-        if !out.status.success() {
-            bail!(
-                "{args:?} in {ns} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        output(ns, program, args)
     }
 
-    /// Starts a long-running command in `ns`, its output going to `log` (or
-    /// nowhere: an unread pipe would block a chatty child); killed on drop.
+    /// Starts a long-running command in `ns` (see [`spawn`]).
     pub fn spawn(
         &self,
         ns: &str,
@@ -95,35 +84,81 @@ impl Testbed {
         args: &[&str],
         log: Option<&std::path::Path>,
     ) -> anyhow::Result<Proc> {
-        let (out, err) = match log {
-            Some(p) => {
-                let f = std::fs::File::create(p)?;
-                (Stdio::from(f.try_clone()?), Stdio::from(f))
-            }
-            None => (Stdio::null(), Stdio::null()),
-        };
-        let child = self.cmd(ns, program).args(args).stdin(Stdio::null()).stdout(out).stderr(err).spawn()?;
-        Ok(Proc(Some(child)))
+        spawn(ns, program, args, log)
     }
 
-    /// Counts iptables rules in the edge that send traffic to NFQUEUE.
+    /// Counts iptables rules in the edge that send a module's traffic to NFQUEUE.
     pub fn nfqueue_rules(&self) -> usize {
-        self.output(&self.edge, "iptables", &["-S"]).map_or(0, |s| s.lines().filter(|l| l.contains("NFQUEUE")).count())
+        module_rules(&self.edge)
     }
+}
+
+/// NFQUEUE rules for modules in `ns` (not the signaling tap's).
+pub fn module_rules(ns: &str) -> usize {
+    output(ns, "iptables", &["-S"])
+        .map_or(0, |s| s.lines().filter(|l| l.contains("NFQUEUE") && !l.contains("netserv:signaling")).count())
+}
+
+/// A command to run inside namespace `ns`.
+pub fn cmd(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(program);
+    c
+}
+
+/// Runs a command in `ns` to completion and returns its stdout.
+pub fn output(ns: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> anyhow::Result<String> {
+    let out = cmd(ns, program).args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "{args:?} in {ns} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Starts a long-running command in `ns`, its output going to `log` (or
+/// nowhere: an unread pipe would block a chatty child); killed on drop.
+pub fn spawn(
+    ns: &str,
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    log: Option<&std::path::Path>,
+) -> anyhow::Result<Proc> {
+    let (out, err) = match log {
+        Some(p) => {
+            let f = std::fs::File::create(p)?;
+            (Stdio::from(f.try_clone()?), Stdio::from(f))
+        }
+        None => (Stdio::null(), Stdio::null()),
+    };
+    let child = cmd(ns, program).args(args).stdin(Stdio::null()).stdout(out).stderr(err).spawn()?;
+    Ok(Proc(Some(child)))
+}
+
+/// Kills what runs in each namespace and deletes it (its veths and iptables
+/// rules go with it).
+pub(crate) fn delete_namespaces<'a>(names: impl IntoIterator<Item = &'a String>) {
+    for ns in names {
+        let _ = Command::new("ip").args(["netns", "pids", ns]).output().map(|o| {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        });
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    }
+}
+
+/// Runs a command, failing with its stderr.
+pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
+    sh(args)
 }
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        for ns in [&self.ua, &self.edge, &self.core] {
-            // Kill anything still running inside, then delete the namespace
-            // (its veths and iptables rules go with it).
-            let _ = Command::new("ip").args(["netns", "pids", ns]).output().map(|o| {
-                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            });
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
+        delete_namespaces([&self.ua, &self.edge, &self.core]);
     }
 }
 

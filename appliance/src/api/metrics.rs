@@ -102,5 +102,43 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
             let _ = writeln!(out, "netserv_queue_errors_total{{queue=\"{}\",kind=\"{kind}\"}} {v}", q.queue);
         }
     }
+    let sig = &s.signaling;
+    for (name, kind, help, v) in [
+        (
+            "netserv_signaling_requests_total",
+            "counter",
+            "NetServ NSLP requests received from upstream.",
+            sig.requests.load(Relaxed),
+        ),
+        (
+            "netserv_signaling_refused_total",
+            "counter",
+            "Requests refused (signature, replay, unknown tenant, malformed).",
+            sig.refused.load(Relaxed),
+        ),
+        (
+            "netserv_signaling_responses_total",
+            "counter",
+            "NSLP responses sent upstream.",
+            sig.responses_sent.load(Relaxed),
+        ),
+        (
+            "netserv_signaling_queries_intercepted_total",
+            "counter",
+            "GIST queries taken off the wire in transit.",
+            sig.tap.taken.load(Relaxed),
+        ),
+        (
+            "netserv_signaling_routing_states",
+            "gauge",
+            "GIST routing state entries (signaling sessions) held.",
+            sig.routing_states.load(Relaxed),
+        ),
+        ("netserv_signaling_pending", "gauge", "Requests waiting for the rest of the path.", sig.pending.load(Relaxed)),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name}{{node=\"{node}\"}} {v}");
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 pub struct AppState {
     pub controller: Arc<Controller>,
     pub queues: Arc<Vec<Arc<QueueStats>>>,
+    pub signaling: Arc<crate::signaling::SignalingStats>,
 }
 
 pub fn app(state: AppState) -> Router {

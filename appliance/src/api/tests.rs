@@ -48,7 +48,11 @@ listen_ports = [5070]
     .expect("config");
     let runtime = Runtime::new().expect("runtime");
     let table = std::sync::Arc::new(ArcSwap::from_pointee(Table::default()));
-    AppState { controller: Controller::new(cfg, runtime, table, None), queues: std::sync::Arc::new(Vec::new()) }
+    AppState {
+        controller: Controller::new(cfg, runtime, table, None),
+        queues: std::sync::Arc::new(Vec::new()),
+        signaling: Default::default(),
+    }
 }
 
 async fn call(s: &AppState, method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {

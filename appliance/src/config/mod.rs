@@ -2,10 +2,12 @@
 //! socket binds or rule is written. Every error names the field.
 
 mod limits;
+mod signaling;
 #[cfg(test)]
 mod tests;
 
 pub use limits::Limits;
+pub use signaling::Signaling;
 
 use base64::Engine as _;
 use ipnet::IpNet;
@@ -41,6 +43,8 @@ struct RawConfig {
     dataplane: Dataplane,
     #[serde(default)]
     runtime: Runtime,
+    #[serde(default)]
+    signaling: Signaling,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -148,6 +152,7 @@ pub struct Config {
     pub admin_token: String,
     pub dataplane: Dataplane,
     pub runtime: Runtime,
+    pub signaling: Signaling,
     pub tenants: Vec<Tenant>,
 }
 
@@ -190,6 +195,7 @@ impl Config {
                 return Err(invalid(format!("dataplane.hooks[{i}]"), "must be FORWARD, INPUT, OUTPUT or PREROUTING"));
             }
         }
+        raw.signaling.validate().map_err(|(field, why)| invalid(field, why))?;
         if raw.runtime.quarantine_after == 0 {
             return Err(invalid("runtime.quarantine_after", "must be at least 1"));
         }
@@ -241,6 +247,7 @@ impl Config {
             admin_token: raw.api.admin_token,
             dataplane: raw.dataplane,
             runtime: raw.runtime,
+            signaling: raw.signaling,
             tenants,
         })
     }

@@ -122,6 +122,43 @@ impl Iptables {
         }
     }
 
+    /// Steers GIST datagrams in transit (UDP 270, IPv4 and IPv6) to the
+    /// signaling queue. Forwarded traffic only: messages addressed to this
+    /// node reach its socket, and those it sends are never intercepted by it.
+    /// Removed with the chain.
+    pub fn add_signaling(&self, queue: u16) -> Result<(), IptablesError> {
+        let q = queue.to_string();
+        let rule = |bin| {
+            run(
+                bin,
+                &[
+                    "-A",
+                    &self.chain,
+                    "-p",
+                    "udp",
+                    "--dport",
+                    "270",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "netserv:signaling",
+                    "-j",
+                    "NFQUEUE",
+                    "--queue-num",
+                    &q,
+                    "--queue-bypass",
+                ],
+            )
+        };
+        // Only FORWARD-hooked traffic is in transit; the rule lives in the
+        // node's chain, which FORWARD jumps to.
+        rule(V4)?;
+        if self.ipv6 {
+            rule(V6)?;
+        }
+        Ok(())
+    }
+
     pub fn add(&self, filter: &Filter, id: &str) -> Result<(), IptablesError> {
         let bin = self.bin_for(filter)?;
         let rule = self.rule(filter, id);

@@ -422,6 +422,16 @@ pub fn decode(b: &[u8]) -> Result<Message, DecodeError> {
     decode_request(b, kind, id, rest.1).map(|d| Message::Request(Box::new(d.request)))
 }
 
+/// The kind and id of a request whose fields may be malformed, so that a
+/// refusal can still be addressed to it.
+pub fn peek_request(b: &[u8]) -> Option<(RequestKind, u32)> {
+    let (&[version, ty, _, _], (id, _)) = split_header(b).ok()?;
+    if version != VERSION || ty & RESPONSE_BIT != 0 {
+        return None;
+    }
+    Some((RequestKind::from_u8(ty)?, u32::from_be_bytes(id)))
+}
+
 /// Decodes a request, keeping where the signed bytes end.
 pub fn decode_signed(b: &[u8]) -> Result<DecodedRequest, DecodeError> {
     let (&[version, ty, _, _], rest) = split_header(b)?;

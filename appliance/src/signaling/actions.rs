@@ -1,0 +1,104 @@
+//! What a verified NetServ NSLP request does on this node, through the same
+//! controller path the admin API uses; the outcome is this node's entry in
+//! the response stack.
+
+use crate::controller::{ControlError, Controller, InstallRequest, Principal};
+use crate::dataplane::Filter;
+use crate::runtime::Transport;
+use crate::store::{FetchError, ModuleSource};
+use netserv_nslp::sign::Verified;
+use netserv_nslp::wire::{NodeEntry, Request, RequestKind, Status};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// What this node can do, for PROBE.
+pub const CAPABILITIES: &[&str] = &["gist-dmode", "netserv-nslp/1", "wasm-packet-module", "nfqueue", "ipv4", "ipv6"];
+
+pub fn status_of(e: &ControlError) -> Status {
+    match e {
+        ControlError::UnknownTenant(_) => Status::UnknownTenant,
+        ControlError::Forbidden(_) => Status::Unauthorized,
+        ControlError::Invalid(_) => Status::Malformed,
+        ControlError::Limit(_) => Status::LimitExceeded,
+        ControlError::Fetch(FetchError::HashMismatch { .. }) => Status::HashMismatch,
+        ControlError::Fetch(FetchError::TooLarge { .. }) => Status::LimitExceeded,
+        ControlError::Fetch(_) => Status::DownloadFailed,
+        ControlError::NotFound(_) => Status::NotInstalled,
+        ControlError::Module(_) | ControlError::Dataplane(_) | ControlError::Internal(_) => Status::InstallFailed,
+    }
+}
+
+/// The install a SETUP asks for, or why it is malformed.
+pub fn install_request(r: &Request) -> Result<InstallRequest, String> {
+    let name = r.module.clone().ok_or("SETUP without a module name")?;
+    let url = r.module_url.clone().ok_or("SETUP without a module URL")?;
+    let sha = r.sha256.ok_or("SETUP without the module's sha256")?;
+    let (addr, len) = r.filter_addr.ok_or("SETUP without filter-addr (the traffic's destination prefix)")?;
+    let destination = ipnet::IpNet::new(addr, len).map_err(|e| format!("filter-addr: {e}"))?.trunc();
+    let transport = match r.filter_proto.unwrap_or(17) {
+        17 => Transport::Udp,
+        6 => Transport::Tcp,
+        p => return Err(format!("filter-proto {p} is neither UDP (17) nor TCP (6)")),
+    };
+    Ok(InstallRequest {
+        tenant: r.user.clone(),
+        name,
+        source: ModuleSource::Url(url),
+        sha256: Some(hex::encode(sha)),
+        filter: Filter { transport, destination, ports: r.filter_ports.clone(), source: None },
+        properties: r.properties.iter().cloned().collect(),
+        ttl_secs: r.ttl_secs.map(u64::from),
+    })
+}
+
+/// Carries out the request; never fails, the entry says how it went.
+pub async fn perform(
+    controller: &Arc<Controller>,
+    node_id: &str,
+    address: IpAddr,
+    load_pps: u32,
+    req: &Verified<Request>,
+) -> NodeEntry {
+    let who = Principal::Tenant(req.user.clone());
+    let mut entry = match req.kind {
+        RequestKind::Setup => match install_request(req) {
+            Err(why) => NodeEntry::new(node_id, Status::Malformed, why),
+            Ok(ir) => {
+                let ttl = ir.ttl_secs;
+                match controller.install(&who, ir).await {
+                    Ok(m) => NodeEntry::new(
+                        node_id,
+                        Status::Ok,
+                        format!(
+                            "installed {} (sha256 {}…){}",
+                            m.id,
+                            m.sha256.get(..12).unwrap_or_default(),
+                            ttl.map(|t| format!(", ttl {t} s")).unwrap_or_default()
+                        ),
+                    ),
+                    Err(e) => NodeEntry::new(node_id, status_of(&e), e.to_string()),
+                }
+            }
+        },
+        RequestKind::Remove => match req.module.as_deref() {
+            None => NodeEntry::new(node_id, Status::Malformed, "REMOVE without a module name"),
+            Some(name) => match controller.remove(&who, &req.user, name).await {
+                Ok(m) => NodeEntry::new(node_id, Status::Ok, format!("removed {}", m.id)),
+                Err(e) => NodeEntry::new(node_id, status_of(&e), e.to_string()),
+            },
+        },
+        RequestKind::Probe => NodeEntry::new(node_id, Status::Ok, "probed"),
+        // The forward leg of a TRIGGER only passes through; the reverse leg
+        // is a SETUP in its own right.
+        RequestKind::Trigger => NodeEntry::new(node_id, Status::Ok, "passed on"),
+    };
+    entry.address = Some(address);
+    // Every entry reports the node: what it can do, the tenant's own modules
+    // (never another tenant's), its load.
+    let modules = controller.list(&who).await;
+    entry.capabilities = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    entry.active_modules = u32::try_from(modules.len()).unwrap_or(u32::MAX);
+    entry.modules = modules.iter().map(|m| format!("{}@{}", m.id, m.sha256.get(..12).unwrap_or_default())).collect();
+    entry.load_pps = load_pps;
+    entry
+}

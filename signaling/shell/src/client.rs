@@ -1,0 +1,112 @@
+//! A signaling client: sends one NetServ NSLP request towards an address and
+//! waits for the response stack. It is a GIST querying node that never
+//! responds (the CLI, the SIP server plugin).
+
+use crate::net::local_toward;
+use netserv_gist::core::{Config, Event, Node, Toward};
+use netserv_gist::wire::{Mri, SessionId};
+use netserv_nslp::wire::{self as nslp, Response};
+use rand_core::{OsRng, RngCore};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Our NLI peer identity.
+    pub node_id: String,
+    /// Query transmissions before concluding no appliance is on the path.
+    pub query_attempts: u32,
+    pub t1: Duration,
+    /// Overall wait for the response.
+    pub timeout: Duration,
+    /// The flow's source in the MRI (default: our address towards the target).
+    pub flow_source: Option<IpAddr>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            node_id: "netserv-signal".into(),
+            query_attempts: 3,
+            t1: Duration::from_millis(500),
+            timeout: Duration::from_secs(20),
+            flow_source: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The appliances' answer, nearest first.
+    Response(Response),
+    /// No GIST node for the NetServ NSLP answered on the path.
+    NoAppliance { icmp: bool },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the request cannot be sent: {0}")]
+    Send(#[from] netserv_gist::core::SendError),
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Sends `request` (encoded, signed NSLP bytes with request id `id`) towards
+/// `target` and waits for its response.
+pub async fn request(target: IpAddr, id: u32, request: Vec<u8>, opts: &ClientOptions) -> Result<Outcome, ClientError> {
+    let local = local_toward(target)?;
+    let bind = SocketAddr::new(if target.is_ipv4() { [0u8; 4].into() } else { [0u16; 8].into() }, 0);
+    let sock = UdpSocket::bind(bind).await?;
+    let mut icmp = crate::icmp::spawn();
+    let mut rng = OsRng;
+    let start = Instant::now();
+    let mut cfg = Config::new(netserv_nslp::NSLPID, opts.node_id.as_bytes());
+    cfg.query_attempts = opts.query_attempts.max(1);
+    cfg.t1 = opts.t1;
+    let mut node = Node::new(cfg, start, &mut rng);
+    let mut sid = [0u8; 16];
+    rng.fill_bytes(&mut sid);
+    let mri = Mri::between(opts.flow_source.unwrap_or(local), target);
+    node.send(start, local, Toward::Target, SessionId(sid), mri, request, None, &mut rng)?;
+    let deadline = start + opts.timeout;
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        while let Some(t) = node.poll_transmit() {
+            sock.send_to(&t.payload, t.destination).await?;
+        }
+        while let Some(ev) = node.poll_event() {
+            match ev {
+                Event::Received { from: Toward::Target, data, .. } => match nslp::decode(&data) {
+                    Ok(nslp::Message::Response(r)) if r.id == id => return Ok(Outcome::Response(r)),
+                    Ok(_) => tracing::debug!("ignoring an NSLP message that is not our response"),
+                    Err(e) => tracing::warn!(error = %e, "undecodable NSLP data from the path"),
+                },
+                Event::NoPeer { icmp, .. } => return Ok(Outcome::NoAppliance { icmp }),
+                Event::PeerError { peer, error, .. } => {
+                    tracing::warn!(%peer, code = ?error.code, subcode = error.subcode, "GIST error from the path");
+                }
+                _ => {}
+            }
+        }
+        let wake = node.poll_timeout().map_or(deadline, |t| t.min(deadline));
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let (n, from) = r?;
+                node.handle_datagram(Instant::now(), local, from, buf.get(..n).unwrap_or_default(), false);
+            }
+            Some(dst) = async { match icmp.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                node.handle_icmp_unreachable(dst);
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(ClientError::Timeout(opts.timeout));
+                }
+                node.handle_timeout(now);
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The I/O tier of NetServ signaling: UDP sockets for GIST, ICMP
+//! unreachables for "no peer further on", the local address towards a peer,
+//! and a signaling client (what the CLI and the SIP server plugin run).
+//! The protocol state lives in `netserv-gist` and `netserv-nslp`; this crate
+//! only carries their datagrams and reads the clock.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod icmp;
+pub mod net;
+
+pub use netserv_gist as gist;
+pub use netserv_nslp as nslp;
