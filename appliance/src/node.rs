@@ -4,7 +4,7 @@
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::controller::Controller;
+use crate::controller::{Controller, StateStore};
 use crate::dataplane::Table;
 use crate::dataplane::iptables::Iptables;
 use crate::dataplane::worker::{self, QueueStats};
@@ -59,7 +59,13 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         None
     };
 
-    let controller = Controller::new(cfg.clone(), runtime, table, iptables);
+    let state = StateStore::open(&cfg.state_dir)
+        .with_context(|| format!("opening the state directory {} (state_dir)", cfg.state_dir.display()))?;
+    let controller = Controller::new(cfg.clone(), runtime, table, iptables, Some(state));
+    let restored = controller.restore().await;
+    if restored > 0 {
+        tracing::info!(restored, "modules restored from the state directory");
+    }
     let queues = Arc::new(queues);
     let signaling_task = if cfg.signaling.enabled {
         Some(signaling::spawn(&cfg, controller.clone(), queues.clone(), intercept_rx, sig_stats.clone()).await?)

@@ -91,6 +91,13 @@ impl Appliance {
     pub fn start_in(ns: &str, config: &str) -> anyhow::Result<Self> {
         let dir = TempDir::new("appliance")?;
         let config_path = dir.0.join("appliance.toml");
+        // Each test appliance keeps its state apart from every other's, unless
+        // the config names a directory (to test restarts).
+        let config = if config.lines().any(|l| l.trim_start().starts_with("state_dir")) {
+            config.to_owned()
+        } else {
+            format!("state_dir = {:?}\n{config}", dir.0.join("state"))
+        };
         std::fs::write(&config_path, config)?;
         let cfg = config_path.to_str().context("utf-8 path")?;
         let log_path = dir.0.join("appliance.log");

@@ -19,9 +19,10 @@ const SEED_A: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031c
 /// RFC 8032 §7.1 TEST 2 seed: a key the appliances do not trust for itsp-a.
 const SEED_OTHER: &str = "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb";
 
-fn config(node_id: &str) -> String {
+fn config(node_id: &str, state_dir: &std::path::Path) -> String {
     format!(
         r#"node_id = "{node_id}"
+state_dir = {state_dir:?}
 
 [api]
 listen = "127.0.0.1:8270"
@@ -75,8 +76,8 @@ fn env(tag: &str) -> Env {
     wait_for("the module origin", Duration::from_secs(10), || {
         tb.output(&tb.core, "curl", &["-sf", "-o", "/dev/null", &url]).ok()
     });
-    let edge1 = Appliance::start_in(&tb.edge1, &config("edge1")).expect("edge1 starts");
-    let edge2 = Appliance::start_in(&tb.edge2, &config("edge2")).expect("edge2 starts");
+    let edge1 = Appliance::start_in(&tb.edge1, &config("edge1", &dir.0.join("edge1"))).expect("edge1 starts");
+    let edge2 = Appliance::start_in(&tb.edge2, &config("edge2", &dir.0.join("edge2"))).expect("edge2 starts");
     Env {
         tb,
         dir,
@@ -143,6 +144,45 @@ impl Env {
         self.signal(&args)
     }
 
+    /// Stops edge2 (SIGTERM: drain) and starts it again on the same state.
+    fn restart_edge2(&mut self) {
+        self.edge2.proc.signal_and_wait("TERM", Duration::from_secs(10)).expect("edge2 drains");
+        assert_eq!(netns::module_rules(&self.tb.edge2), 0, "drained: no rule left");
+        self.edge2 =
+            Appliance::start_in(&self.tb.edge2, &config("edge2", &self.dir.0.join("edge2"))).expect("edge2 restarts");
+    }
+
+    fn ask_keepalives(&self, count: u32) -> Value {
+        let notify = self.dir.0.join("notify.sip");
+        std::fs::write(
+            &notify,
+            "NOTIFY sip:198.18.10.20:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.13.10:5099;branch=z9hG4bK-path;rport\r\n\
+             From: <sip:phone@198.18.13.10>;tag=p1\r\nTo: <sip:198.18.10.20:5060>\r\nCall-ID: path-1\r\nCSeq: 1 NOTIFY\r\n\
+             Event: keep-alive\r\nContent-Length: 0\r\n\r\n",
+        )
+        .expect("payload");
+        let n = count.to_string();
+        let out = self
+            .tb
+            .output(
+                &self.tb.ua,
+                paths::bin("netserv-probe"),
+                &[
+                    "ask",
+                    "--to",
+                    SERVER,
+                    "--payload",
+                    notify.to_str().expect("utf-8"),
+                    "--count",
+                    &n,
+                    "--timeout-ms",
+                    "500",
+                ],
+            )
+            .expect("probe");
+        serde_json::from_str(out.trim()).expect("json")
+    }
+
     fn installed(&self) -> [bool; 2] {
         [&self.edge1, &self.edge2].map(|a| a.module("itsp-a", "keepalive").is_ok())
     }
@@ -162,7 +202,7 @@ fn statuses(v: &Value) -> Vec<String> {
 
 #[test]
 fn setup_probe_serve_and_remove_along_the_path() {
-    let e = env("sigpath");
+    let mut e = env("sigpath");
     let (v, code) = e.setup(&e.key, &["--ttl", "120"]);
     assert_eq!(code, 0, "{v}\n{}", e.logs());
     assert_eq!(node_ids(&v), ["edge1", "edge2"], "both appliances, in path order: {v}");
@@ -189,37 +229,19 @@ fn setup_probe_serve_and_remove_along_the_path() {
 
     // Keep-alives from the phone are answered by edge2, the appliance closest
     // to it, from the server's address; edge1 never sees them.
-    let notify = e.dir.0.join("notify.sip");
-    std::fs::write(
-        &notify,
-        "NOTIFY sip:198.18.10.20:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.13.10:5099;branch=z9hG4bK-path;rport\r\n\
-         From: <sip:phone@198.18.13.10>;tag=p1\r\nTo: <sip:198.18.10.20:5060>\r\nCall-ID: path-1\r\nCSeq: 1 NOTIFY\r\n\
-         Event: keep-alive\r\nContent-Length: 0\r\n\r\n",
-    )
-    .expect("payload");
-    let out =
-        e.tb.output(
-            &e.tb.ua,
-            paths::bin("netserv-probe"),
-            &[
-                "ask",
-                "--to",
-                SERVER,
-                "--payload",
-                notify.to_str().expect("utf-8"),
-                "--count",
-                "20",
-                "--timeout-ms",
-                "500",
-            ],
-        )
-        .expect("probe");
-    let answers: Value = serde_json::from_str(out.trim()).expect("json");
+    let answers = e.ask_keepalives(20);
     assert_eq!(answers["answered"], 20, "{answers}\n{}", e.logs());
     assert_eq!(answers["sources"], serde_json::json!([SERVER]));
     let replied = |a: &Appliance| a.module("itsp-a", "keepalive").expect("module")["counters"]["replied"].as_u64();
     assert_eq!(replied(&e.edge2), Some(20));
     assert_eq!(replied(&e.edge1), Some(0));
+
+    // A restart keeps the module, with the TTL it had left.
+    e.restart_edge2();
+    let m = e.edge2.module("itsp-a", "keepalive").expect("restored after restart");
+    let left = m["ttl_remaining_secs"].as_u64().expect("ttl");
+    assert!((100..=120).contains(&left), "remaining TTL {left}");
+    assert_eq!(e.ask_keepalives(5)["answered"], 5, "{}", e.logs());
 
     // REMOVE uninstalls on both.
     let (r, code) =
@@ -233,7 +255,7 @@ fn setup_probe_serve_and_remove_along_the_path() {
 #[test]
 fn a_short_ttl_expires_without_signaling() {
     let e = env("sigttl");
-    let (v, code) = e.setup(&e.key, &["--ttl", "2"]);
+    let (v, code) = e.setup(&e.key, &["--ttl", "3"]);
     assert_eq!(code, 0, "{v}\n{}", e.logs());
     assert_eq!(e.installed(), [true, true]);
     wait_for("TTL expiry on both appliances", Duration::from_secs(8), || {

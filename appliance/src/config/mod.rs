@@ -147,7 +147,8 @@ pub struct Tenant {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_id: String,
-    pub state_dir: Option<PathBuf>,
+    /// Installed modules and cached module bytes survive restarts here.
+    pub state_dir: PathBuf,
     pub api_listen: SocketAddr,
     pub admin_token: String,
     pub dataplane: Dataplane,
@@ -155,6 +156,9 @@ pub struct Config {
     pub signaling: Signaling,
     pub tenants: Vec<Tenant>,
 }
+
+/// Where installed state lives when the config names no `state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/netserv";
 
 /// Tokens are compared in constant time; very short ones are refused.
 const MIN_TOKEN_LEN: usize = 16;
@@ -242,7 +246,7 @@ impl Config {
         }
         Ok(Config {
             node_id: raw.node_id,
-            state_dir: raw.state_dir,
+            state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             api_listen: raw.api.listen,
             admin_token: raw.api.admin_token,
             dataplane: raw.dataplane,

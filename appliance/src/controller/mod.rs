@@ -4,7 +4,10 @@
 //! dataplane's table.
 
 mod authz;
+mod persist;
 mod types;
+
+pub use persist::StateStore;
 
 pub use types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal};
 
@@ -38,6 +41,8 @@ pub struct Controller {
     tenant_state: Mutex<HashMap<String, Arc<TenantState>>>,
     http: reqwest::Client,
     next_seq: std::sync::atomic::AtomicU64,
+    /// Installed modules and module bytes on disk (none in tests / try-out).
+    state: Option<StateStore>,
 }
 
 fn module_id(tenant: &str, name: &str) -> String {
@@ -51,6 +56,7 @@ impl Controller {
         runtime: Arc<Runtime>,
         table: Arc<ArcSwap<Table>>,
         iptables: Option<Iptables>,
+        state: Option<StateStore>,
     ) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -66,6 +72,7 @@ impl Controller {
             tenant_state: Mutex::new(HashMap::new()),
             http,
             next_seq: std::sync::atomic::AtomicU64::new(0),
+            state,
         })
     }
 
@@ -120,7 +127,9 @@ impl Controller {
                     r.expires_at = expires_at;
                     r.request.ttl_secs = req.ttl_secs;
                     tracing::info!(module = %id, ttl_secs = ?req.ttl_secs, "module refreshed");
-                    return Ok(info(r));
+                    let out = info(r);
+                    self.persist(&records);
+                    return Ok(out);
                 }
             } else {
                 let count = records.values().filter(|r| *r.active.tenant == *req.tenant).count();
@@ -133,8 +142,16 @@ impl Controller {
             }
         }
 
-        let bytes = store::fetch(&self.http, &req.source, cfg.runtime.module_size_max).await?;
+        // Bytes we already hold under the hash the request names need no download.
+        let cached = self.state.as_ref().zip(req.sha256.as_deref()).and_then(|(s, h)| s.cached(h));
+        let bytes = match cached {
+            Some(b) => b,
+            None => store::fetch(&self.http, &req.source, cfg.runtime.module_size_max).await?,
+        };
         let hash = store::verify(&bytes, req.sha256.as_deref())?;
+        if let Some(s) = &self.state {
+            s.cache(&hash, &bytes);
+        }
         let runtime = self.runtime.clone();
         let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
             .await
@@ -195,6 +212,9 @@ impl Controller {
                 return Err(ControlError::Dataplane(e.to_string()));
             }
         }
+        // The lifetime runs from when the module starts serving, not from
+        // when its download began.
+        let expires_at = req.ttl_secs.map(|s| Instant::now() + Duration::from_secs(s));
         let record = Record {
             seq: self.next_seq.fetch_add(1, Relaxed),
             active,
@@ -205,6 +225,7 @@ impl Controller {
         let out = info(&record);
         records.insert(id.clone(), record);
         self.publish(&records);
+        self.persist(&records);
         tracing::info!(module = %id, sha256 = %out.sha256, replaced = old.is_some(), "module installed");
         Ok(out)
     }
@@ -221,6 +242,7 @@ impl Controller {
         let record = records.remove(&id).ok_or_else(|| ControlError::NotFound(id.clone()))?;
         self.retire(&record, "removed");
         self.publish(&records);
+        self.persist(&records);
         Ok(info(&record))
     }
 
@@ -277,6 +299,7 @@ impl Controller {
         }
         if !expired.is_empty() {
             self.publish(&records);
+            self.persist(&records);
         }
         expired.len()
     }
@@ -300,10 +323,68 @@ impl Controller {
         }
         self.config.store(Arc::new(new));
         self.publish(&records);
+        self.persist(&records);
         doomed.len()
     }
 
-    /// Removes every module and the node's iptables chain (SIGTERM).
+    /// Writes the installed modules to the state directory.
+    fn persist(&self, records: &BTreeMap<String, Record>) {
+        let Some(state) = &self.state else { return };
+        let (now, now_sys) = (Instant::now(), SystemTime::now());
+        let mut rs: Vec<&Record> = records.values().collect();
+        rs.sort_by_key(|r| r.seq);
+        let saved: Vec<persist::Saved> = rs
+            .into_iter()
+            .map(|r| persist::Saved {
+                request: r.request.clone(),
+                expires_at_unix_ms: r.expires_at.map(|t| {
+                    let at = now_sys + t.saturating_duration_since(now);
+                    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+                }),
+            })
+            .collect();
+        state.save(&saved);
+    }
+
+    /// Reinstalls the modules saved by an earlier run, each with the TTL it
+    /// had left (expired ones are dropped). Returns how many came back.
+    pub async fn restore(&self) -> usize {
+        let Some(state) = &self.state else { return 0 };
+        let saved = match state.load() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the saved modules; starting empty");
+                return 0;
+            }
+        };
+        let mut restored = 0;
+        for s in saved {
+            let mut req = s.request.clone();
+            match s.remaining(SystemTime::now()) {
+                Some(left) if left.is_zero() => {
+                    tracing::info!(tenant = %req.tenant, module = %req.name, "saved module expired while the node was down");
+                    continue;
+                }
+                Some(left) => req.ttl_secs = Some(left.as_secs().max(1)),
+                None => req.ttl_secs = None,
+            }
+            let (tenant, name) = (req.tenant.clone(), req.name.clone());
+            match self.install(&Principal::Admin, req).await {
+                Ok(m) => {
+                    restored += 1;
+                    tracing::info!(module = %m.id, ttl_secs = ?m.ttl_remaining_secs, "module restored");
+                }
+                Err(e) => tracing::warn!(%tenant, module = %name, error = %e, "saved module not restored"),
+            }
+        }
+        // What could not be restored is gone from the saved state too.
+        let records = self.records.lock().await;
+        self.persist(&records);
+        restored
+    }
+
+    /// Removes every module and the node's iptables chain (SIGTERM). The saved
+    /// state is kept: the next start restores the modules.
     pub async fn shutdown(&self) {
         let mut records = self.records.lock().await;
         records.clear();

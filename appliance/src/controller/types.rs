@@ -14,7 +14,7 @@ pub enum Principal {
 }
 
 /// A request to install (or refresh) a module for a tenant.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstallRequest {
     pub tenant: String,

@@ -1,0 +1,107 @@
+//! Installed state on disk, so a restart restores every module with the TTL
+//! it had left, and a cache of module bytes by sha256, so neither a restore
+//! nor a repeated SETUP depends on the origin being reachable.
+//!
+//! `<state_dir>/modules.json` is rewritten (to a temporary file, then renamed)
+//! after every change; `<state_dir>/cache/<sha256>.wasm` holds verified bytes.
+
+use super::types::InstallRequest;
+use crate::runtime::ModuleHash;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One installed module as saved.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Saved {
+    pub request: InstallRequest,
+    /// Wall-clock expiry (ms since the Unix epoch); the monotonic clock does
+    /// not survive a restart.
+    pub expires_at_unix_ms: Option<u64>,
+}
+
+impl Saved {
+    /// The TTL left at `now`, or `None` without one; `Some(0)` when expired.
+    pub fn remaining(&self, now: SystemTime) -> Option<Duration> {
+        let now_ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        self.expires_at_unix_ms.map(|t| Duration::from_millis(t.saturating_sub(now_ms)))
+    }
+}
+
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir.join("cache"))?;
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    fn cache_path(&self, hash_hex: &str) -> Option<PathBuf> {
+        // Only a well-formed hex digest names a file.
+        (hash_hex.len() == 64 && hash_hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| self.dir.join("cache").join(format!("{}.wasm", hash_hex.to_ascii_lowercase())))
+    }
+
+    /// Cached bytes whose hash is `hash_hex` (checked again on reading).
+    pub fn cached(&self, hash_hex: &str) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.cache_path(hash_hex)?).ok()?;
+        ModuleHash::of(&bytes).to_hex().eq_ignore_ascii_case(hash_hex).then_some(bytes)
+    }
+
+    pub fn cache(&self, hash: &ModuleHash, bytes: &[u8]) {
+        let Some(path) = self.cache_path(&hash.to_hex()) else { return };
+        if path.exists() {
+            return;
+        }
+        if let Err(e) = write_atomically(&path, bytes) {
+            tracing::warn!(error = %e, path = %path.display(), "could not cache module bytes");
+        }
+    }
+
+    pub fn save(&self, saved: &[Saved]) {
+        let path = self.dir.join("modules.json");
+        let result =
+            serde_json::to_vec_pretty(saved).map_err(io::Error::other).and_then(|json| write_atomically(&path, &json));
+        if let Err(e) = result {
+            tracing::error!(error = %e, path = %path.display(), "could not save the installed modules");
+        }
+    }
+
+    pub fn load(&self) -> io::Result<Vec<Saved>> {
+        match std::fs::read(self.dir.join("modules.json")) {
+            Ok(b) => serde_json::from_slice(&b).map_err(io::Error::other),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_is_keyed_by_a_verified_hash() {
+        let dir = std::env::temp_dir().join(format!("netserv-persist-{}", std::process::id()));
+        let store = StateStore::open(&dir).expect("open");
+        let bytes = b"module bytes".to_vec();
+        let hash = ModuleHash::of(&bytes);
+        store.cache(&hash, &bytes);
+        assert_eq!(store.cached(&hash.to_hex()), Some(bytes));
+        // A file whose contents no longer match its name is not used.
+        std::fs::write(store.cache_path(&hash.to_hex()).expect("path"), b"tampered").expect("write");
+        assert_eq!(store.cached(&hash.to_hex()), None);
+        assert_eq!(store.cached("../../etc/passwd"), None);
+        assert!(store.load().expect("load").is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
