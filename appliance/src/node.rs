@@ -26,7 +26,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
 
     let mut queues = Vec::new();
     let sig_stats = Arc::new(SignalingStats::default());
-    let (intercept_tx, intercept_rx) = tokio::sync::mpsc::channel(1024);
+    let (intercept_tx, intercept_rx) = tokio::sync::mpsc::channel(8192);
     let iptables = if cfg.dataplane.enabled {
         let dp = &cfg.dataplane;
         for q in dp.queue_base..dp.queue_base + dp.queues {

@@ -71,10 +71,15 @@ pub struct Compiled {
     pub pre: PacketModulePre<HostState>,
 }
 
+/// Compiled modules no installed module uses that are kept anyway, most
+/// recently used first: a module SET UP again after a REMOVE or a TTL expiry
+/// starts serving without recompiling.
+const KEEP_UNUSED_COMPILED: usize = 8;
+
 /// The engine plus a cache of compiled modules by sha256.
 pub struct Runtime {
     engine: Engine,
-    cache: Mutex<HashMap<ModuleHash, Compiled>>,
+    cache: Mutex<HashMap<ModuleHash, (Compiled, std::time::Instant)>>,
 }
 
 impl Runtime {
@@ -118,7 +123,8 @@ impl Runtime {
     /// it off the packet path (`spawn_blocking`).
     pub fn compile(&self, bytes: &[u8]) -> anyhow::Result<Compiled> {
         let hash = ModuleHash::of(bytes);
-        if let Some(c) = self.cache.lock().get(&hash) {
+        if let Some((c, used)) = self.cache.lock().get_mut(&hash) {
+            *used = std::time::Instant::now();
             return Ok(c.clone());
         }
         let component = Component::new(&self.engine, bytes).ctx("not a valid wasm component")?;
@@ -129,13 +135,20 @@ impl Runtime {
         let pre = linker.instantiate_pre(&component).ctx("module does not fit the packet-module world")?;
         let pre = PacketModulePre::new(pre).ctx("module does not export the packet-module world")?;
         let compiled = Compiled { hash, pre };
-        self.cache.lock().insert(hash, compiled.clone());
+        self.cache.lock().insert(hash, (compiled.clone(), std::time::Instant::now()));
         Ok(compiled)
     }
 
-    /// Drops cached modules no installed module uses.
+    /// Drops cached modules no installed module uses, but for the
+    /// `KEEP_UNUSED_COMPILED` most recently used of them.
     pub fn retain(&self, in_use: impl Fn(&ModuleHash) -> bool) {
-        self.cache.lock().retain(|h, _| in_use(h));
+        let mut cache = self.cache.lock();
+        let mut unused: Vec<(ModuleHash, std::time::Instant)> =
+            cache.iter().filter(|(h, _)| !in_use(h)).map(|(h, (_, t))| (*h, *t)).collect();
+        unused.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+        for (h, _) in unused.into_iter().skip(KEEP_UNUSED_COMPILED) {
+            cache.remove(&h);
+        }
     }
 
     pub fn cached(&self) -> usize {

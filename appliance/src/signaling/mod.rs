@@ -108,8 +108,7 @@ pub async fn spawn(
     stats: Arc<SignalingStats>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let s = &cfg.signaling;
-    let sock = UdpSocket::bind(s.listen)
-        .await
+    let sock = bind_gist_socket(s.listen)
         .map_err(|e| anyhow::anyhow!("binding the GIST socket on {}: {e} (signaling.listen)", s.listen))?;
     let mut gcfg = gist::Config::new(netserv_nslp::NSLPID, cfg.node_id.as_bytes());
     gcfg.validity = Duration::from_secs(u64::from(s.validity_secs));
@@ -131,6 +130,19 @@ pub async fn spawn(
     };
     tracing::info!(listen = %s.listen, queue = s.queue, "on-path signaling running");
     Ok(tokio::spawn(service.run(sock, intercepted, done_rx, netserv_signal::icmp::spawn())))
+}
+
+/// The GIST socket, with a receive buffer deep enough for bursts of
+/// handshakes (thousands of Confirms arrive together when many sessions start).
+fn bind_gist_socket(listen: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(listen), Type::DGRAM, None)?;
+    if let Err(e) = sock.set_recv_buffer_size(8 << 20) {
+        tracing::debug!(error = %e, "could not enlarge the GIST receive buffer");
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&listen.into())?;
+    UdpSocket::from_std(sock.into())
 }
 
 fn local_for(peer: IpAddr) -> IpAddr {

@@ -5,6 +5,8 @@
 //! - `sink`: count datagrams arriving on an address for a bounded time.
 //! - `flood`: send as fast as possible from several ports for a bounded time
 //!   and count answers (the throughput benchmark's load).
+//! - `until-answered`: send every `--interval-us` until the first answer and
+//!   report when it came (wall clock, µs since the Unix epoch).
 //! - `rtt`: ping-pong N times and report round-trip percentiles, optionally
 //!   alternating with a baseline target measured in the same run.
 
@@ -38,8 +40,9 @@ fn main() {
         Some("sink") => sink(&args),
         Some("flood") => flood(&args),
         Some("rtt") => rtt(&args),
+        Some("until-answered") => until_answered(&args),
         _ => {
-            eprintln!("usage: netserv-probe ask|sink|flood|rtt ...");
+            eprintln!("usage: netserv-probe ask|sink|flood|rtt|until-answered ...");
             std::process::exit(2)
         }
     }
@@ -221,4 +224,28 @@ fn rtt(args: &[String]) {
         });
     }
     println!("{out}");
+}
+
+fn until_answered(args: &[String]) {
+    let to: SocketAddr = req(args, "--to").parse().expect("--to ip:port");
+    let interval = Duration::from_micros(num(args, "--interval-us", 1000).max(50));
+    let timeout = Duration::from_millis(num(args, "--timeout-ms", 10_000).min(60_000));
+    let data = payload(args);
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    sock.set_read_timeout(Some(interval)).expect("timeout");
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut buf = [0u8; 65536];
+    while start.elapsed() < timeout {
+        sock.send_to(&data, to).expect("send");
+        sent += 1;
+        if let Ok((_, from)) = sock.recv_from(&mut buf)
+            && from == to
+        {
+            let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+            println!("{}", serde_json::json!({ "answered": true, "answered_at_unix_us": at as u64, "sent": sent }));
+            return;
+        }
+    }
+    println!("{}", serde_json::json!({ "answered": false, "sent": sent }));
 }
