@@ -294,3 +294,35 @@ fn refusals_answer_with_the_reason_and_install_nothing() {
     assert_eq!(statuses(&v), ["replay"], "{v}");
     assert_eq!(e.installed(), [false, false]);
 }
+
+#[test]
+fn trigger_installs_along_the_return_path() {
+    let e = env("sigtrig");
+    let (v, code) = e.signal(&[
+        "trigger",
+        "--towards",
+        UA_IP,
+        "--key",
+        &e.key,
+        "--user",
+        "itsp-a",
+        "--module",
+        "keepalive",
+        "--url",
+        &e.url,
+        "--module-file",
+        &e.module_file,
+        "--filter-addr",
+        "198.18.10.20/32",
+        "--filter-port",
+        "5060",
+        "--ttl",
+        "60",
+    ]);
+    assert_eq!(code, 0, "{v}\n{}", e.logs());
+    // The return leg starts at the far end: edge2 first, then edge1.
+    assert_eq!(node_ids(&v), ["edge2", "edge1"], "{v}");
+    assert_eq!(statuses(&v), ["ok", "ok"]);
+    assert_eq!(e.installed(), [true, true]);
+    assert_eq!(e.ask_keepalives(5)["answered"], 5);
+}

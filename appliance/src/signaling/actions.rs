@@ -30,10 +30,12 @@ pub fn status_of(e: &ControlError) -> Status {
 
 /// The install a SETUP asks for, or why it is malformed.
 pub fn install_request(r: &Request) -> Result<InstallRequest, String> {
-    let name = r.module.clone().ok_or("SETUP without a module name")?;
-    let url = r.module_url.clone().ok_or("SETUP without a module URL")?;
-    let sha = r.sha256.ok_or("SETUP without the module's sha256")?;
-    let (addr, len) = r.filter_addr.ok_or("SETUP without filter-addr (the traffic's destination prefix)")?;
+    let kind = r.kind.as_str();
+    let name = r.module.clone().ok_or_else(|| format!("{kind} without a module name"))?;
+    let url = r.module_url.clone().ok_or_else(|| format!("{kind} without a module URL"))?;
+    let sha = r.sha256.ok_or_else(|| format!("{kind} without the module's sha256"))?;
+    let (addr, len) =
+        r.filter_addr.ok_or_else(|| format!("{kind} without filter-addr (the traffic's destination prefix)"))?;
     let destination = ipnet::IpNet::new(addr, len).map_err(|e| format!("filter-addr: {e}"))?.trunc();
     let transport = match r.filter_proto.unwrap_or(17) {
         17 => Transport::Udp,
@@ -51,7 +53,9 @@ pub fn install_request(r: &Request) -> Result<InstallRequest, String> {
     })
 }
 
-/// Carries out the request; never fails, the entry says how it went.
+/// Carries out the request; never fails, the entry says how it went. A
+/// TRIGGER acts only on its return leg (from the far end of the path back
+/// towards the requester), where it installs like a SETUP.
 pub async fn perform(
     controller: &Arc<Controller>,
     node_id: &str,
@@ -61,7 +65,7 @@ pub async fn perform(
 ) -> NodeEntry {
     let who = Principal::Tenant(req.user.clone());
     let mut entry = match req.kind {
-        RequestKind::Setup => match install_request(req) {
+        RequestKind::Setup | RequestKind::Trigger => match install_request(req) {
             Err(why) => NodeEntry::new(node_id, Status::Malformed, why),
             Ok(ir) => {
                 let ttl = ir.ttl_secs;
@@ -88,9 +92,6 @@ pub async fn perform(
             },
         },
         RequestKind::Probe => NodeEntry::new(node_id, Status::Ok, "probed"),
-        // The forward leg of a TRIGGER only passes through; the reverse leg
-        // is a SETUP in its own right.
-        RequestKind::Trigger => NodeEntry::new(node_id, Status::Ok, "passed on"),
     };
     entry.address = Some(address);
     // Every entry reports the node: what it can do, the tenant's own modules

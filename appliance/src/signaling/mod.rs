@@ -11,6 +11,13 @@
 //! answer are in (or GIST finds no appliance further on, or the wait runs
 //! out), the response goes upstream with this node's entry in front. A
 //! refused request is not sent on: the refusal is answered at once.
+//!
+//! TRIGGER (reverse-path installs): its forward leg only passes through the
+//! appliances; the last appliance on the path installs and sends the same
+//! signed request back towards the requester in a new session whose MRI has
+//! the upstream direction. Every appliance on that return path — which need
+//! not be the forward path — installs as for a SETUP, and the return leg's
+//! answer becomes the forward leg's.
 
 mod actions;
 pub mod tap;
@@ -19,11 +26,12 @@ use crate::config::Config;
 use crate::controller::Controller;
 use crate::dataplane::worker::QueueStats;
 use netserv_gist::core::{self as gist, Event, Node, Toward};
-use netserv_gist::wire::{Mri, SessionId};
+use netserv_gist::wire::{Direction, Mri, SessionId};
 use netserv_nslp::replay::{ReplayError, ReplayGuard};
-use netserv_nslp::wire::{NodeEntry, RequestKind, Response, Status};
+use netserv_nslp::sign::Verified;
+use netserv_nslp::wire::{NodeEntry, Request, RequestKind, Response, Status};
 use netserv_signal::net::{local_toward, unix_ms};
-use rand_core::OsRng;
+use rand_core::{OsRng, RngCore as _};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -47,6 +55,9 @@ type Key = (SessionId, Mri);
 
 struct Pending {
     kind: RequestKind,
+    /// The verified request, kept while a TRIGGER's forward leg is out: the
+    /// last appliance turns it around.
+    trigger: Option<(Vec<u8>, Verified<Request>)>,
     id: u32,
     hops: u8,
     /// The upstream peer the answer goes to.
@@ -92,7 +103,12 @@ struct Service {
     node_id: String,
     controller: Arc<Controller>,
     replay: ReplayGuard,
+    /// A TRIGGER's return leg carries the bytes already seen on its forward
+    /// leg; it is checked against replays of return legs only.
+    replay_return: ReplayGuard,
     pending: HashMap<Key, Pending>,
+    /// Return-leg session -> the forward-leg session it answers.
+    return_legs: HashMap<Key, Key>,
     done_tx: mpsc::UnboundedSender<Done>,
     response_timeout: Duration,
     load: LoadMeter,
@@ -122,7 +138,9 @@ pub async fn spawn(
         node_id: cfg.node_id.clone(),
         controller,
         replay: ReplayGuard::new(u64::from(s.replay_window_secs) * 1000, 1_000_000),
+        replay_return: ReplayGuard::new(u64::from(s.replay_window_secs) * 1000, 1_000_000),
         pending: HashMap::new(),
+        return_legs: HashMap::new(),
         done_tx,
         response_timeout: Duration::from_secs(u64::from(s.response_timeout_secs)),
         load: LoadMeter { queues, last: (Instant::now(), total) },
@@ -223,6 +241,8 @@ impl Service {
                 }
                 Event::Received { session, mri, from: Toward::Target, data, .. } => {
                     let key = (session, mri);
+                    // A return leg's answer is the answer of its forward leg.
+                    let key = self.return_legs.remove(&key).unwrap_or(key);
                     match netserv_nslp::wire::decode(&data) {
                         Ok(netserv_nslp::wire::Message::Response(r)) => {
                             if let Some(p) = self.pending.get_mut(&key).filter(|p| p.id == r.id) {
@@ -236,10 +256,16 @@ impl Service {
                 Event::NoPeer { session, mri, icmp, .. } => {
                     let key = (session, mri);
                     tracing::debug!(session = %key.0, icmp, "no appliance further on: this node answers for the path");
-                    if let Some(p) = self.pending.get_mut(&key) {
-                        p.downstream.get_or_insert_with(Vec::new);
+                    let trigger = self.pending.get_mut(&key).and_then(|p| p.trigger.take());
+                    match trigger {
+                        Some((data, req)) => self.turn_around(key, data, req),
+                        None => {
+                            if let Some(p) = self.pending.get_mut(&key) {
+                                p.downstream.get_or_insert_with(Vec::new);
+                            }
+                            self.maybe_complete(key);
+                        }
                     }
-                    self.maybe_complete(key);
                 }
                 Event::PeerError { peer, error, .. } => {
                     tracing::info!(%peer, code = ?error.code, subcode = error.subcode, "GIST error from a peer");
@@ -258,6 +284,7 @@ impl Service {
         };
         let mut pending = Pending {
             kind,
+            trigger: None,
             id,
             hops,
             origin,
@@ -265,8 +292,9 @@ impl Service {
             downstream: None,
             deadline: Instant::now() + self.response_timeout,
         };
+        let me = self.node_id.clone();
         let refuse = |status: Status, reason: String| {
-            let mut e = NodeEntry::new(self.node_id.clone(), status, reason);
+            let mut e = NodeEntry::new(me.clone(), status, reason);
             e.address = Some(local_for(origin.ip()));
             e
         };
@@ -278,7 +306,7 @@ impl Service {
                 Some(t) => match netserv_nslp::sign::verify(&data, &t.public_key) {
                     Err(netserv_nslp::sign::VerifyError::Malformed(e)) => Err(refuse(Status::Malformed, e.to_string())),
                     Err(e) => Err(refuse(Status::BadSignature, e.to_string())),
-                    Ok(v) => match self.replay.check(unix_ms(), v.timestamp_ms, v.nonce) {
+                    Ok(v) => match self.replay_guard(v.kind, &key.1).check(unix_ms(), v.timestamp_ms, v.nonce) {
                         Err(e @ ReplayError::Stale { .. }) => Err(refuse(Status::Stale, e.to_string())),
                         Err(e @ ReplayError::Replayed) => Err(refuse(Status::Replay, e.to_string())),
                         Err(e @ ReplayError::Full) => Err(refuse(Status::LimitExceeded, e.to_string())),
@@ -300,6 +328,7 @@ impl Service {
             }
         };
         tracing::info!(session = %key.0, request = kind.as_str(), id, user = %req.user, module = ?req.module, "NSLP request verified");
+        let data_copy = if kind == RequestKind::Trigger { data.clone() } else { Vec::new() };
         // On down the path at once, in parallel with acting here.
         let local_t = local_for(key.1.query_target());
         if let Err(e) =
@@ -308,8 +337,14 @@ impl Service {
             tracing::debug!(error = %e, "not sending the request further on; this node answers for the path");
             pending.downstream = Some(Vec::new());
         }
-        let acts = req.node_id.as_deref().is_none_or(|n| n == self.node_id);
-        if acts {
+        let forward_leg_trigger = kind == RequestKind::Trigger && key.1.direction == Direction::Downstream;
+        let acts = req.node_id.as_deref().is_none_or(|n| n == self.node_id) && !forward_leg_trigger;
+        if forward_leg_trigger {
+            // Passes through; if this turns out to be the last appliance,
+            // NoPeer turns it around.
+            pending.local = Some(None);
+            pending.trigger = Some((data_copy, req));
+        } else if acts {
             let (controller, node_id, done) = (self.controller.clone(), self.node_id.clone(), self.done_tx.clone());
             let address = local_for(origin.ip());
             let load = self.load.pps();
@@ -323,6 +358,57 @@ impl Service {
         }
         self.pending.insert(key.clone(), pending);
         self.maybe_complete(key);
+    }
+
+    fn replay_guard(&mut self, kind: RequestKind, mri: &Mri) -> &mut ReplayGuard {
+        if kind == RequestKind::Trigger && mri.direction == Direction::Upstream {
+            &mut self.replay_return
+        } else {
+            &mut self.replay
+        }
+    }
+
+    /// This node is the last appliance a TRIGGER reached: install here, and
+    /// send the request back towards its origin as a new session.
+    fn turn_around(&mut self, forward: Key, data: Vec<u8>, req: Verified<Request>) {
+        let mut sid = [0u8; 16];
+        OsRng.fill_bytes(&mut sid);
+        let back = (SessionId(sid), forward.1.reversed_direction());
+        tracing::info!(session = %forward.0, return_session = %back.0, "TRIGGER reached the end of the path; signaling back");
+        let origin = self.pending.get(&forward).map(|p| p.origin);
+        let hops = self.pending.get(&forward).map_or(self.node.config().initial_hops, |p| p.hops);
+        let local_t = local_for(back.1.query_target());
+        match self.node.send(
+            Instant::now(),
+            local_t,
+            Toward::Target,
+            back.0,
+            back.1.clone(),
+            data,
+            Some(hops),
+            &mut OsRng,
+        ) {
+            Ok(()) => {
+                self.return_legs.insert(back.clone(), forward.clone());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no return leg; this node answers alone");
+                if let Some(p) = self.pending.get_mut(&forward) {
+                    p.downstream = Some(Vec::new());
+                }
+            }
+        }
+        // This node is on the return path too: it installs, as a SETUP would.
+        if let Some(p) = self.pending.get_mut(&forward) {
+            p.local = None;
+        }
+        let (controller, node_id, done) = (self.controller.clone(), self.node_id.clone(), self.done_tx.clone());
+        let address = local_for(origin.map_or(back.1.query_target(), |o| o.ip()));
+        let load = self.load.pps();
+        tokio::spawn(async move {
+            let entry = actions::perform(&controller, &node_id, address, load, &req).await;
+            let _ = done.send(Done { key: forward, entry });
+        });
     }
 
     /// Answers upstream once this node and the rest of the path are done.
