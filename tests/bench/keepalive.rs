@@ -19,7 +19,7 @@
 
 use netserv_e2e::appliance::{TempDir, keepalive_install, test_config, test_config_with};
 use netserv_e2e::netns::UA_IP;
-use netserv_e2e::{Appliance, Testbed, paths};
+use netserv_e2e::{Appliance, Testbed, paths, rss_kib};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -102,15 +102,6 @@ fn write(dir: &std::path::Path, name: &str, body: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, body).expect("write payload");
     p.to_str().expect("utf-8").to_owned()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -13,13 +13,12 @@
 //! Progress on stderr; the last line on stdout is a JSON object with the
 //! figures. Needs root and python3 (the module origin). Every load is bounded.
 
-use netserv_e2e::appliance::{ADMIN_TOKEN, TempDir};
-use netserv_e2e::path::{CORE_IP, PathTestbed, UA_IP};
-use netserv_e2e::{Appliance, netns, paths};
+use netserv_e2e::appliance::TempDir;
+use netserv_e2e::path::{PathTestbed, SEED_A, UA_IP, appliance_config};
+use netserv_e2e::{Appliance, paths, rss_kib};
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
 const SERVER: &str = "198.18.10.20:5060";
 
 fn progress(msg: &str) {
@@ -38,39 +37,8 @@ fn json_line(out: &str) -> Value {
     out.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn config(node_id: &str, state: &std::path::Path) -> String {
-    format!(
-        r#"node_id = "{node_id}"
-state_dir = {state:?}
-
-[api]
-listen = "127.0.0.1:8270"
-admin_token = "{ADMIN_TOKEN}"
-
-[dataplane]
-queues = 1
-
-[signaling]
-validity_secs = 600
-max_sessions = 250000
-
-[[tenants]]
-name = "itsp-a"
-public_key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
-api_token = "tenant-a-token-0123456789"
-filter_prefixes = ["198.18.10.0/24"]
-listen_ports = [5060]
-"#
-    )
+    appliance_config(node_id, state, "validity_secs = 600\nmax_sessions = 250000")
 }
 
 fn gauge(metrics: &str, name: &str) -> f64 {
@@ -166,11 +134,9 @@ fn main() -> anyhow::Result<()> {
     let sessions = env_u64("BENCH_SESSIONS", 105_000).clamp(100, 500_000);
     let dir = TempDir::new("bench-sig")?;
     let www = dir.0.join("www");
-    std::fs::create_dir_all(&www)?;
     let module = www.join("keepalive.wasm");
-    std::fs::copy(paths::module("netserv_keepalive"), &module)?;
     let key = dir.0.join("itsp-a.key");
-    std::fs::write(&key, SEED)?;
+    std::fs::write(&key, SEED_A)?;
     let notify = dir.0.join("notify.sip");
     std::fs::write(
         &notify,
@@ -179,19 +145,7 @@ fn main() -> anyhow::Result<()> {
          Event: keep-alive\r\nContent-Length: 0\r\n\r\n",
     )?;
     let tb = PathTestbed::new("bsig")?;
-    let _origin = tb.spawn(
-        &tb.core,
-        "python3",
-        &["-m", "http.server", "8080", "--bind", CORE_IP, "--directory", www.to_str().unwrap_or_default()],
-        None,
-    )?;
-    let url = format!("http://{CORE_IP}:8080/keepalive.wasm");
-    for _ in 0..100 {
-        if tb.output(&tb.core, "curl", &["-sf", "-o", "/dev/null", &url]).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_origin, url) = tb.module_origin(&www)?;
     let edge1 = Appliance::start_in(&tb.edge1, &config("edge1", &dir.0.join("s1")))?;
     let _edge2 = Appliance::start_in(&tb.edge2, &config("edge2", &dir.0.join("s2")))?;
     let s = |p: &std::path::Path| p.to_str().unwrap_or_default().to_owned();
@@ -229,7 +183,6 @@ fn main() -> anyhow::Result<()> {
         rss_before / 1024,
         rss_after / 1024
     ));
-    let _ = netns::module_rules(&bed.tb.edge1);
 
     println!(
         "{}",

@@ -5,7 +5,9 @@
 //!  core 198.18.10.20 ── .10.1 edge1 .11.1 ── .11.2 router .12.1 ── .12.2 edge2 .13.1 ── .13.10 ua
 //! ```
 
+use crate::appliance::ADMIN_TOKEN;
 use crate::netns::{self, Proc, delete_namespaces, run};
+use crate::paths;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const CORE_IP: &str = "198.18.10.20";
@@ -13,7 +15,38 @@ pub const EDGE1_UP: &str = "198.18.10.1";
 pub const EDGE2_UP: &str = "198.18.12.2";
 pub const UA_IP: &str = "198.18.13.10";
 
+/// RFC 8032 §7.1 TEST 1 secret seed: tenant `itsp-a`'s signing key in
+/// [`appliance_config`] (its public key is the TEST 1 public key).
+pub const SEED_A: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// An appliance for this testbed: tenant `itsp-a` owns core's SIP port;
+/// `signaling` is extra lines for the `[signaling]` table.
+pub fn appliance_config(node_id: &str, state_dir: &std::path::Path, signaling: &str) -> String {
+    format!(
+        r#"node_id = "{node_id}"
+state_dir = {state_dir:?}
+
+[api]
+listen = "127.0.0.1:8270"
+admin_token = "{ADMIN_TOKEN}"
+
+[dataplane]
+queues = 1
+
+[signaling]
+{signaling}
+
+[[tenants]]
+name = "itsp-a"
+public_key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+api_token = "tenant-a-token-0123456789"
+filter_prefixes = ["198.18.10.0/24"]
+listen_ports = [5060]
+"#
+    )
+}
 
 pub struct PathTestbed {
     pub core: String,
@@ -65,6 +98,28 @@ impl PathTestbed {
             run(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"])?;
         }
         Ok(tb)
+    }
+
+    /// Serves the keepalive module over HTTP from core (python3's http.server,
+    /// files from `www`); returns the server and the module's URL once it answers.
+    pub fn module_origin(&self, www: &std::path::Path) -> anyhow::Result<(Proc, String)> {
+        std::fs::create_dir_all(www)?;
+        std::fs::copy(paths::module("netserv_keepalive"), www.join("keepalive.wasm"))?;
+        let dir = www.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+        let origin = self.spawn(
+            &self.core,
+            "python3",
+            &["-m", "http.server", "8080", "--bind", CORE_IP, "--directory", dir],
+            None,
+        )?;
+        let url = format!("http://{CORE_IP}:8080/keepalive.wasm");
+        for _ in 0..200 {
+            if self.output(&self.core, "curl", &["-sf", "-o", "/dev/null", &url]).is_ok() {
+                return Ok((origin, url));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        anyhow::bail!("the module origin did not come up")
     }
 
     fn all(&self) -> [&String; 5] {

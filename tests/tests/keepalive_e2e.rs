@@ -4,9 +4,9 @@
 
 use netserv_e2e::appliance::{ADMIN_TOKEN, TENANT_A_TOKEN, TempDir, keepalive_install, test_config, test_config_with};
 use netserv_e2e::netns::CORE_IP;
-use netserv_e2e::{Appliance, Testbed, paths, sipp};
+use netserv_e2e::{Appliance, Testbed, paths, sipp, wait_for};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SERVER: &str = "198.18.2.20:5060";
 
@@ -41,17 +41,6 @@ fn ask(tb: &Testbed, to: &str, payload: &str, count: u32, timeout_ms: u32) -> Va
         )
         .expect("probe ask");
     serde_json::from_str(out.trim()).expect("probe json")
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

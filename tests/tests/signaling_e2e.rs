@@ -8,37 +8,17 @@
 //! Needs root, iptables and python3 (its http.server is the module origin).
 
 use netserv_e2e::appliance::{ADMIN_TOKEN, TempDir};
-use netserv_e2e::path::{CORE_IP, PathTestbed, UA_IP};
-use netserv_e2e::{Appliance, netns, paths};
+use netserv_e2e::path::{PathTestbed, SEED_A, UA_IP, appliance_config};
+use netserv_e2e::{Appliance, netns, paths, wait_for};
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SERVER: &str = "198.18.10.20:5060";
-/// RFC 8032 §7.1 TEST 1 secret seed; its public key is tenant itsp-a's.
-const SEED_A: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
 /// RFC 8032 §7.1 TEST 2 seed: a key the appliances do not trust for itsp-a.
 const SEED_OTHER: &str = "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb";
 
 fn config(node_id: &str, state_dir: &std::path::Path) -> String {
-    format!(
-        r#"node_id = "{node_id}"
-state_dir = {state_dir:?}
-
-[api]
-listen = "127.0.0.1:8270"
-admin_token = "{ADMIN_TOKEN}"
-
-[dataplane]
-queues = 1
-
-[[tenants]]
-name = "itsp-a"
-public_key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
-api_token = "tenant-a-token-0123456789"
-filter_prefixes = ["198.18.10.0/24"]
-listen_ports = [5060]
-"#
-    )
+    appliance_config(node_id, state_dir, "")
 }
 
 struct Env {
@@ -61,21 +41,8 @@ fn env(tag: &str) -> Env {
     let wrong_key = dir.0.join("other.key");
     std::fs::write(&wrong_key, SEED_OTHER).expect("key");
     let www = dir.0.join("www");
-    std::fs::create_dir_all(&www).expect("www");
     let module_file = www.join("keepalive.wasm");
-    std::fs::copy(paths::module("netserv_keepalive"), &module_file).expect("module");
-    let origin = tb
-        .spawn(
-            &tb.core,
-            "python3",
-            &["-m", "http.server", "8080", "--bind", CORE_IP, "--directory", www.to_str().expect("utf-8")],
-            None,
-        )
-        .expect("module origin");
-    let url = format!("http://{CORE_IP}:8080/keepalive.wasm");
-    wait_for("the module origin", Duration::from_secs(10), || {
-        tb.output(&tb.core, "curl", &["-sf", "-o", "/dev/null", &url]).ok()
-    });
+    let (origin, url) = tb.module_origin(&www).expect("module origin");
     let edge1 = Appliance::start_in(&tb.edge1, &config("edge1", &dir.0.join("edge1"))).expect("edge1 starts");
     let edge2 = Appliance::start_in(&tb.edge2, &config("edge2", &dir.0.join("edge2"))).expect("edge2 starts");
     Env {
@@ -88,17 +55,6 @@ fn env(tag: &str) -> Env {
         wrong_key: wrong_key.to_str().expect("utf-8").into(),
         module_file: module_file.to_str().expect("utf-8").into(),
         url,
-    }
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -276,12 +276,7 @@ impl Node {
             m.nslp_data = Some(&data);
             let payload = m.encode(Encapsulation::DMode).ok_or(SendError::Encoding)?;
             self.stats.data_sent += 1;
-            self.transmits.push_back(Transmit {
-                destination: to,
-                source_ip: local,
-                encapsulation: Encapsulation::DMode,
-                payload,
-            });
+            self.push(to, local, Encapsulation::DMode, payload);
             return Ok(());
         }
         if side == Toward::Origin {
@@ -304,12 +299,7 @@ impl Node {
         }
         let target = SocketAddr::new(key.1.query_target(), GIST_PORT);
         self.stats.queries_sent += 1;
-        self.transmits.push_back(Transmit {
-            destination: target,
-            source_ip: local,
-            encapsulation: Encapsulation::QMode,
-            payload: payload.clone(),
-        });
+        self.push(target, local, Encapsulation::QMode, payload.clone());
         self.pending.insert(
             key,
             PendingQuery {
@@ -405,12 +395,7 @@ impl Node {
         r.forward = q.forward.clone();
         if let Some(payload) = r.encode(Encapsulation::DMode) {
             self.stats.responses_sent += 1;
-            self.transmits.push_back(Transmit {
-                destination: from,
-                source_ip: local,
-                encapsulation: Encapsulation::DMode,
-                payload,
-            });
+            self.push(from, local, Encapsulation::DMode, payload);
         }
     }
 
@@ -436,12 +421,7 @@ impl Node {
             c.nslp_data = Some(&p.data);
         }
         if let Some(payload) = c.encode(Encapsulation::DMode) {
-            self.transmits.push_back(Transmit {
-                destination: from,
-                source_ip: p.source_ip,
-                encapsulation: Encapsulation::DMode,
-                payload,
-            });
+            self.push(from, p.source_ip, Encapsulation::DMode, payload);
         }
         let validity = Duration::from_millis(u64::from(nli.validity_ms)).min(self.cfg.validity * 4);
         let peer = Peer { address: from, identity: nli.peer_identity.clone(), expires: now + validity };
@@ -567,6 +547,10 @@ impl Node {
         }
     }
 
+    fn push(&mut self, destination: SocketAddr, source_ip: IpAddr, encapsulation: Encapsulation, payload: Vec<u8>) {
+        self.transmits.push_back(Transmit { destination, source_ip, encapsulation, payload });
+    }
+
     /// Answers a message with a GIST Error (never an Error with an Error).
     fn send_error(
         &mut self,
@@ -603,12 +587,7 @@ impl Node {
         });
         if let Some(payload) = m.encode(Encapsulation::DMode) {
             self.stats.errors_sent += 1;
-            self.transmits.push_back(Transmit {
-                destination: to,
-                source_ip: local,
-                encapsulation: Encapsulation::DMode,
-                payload,
-            });
+            self.push(to, local, Encapsulation::DMode, payload);
         }
     }
 }
