@@ -1,0 +1,159 @@
+//! The plugin's TOML config, checked once at start-up; errors name the field.
+
+use crate::policy::PolicyConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The tenant name the appliances know this ITSP by.
+    pub tenant: String,
+    /// The ITSP's Ed25519 signing key (64 hex digits).
+    pub key_file: PathBuf,
+    /// The SIP server the phones reach (the keepalive module's filter).
+    pub server: SocketAddr,
+    /// Where Kamailio's siptrace sends HEP.
+    #[serde(default = "default_hep")]
+    pub hep_listen: SocketAddr,
+    /// Status, metrics and module downloads.
+    #[serde(default = "default_http")]
+    pub http_listen: SocketAddr,
+    /// The registry file (survives restarts).
+    #[serde(default = "default_registry")]
+    pub registry: PathBuf,
+    pub module: ModuleConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub signaling: SignalingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleConfig {
+    #[serde(default = "default_module_name")]
+    pub name: String,
+    /// The module file; the plugin serves it and signs its sha256.
+    pub file: PathBuf,
+    /// Where appliances download it. Default: served by this plugin at
+    /// `http://<http_advertise>/modules/<name>.wasm`.
+    pub url: Option<String>,
+    /// The address appliances reach this plugin's HTTP server at.
+    pub http_advertise: Option<SocketAddr>,
+    /// Module properties (e.g. `server`, `domains`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalingConfig {
+    pub query_attempts: u32,
+    pub timeout_ms: u64,
+}
+
+impl Default for SignalingConfig {
+    fn default() -> Self {
+        Self { query_attempts: 3, timeout_ms: 10_000 }
+    }
+}
+
+fn default_hep() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9060))
+}
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8280))
+}
+fn default_registry() -> PathBuf {
+    PathBuf::from("/var/lib/netserv-plugin/registry.json")
+}
+fn default_module_name() -> String {
+    "keepalive".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Syntax(String),
+    #[error("`{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let bad = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
+        if c.tenant.is_empty() {
+            return bad("tenant", "must not be empty");
+        }
+        if c.module.url.is_none() && c.module.http_advertise.is_none() {
+            return bad("module.url", "set it, or set module.http_advertise so the plugin serves the module");
+        }
+        let p = &c.policy;
+        if p.ttl_secs == 0 {
+            return bad("policy.ttl_secs", "must be at least 1");
+        }
+        if p.refresh_before_secs >= p.ttl_secs {
+            return bad("policy.refresh_before_secs", "must be less than policy.ttl_secs");
+        }
+        if p.keepalive_threshold == 0 {
+            return bad("policy.keepalive_threshold", "must be at least 1");
+        }
+        if c.signaling.query_attempts == 0 || c.signaling.timeout_ms == 0 {
+            return bad("signaling", "query_attempts and timeout_ms must be at least 1");
+        }
+        Ok(c)
+    }
+
+    /// The module's download URL.
+    pub fn module_url(&self) -> String {
+        match (&self.module.url, self.module.http_advertise) {
+            (Some(u), _) => u.clone(),
+            (None, Some(a)) => format!("http://{a}/modules/{}.wasm", self.module.name),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+tenant = "itsp-a"
+key_file = "/k"
+server = "198.18.2.20:5060"
+[module]
+file = "/m.wasm"
+http_advertise = "198.18.2.20:8280"
+"#;
+
+    fn field(text: &str) -> String {
+        match Config::parse(text) {
+            Err(ConfigError::Invalid { field, .. }) => field.into(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let c = Config::parse(BASE).expect("valid");
+        assert_eq!(c.module_url(), "http://198.18.2.20:8280/modules/keepalive.wasm");
+        assert_eq!(field(&BASE.replace("http_advertise = \"198.18.2.20:8280\"", "")), "module.url");
+        assert_eq!(
+            field(&format!("{BASE}[policy]\nttl_secs = 10\nrefresh_before_secs = 10\n")),
+            "policy.refresh_before_secs"
+        );
+        assert!(matches!(Config::parse(&format!("{BASE}bogus = 1\n")), Err(ConfigError::Syntax(_))));
+    }
+}

@@ -1,0 +1,285 @@
+//! The plugin daemon, the thin I/O shell around [`crate::policy`]: a UDP
+//! socket for HEP from Kamailio, signaling through `netserv-signal`'s client,
+//! the registry file, and an HTTP server for status, metrics and the module
+//! file. Kamailio never waits on any of it: HEP is fire-and-forget UDP.
+
+use crate::config::Config;
+use crate::hep;
+use crate::observe::{Observation, classify};
+use crate::policy::{Action, Hop, Outcome, Policy, Registry};
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use ed25519_dalek::SigningKey;
+use netserv_nslp::wire::{Request, RequestKind, Status};
+use netserv_signal::client::{self, ClientOptions};
+use rand_core::{OsRng, RngCore};
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Signer {
+    cfg: Config,
+    key: SigningKey,
+    sha256: [u8; 32],
+    url: String,
+    opts: ClientOptions,
+}
+
+impl Signer {
+    fn request(&self, kind: RequestKind) -> Request {
+        let mut nonce = [0u8; 16];
+        OsRng.fill_bytes(&mut nonce);
+        let mut r = Request::new(kind, OsRng.next_u32(), self.cfg.tenant.clone(), now_ms(), nonce);
+        r.module = Some(self.cfg.module.name.clone());
+        if kind == RequestKind::Setup {
+            r.module_url = Some(self.url.clone());
+            r.sha256 = Some(self.sha256);
+            r.filter_proto = Some(17);
+            r.filter_ports = vec![self.cfg.server.port()];
+            r.filter_addr = Some((self.cfg.server.ip(), if self.cfg.server.is_ipv4() { 32 } else { 128 }));
+            r.properties = self.cfg.module.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            r.ttl_secs = Some(self.cfg.policy.ttl_secs);
+        }
+        if kind == RequestKind::Probe {
+            r.module = None;
+        }
+        netserv_nslp::sign::sign(&mut r, &self.key);
+        r
+    }
+
+    /// Carries out one action and reports the stack (None on any failure).
+    async fn run(&self, action: Action) -> Outcome {
+        let (kind, target) = match &action {
+            Action::Probe { phone } => (RequestKind::Probe, *phone),
+            Action::Deploy { phone } => (RequestKind::Setup, *phone),
+            Action::Refresh { towards, .. } => (RequestKind::Setup, *towards),
+            Action::Remove { towards, .. } => (RequestKind::Remove, *towards),
+        };
+        let req = self.request(kind);
+        let stack = match client::request(target, req.id, req.encode(), &self.opts).await {
+            Ok(client::Outcome::Response(r)) => {
+                let refused: Vec<_> = r.stack.iter().filter(|e| e.status != Status::Ok).collect();
+                if !refused.is_empty() {
+                    tracing::warn!(request = kind.as_str(), %target, refused = ?refused.iter().map(|e| (&e.node_id, e.status.as_str(), &e.reason)).collect::<Vec<_>>(), "appliances refused");
+                }
+                Some(
+                    r.stack
+                        .into_iter()
+                        .map(|e| Hop {
+                            ok: e.status == Status::Ok
+                                || (kind == RequestKind::Remove && e.status == Status::NotInstalled),
+                            node_id: e.node_id,
+                            address: e.address,
+                            modules: e.modules,
+                        })
+                        .collect(),
+                )
+            }
+            Ok(client::Outcome::NoAppliance { .. }) => {
+                tracing::info!(request = kind.as_str(), %target, "no NetServ appliance on the path");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(request = kind.as_str(), %target, error = %e, "signaling failed");
+                None
+            }
+        };
+        Outcome { action, stack }
+    }
+}
+
+#[derive(Clone)]
+struct Http {
+    registry: watch::Receiver<Registry>,
+    module: Arc<Vec<u8>>,
+    module_file: String,
+}
+
+async fn status(State(s): State<Http>) -> impl IntoResponse {
+    let r = s.registry.borrow().clone();
+    axum::Json(serde_json::json!({
+        "counters": r.counters,
+        "appliances": r.deployments.values().map(|d| serde_json::json!({
+            "node_id": d.appliance, "address": d.address, "phones": d.phones,
+            "expires_in_s": d.expires_ms.saturating_sub(now_ms()) / 1000, "refreshes": d.refreshes,
+        })).collect::<Vec<_>>(),
+        "phones": r.phones,
+    }))
+}
+
+async fn metrics(State(s): State<Http>) -> impl IntoResponse {
+    let r = s.registry.borrow().clone();
+    let c = r.counters;
+    let served = r.phones.values().filter(|p| p.appliance.is_some()).count();
+    let mut out = String::new();
+    for (name, kind, help, v) in [
+        (
+            "netserv_plugin_keepalives_at_server_total",
+            "counter",
+            "Keep-alives that reached the SIP server (mirrored by Kamailio).",
+            c.keepalives_seen,
+        ),
+        ("netserv_plugin_registers_total", "counter", "REGISTERs seen.", c.registers_seen),
+        ("netserv_plugin_deployments_total", "counter", "Modules deployed towards phones (SETUP).", c.deployments),
+        (
+            "netserv_plugin_joined_total",
+            "counter",
+            "Phones that joined an existing deployment (learned from PROBE).",
+            c.joined,
+        ),
+        ("netserv_plugin_refreshes_total", "counter", "Deployments refreshed before their TTL.", c.refreshes),
+        (
+            "netserv_plugin_removals_total",
+            "counter",
+            "Deployments removed (REMOVE) when their phones went idle.",
+            c.removals,
+        ),
+        ("netserv_plugin_expiries_total", "counter", "Deployments left to expire.", c.expiries),
+        ("netserv_plugin_failures_total", "counter", "Signaling that failed or was refused.", c.failures),
+        (
+            "netserv_plugin_appliances_known",
+            "gauge",
+            "Appliances serving this ITSP's phones.",
+            r.deployments.len() as u64,
+        ),
+        ("netserv_plugin_phones", "gauge", "Phones known.", r.phones.len() as u64),
+        ("netserv_plugin_phones_served", "gauge", "Phones whose keep-alives are answered at the edge.", served as u64),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+async fn module_file(State(s): State<Http>, Path(file): Path<String>) -> impl IntoResponse {
+    if file == s.module_file {
+        ([(header::CONTENT_TYPE, "application/wasm")], s.module.as_ref().clone()).into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}
+
+fn save(path: &std::path::Path, r: &Registry) {
+    let result = serde_json::to_vec_pretty(r).map_err(std::io::Error::other).and_then(|b| {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, b)?;
+        std::fs::rename(&tmp, path)
+    });
+    if let Err(e) = result {
+        tracing::error!(error = %e, path = %path.display(), "could not save the registry");
+    }
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let key_text = std::fs::read_to_string(&cfg.key_file)
+        .with_context(|| format!("reading key_file {}", cfg.key_file.display()))?;
+    let seed: [u8; 32] = hex::decode(key_text.trim())
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .with_context(|| format!("key_file {}: expected 64 hex digits", cfg.key_file.display()))?;
+    let module_bytes = std::fs::read(&cfg.module.file)
+        .with_context(|| format!("reading module.file {}", cfg.module.file.display()))?;
+    let registry: Registry = match std::fs::read(&cfg.registry) {
+        Ok(b) => {
+            serde_json::from_slice(&b).with_context(|| format!("registry {} is corrupt", cfg.registry.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry::default(),
+        Err(e) => return Err(e).with_context(|| format!("reading registry {}", cfg.registry.display())),
+    };
+    let signer = Arc::new(Signer {
+        key: SigningKey::from_bytes(&seed),
+        sha256: Sha256::digest(&module_bytes).into(),
+        url: cfg.module_url(),
+        opts: ClientOptions {
+            node_id: format!("plugin-{}", cfg.tenant),
+            query_attempts: cfg.signaling.query_attempts,
+            timeout: Duration::from_millis(cfg.signaling.timeout_ms),
+            ..ClientOptions::default()
+        },
+        cfg: cfg.clone(),
+    });
+    let mut policy = Policy::new(cfg.policy.clone(), &cfg.tenant, &cfg.module.name, registry);
+    let (reg_tx, reg_rx) = watch::channel(policy.registry.clone());
+
+    let hep_sock = tokio::net::UdpSocket::bind(cfg.hep_listen)
+        .await
+        .with_context(|| format!("binding hep_listen {}", cfg.hep_listen))?;
+    let http =
+        Http { registry: reg_rx, module: Arc::new(module_bytes), module_file: format!("{}.wasm", cfg.module.name) };
+    let app = Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/modules/{file}", get(module_file))
+        .with_state(http);
+    let listener = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .with_context(|| format!("binding http_listen {}", cfg.http_listen))?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    tracing::info!(hep = %cfg.hep_listen, http = %cfg.http_listen, server = %cfg.server, module_url = %signer.url, "plugin running");
+
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outcome>();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        tokio::select! {
+            r = hep_sock.recv_from(&mut buf) => {
+                let Ok((n, _)) = r else { continue };
+                match hep::decode(buf.get(..n).unwrap_or_default()) {
+                    Ok(h) => match classify(&h) {
+                        Observation::KeepAlive { phone } => policy.on_keepalive(now_ms(), phone.ip()),
+                        Observation::Register { phone, expires } => policy.on_register(now_ms(), phone.ip(), expires),
+                        Observation::Other => {}
+                    },
+                    Err(e) => tracing::debug!(error = %e, "not a HEP3 datagram"),
+                }
+            }
+            Some(o) = out_rx.recv() => policy.on_outcome(now_ms(), o),
+            _ = tick.tick() => policy.handle_timeout(now_ms()),
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: saving the registry and stopping");
+                save(&cfg.registry, &policy.registry);
+                return Ok(());
+            }
+            _ = tokio::signal::ctrl_c() => {
+                save(&cfg.registry, &policy.registry);
+                return Ok(());
+            }
+        }
+        while let Some(action) = policy.poll_action() {
+            tracing::info!(?action, "signaling");
+            let (s, tx) = (signer.clone(), out_tx.clone());
+            tokio::spawn(async move {
+                let _ = tx.send(s.run(action).await);
+            });
+        }
+        if policy.dirty {
+            policy.dirty = false;
+            save(&cfg.registry, &policy.registry);
+            let _ = reg_tx.send(policy.registry.clone());
+        }
+    }
+}
+
+/// For tests and tools: which address a registry entry is about.
+pub fn phones_served(r: &Registry) -> Vec<IpAddr> {
+    r.phones.iter().filter(|(_, p)| p.appliance.is_some()).map(|(ip, _)| *ip).collect()
+}

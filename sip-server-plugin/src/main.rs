@@ -1,0 +1,63 @@
+//! `netserv-sip-plugin run --config plugin.toml` | `check-config --config plugin.toml`
+
+use clap::{Parser, Subcommand};
+use netserv_sip_plugin::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "netserv-sip-plugin", version, about = "Deploys NetServ edge modules from a SIP server's own traffic")]
+struct Cli {
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if cli.log_format == "json" {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let (Cmd::Run { config } | Cmd::CheckConfig { config }) = &cli.cmd;
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if matches!(cli.cmd, Cmd::CheckConfig { .. }) {
+        println!("config ok");
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(netserv_sip_plugin::daemon::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! What a mirrored SIP message tells the plugin about a phone.
+
+use crate::hep::{Hep, PROTO_SIP};
+use netserv_sip_scan::{EMPTY_HEADER, HeaderName, StartLine, params_iter, parse_datagram};
+use std::net::SocketAddr;
+
+/// RFC 3261 §10.2.1.1: the registrar's default when a REGISTER names no expiry.
+const DEFAULT_EXPIRES: u32 = 3600;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// A NAT keep-alive that reached the server: NOTIFY with `Event:
+    /// keep-alive` (the NetServ thesis's form) or an OPTIONS ping.
+    KeepAlive { phone: SocketAddr },
+    /// A REGISTER; `expires` 0 is an unregistration.
+    Register { phone: SocketAddr, expires: u32 },
+    /// Anything else (calls, responses, unparseable messages).
+    Other,
+}
+
+/// Classifies one mirrored message; `phone` is where it came from as the
+/// server saw it (the phone's NAT binding).
+pub fn classify(hep: &Hep<'_>) -> Observation {
+    if hep.proto_type != PROTO_SIP {
+        return Observation::Other;
+    }
+    let mut headers = [EMPTY_HEADER; 48];
+    let Ok(msg) = parse_datagram(hep.payload, &mut headers) else {
+        return Observation::Other;
+    };
+    let StartLine::Request { method, .. } = msg.start else {
+        return Observation::Other;
+    };
+    let phone = hep.source;
+    match method {
+        b"NOTIFY" => {
+            let keepalive = msg.header(HeaderName::Event).is_some_and(|h| {
+                let ty = h.value.split(|&b| b == b';' || b == b' ').next().unwrap_or_default();
+                ty.eq_ignore_ascii_case(b"keep-alive")
+            });
+            if keepalive { Observation::KeepAlive { phone } } else { Observation::Other }
+        }
+        b"OPTIONS" => Observation::KeepAlive { phone },
+        b"REGISTER" => Observation::Register { phone, expires: register_expires(&msg) },
+        _ => Observation::Other,
+    }
+}
+
+/// The lifetime a REGISTER asks for: the first Contact's `expires` parameter,
+/// else the Expires header, else the default.
+fn register_expires(msg: &netserv_sip_scan::Message<'_, '_>) -> u32 {
+    let number = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    if let Some(c) = msg.header(HeaderName::Contact) {
+        if c.value.trim_ascii() == b"*" {
+            return 0;
+        }
+        let params = c.value.iter().rposition(|&b| b == b'>').and_then(|i| c.value.get(i + 1..)).unwrap_or(c.value);
+        let params = params.iter().position(|&b| b == b';').and_then(|i| params.get(i..)).unwrap_or_default();
+        for (name, value) in params_iter(params) {
+            if name.eq_ignore_ascii_case(b"expires")
+                && let Some(n) = value.and_then(number)
+            {
+                return n;
+            }
+        }
+    }
+    msg.header(HeaderName::Expires).and_then(|h| number(h.value)).unwrap_or(DEFAULT_EXPIRES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hep(payload: &[u8]) -> Hep<'_> {
+        Hep {
+            source: "198.18.1.10:5099".parse().expect("addr"),
+            destination: "198.18.2.20:5060".parse().expect("addr"),
+            ip_protocol: 17,
+            proto_type: PROTO_SIP,
+            timestamp: None,
+            payload,
+        }
+    }
+
+    const NOTIFY: &[u8] = b"NOTIFY sip:198.18.2.20 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.10:5099;branch=z9hG4bK-1\r\n\
+From: <sip:a@x>;tag=1\r\nTo: <sip:198.18.2.20>\r\nCall-ID: c\r\nCSeq: 1 NOTIFY\r\nEvent: keep-alive\r\nContent-Length: 0\r\n\r\n";
+
+    fn register(extra: &str) -> Vec<u8> {
+        format!(
+            "REGISTER sip:198.18.2.20 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.10:5099;branch=z9hG4bK-2\r\nFrom: <sip:a@x>;tag=1\r\n\
+             To: <sip:a@x>\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn keepalives_and_registrations() {
+        let phone: SocketAddr = "198.18.1.10:5099".parse().expect("addr");
+        assert_eq!(classify(&hep(NOTIFY)), Observation::KeepAlive { phone });
+        let r = register("Contact: <sip:a@198.18.1.10:5099>;expires=120\r\nExpires: 600\r\n");
+        assert_eq!(classify(&hep(&r)), Observation::Register { phone, expires: 120 });
+        let r = register("Contact: <sip:a@198.18.1.10:5099>\r\nExpires: 600\r\n");
+        assert_eq!(classify(&hep(&r)), Observation::Register { phone, expires: 600 });
+        let r = register("Contact: *\r\nExpires: 0\r\n");
+        assert_eq!(classify(&hep(&r)), Observation::Register { phone, expires: 0 });
+        let r = register("Contact: <sip:a@198.18.1.10:5099>\r\n");
+        assert_eq!(classify(&hep(&r)), Observation::Register { phone, expires: DEFAULT_EXPIRES });
+        let other_event = String::from_utf8_lossy(NOTIFY).replace("keep-alive", "presence");
+        assert_eq!(classify(&hep(other_event.as_bytes())), Observation::Other);
+        assert_eq!(classify(&hep(b"SIP/2.0 200 OK\r\n\r\n")), Observation::Other);
+        assert_eq!(classify(&hep(b"garbage")), Observation::Other);
+    }
+}

@@ -1,0 +1,401 @@
+//! The deployment policy, sans-IO: observations and signaling outcomes in,
+//! signaling actions out, wall-clock milliseconds passed in (the registry it
+//! keeps survives restarts, so monotonic time would not do).
+//!
+//! - A phone whose keep-alives reach the server (`keepalive_threshold` of
+//!   them) is PROBEd: if the appliance closest to it (the last entry of the
+//!   stack) already runs our module, the phone joins that deployment;
+//!   otherwise a SETUP goes towards the phone.
+//! - `refresh_before` a deployment's TTL ends, it is refreshed (SETUP again)
+//!   if any of its phones is active — registered, or seen keeping alive
+//!   within `idle_after` — and otherwise removed (or left to expire).
+//! - A failure waits `retry_after` before the phone is tried again.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub keepalive_threshold: u32,
+    pub ttl_secs: u32,
+    pub refresh_before_secs: u32,
+    pub idle_after_secs: u32,
+    pub retry_after_secs: u32,
+    /// `true`: REMOVE idle deployments; `false`: let their TTL run out.
+    pub remove_when_idle: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            keepalive_threshold: 1,
+            ttl_secs: 300,
+            refresh_before_secs: 60,
+            idle_after_secs: 120,
+            retry_after_secs: 30,
+            remove_when_idle: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phone {
+    /// Keep-alives that reached the server since the phone was last served.
+    pub keepalives_at_server: u64,
+    pub last_keepalive_ms: u64,
+    pub registered_until_ms: u64,
+    /// The appliance (node id) serving it.
+    pub appliance: Option<String>,
+    #[serde(skip)]
+    pub in_flight: bool,
+    pub retry_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub appliance: String,
+    pub address: Option<IpAddr>,
+    pub phones: BTreeSet<IpAddr>,
+    pub deployed_ms: u64,
+    pub expires_ms: u64,
+    pub refreshes: u64,
+    #[serde(skip)]
+    pub in_flight: bool,
+}
+
+/// What the policy asks the daemon to signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Probe { phone: IpAddr },
+    Deploy { phone: IpAddr },
+    Refresh { appliance: String, towards: IpAddr },
+    Remove { appliance: String, towards: IpAddr },
+}
+
+/// One appliance's entry in a response stack, as the policy needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    pub node_id: String,
+    pub address: Option<IpAddr>,
+    pub ok: bool,
+    /// Modules of ours installed there (`tenant/name@sha`).
+    pub modules: Vec<String>,
+}
+
+/// How an action went: the response stack, or `None` when signaling failed
+/// (no appliance on the path, timeout, refusal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub action: Action,
+    pub stack: Option<Vec<Hop>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub keepalives_seen: u64,
+    pub registers_seen: u64,
+    pub deployments: u64,
+    pub joined: u64,
+    pub refreshes: u64,
+    pub removals: u64,
+    pub expiries: u64,
+    pub failures: u64,
+}
+
+/// The registry: phones, deployments, and what they did. Serialized as is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registry {
+    pub phones: BTreeMap<IpAddr, Phone>,
+    pub deployments: BTreeMap<String, Deployment>,
+    pub counters: Counters,
+}
+
+pub struct Policy {
+    cfg: PolicyConfig,
+    /// The module id prefix this plugin deploys (`tenant/name@`).
+    module_prefix: String,
+    pub registry: Registry,
+    actions: VecDeque<Action>,
+    /// Set whenever the registry changed (the daemon saves it).
+    pub dirty: bool,
+}
+
+impl Policy {
+    pub fn new(cfg: PolicyConfig, tenant: &str, module: &str, mut registry: Registry) -> Self {
+        // Nothing is in flight after a restart.
+        for p in registry.phones.values_mut() {
+            p.in_flight = false;
+        }
+        Self { cfg, module_prefix: format!("{tenant}/{module}@"), registry, actions: VecDeque::new(), dirty: false }
+    }
+
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn secs(s: u32) -> u64 {
+        u64::from(s) * 1000
+    }
+
+    pub fn on_keepalive(&mut self, now: u64, phone: IpAddr) {
+        self.registry.counters.keepalives_seen += 1;
+        let p = self.registry.phones.entry(phone).or_default();
+        p.keepalives_at_server += 1;
+        p.last_keepalive_ms = now;
+        self.dirty = true;
+        let wants = p.appliance.is_none()
+            && !p.in_flight
+            && now >= p.retry_at_ms
+            && p.keepalives_at_server >= u64::from(self.cfg.keepalive_threshold);
+        if wants {
+            p.in_flight = true;
+            self.actions.push_back(Action::Probe { phone });
+        }
+    }
+
+    pub fn on_register(&mut self, now: u64, phone: IpAddr, expires_secs: u32) {
+        self.registry.counters.registers_seen += 1;
+        let p = self.registry.phones.entry(phone).or_default();
+        p.registered_until_ms = now + u64::from(expires_secs) * 1000;
+        self.dirty = true;
+    }
+
+    fn active(&self, now: u64, phone: &IpAddr) -> bool {
+        self.registry.phones.get(phone).is_some_and(|p| {
+            p.registered_until_ms > now
+                || now.saturating_sub(p.last_keepalive_ms) < Self::secs(self.cfg.idle_after_secs)
+        })
+    }
+
+    pub fn on_outcome(&mut self, now: u64, o: Outcome) {
+        self.dirty = true;
+        match o.action {
+            Action::Probe { phone } => {
+                let closest = o.stack.as_ref().and_then(|s| s.last()).filter(|h| h.ok).cloned();
+                match closest {
+                    // Our module already runs on the appliance closest to the phone.
+                    Some(h) if h.modules.iter().any(|m| m.starts_with(&self.module_prefix)) => {
+                        self.attach(now, phone, &h, false);
+                        self.registry.counters.joined += 1;
+                    }
+                    Some(_) => self.actions.push_back(Action::Deploy { phone }),
+                    None => self.fail_phone(now, phone),
+                }
+            }
+            Action::Deploy { phone } => {
+                let closest = o.stack.as_ref().filter(|s| s.iter().all(|h| h.ok)).and_then(|s| s.last()).cloned();
+                match closest {
+                    Some(h) => {
+                        self.attach(now, phone, &h, true);
+                        self.registry.counters.deployments += 1;
+                    }
+                    None => self.fail_phone(now, phone),
+                }
+            }
+            Action::Refresh { appliance, .. } => {
+                let ok = o.stack.as_ref().is_some_and(|s| s.iter().all(|h| h.ok) && !s.is_empty());
+                if let Some(d) = self.registry.deployments.get_mut(&appliance) {
+                    d.in_flight = false;
+                    if ok {
+                        d.expires_ms = now + Self::secs(self.cfg.ttl_secs);
+                        d.refreshes += 1;
+                        self.registry.counters.refreshes += 1;
+                    } else {
+                        self.registry.counters.failures += 1;
+                    }
+                }
+            }
+            Action::Remove { appliance, .. } => {
+                if o.stack.is_none() {
+                    self.registry.counters.failures += 1;
+                }
+                // Removed or not, the TTL ends it soon; stop serving it here.
+                self.drop_deployment(&appliance);
+                self.registry.counters.removals += 1;
+            }
+        }
+    }
+
+    fn attach(&mut self, now: u64, phone: IpAddr, hop: &Hop, fresh: bool) {
+        let ttl = Self::secs(self.cfg.ttl_secs);
+        let d = self.registry.deployments.entry(hop.node_id.clone()).or_insert_with(|| Deployment {
+            appliance: hop.node_id.clone(),
+            address: hop.address,
+            phones: BTreeSet::new(),
+            deployed_ms: now,
+            expires_ms: now + ttl,
+            refreshes: 0,
+            in_flight: false,
+        });
+        if fresh {
+            d.expires_ms = now + ttl;
+            d.deployed_ms = now;
+        }
+        d.phones.insert(phone);
+        let p = self.registry.phones.entry(phone).or_default();
+        p.appliance = Some(hop.node_id.clone());
+        p.in_flight = false;
+        p.keepalives_at_server = 0;
+        tracing::info!(%phone, appliance = %hop.node_id, fresh, "phone served at the edge");
+    }
+
+    fn fail_phone(&mut self, now: u64, phone: IpAddr) {
+        self.registry.counters.failures += 1;
+        let p = self.registry.phones.entry(phone).or_default();
+        p.in_flight = false;
+        p.retry_at_ms = now + Self::secs(self.cfg.retry_after_secs);
+    }
+
+    fn drop_deployment(&mut self, appliance: &str) {
+        if let Some(d) = self.registry.deployments.remove(appliance) {
+            for phone in d.phones {
+                if let Some(p) = self.registry.phones.get_mut(&phone) {
+                    p.appliance = None;
+                    p.keepalives_at_server = 0;
+                }
+            }
+        }
+    }
+
+    /// Refreshes, removals, expiry of what nobody refreshed, and forgetting
+    /// phones that went quiet.
+    pub fn handle_timeout(&mut self, now: u64) {
+        let before = Self::secs(self.cfg.refresh_before_secs);
+        let due: Vec<(String, Vec<IpAddr>, bool)> = self
+            .registry
+            .deployments
+            .values()
+            .filter(|d| !d.in_flight && now + before >= d.expires_ms)
+            .map(|d| (d.appliance.clone(), d.phones.iter().copied().collect(), now >= d.expires_ms))
+            .collect();
+        for (appliance, phones, expired) in due {
+            if expired {
+                tracing::info!(%appliance, "deployment expired");
+                self.drop_deployment(&appliance);
+                self.registry.counters.expiries += 1;
+                self.dirty = true;
+                continue;
+            }
+            let active: Vec<IpAddr> = phones.iter().copied().filter(|p| self.active(now, p)).collect();
+            let action = match (active.first(), phones.first()) {
+                (Some(&towards), _) => Some(Action::Refresh { appliance: appliance.clone(), towards }),
+                (None, Some(&towards)) if self.cfg.remove_when_idle => {
+                    Some(Action::Remove { appliance: appliance.clone(), towards })
+                }
+                _ => None,
+            };
+            if let Some(a) = action {
+                if let Some(d) = self.registry.deployments.get_mut(&appliance) {
+                    d.in_flight = true;
+                }
+                self.actions.push_back(a);
+            }
+        }
+        let idle = Self::secs(self.cfg.idle_after_secs);
+        let before_len = self.registry.phones.len();
+        self.registry.phones.retain(|_, p| {
+            p.appliance.is_some()
+                || p.in_flight
+                || p.registered_until_ms > now
+                || now.saturating_sub(p.last_keepalive_ms) < idle
+        });
+        self.dirty |= before_len != self.registry.phones.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1000;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([198, 18, 1, n])
+    }
+
+    fn hop(id: &str, modules: &[&str]) -> Hop {
+        Hop { node_id: id.into(), address: None, ok: true, modules: modules.iter().map(|m| (*m).into()).collect() }
+    }
+
+    fn policy() -> Policy {
+        let cfg =
+            PolicyConfig { ttl_secs: 100, refresh_before_secs: 30, idle_after_secs: 50, ..PolicyConfig::default() };
+        Policy::new(cfg, "itsp-a", "keepalive", Registry::default())
+    }
+
+    #[test]
+    fn keepalives_lead_to_a_probe_then_a_setup_and_the_next_phone_joins() {
+        let mut p = policy();
+        p.on_keepalive(0, ip(10));
+        let a = p.poll_action();
+        assert_eq!(a, Some(Action::Probe { phone: ip(10) }));
+        p.on_keepalive(S, ip(10));
+        assert_eq!(p.poll_action(), None, "one probe in flight per phone");
+        p.on_outcome(2 * S, Outcome { action: Action::Probe { phone: ip(10) }, stack: Some(vec![hop("edge", &[])]) });
+        assert_eq!(p.poll_action(), Some(Action::Deploy { phone: ip(10) }));
+        p.on_outcome(3 * S, Outcome { action: Action::Deploy { phone: ip(10) }, stack: Some(vec![hop("edge", &[])]) });
+        assert_eq!(p.registry.phones[&ip(10)].appliance.as_deref(), Some("edge"));
+        // A second phone behind the same appliance: the probe shows our module there.
+        p.on_keepalive(4 * S, ip(11));
+        assert_eq!(p.poll_action(), Some(Action::Probe { phone: ip(11) }));
+        let there = hop("edge", &["itsp-a/keepalive@5e05d90ed78f"]);
+        p.on_outcome(
+            5 * S,
+            Outcome { action: Action::Probe { phone: ip(11) }, stack: Some(vec![hop("edge1", &[]), there]) },
+        );
+        assert_eq!(p.poll_action(), None, "no second SETUP");
+        assert_eq!(p.registry.deployments["edge"].phones.len(), 2);
+        assert_eq!((p.registry.counters.deployments, p.registry.counters.joined), (1, 1));
+    }
+
+    #[test]
+    fn refresh_while_registered_then_remove_when_idle() {
+        let mut p = policy();
+        p.on_register(0, ip(10), 100);
+        p.on_keepalive(0, ip(10));
+        let _ = p.poll_action();
+        p.on_outcome(0, Outcome { action: Action::Deploy { phone: ip(10) }, stack: Some(vec![hop("edge", &[])]) });
+        p.handle_timeout(60 * S);
+        assert_eq!(p.poll_action(), None, "not yet: 40 s of TTL left");
+        p.handle_timeout(71 * S);
+        assert_eq!(p.poll_action(), Some(Action::Refresh { appliance: "edge".into(), towards: ip(10) }));
+        p.on_outcome(
+            72 * S,
+            Outcome {
+                action: Action::Refresh { appliance: "edge".into(), towards: ip(10) },
+                stack: Some(vec![hop("edge", &[])]),
+            },
+        );
+        assert_eq!(p.registry.deployments["edge"].expires_ms, 172 * S);
+        // Registration ran out at 100 s, no keep-alive since 0: idle.
+        p.handle_timeout(150 * S);
+        assert_eq!(p.poll_action(), Some(Action::Remove { appliance: "edge".into(), towards: ip(10) }));
+        p.on_outcome(
+            151 * S,
+            Outcome { action: Action::Remove { appliance: "edge".into(), towards: ip(10) }, stack: Some(vec![]) },
+        );
+        assert!(p.registry.deployments.is_empty());
+        p.handle_timeout(400 * S);
+        assert!(p.registry.phones.is_empty(), "quiet phones are forgotten");
+    }
+
+    #[test]
+    fn failures_back_off_and_unrefreshed_deployments_expire() {
+        let mut p = policy();
+        p.on_keepalive(0, ip(10));
+        let _ = p.poll_action();
+        p.on_outcome(S, Outcome { action: Action::Probe { phone: ip(10) }, stack: None });
+        p.on_keepalive(2 * S, ip(10));
+        assert_eq!(p.poll_action(), None, "backing off");
+        p.on_keepalive(32 * S, ip(10));
+        assert_eq!(p.poll_action(), Some(Action::Probe { phone: ip(10) }));
+        // Deployed, but the plugin never gets to refresh (e.g. it was down).
+        p.on_outcome(33 * S, Outcome { action: Action::Deploy { phone: ip(10) }, stack: Some(vec![hop("edge", &[])]) });
+        p.handle_timeout(134 * S);
+        assert!(p.registry.deployments.is_empty());
+        assert_eq!(p.registry.counters.expiries, 1);
+    }
+}
