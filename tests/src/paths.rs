@@ -34,3 +34,8 @@ pub fn module(name: &str) -> PathBuf {
 pub fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
 }
+
+/// The repository root (for files other crates ship, e.g. the Kamailio fragment).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
+}
