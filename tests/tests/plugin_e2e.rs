@@ -3,8 +3,8 @@
 //! addresses). The phones register and send keep-alives; after the first
 //! ones the plugin deploys the KeepAlive module to `edge` by itself, and
 //! Kamailio's own statistics show the keep-alives stop reaching it while the
-//! phones keep getting answers and registrations keep working. When the
-//! phones stop, the deployment is removed.
+//! phones keep getting answers, registrations keep working and a call goes
+//! through. When the phones stop, the deployment is removed.
 //!
 //! Needs root, iptables, sipp and kamailio.
 
@@ -47,6 +47,38 @@ timeout_ms = 8000
         key = dir.join("itsp-a.key"),
         registry = dir.join("registry.json"),
         module = paths::module("netserv_keepalive"),
+    )
+}
+
+/// Registers `callee` at 198.18.1.11:5071, answers as a sipp UAS there, and
+/// calls it from 198.18.1.10:5072 (INVITE, 200, ACK, BYE). Returns whether the
+/// caller's call succeeded, and what the two sipps printed.
+fn call_through(tb: &Testbed, dir: &std::path::Path) -> (bool, String) {
+    let reg = dir.join("callee-register.xml");
+    std::fs::write(&reg, phone_scenario("callee", 0, 0, 0, 120)).expect("scenario");
+    let r = netns::cmd(&tb.ua, "sipp")
+        .args([SERVER, "-sf", reg.to_str().expect("utf-8"), "-i", PHONES[1], "-p", "5071", "-m", "1"])
+        .args(["-recv_timeout", "3000", "-timeout", "20s", "-timeout_error", "-nostdin"])
+        .output()
+        .expect("sipp register");
+    if !r.status.success() {
+        return (false, format!("callee REGISTER failed: {}", String::from_utf8_lossy(&r.stdout)));
+    }
+    let uas = netns::cmd(&tb.ua, "sipp")
+        .args(["-sn", "uas", "-i", PHONES[1], "-p", "5071", "-m", "1", "-timeout", "20s", "-nostdin"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sipp uas");
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = netns::cmd(&tb.ua, "sipp")
+        .args([SERVER, "-sn", "uac", "-s", "callee", "-i", PHONES[0], "-p", "5072", "-m", "1", "-d", "500"])
+        .args(["-recv_timeout", "5000", "-timeout", "20s", "-timeout_error", "-nostdin"])
+        .output()
+        .expect("sipp uac");
+    let uas = uas.wait_with_output().expect("uas");
+    (
+        uac.status.success() && uas.status.success(),
+        format!("--- caller\n{}\n--- callee\n{}", String::from_utf8_lossy(&uac.stdout), String::from_utf8_lossy(&uas.stdout)),
     )
 }
 
@@ -103,6 +135,9 @@ fn kamailio_and_the_plugin_deploy_refresh_and_retire_on_their_own() {
                 .expect("sipp phone")
         })
         .collect();
+    // Meanwhile, a call from the first phone to a third, registered one,
+    // through the appliance and Kamailio.
+    let call = call_through(&tb, &dir.0);
     for p in phones {
         let out = p.wait_with_output().expect("sipp");
         assert!(
@@ -113,6 +148,8 @@ fn kamailio_and_the_plugin_deploy_refresh_and_retire_on_their_own() {
             logs()
         );
     }
+
+    assert!(call.0, "the call failed:\n{}\n{}", call.1, logs());
 
     // Kamailio's own count: keep-alives that still reached it.
     let sent = KEEPALIVES * PHONES.len() as u32;
