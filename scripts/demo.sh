@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/build.sh
-exec target/debug/netserv-demo
+PROFILE=release bash scripts/build.sh
+exec target/release/netserv-demo

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine (root):
-# sipp (sip-tester), iptables, iproute2, curl, python3, and the wasm32-wasip2 target.
+# sipp (sip-tester), kamailio, iptables, iproute2, curl, python3, and the
+# wasm32-wasip2 target.
 set -euo pipefail
 need=()
 command -v sipp >/dev/null || need+=(sip-tester)
@@ -9,6 +10,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v curl >/dev/null || need+=(curl)
 # The end-to-end tests serve modules with python3 -m http.server.
 command -v python3 >/dev/null || need+=(python3)
+# The ITSP's SIP server in the plugin tests and the demo.
+command -v kamailio >/dev/null || need+=(kamailio)
 if ((${#need[@]})); then
   echo "[setup] apt-get install ${need[*]}"
   apt-get update -qq

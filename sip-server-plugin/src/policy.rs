@@ -118,6 +118,10 @@ pub struct Policy {
     module_prefix: String,
     pub registry: Registry,
     actions: VecDeque<Action>,
+    /// New phones seen while another phone's PROBE/SETUP was out: probed once
+    /// it is done, so that phones behind the same appliance join one
+    /// deployment instead of racing to make their own.
+    waiting: std::collections::BTreeSet<IpAddr>,
     /// Set whenever the registry changed (the daemon saves it).
     pub dirty: bool,
 }
@@ -128,7 +132,14 @@ impl Policy {
         for p in registry.phones.values_mut() {
             p.in_flight = false;
         }
-        Self { cfg, module_prefix: format!("{tenant}/{module}@"), registry, actions: VecDeque::new(), dirty: false }
+        Self {
+            cfg,
+            module_prefix: format!("{tenant}/{module}@"),
+            registry,
+            actions: VecDeque::new(),
+            waiting: std::collections::BTreeSet::new(),
+            dirty: false,
+        }
     }
 
     #[must_use]
@@ -150,9 +161,30 @@ impl Policy {
             && !p.in_flight
             && now >= p.retry_at_ms
             && p.keepalives_at_server >= u64::from(self.cfg.keepalive_threshold);
-        if wants {
+        if !wants {
+            return;
+        }
+        if self.registry.phones.values().any(|p| p.in_flight) {
+            self.waiting.insert(phone);
+            return;
+        }
+        if let Some(p) = self.registry.phones.get_mut(&phone) {
             p.in_flight = true;
-            self.actions.push_back(Action::Probe { phone });
+        }
+        self.actions.push_back(Action::Probe { phone });
+    }
+
+    /// Probes the phones that waited, once nothing else is in flight.
+    fn release_waiting(&mut self) {
+        if self.registry.phones.values().any(|p| p.in_flight) {
+            return;
+        }
+        for phone in std::mem::take(&mut self.waiting) {
+            let p = self.registry.phones.entry(phone).or_default();
+            if p.appliance.is_none() {
+                p.in_flight = true;
+                self.actions.push_back(Action::Probe { phone });
+            }
         }
     }
 
@@ -184,6 +216,7 @@ impl Policy {
                     Some(_) => self.actions.push_back(Action::Deploy { phone }),
                     None => self.fail_phone(now, phone),
                 }
+                self.release_waiting();
             }
             Action::Deploy { phone } => {
                 let closest = o.stack.as_ref().filter(|s| s.iter().all(|h| h.ok)).and_then(|s| s.last()).cloned();
@@ -194,6 +227,7 @@ impl Policy {
                     }
                     None => self.fail_phone(now, phone),
                 }
+                self.release_waiting();
             }
             Action::Refresh { appliance, .. } => {
                 let ok = o.stack.as_ref().is_some_and(|s| s.iter().all(|h| h.ok) && !s.is_empty());
@@ -348,6 +382,23 @@ mod tests {
         );
         assert_eq!(p.poll_action(), None, "no second SETUP");
         assert_eq!(p.registry.deployments["edge"].phones.len(), 2);
+        assert_eq!((p.registry.counters.deployments, p.registry.counters.joined), (1, 1));
+    }
+
+    #[test]
+    fn phones_seen_during_a_deployment_wait_and_then_join_it() {
+        let mut p = policy();
+        p.on_keepalive(0, ip(10));
+        p.on_keepalive(0, ip(11));
+        assert_eq!(p.poll_action(), Some(Action::Probe { phone: ip(10) }));
+        assert_eq!(p.poll_action(), None, "the second phone waits");
+        p.on_outcome(S, Outcome { action: Action::Probe { phone: ip(10) }, stack: Some(vec![hop("edge", &[])]) });
+        assert_eq!(p.poll_action(), Some(Action::Deploy { phone: ip(10) }));
+        assert_eq!(p.poll_action(), None, "still waiting: the SETUP is out");
+        p.on_outcome(2 * S, Outcome { action: Action::Deploy { phone: ip(10) }, stack: Some(vec![hop("edge", &[])]) });
+        assert_eq!(p.poll_action(), Some(Action::Probe { phone: ip(11) }));
+        let there = hop("edge", &["itsp-a/keepalive@5e05d90ed78f"]);
+        p.on_outcome(3 * S, Outcome { action: Action::Probe { phone: ip(11) }, stack: Some(vec![there]) });
         assert_eq!((p.registry.counters.deployments, p.registry.counters.joined), (1, 1));
     }
 

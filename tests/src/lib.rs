@@ -13,6 +13,7 @@ pub mod kamailio;
 pub mod netns;
 pub mod path;
 pub mod paths;
+pub mod plugin;
 pub mod sipp;
 
 pub use appliance::Appliance;

@@ -1,94 +1,151 @@
 //! `netserv-demo`: the whole system on its embedded defaults, in network
-//! namespaces it creates and removes: sipp phones in `ua` keep their NAT
-//! bindings alive towards a SIP server (a sipp UAS) in `core`; the appliance
-//! in `edge` gets the KeepAlive module through its admin API and from then on
-//! answers the keep-alives itself, as the server. Prints what reached the
-//! server before and after, what the module answered, and where it came from.
+//! namespaces it creates and removes.
+//!
+//! ```text
+//!   ua   198.18.1.10, .11   sipp phones: REGISTER, NOTIFY keep-alives, a call
+//!   edge 198.18.1.1 | 198.18.2.1   NetServ appliance (forwarding, NFQUEUE, GIST)
+//!   core 198.18.2.20   Kamailio (the ITSP's SIP server) + the NetServ SIP server plugin
+//! ```
+//! Kamailio mirrors REGISTERs and keep-alives to the plugin (HEP); the plugin
+//! deploys the KeepAlive module towards the phones by on-path signaling,
+//! signed with the ITSP's key; the appliance installs it and answers the
+//! keep-alives as the server. Prints, from Kamailio's own statistics, how
+//! many keep-alives reached it before and after deployment, a call through
+//! the edge, and the plugin retiring the module once the phones stop.
 
-use netserv_e2e::appliance::{ADMIN_TOKEN, TempDir, keepalive_install, test_config};
-use netserv_e2e::{Appliance, Testbed, sipp};
-use std::time::Duration;
+use netserv_e2e::appliance::{TempDir, test_config};
+use netserv_e2e::kamailio::{Kamailio, phone_scenario};
+use netserv_e2e::plugin::{self, PHONES, SERVER, call_through, metric};
+use netserv_e2e::{Appliance, Testbed, netns};
+use std::time::{Duration, Instant};
 
-const SERVER: &str = "198.18.2.20:5060";
-const ROUNDS: u32 = 200;
+const KEEPALIVES: u32 = 12;
+const INTERVAL_MS: u32 = 1000;
 
 fn step(n: u32, what: &str) {
     println!("\n== {n}. {what}");
 }
 
 fn main() -> anyhow::Result<()> {
-    println!("NetServ demo: KeepAlive offload at the network edge");
-    println!("  ua   198.18.1.10  phones (sipp UAC: NOTIFY keep-alive + OPTIONS ping per round)");
-    println!("  edge 198.18.1.1 | 198.18.2.1  NetServ appliance (forwarding, NFQUEUE)");
-    println!("  core 198.18.2.20:5060  SIP server (sipp UAS)");
+    println!("NetServ demo: a SIP server that offloads its phones' keep-alives to the network edge");
+    println!("  ua   198.18.1.10, 198.18.1.11   phones (sipp)");
+    println!("  edge 198.18.1.1 | 198.18.2.1    NetServ appliance");
+    println!("  core 198.18.2.20:5060           Kamailio + NetServ SIP server plugin");
 
-    step(1, "building the testbed and starting the SIP server and the appliance");
+    step(1, "building the testbed; starting Kamailio, the plugin and the appliance (no module installed)");
     let tb = Testbed::new("demo")?;
-    let logs = TempDir::new("demo")?;
-    let uas_log = logs.0.join("server_messages.log");
-    let _uas = sipp::uas(&tb, &uas_log)?;
+    let dir = TempDir::new("demo")?;
+    let kam = Kamailio::start(&tb.core, SERVER, "sip:127.0.0.1:9060", &dir.0.join("kamailio"))?;
+    let _plugin = plugin::start(&tb, &dir.0)?;
     let app = Appliance::start(&tb, &test_config(""))?;
-    std::thread::sleep(Duration::from_millis(300));
-    println!("   appliance healthy; no module installed");
+    println!("   Kamailio up (keep-alives counted in its statistic netserv_keepalives), plugin and appliance healthy");
 
-    step(2, &format!("{ROUNDS} keep-alive rounds with no module: the server answers them"));
-    let (ok, _) = sipp::keepalive_uac(&tb, SERVER, ROUNDS, 200, &logs.0)?;
-    std::thread::sleep(Duration::from_millis(300));
-    let before = (sipp::received(&uas_log, "NOTIFY"), sipp::received(&uas_log, "OPTIONS"));
-    println!(
-        "   phones: {}; keep-alives that reached the server: {} NOTIFY + {} OPTIONS",
-        if ok { "all answered" } else { "SOME FAILED" },
-        before.0,
-        before.1
+    step(
+        2,
+        &format!(
+            "{} phones register and send a keep-alive every {INTERVAL_MS} ms ({KEEPALIVES} each, re-registering every 4)",
+            PHONES.len()
+        ),
     );
-
-    step(3, "installing the KeepAlive module for tenant itsp-a (POST /api/v1/modules)");
-    let m = app.install(&keepalive_install(Some(3600)))?;
+    let start = Instant::now();
+    let phones: Vec<_> = PHONES
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            let xml = dir.0.join(format!("phone{i}.xml"));
+            std::fs::write(&xml, phone_scenario(&format!("phone{i}"), KEEPALIVES, INTERVAL_MS, 4, 10))?;
+            Ok(netns::cmd(&tb.ua, "sipp")
+                .args([SERVER, "-sf", xml.to_str().unwrap_or_default(), "-i", ip, "-p", "5070", "-m", "1"])
+                .args(["-recv_timeout", "3000", "-timeout", "60s", "-timeout_error", "-nostdin"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    // The first keep-alives leave after one interval; the target counts what
+    // reaches the server from two intervals after them on.
+    let first = Duration::from_millis(u64::from(INTERVAL_MS));
+    let window_end = first + 2 * first;
+    let mut at_window = None;
+    let mut deployed_at = None;
+    let mut last_print = Duration::ZERO;
+    while start.elapsed() < first * (KEEPALIVES + 1) + Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(100));
+        let t = start.elapsed();
+        let at_server = kam.statistic("netserv_keepalives").unwrap_or(0);
+        if at_window.is_none() && t >= window_end {
+            at_window = Some(at_server);
+        }
+        let installed = app.module("itsp-a", "keepalive").is_ok();
+        if installed && deployed_at.is_none() {
+            deployed_at = Some(t);
+            println!("   t={:>5.1} s  the plugin deployed the KeepAlive module on the edge", t.as_secs_f64());
+        }
+        if t - last_print >= first {
+            last_print = t;
+            println!(
+                "   t={:>5.1} s  keep-alives that reached Kamailio so far: {at_server:>3}   module on the edge: {}",
+                t.as_secs_f64(),
+                if installed { "yes" } else { "no" }
+            );
+        }
+    }
+    let mut ok = true;
+    for p in phones {
+        ok &= p.wait_with_output()?.status.success();
+    }
+    let sent = KEEPALIVES * PHONES.len() as u32;
+    let total = kam.statistic("netserv_keepalives")?;
+    let at_window = at_window.unwrap_or(total);
+    // Keep-alives sent from the end of the window on: the rest of each phone's run.
+    let after_window_sent = (KEEPALIVES - 2) * PHONES.len() as u32;
+    let after_window_reached = total - at_window;
+    let absorbed_after = 1.0 - after_window_reached as f64 / f64::from(after_window_sent);
+    println!("   phones: {}", if ok { "every REGISTER and keep-alive answered" } else { "SOME REQUESTS FAILED" });
     println!(
-        "   installed {} sha256 {}… filter udp {} ports {}",
-        m["id"],
-        &m["sha256"].as_str().unwrap_or("")[..16],
-        m["filter"]["destination"],
-        m["filter"]["ports"]
-    );
-
-    step(4, &format!("the same {ROUNDS} rounds again: the edge answers on the server's behalf"));
-    let (ok, _) = sipp::keepalive_uac(&tb, SERVER, ROUNDS, 200, &logs.0)?;
-    std::thread::sleep(Duration::from_millis(300));
-    let after = (sipp::received(&uas_log, "NOTIFY") - before.0, sipp::received(&uas_log, "OPTIONS") - before.1);
-    let info = app.module("itsp-a", "keepalive")?;
-    println!(
-        "   phones: {}; keep-alives that reached the server: {} NOTIFY + {} OPTIONS",
-        if ok { "all answered" } else { "SOME FAILED" },
-        after.0,
-        after.1
+        "   keep-alives reaching Kamailio: {at_window} in the first two intervals (before deployment) vs {after_window_reached} of the {after_window_sent} sent after"
     );
     println!(
-        "   absorbed at the edge: {} packets answered ({} NOTIFY, {} OPTIONS), {} faults",
-        info["counters"]["replied"],
-        info["module_counters"]["answered_notify"],
-        info["module_counters"]["answered_options"],
-        info["counters"]["faults"]
+        "   absorbed at the edge from two intervals after the first keep-alive on: {:.1} % (target ≥ 95 %); overall {} of {sent}",
+        absorbed_after * 100.0,
+        sent as u64 - total
     );
-    println!("   answers were sent from {SERVER} (the server's own address and port) to the phones' NAT bindings");
-
-    step(5, "Prometheus metrics (GET /metrics), module lines");
-    for line in app.metrics()?.lines().filter(|l| l.starts_with("netserv_module_") && !l.ends_with(" 0")) {
-        println!("   {line}");
+    let m = app.module("itsp-a", "keepalive");
+    if let Ok(m) = m {
+        println!("   edge module counters: {}", m["module_counters"]);
     }
 
-    step(6, "removing the module: keep-alives reach the server again");
-    let (code, _) = app.api("DELETE", "/api/v1/modules/itsp-a/keepalive", None, ADMIN_TOKEN)?;
-    anyhow::ensure!(code == 200, "remove failed: {code}");
-    let (ok, _) = sipp::keepalive_uac(&tb, SERVER, 20, 200, &logs.0)?;
-    std::thread::sleep(Duration::from_millis(300));
-    let again = sipp::received(&uas_log, "NOTIFY") - before.0 - after.0;
-    println!("   phones: {}; NOTIFYs at the server: {again}", if ok { "all answered" } else { "SOME FAILED" });
+    step(3, "a call between two phones, through the edge and Kamailio");
+    let (call_ok, _) = call_through(&tb, &dir.0);
+    println!("   INVITE / 200 / ACK / BYE: {}", if call_ok { "completed" } else { "FAILED" });
 
-    let offloaded = 100.0 * (1.0 - (after.0 + after.1) as f64 / (2 * ROUNDS) as f64);
+    step(4, "the phones have stopped: their registrations lapse and the plugin retires the module");
+    let retire_start = Instant::now();
+    while app.module("itsp-a", "keepalive").is_ok() && retire_start.elapsed() < Duration::from_secs(45) {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let gone = app.module("itsp-a", "keepalive").is_err();
     println!(
-        "\nSummary: with the module, {offloaded:.1}% of keep-alives were answered at the edge and never reached the SIP server."
+        "   module {} after {:.1} s",
+        if gone { "removed from the edge" } else { "STILL INSTALLED" },
+        retire_start.elapsed().as_secs_f64()
     );
-    anyhow::ensure!(ok && after == (0, 0), "the demo did not show full offload");
+    let metrics = plugin::get(&tb, "/metrics");
+    println!("   plugin metrics:");
+    for name in [
+        "netserv_plugin_keepalives_at_server_total",
+        "netserv_plugin_registers_total",
+        "netserv_plugin_deployments_total",
+        "netserv_plugin_joined_total",
+        "netserv_plugin_refreshes_total",
+        "netserv_plugin_removals_total",
+        "netserv_plugin_failures_total",
+    ] {
+        println!("     {name} {}", metric(&metrics, name));
+    }
+    println!("\nDone; the namespaces and every process are removed on exit.");
+    if !(ok && call_ok && gone) {
+        anyhow::bail!("the demo did not go as it should");
+    }
     Ok(())
 }
