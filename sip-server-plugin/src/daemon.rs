@@ -82,6 +82,7 @@ impl Signer {
                             node_id: e.node_id,
                             address: e.address,
                             modules: e.modules,
+                            answered: e.answered,
                         })
                         .collect(),
                 )
@@ -112,7 +113,7 @@ async fn status(State(s): State<Http>) -> impl IntoResponse {
         "counters": r.counters,
         "appliances": r.deployments.values().map(|d| serde_json::json!({
             "node_id": d.appliance, "address": d.address, "phones": d.phones,
-            "expires_in_s": d.expires_ms.saturating_sub(now_ms()) / 1000, "refreshes": d.refreshes,
+            "expires_in_s": d.expires_ms.saturating_sub(now_ms()) / 1000, "refreshes": d.refreshes, "keepalives_offloaded": d.answered,
         })).collect::<Vec<_>>(),
         "phones": r.phones,
     }))
@@ -129,6 +130,12 @@ async fn metrics(State(s): State<Http>) -> impl IntoResponse {
             "counter",
             "Keep-alives that reached the SIP server (mirrored by Kamailio).",
             c.keepalives_seen,
+        ),
+        (
+            "netserv_plugin_keepalives_offloaded",
+            "gauge",
+            "Keep-alives the serving appliances answered for the server, as of the last signaling exchange with each.",
+            r.deployments.values().map(|d| d.answered).sum::<u64>(),
         ),
         ("netserv_plugin_registers_total", "counter", "REGISTERs seen.", c.registers_seen),
         ("netserv_plugin_deployments_total", "counter", "Modules deployed towards phones (SETUP).", c.deployments),

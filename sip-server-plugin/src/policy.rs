@@ -61,6 +61,9 @@ pub struct Deployment {
     pub deployed_ms: u64,
     pub expires_ms: u64,
     pub refreshes: u64,
+    /// Keep-alives the appliance answered for us, as of the last exchange.
+    #[serde(default)]
+    pub answered: u64,
     #[serde(skip)]
     pub in_flight: bool,
 }
@@ -82,6 +85,8 @@ pub struct Hop {
     pub ok: bool,
     /// Modules of ours installed there (`tenant/name@sha`).
     pub modules: Vec<String>,
+    /// Packets our modules there have answered (keep-alives offloaded).
+    pub answered: u64,
 }
 
 /// How an action went: the response stack, or `None` when signaling failed
@@ -231,8 +236,10 @@ impl Policy {
             }
             Action::Refresh { appliance, .. } => {
                 let ok = o.stack.as_ref().is_some_and(|s| s.iter().all(|h| h.ok) && !s.is_empty());
+                let closest = o.stack.as_ref().and_then(|s| s.last()).map_or(0, |h| h.answered);
                 if let Some(d) = self.registry.deployments.get_mut(&appliance) {
                     d.in_flight = false;
+                    d.answered = d.answered.max(closest);
                     if ok {
                         d.expires_ms = now + Self::secs(self.cfg.ttl_secs);
                         d.refreshes += 1;
@@ -262,8 +269,10 @@ impl Policy {
             deployed_ms: now,
             expires_ms: now + ttl,
             refreshes: 0,
+            answered: 0,
             in_flight: false,
         });
+        d.answered = d.answered.max(hop.answered);
         if fresh {
             d.expires_ms = now + ttl;
             d.deployed_ms = now;
@@ -351,7 +360,13 @@ mod tests {
     }
 
     fn hop(id: &str, modules: &[&str]) -> Hop {
-        Hop { node_id: id.into(), address: None, ok: true, modules: modules.iter().map(|m| (*m).into()).collect() }
+        Hop {
+            node_id: id.into(),
+            address: None,
+            ok: true,
+            modules: modules.iter().map(|m| (*m).into()).collect(),
+            answered: 0,
+        }
     }
 
     fn policy() -> Policy {

@@ -83,6 +83,10 @@ fn kamailio_and_the_plugin_deploy_refresh_and_retire_on_their_own() {
     let status: Value = serde_json::from_str(&plugin::get(&tb, "/status")).expect("status json");
     assert_eq!(status["appliances"][0]["node_id"], "edge-test", "{status}");
     assert!(metric(&metrics, "netserv_plugin_refreshes_total") >= 1, "refreshed while registered: {metrics}");
+    assert!(
+        metric(&metrics, "netserv_plugin_keepalives_offloaded") >= 1,
+        "the edge reports what it answered: {metrics}"
+    );
 
     // The phones stopped: their registrations lapse, the plugin retires the module.
     wait_for("the module to be retired", Duration::from_secs(40), || {

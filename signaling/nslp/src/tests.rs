@@ -167,6 +167,7 @@ fn responses_carry_the_stack_in_path_order() {
     e1.modules = vec!["itsp-a/keepalive@1.0.0".into()];
     e1.active_modules = 1;
     e1.load_pps = 1234;
+    e1.answered = 1 << 40;
     let e2 = NodeEntry::new("edge2", Status::HashMismatch, "sha256 differs");
     let r = Response { kind: RequestKind::Setup, id: 7, stack: vec![e1, e2] };
     let b = r.encode();

@@ -58,6 +58,7 @@ mod entry_field {
     pub const MODULE: u16 = 0x06;
     pub const ACTIVE_MODULES: u16 = 0x07;
     pub const LOAD_PPS: u16 = 0x08;
+    pub const ANSWERED: u16 = 0x09;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -299,6 +300,9 @@ pub struct NodeEntry {
     pub active_modules: u32,
     /// Packets per second through the node's modules, recently.
     pub load_pps: u32,
+    /// Packets the requesting tenant's modules on this node have answered
+    /// (e.g. keep-alives offloaded from the tenant's server).
+    pub answered: u64,
 }
 
 impl NodeEntry {
@@ -312,6 +316,7 @@ impl NodeEntry {
             modules: Vec::new(),
             active_modules: 0,
             load_pps: 0,
+            answered: 0,
         }
     }
 
@@ -331,6 +336,7 @@ impl NodeEntry {
         }
         w.field(entry_field::ACTIVE_MODULES, &self.active_modules.to_be_bytes());
         w.field(entry_field::LOAD_PPS, &self.load_pps.to_be_bytes());
+        w.field(entry_field::ANSWERED, &self.answered.to_be_bytes());
         w.out
     }
 
@@ -350,6 +356,9 @@ impl NodeEntry {
                 entry_field::MODULE => push_bounded(t, &mut e.modules, string(t, v)?)?,
                 entry_field::ACTIVE_MODULES => e.active_modules = u32_of(t, v)?,
                 entry_field::LOAD_PPS => e.load_pps = u32_of(t, v)?,
+                entry_field::ANSWERED => {
+                    e.answered = u64::from_be_bytes(v.try_into().map_err(|_| DecodeError::BadValue(t))?);
+                }
                 _ => return Err(DecodeError::UnknownField(t)),
             }
         }

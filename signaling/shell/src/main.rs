@@ -178,7 +178,10 @@ fn print_stack(kind: RequestKind, target: IpAddr, r: &Response, elapsed: Duratio
         if kind == RequestKind::Probe {
             println!("     capabilities: {}", e.capabilities.join(", "));
             println!("     modules: {}", if e.modules.is_empty() { "-".into() } else { e.modules.join(", ") });
-            println!("     load: {} active modules, {} packets/s", e.active_modules, e.load_pps);
+            println!(
+                "     load: {} active modules, {} packets/s; {} packets answered by the tenant's modules",
+                e.active_modules, e.load_pps, e.answered
+            );
         }
     }
 }
@@ -191,7 +194,7 @@ fn stack_json(r: &Response) -> serde_json::Value {
                 serde_json::json!({
                     "node_id": e.node_id, "address": e.address, "status": e.status.as_str(), "reason": e.reason,
                     "capabilities": e.capabilities, "modules": e.modules,
-                    "active_modules": e.active_modules, "load_pps": e.load_pps,
+                    "active_modules": e.active_modules, "load_pps": e.load_pps, "answered": e.answered,
                 })
             })
             .collect(),

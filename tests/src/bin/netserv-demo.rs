@@ -119,18 +119,26 @@ fn main() -> anyhow::Result<()> {
     let (call_ok, _) = call_through(&tb, &dir.0);
     println!("   INVITE / 200 / ACK / BYE: {}", if call_ok { "completed" } else { "FAILED" });
 
+    // What the plugin learned from the appliance at its last refresh.
+    let metrics = plugin::get(&tb, "/metrics");
+    println!(
+        "   the plugin's view: {} keep-alives offloaded (reported by the edge at the last refresh), {} reached the server",
+        metric(&metrics, "netserv_plugin_keepalives_offloaded"),
+        metric(&metrics, "netserv_plugin_keepalives_at_server_total")
+    );
+
     step(4, "the phones have stopped: their registrations lapse and the plugin retires the module");
     let retire_start = Instant::now();
     while app.module("itsp-a", "keepalive").is_ok() && retire_start.elapsed() < Duration::from_secs(45) {
         std::thread::sleep(Duration::from_millis(250));
     }
     let gone = app.module("itsp-a", "keepalive").is_err();
+    let metrics = plugin::get(&tb, "/metrics");
     println!(
         "   module {} after {:.1} s",
         if gone { "removed from the edge" } else { "STILL INSTALLED" },
         retire_start.elapsed().as_secs_f64()
     );
-    let metrics = plugin::get(&tb, "/metrics");
     println!("   plugin metrics:");
     for name in [
         "netserv_plugin_keepalives_at_server_total",
