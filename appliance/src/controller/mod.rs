@@ -30,6 +30,9 @@ struct Record {
     request: InstallRequest,
     expires_at: Option<Instant>,
     installed_at: SystemTime,
+    /// Whether its iptables rule is in place (it is taken out when the
+    /// module is quarantined, so its traffic stops detouring through NFQUEUE).
+    rule_installed: bool,
 }
 
 pub struct Controller {
@@ -198,7 +201,7 @@ impl Controller {
         let mut records = self.records.lock().await;
         let old = records.remove(&id);
         if let Some(ipt) = &self.iptables {
-            if let Some(old) = &old
+            if let Some(old) = old.as_ref().filter(|o| o.rule_installed)
                 && let Err(e) = ipt.remove(&old.request.filter, &id)
             {
                 tracing::warn!(module = %id, error = %e, "removing the replaced module's rule failed");
@@ -221,6 +224,7 @@ impl Controller {
             request: req,
             expires_at,
             installed_at: SystemTime::now(),
+            rule_installed: true,
         };
         let out = info(&record);
         records.insert(id.clone(), record);
@@ -247,7 +251,7 @@ impl Controller {
     }
 
     fn retire(&self, record: &Record, why: &str) {
-        if let Some(ipt) = &self.iptables
+        if let Some(ipt) = self.iptables.as_ref().filter(|_| record.rule_installed)
             && let Err(e) = ipt.remove(&record.request.filter, &record.active.id)
         {
             tracing::warn!(module = %record.active.id, error = %e, "removing the module's rule failed");
@@ -287,9 +291,26 @@ impl Controller {
         }
     }
 
-    /// Removes modules whose TTL ran out. Returns how many.
+    /// Removes modules whose TTL ran out, and the rules of quarantined
+    /// modules (their packets would only detour through NFQUEUE to be passed
+    /// untouched). Returns how many modules expired.
     pub async fn expire(&self, now: Instant) -> usize {
         let mut records = self.records.lock().await;
+        if let Some(ipt) = &self.iptables {
+            for r in records.values_mut().filter(|r| r.rule_installed) {
+                if r.active.instance.lock().is_quarantined() {
+                    match ipt.remove(&r.request.filter, &r.active.id) {
+                        Ok(()) => {
+                            tracing::warn!(module = %r.active.id, "quarantined: its rule is removed, its traffic flows past the appliance")
+                        }
+                        Err(e) => {
+                            tracing::warn!(module = %r.active.id, error = %e, "removing a quarantined module's rule failed")
+                        }
+                    }
+                    r.rule_installed = false;
+                }
+            }
+        }
         let expired: Vec<String> =
             records.iter().filter(|(_, r)| r.expires_at.is_some_and(|t| t <= now)).map(|(k, _)| k.clone()).collect();
         for id in &expired {
