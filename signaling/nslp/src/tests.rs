@@ -174,6 +174,13 @@ fn responses_carry_the_stack_in_path_order() {
     assert_eq!(b.len() % 4, 0);
     assert_eq!(decode(&b), Ok(Message::Response(r.clone())));
     assert!(!r.all_ok());
+    // A field a newer appliance adds to its entry is skipped, not fatal.
+    let mut one =
+        Response { kind: RequestKind::Probe, id: 1, stack: vec![NodeEntry::new("n", Status::Ok, "")] }.encode();
+    let entry_len = u16::from_be_bytes([one[10], one[11]]);
+    one[10..12].copy_from_slice(&(entry_len + 8).to_be_bytes());
+    one.extend_from_slice(&[0x00, 0x7f, 0x00, 0x04, 1, 2, 3, 4]);
+    assert!(matches!(decode(&one), Ok(Message::Response(r)) if r.stack.len() == 1));
 }
 
 #[test]

@@ -359,7 +359,9 @@ impl NodeEntry {
                 entry_field::ANSWERED => {
                     e.answered = u64::from_be_bytes(v.try_into().map_err(|_| DecodeError::BadValue(t))?);
                 }
-                _ => return Err(DecodeError::UnknownField(t)),
+                // Entries are reports, not commands: a field from a newer
+                // appliance is skipped, so old requesters still read the rest.
+                _ => {}
             }
         }
         e.status = status.ok_or(DecodeError::Missing(entry_field::STATUS))?;
@@ -421,10 +423,10 @@ pub fn decode(b: &[u8]) -> Result<Message, DecodeError> {
         let mut stack = Vec::new();
         for f in Fields::new(rest.1) {
             let (t, v) = f?;
-            if t != field::NODE_ENTRY {
-                return Err(DecodeError::UnknownField(t));
+            // Responses only report: fields from newer nodes are skipped.
+            if t == field::NODE_ENTRY {
+                push_bounded(t, &mut stack, NodeEntry::decode(v)?)?;
             }
-            push_bounded(t, &mut stack, NodeEntry::decode(v)?)?;
         }
         return Ok(Message::Response(Response { kind, id, stack }));
     }
