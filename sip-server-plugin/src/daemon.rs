@@ -103,7 +103,7 @@ impl Signer {
 #[derive(Clone)]
 struct Http {
     registry: watch::Receiver<Registry>,
-    module: Arc<Vec<u8>>,
+    module: watch::Receiver<Arc<Vec<u8>>>,
     module_file: String,
 }
 
@@ -170,7 +170,8 @@ async fn metrics(State(s): State<Http>) -> impl IntoResponse {
 
 async fn module_file(State(s): State<Http>, Path(file): Path<String>) -> impl IntoResponse {
     if file == s.module_file {
-        ([(header::CONTENT_TYPE, "application/wasm")], s.module.as_ref().clone()).into_response()
+        let bytes = s.module.borrow().as_ref().clone();
+        ([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response()
     } else {
         StatusCode::NOT_FOUND.into_response()
     }
@@ -190,7 +191,9 @@ fn save(path: &std::path::Path, r: &Registry) {
     }
 }
 
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// The signing key, the module bytes and what is signed about them, from the
+/// config (at start-up and on SIGHUP).
+fn make_signer(cfg: &Config) -> anyhow::Result<(Signer, Arc<Vec<u8>>)> {
     let key_text = std::fs::read_to_string(&cfg.key_file)
         .with_context(|| format!("reading key_file {}", cfg.key_file.display()))?;
     let seed: [u8; 32] = hex::decode(key_text.trim())
@@ -199,14 +202,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("key_file {}: expected 64 hex digits", cfg.key_file.display()))?;
     let module_bytes = std::fs::read(&cfg.module.file)
         .with_context(|| format!("reading module.file {}", cfg.module.file.display()))?;
-    let registry: Registry = match std::fs::read(&cfg.registry) {
-        Ok(b) => {
-            serde_json::from_slice(&b).with_context(|| format!("registry {} is corrupt", cfg.registry.display()))?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry::default(),
-        Err(e) => return Err(e).with_context(|| format!("reading registry {}", cfg.registry.display())),
-    };
-    let signer = Arc::new(Signer {
+    let signer = Signer {
         key: SigningKey::from_bytes(&seed),
         sha256: Sha256::digest(&module_bytes).into(),
         url: cfg.module_url(),
@@ -217,15 +213,32 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             ..ClientOptions::default()
         },
         cfg: cfg.clone(),
-    });
+    };
+    Ok((signer, Arc::new(module_bytes)))
+}
+
+/// Runs until SIGTERM. SIGHUP re-reads `config_path`: the policy, the key,
+/// the module and its properties change; the listening addresses and the
+/// registry file stay (a bad file keeps the running config).
+pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
+    let cfg = Config::load(&config_path)?;
+    let (signer, module_bytes) = make_signer(&cfg)?;
+    let mut signer = Arc::new(signer);
+    let (module_tx, module_rx) = watch::channel(module_bytes);
+    let registry: Registry = match std::fs::read(&cfg.registry) {
+        Ok(b) => {
+            serde_json::from_slice(&b).with_context(|| format!("registry {} is corrupt", cfg.registry.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry::default(),
+        Err(e) => return Err(e).with_context(|| format!("reading registry {}", cfg.registry.display())),
+    };
     let mut policy = Policy::new(cfg.policy.clone(), &cfg.tenant, &cfg.module.name, registry);
     let (reg_tx, reg_rx) = watch::channel(policy.registry.clone());
 
     let hep_sock = tokio::net::UdpSocket::bind(cfg.hep_listen)
         .await
         .with_context(|| format!("binding hep_listen {}", cfg.hep_listen))?;
-    let http =
-        Http { registry: reg_rx, module: Arc::new(module_bytes), module_file: format!("{}.wasm", cfg.module.name) };
+    let http = Http { registry: reg_rx, module: module_rx, module_file: format!("{}.wasm", cfg.module.name) };
     let app = Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
@@ -244,6 +257,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outcome>();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut buf = vec![0u8; 65_536];
     loop {
@@ -261,6 +275,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }
             Some(o) = out_rx.recv() => policy.on_outcome(now_ms(), o),
             _ = tick.tick() => policy.handle_timeout(now_ms()),
+            _ = hup.recv() => {
+                match Config::load(&config_path).map_err(anyhow::Error::from).and_then(|c| make_signer(&c).map(|s| (c, s))) {
+                    Ok((c, (new_signer, bytes))) => {
+                        policy.set_config(c.policy.clone());
+                        signer = Arc::new(new_signer);
+                        let _ = module_tx.send(bytes);
+                        tracing::info!(module_url = %signer.url, "configuration reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "configuration reload failed; keeping the running one"),
+                }
+            }
             _ = term.recv() => {
                 tracing::info!("SIGTERM: saving the registry and stopping");
                 save(&cfg.registry, &policy.registry);

@@ -53,7 +53,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(netserv_sip_plugin::daemon::run(cfg)) {
+    drop(cfg);
+    match rt.block_on(netserv_sip_plugin::daemon::run(config.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

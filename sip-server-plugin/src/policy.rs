@@ -147,6 +147,11 @@ impl Policy {
         }
     }
 
+    /// New thresholds and TTLs (SIGHUP); the registry stays.
+    pub fn set_config(&mut self, cfg: PolicyConfig) {
+        self.cfg = cfg;
+    }
+
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
