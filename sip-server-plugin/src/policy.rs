@@ -454,6 +454,24 @@ mod tests {
     }
 
     #[test]
+    fn the_registry_survives_a_restart() {
+        let mut p = policy();
+        p.on_register(0, ip(10), 100);
+        p.on_keepalive(0, ip(10));
+        let _ = p.poll_action();
+        p.on_outcome(0, Outcome { action: Action::Deploy { phone: ip(10) }, stack: Some(vec![hop("edge", &[])]) });
+        let saved = serde_json::to_string(&p.registry).expect("serializes");
+        let loaded: Registry = serde_json::from_str(&saved).expect("deserializes");
+        assert_eq!(loaded, p.registry);
+        // The restarted policy refreshes the deployment it inherited.
+        let cfg =
+            PolicyConfig { ttl_secs: 100, refresh_before_secs: 30, idle_after_secs: 50, ..PolicyConfig::default() };
+        let mut again = Policy::new(cfg, "itsp-a", "keepalive", loaded);
+        again.handle_timeout(75 * S);
+        assert_eq!(again.poll_action(), Some(Action::Refresh { appliance: "edge".into(), towards: ip(10) }));
+    }
+
+    #[test]
     fn failures_back_off_and_unrefreshed_deployments_expire() {
         let mut p = policy();
         p.on_keepalive(0, ip(10));
