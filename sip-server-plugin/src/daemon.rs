@@ -16,17 +16,13 @@ use axum::routing::get;
 use ed25519_dalek::SigningKey;
 use netserv_nslp::wire::{Request, RequestKind, Status};
 use netserv_signal::client::{self, ClientOptions};
+use netserv_signal::net::unix_ms as now_ms;
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 struct Signer {
     cfg: Config,
@@ -194,16 +190,11 @@ fn save(path: &std::path::Path, r: &Registry) {
 /// The signing key, the module bytes and what is signed about them, from the
 /// config (at start-up and on SIGHUP).
 fn make_signer(cfg: &Config) -> anyhow::Result<(Signer, Arc<Vec<u8>>)> {
-    let key_text = std::fs::read_to_string(&cfg.key_file)
-        .with_context(|| format!("reading key_file {}", cfg.key_file.display()))?;
-    let seed: [u8; 32] = hex::decode(key_text.trim())
-        .ok()
-        .and_then(|v| v.try_into().ok())
-        .with_context(|| format!("key_file {}: expected 64 hex digits", cfg.key_file.display()))?;
+    let key = netserv_signal::keys::read_signing_key(&cfg.key_file).context("key_file")?;
     let module_bytes = std::fs::read(&cfg.module.file)
         .with_context(|| format!("reading module.file {}", cfg.module.file.display()))?;
     let signer = Signer {
-        key: SigningKey::from_bytes(&seed),
+        key,
         sha256: Sha256::digest(&module_bytes).into(),
         url: cfg.module_url(),
         opts: ClientOptions {
@@ -309,9 +300,4 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
             let _ = reg_tx.send(policy.registry.clone());
         }
     }
-}
-
-/// For tests and tools: which address a registry entry is about.
-pub fn phones_served(r: &Registry) -> Vec<IpAddr> {
-    r.phones.iter().filter(|(_, p)| p.appliance.is_some()).map(|(ip, _)| *ip).collect()
 }

@@ -129,6 +129,24 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
             sig.tap.taken.load(Relaxed),
         ),
         (
+            "netserv_signaling_queries_overflow_total",
+            "counter",
+            "GIST queries let through untouched because the signaling service was busy.",
+            sig.tap.overflow.load(Relaxed),
+        ),
+        (
+            "netserv_signaling_bad_cookies_total",
+            "counter",
+            "Confirms refused because their responder cookie did not verify.",
+            sig.bad_cookies.load(Relaxed),
+        ),
+        (
+            "netserv_signaling_decode_errors_total",
+            "counter",
+            "GIST datagrams that did not decode.",
+            sig.decode_errors.load(Relaxed),
+        ),
+        (
             "netserv_signaling_routing_states",
             "gauge",
             "GIST routing state entries (signaling sessions) held.",

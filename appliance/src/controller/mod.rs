@@ -115,7 +115,6 @@ impl Controller {
         let tenant = cfg.tenant(&req.tenant).ok_or_else(|| ControlError::UnknownTenant(req.tenant.clone()))?.clone();
         authz::check(principal, &tenant, &req)?;
         let id = module_id(&req.tenant, &req.name);
-        let expires_at = req.ttl_secs.map(|s| Instant::now() + Duration::from_secs(s));
 
         // A refresh: same bytes (by the hash the caller names), filter, properties.
         {
@@ -127,7 +126,7 @@ impl Controller {
                     && r.request.properties == req.properties
                     && r.request.source == req.source
                 {
-                    r.expires_at = expires_at;
+                    r.expires_at = req.ttl_secs.map(|s| Instant::now() + Duration::from_secs(s));
                     r.request.ttl_secs = req.ttl_secs;
                     tracing::info!(module = %id, ttl_secs = ?req.ttl_secs, "module refreshed");
                     let out = info(r);
@@ -380,8 +379,9 @@ impl Controller {
         };
         let mut restored = 0;
         for s in saved {
-            let mut req = s.request.clone();
-            match s.remaining(SystemTime::now()) {
+            let remaining = s.remaining(SystemTime::now());
+            let mut req = s.request;
+            match remaining {
                 Some(left) if left.is_zero() => {
                     tracing::info!(tenant = %req.tenant, module = %req.name, "saved module expired while the node was down");
                     continue;

@@ -49,6 +49,10 @@ pub struct SignalingStats {
     pub responses_sent: AtomicU64,
     pub routing_states: AtomicU64,
     pub pending: AtomicU64,
+    /// Confirms whose responder cookie did not verify (forged or stale).
+    pub bad_cookies: AtomicU64,
+    /// GIST datagrams that did not decode.
+    pub decode_errors: AtomicU64,
 }
 
 type Key = (SessionId, Mri);
@@ -222,6 +226,8 @@ impl Service {
             self.drain_events();
             self.stats.routing_states.store(self.node.routing().len() as u64, Relaxed);
             self.stats.pending.store(self.pending.len() as u64, Relaxed);
+            self.stats.bad_cookies.store(self.node.stats.bad_cookies, Relaxed);
+            self.stats.decode_errors.store(self.node.stats.decode_errors, Relaxed);
         }
     }
 
@@ -337,27 +343,29 @@ impl Service {
             tracing::debug!(error = %e, "not sending the request further on; this node answers for the path");
             pending.downstream = Some(Vec::new());
         }
-        let forward_leg_trigger = kind == RequestKind::Trigger && key.1.direction == Direction::Downstream;
-        let acts = req.node_id.as_deref().is_none_or(|n| n == self.node_id) && !forward_leg_trigger;
-        if forward_leg_trigger {
+        if kind == RequestKind::Trigger && key.1.direction == Direction::Downstream {
             // Passes through; if this turns out to be the last appliance,
             // NoPeer turns it around.
             pending.local = Some(None);
             pending.trigger = Some((data_copy, req));
-        } else if acts {
-            let (controller, node_id, done) = (self.controller.clone(), self.node_id.clone(), self.done_tx.clone());
-            let address = local_for(origin.ip());
-            let load = self.load.pps();
-            let k = key.clone();
-            tokio::spawn(async move {
-                let entry = actions::perform(&controller, &node_id, address, load, &req).await;
-                let _ = done.send(Done { key: k, entry });
-            });
+        } else if req.node_id.as_deref().is_none_or(|n| n == self.node_id) {
+            self.act(key.clone(), local_for(origin.ip()), req);
         } else {
             pending.local = Some(None);
         }
         self.pending.insert(key.clone(), pending);
         self.maybe_complete(key);
+    }
+
+    /// Carries out `req` here, off the event loop; its entry arrives as a
+    /// [`Done`] for `key`.
+    fn act(&mut self, key: Key, address: IpAddr, req: Verified<Request>) {
+        let (controller, node_id, done) = (self.controller.clone(), self.node_id.clone(), self.done_tx.clone());
+        let load = self.load.pps();
+        tokio::spawn(async move {
+            let entry = actions::perform(&controller, &node_id, address, load, &req).await;
+            let _ = done.send(Done { key, entry });
+        });
     }
 
     fn replay_guard(&mut self, kind: RequestKind, mri: &Mri) -> &mut ReplayGuard {
@@ -402,13 +410,8 @@ impl Service {
         if let Some(p) = self.pending.get_mut(&forward) {
             p.local = None;
         }
-        let (controller, node_id, done) = (self.controller.clone(), self.node_id.clone(), self.done_tx.clone());
         let address = local_for(origin.map_or(back.1.query_target(), |o| o.ip()));
-        let load = self.load.pps();
-        tokio::spawn(async move {
-            let entry = actions::perform(&controller, &node_id, address, load, &req).await;
-            let _ = done.send(Done { key: forward, entry });
-        });
+        self.act(forward, address, req);
     }
 
     /// Answers upstream once this node and the rest of the path are done.

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod icmp;
+pub mod keys;
 pub mod net;
 
 pub use netserv_gist as gist;

@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::SigningKey;
 use netserv_nslp::wire::{Request, RequestKind, Response, Status};
 use netserv_signal::client::{self, ClientOptions, Outcome};
+use netserv_signal::keys::read_signing_key;
 use netserv_signal::net::unix_ms;
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
@@ -113,17 +114,8 @@ struct Req {
     save: Option<PathBuf>,
 }
 
-fn read_key(path: &PathBuf) -> anyhow::Result<SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading the key file {}", path.display()))?;
-    let seed: [u8; 32] = hex::decode(text.trim())
-        .ok()
-        .and_then(|v| v.try_into().ok())
-        .with_context(|| format!("{}: expected 64 hex digits (an Ed25519 seed)", path.display()))?;
-    Ok(SigningKey::from_bytes(&seed))
-}
-
 fn build(kind: RequestKind, r: &Req) -> anyhow::Result<(Request, SigningKey)> {
-    let key = read_key(&r.key)?;
+    let key = read_signing_key(&r.key)?;
     let mut nonce = [0u8; 16];
     OsRng.fill_bytes(&mut nonce);
     let id = OsRng.next_u32();
