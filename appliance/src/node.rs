@@ -3,11 +3,12 @@
 //! rule so traffic flows untouched, exit) while SIGHUP reloads the config.
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::config::{Config, Steering};
 use crate::controller::{Controller, StateStore};
 use crate::dataplane::Table;
 use crate::dataplane::iptables::Iptables;
-use crate::dataplane::worker::{self, QueueStats};
+use crate::dataplane::placement;
+use crate::dataplane::worker::{self, QueueStats, WorkerSpec};
 use crate::runtime::Runtime;
 use crate::signaling::{self, SignalingStats};
 use anyhow::Context as _;
@@ -29,19 +30,26 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let (intercept_tx, intercept_rx) = tokio::sync::mpsc::channel(8192);
     let iptables = if cfg.dataplane.enabled {
         let dp = &cfg.dataplane;
-        for q in dp.queue_base..dp.queue_base + dp.queues {
-            let stats = Arc::new(QueueStats { queue: q, ..Default::default() });
-            worker::spawn(
-                q,
-                dp.queue_max_len,
-                Duration::from_micros(u64::from(dp.busy_poll_us)),
-                table.clone(),
-                stats.clone(),
-                stop.clone(),
-            )?;
+        let allowed = placement::allowed_cpus();
+        for index in 0..dp.queues {
+            let queue = dp.queue_base + index;
+            let home = match dp.steering {
+                Steering::Cpu => placement::home_cpus(index, dp.queues, &allowed),
+                Steering::Flow => Vec::new(),
+            };
+            let spill_to = placement::spill_cpus(&home, &allowed);
+            let spec = WorkerSpec {
+                queue,
+                max_len: dp.queue_max_len,
+                busy_poll: Duration::from_micros(u64::from(dp.busy_poll_us)),
+                home,
+                spill_to,
+            };
+            let stats = Arc::new(QueueStats { queue, ..Default::default() });
+            worker::spawn(spec, table.clone(), stats.clone(), stop.clone())?;
             queues.push(stats);
         }
-        let mut ipt = Iptables::new(&dp.chain, &dp.hooks, dp.queue_base, dp.queues);
+        let mut ipt = Iptables::new(&dp.chain, &dp.hooks, dp.queue_base, dp.queues, dp.steering);
         ipt.setup().context("setting up the iptables chain")?;
         if cfg.signaling.enabled {
             signaling::tap::spawn(

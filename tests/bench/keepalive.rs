@@ -7,7 +7,8 @@
 //! 2. added latency: request/response round trips from `ua` to an echo server
 //!    in `core` whose port the module intercepts (and accepts), alternating
 //!    with round trips to a second echo server no filter matches; p50 and p99,
-//!    with blocking workers and again with busy polling;
+//!    with the tester pinned to one CPU (the figure) and floating, then with
+//!    flow steering and with busy polling for comparison;
 //! 3. idle memory: appliance RSS growth per tenant while 1,000 tenants each
 //!    get their own keepalive instance.
 //!
@@ -41,28 +42,57 @@ fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
+/// Where the tester (phone and echo servers) runs during a latency run: on
+/// one CPU, like a separate test set whose scheduling does not move between
+/// runs, or wherever the scheduler puts it.
+#[derive(Clone, Copy)]
+enum Tester {
+    Pinned(u16),
+    Floating,
+}
+
+impl Tester {
+    /// `program args` as a command line, behind `taskset` when pinned.
+    fn argv<'a>(self, cpu: &'a str, program: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = match self {
+            Tester::Pinned(_) => vec!["taskset", "-c", cpu, program],
+            Tester::Floating => vec![program],
+        };
+        v.extend_from_slice(args);
+        v
+    }
+}
+
 /// Alternating round trips (see `netserv-probe rtt --baseline`): a REGISTER the
 /// module inspects and passes, and a NOTIFY keep-alive the module answers.
-fn latency(
-    tb: &Testbed,
-    probe: &std::path::Path,
-    register: &str,
-    notify: &str,
-    count: u64,
-    mode: &str,
-) -> anyhow::Result<Latency> {
+/// Echo servers on the intercepted and on the baseline port are started for
+/// the run, placed like the probe.
+fn latency(tb: &Testbed, payloads: (&str, &str), count: u64, tester: Tester, mode: &str) -> anyhow::Result<Latency> {
+    let (register, notify) = payloads;
     progress(&format!(
         "latency, {mode}: {count} round trips each to {SERVER} (intercepted) and {BASELINE} (not), alternating"
     ));
+    let cpu = match tester {
+        Tester::Pinned(c) => c.to_string(),
+        Tester::Floating => String::new(),
+    };
+    let (probe, echo) = (paths::bin("netserv-probe"), paths::bin("netserv-echo"));
+    let (probe, echo) = (probe.to_str().unwrap_or_default(), echo.to_str().unwrap_or_default());
+    let mut echoes = Vec::new();
+    for at in [SERVER, BASELINE] {
+        let argv = tester.argv(&cpu, echo, &[at, "120000"]);
+        echoes.push(tb.spawn(&tb.core, argv[0], &argv[1..], None)?);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let count = count.to_string();
     let rtt = |payload: &str| -> anyhow::Result<Value> {
-        Ok(json_line(&tb.output(
-            &tb.ua,
-            probe,
-            &["rtt", "--to", SERVER, "--baseline", BASELINE, "--payload", payload, "--count", &count.to_string()],
-        )?))
+        let args = ["rtt", "--to", SERVER, "--baseline", BASELINE, "--payload", payload, "--count", &count];
+        let argv = tester.argv(&cpu, probe, &args);
+        Ok(json_line(&tb.output(&tb.ua, argv[0], &argv[1..])?))
     };
     let inspected = rtt(register)?;
     let answered = rtt(notify)?;
+    drop(echoes);
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let (with, without) = (&inspected, &inspected["baseline"]);
     anyhow::ensure!(f(with, "count") > 0.0 && f(without, "count") > 0.0, "no round trips completed: {inspected}");
@@ -195,17 +225,34 @@ fn main() -> anyhow::Result<()> {
     // 2. Added latency for traffic the module inspects and passes on. Round
     // trips alternate between the intercepted server port and an echo server
     // on a port no filter matches, on the same path at the same time, so the
-    // difference is what the appliance adds (not what the machine did meanwhile).
-    // Measured with the default blocking workers, then with busy polling.
-    let _echo = tb.spawn(&tb.core, paths::bin("netserv-echo"), &[SERVER, "120000"], None)?;
-    let _echo_base = tb.spawn(&tb.core, paths::bin("netserv-echo"), &[BASELINE, "120000"], None)?;
-    std::thread::sleep(Duration::from_millis(200));
-    let blocking = latency(&tb, &probe, &register, &notify, rtt_count, "blocking workers (busy_poll_us = 0)")?;
+    // difference is what the appliance adds (not what the machine did
+    // meanwhile). The tester (probe and echo servers) runs on one CPU, as a
+    // separate test set would: left floating, where the scheduler happens to
+    // put it moves the baseline by ±20 µs from run to run on this VM. The
+    // floating figure is reported too, and the two other dataplane modes.
+    let payloads = (register.as_str(), notify.as_str());
+    let tester_cpu = u16::try_from(env_u64("BENCH_TESTER_CPU", 0)).unwrap_or(0);
+    let pinned = Tester::Pinned(tester_cpu);
+    let default = latency(
+        &tb,
+        payloads,
+        rtt_count,
+        pinned,
+        &format!("default (steering = \"cpu\", blocking workers), tester on CPU {tester_cpu}"),
+    )?;
+    let floating = latency(&tb, payloads, rtt_count, Tester::Floating, "default, tester floating")?;
     drop(app);
-    let app = Appliance::start(&tb, &test_config_with(&format!("busy_poll_us = {BUSY_POLL_US}"), ""))?;
-    app.install(&keepalive_install(None))?;
+    let with_dataplane = |lines: &str| -> anyhow::Result<Appliance> {
+        let app = Appliance::start(&tb, &test_config_with(lines, ""))?;
+        app.install(&keepalive_install(None))?;
+        Ok(app)
+    };
+    let app = with_dataplane("steering = \"flow\"")?;
+    let flow = latency(&tb, payloads, rtt_count, pinned, "steering = \"flow\" (hashed queues, workers float)")?;
+    drop(app);
+    let app = with_dataplane(&format!("steering = \"flow\"\nbusy_poll_us = {BUSY_POLL_US}"))?;
     let polling =
-        latency(&tb, &probe, &register, &notify, rtt_count, &format!("busy polling (busy_poll_us = {BUSY_POLL_US})"))?;
+        latency(&tb, payloads, rtt_count, pinned, &format!("steering = \"flow\", busy_poll_us = {BUSY_POLL_US}"))?;
     drop(app);
 
     // 3. Idle memory per tenant.
@@ -251,10 +298,15 @@ fn main() -> anyhow::Result<()> {
         "answered_keepalive_pps": answered_pps.round(),
         "throughput_ratio": (ratio * 1000.0).round() / 1000.0,
         "target_throughput_ratio": 0.6,
-        "added_latency_p50_us": blocking.added_p50,
-        "added_latency_p99_us": blocking.added_p99,
-        "rtt_without_module_p50_us": blocking.without_p50,
-        "keepalive_answered_by_edge_p50_us": blocking.answered_p50,
+        "added_latency_p50_us": default.added_p50,
+        "added_latency_p99_us": default.added_p99,
+        "rtt_without_module_p50_us": default.without_p50,
+        "keepalive_answered_by_edge_p50_us": default.answered_p50,
+        "tester_cpu": tester_cpu,
+        "floating_tester_added_latency_p50_us": floating.added_p50,
+        "floating_tester_added_latency_p99_us": floating.added_p99,
+        "flow_steering_added_latency_p50_us": flow.added_p50,
+        "flow_steering_added_latency_p99_us": flow.added_p99,
         "busy_poll_us": BUSY_POLL_US,
         "busy_poll_added_latency_p50_us": polling.added_p50,
         "busy_poll_added_latency_p99_us": polling.added_p99,

@@ -102,6 +102,17 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
             let _ = writeln!(out, "netserv_queue_errors_total{{queue=\"{}\",kind=\"{kind}\"}} {v}", q.queue);
         }
     }
+    let _ =
+        writeln!(out, "# HELP netserv_queue_spills_total Times a pinned NFQUEUE worker left its contended home CPUs.");
+    let _ = writeln!(out, "# TYPE netserv_queue_spills_total counter");
+    for q in s.queues.iter() {
+        let _ = writeln!(out, "netserv_queue_spills_total{{queue=\"{}\"}} {}", q.queue, q.spills.load(Relaxed));
+    }
+    let _ = writeln!(out, "# HELP netserv_queue_spilled 1 while the queue's worker runs away from its home CPUs.");
+    let _ = writeln!(out, "# TYPE netserv_queue_spilled gauge");
+    for q in s.queues.iter() {
+        let _ = writeln!(out, "netserv_queue_spilled{{queue=\"{}\"}} {}", q.queue, q.spilled.load(Relaxed));
+    }
     let sig = &s.signaling;
     for (name, kind, help, v) in [
         (

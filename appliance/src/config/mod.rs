@@ -64,8 +64,13 @@ struct RawApi {
 pub struct Dataplane {
     /// First NFQUEUE number; the appliance uses `queue_base .. queue_base + queues`.
     pub queue_base: u16,
-    /// Number of queues, each with its own thread (spread by flow hash).
+    /// Number of queues, each with its own thread. Default: one per online
+    /// CPU, which `steering = "cpu"` needs to give every CPU its own queue.
     pub queues: u16,
+    /// How packets are spread over the queues: `cpu` (by the CPU that
+    /// processes them, each worker pinned there; lowest latency) or `flow`
+    /// (by address hash, workers float).
+    pub steering: Steering,
     /// Kernel-side queue length per queue.
     pub queue_max_len: u32,
     /// The iptables chain the appliance owns (created, flushed, removed).
@@ -87,7 +92,8 @@ impl Default for Dataplane {
     fn default() -> Self {
         Self {
             queue_base: 270,
-            queues: 2,
+            queues: crate::dataplane::placement::online_cpu_span().clamp(1, 64),
+            steering: Steering::Cpu,
             queue_max_len: 8192,
             chain: "NETSERV".into(),
             hooks: vec!["FORWARD".into()],
@@ -95,6 +101,19 @@ impl Default for Dataplane {
             enabled: true,
         }
     }
+}
+
+/// How the kernel spreads intercepted packets over the NFQUEUE queues.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Steering {
+    /// `--queue-cpu-fanout`: a packet goes to the queue of the CPU that
+    /// processes it, whose worker is pinned to that CPU (and spills to
+    /// others when that CPU is contended).
+    #[default]
+    Cpu,
+    /// `--queue-balance` by address hash; workers are not pinned.
+    Flow,
 }
 
 /// Runtime-wide settings.
@@ -187,6 +206,10 @@ impl Config {
         }
         if u32::from(dp.queue_base) + u32::from(dp.queues) > 65536 {
             return Err(invalid("dataplane.queue_base", "queue numbers run past 65535"));
+        }
+        let queues = u32::from(dp.queue_base)..u32::from(dp.queue_base) + u32::from(dp.queues);
+        if raw.signaling.enabled && queues.contains(&u32::from(raw.signaling.queue)) {
+            return Err(invalid("signaling.queue", "overlaps the dataplane queues (dataplane.queue_base + queues)"));
         }
         if dp.chain.is_empty()
             || dp.chain.len() > 28

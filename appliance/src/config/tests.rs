@@ -59,6 +59,11 @@ fn errors_name_the_field() {
         "dataplane.queues"
     );
     assert_eq!(
+        field_of(&base("").replacen("[[tenants]]", "[dataplane]\nqueue_base = 268\nqueues = 2\n\n[[tenants]]", 1)),
+        "signaling.queue",
+        "the signaling tap's queue 269 inside 268..270"
+    );
+    assert_eq!(
         field_of(&base("").replacen("[[tenants]]", "[dataplane]\nhooks = [\"NOWHERE\"]\n\n[[tenants]]", 1)),
         "dataplane.hooks[0]"
     );
@@ -84,4 +89,16 @@ fn unknown_keys_and_wrong_types_are_named_by_toml() {
     assert!(msg.contains("colour"), "{msg}");
     let msg = field_of(&base("").replace("[5060]", "[\"5060\"]"));
     assert!(msg.contains("listen_ports"), "{msg}");
+    let msg = field_of(&base("").replacen("[[tenants]]", "[dataplane]\nsteering = \"random\"\n\n[[tenants]]", 1));
+    assert!(msg.contains("steering") && msg.contains("cpu") && msg.contains("flow"), "{msg}");
+}
+
+#[test]
+fn steering_defaults_to_cpu_with_a_queue_per_cpu() {
+    let c = Config::parse(&base("")).expect("valid");
+    assert_eq!(c.dataplane.steering, Steering::Cpu);
+    assert_eq!(c.dataplane.queues, crate::dataplane::placement::online_cpu_span().clamp(1, 64));
+    let flow = base("").replacen("[[tenants]]", "[dataplane]\nsteering = \"flow\"\nqueues = 3\n\n[[tenants]]", 1);
+    let c = Config::parse(&flow).expect("valid");
+    assert_eq!((c.dataplane.steering, c.dataplane.queues), (Steering::Flow, 3));
 }

@@ -5,6 +5,7 @@
 //! unexamined whenever no process listens on the queue.
 
 use super::table::Filter;
+use crate::config::Steering;
 use crate::runtime::Transport;
 use std::net::IpAddr;
 use std::process::Command;
@@ -25,6 +26,7 @@ pub struct Iptables {
     hooks: Vec<String>,
     queue_base: u16,
     queues: u16,
+    steering: Steering,
     ipv6: bool,
 }
 
@@ -46,8 +48,8 @@ fn run(bin: &'static str, args: &[&str]) -> Result<(), IptablesError> {
 }
 
 impl Iptables {
-    pub fn new(chain: &str, hooks: &[String], queue_base: u16, queues: u16) -> Self {
-        Self { chain: chain.to_owned(), hooks: hooks.to_vec(), queue_base, queues, ipv6: false }
+    pub fn new(chain: &str, hooks: &[String], queue_base: u16, queues: u16, steering: Steering) -> Self {
+        Self { chain: chain.to_owned(), hooks: hooks.to_vec(), queue_base, queues, steering, ipv6: false }
     }
 
     /// Creates or flushes the chain and hooks it in, once, for both families.
@@ -107,6 +109,10 @@ impl Iptables {
         if self.queues > 1 {
             let last = self.queue_base + self.queues - 1;
             a.extend(["--queue-balance".into(), format!("{}:{last}", self.queue_base)]);
+            if self.steering == Steering::Cpu {
+                // Queue = base + (processing CPU % queues): see placement.rs.
+                a.push("--queue-cpu-fanout".into());
+            }
         } else {
             a.extend(["--queue-num".into(), self.queue_base.to_string()]);
         }
@@ -173,5 +179,49 @@ impl Iptables {
         let mut args: Vec<&str> = vec!["-D"];
         args.extend(rule.iter().map(String::as_str));
         run(bin, &args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter() -> Filter {
+        Filter {
+            transport: Transport::Udp,
+            destination: "198.18.2.20/32".parse().expect("prefix"),
+            ports: vec![5060, 5061],
+            source: None,
+        }
+    }
+
+    fn target(ipt: &Iptables) -> String {
+        let rule = ipt.rule(&filter(), "itsp-a/keepalive").join(" ");
+        rule.split_once("-j NFQUEUE ").map(|(_, t)| t.to_owned()).expect("an NFQUEUE target")
+    }
+
+    #[test]
+    fn module_rules_match_the_filter_and_name_the_module() {
+        let ipt = Iptables::new("NETSERV", &["FORWARD".into()], 270, 2, Steering::Cpu);
+        assert_eq!(
+            ipt.rule(&filter(), "itsp-a/keepalive").join(" "),
+            "NETSERV -p udp -d 198.18.2.20/32 -m multiport --dports 5060,5061 -m comment --comment \
+             netserv:itsp-a/keepalive -j NFQUEUE --queue-balance 270:271 --queue-cpu-fanout --queue-bypass"
+        );
+    }
+
+    #[test]
+    fn steering_picks_the_queue_selection() {
+        let hooks = ["FORWARD".to_owned()];
+        assert_eq!(
+            target(&Iptables::new("N", &hooks, 270, 4, Steering::Cpu)),
+            "--queue-balance 270:273 --queue-cpu-fanout --queue-bypass"
+        );
+        assert_eq!(
+            target(&Iptables::new("N", &hooks, 270, 4, Steering::Flow)),
+            "--queue-balance 270:273 --queue-bypass"
+        );
+        // One queue: nothing to spread, whatever the steering.
+        assert_eq!(target(&Iptables::new("N", &hooks, 300, 1, Steering::Cpu)), "--queue-num 300 --queue-bypass");
     }
 }
