@@ -28,25 +28,26 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let mut queues = Vec::new();
     let sig_stats = Arc::new(SignalingStats::default());
     let (intercept_tx, intercept_rx) = tokio::sync::mpsc::channel(8192);
+    let mut placer = None;
     let iptables = if cfg.dataplane.enabled {
         let dp = &cfg.dataplane;
         let allowed = placement::allowed_cpus();
+        let mut homes = Vec::new();
         for index in 0..dp.queues {
             let queue = dp.queue_base + index;
             let home = match dp.steering {
                 Steering::Cpu => placement::home_cpus(index, dp.queues, &allowed),
                 Steering::Flow => Vec::new(),
             };
-            let spill_to = placement::spill_cpus(&home, &allowed);
             let spec = WorkerSpec {
                 queue,
                 max_len: dp.queue_max_len,
                 busy_poll: Duration::from_micros(u64::from(dp.busy_poll_us)),
-                home,
-                spill_to,
+                home: home.clone(),
             };
             let stats = Arc::new(QueueStats { queue, ..Default::default() });
             worker::spawn(spec, table.clone(), stats.clone(), stop.clone())?;
+            homes.push((stats.clone(), home));
             queues.push(stats);
         }
         let mut ipt = Iptables::new(&dp.chain, &dp.hooks, dp.queue_base, dp.queues, dp.steering);
@@ -61,6 +62,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             )?;
             ipt.add_signaling(cfg.signaling.queue).context("steering GIST queries in transit to NFQUEUE")?;
         }
+        placer = Some(placement::Placer::new(homes, &allowed));
         Some(ipt)
     } else {
         tracing::warn!("dataplane disabled in the config: modules are installed but see no traffic");
@@ -99,6 +101,22 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         })
     };
 
+    // Pinned workers spill off contended home CPUs and come back (checked
+    // once per window); while one is spilled, CPU steering falls back to
+    // flow hashing so a load arriving on one CPU spreads over every queue.
+    let steering = {
+        let c = controller.clone();
+        tokio::spawn(async move {
+            let Some(mut placer) = placer else { return };
+            let mut tick = tokio::time::interval(Duration::from_nanos(placement::Spill::WINDOW_NS));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                c.adapt_steering(placer.tick()).await;
+            }
+        })
+    };
+
     // SIGHUP: reload. A bad file keeps the running config.
     let reloader = {
         let c = controller.clone();
@@ -127,6 +145,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     };
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;
     expiry.abort();
+    steering.abort();
     reloader.abort();
     if let Some(t) = signaling_task {
         t.abort();

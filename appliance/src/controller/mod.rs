@@ -11,7 +11,7 @@ pub use persist::StateStore;
 
 pub use types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal};
 
-use crate::config::{Config, Tenant};
+use crate::config::{Config, Steering, Tenant};
 use crate::dataplane::iptables::Iptables;
 use crate::dataplane::{ActiveModule, Table};
 use crate::runtime::host::TenantState;
@@ -287,6 +287,27 @@ impl Controller {
             (Some(r), Principal::Admin) => Ok(info(r)),
             (Some(r), Principal::Tenant(t)) if *r.active.tenant == **t => Ok(info(r)),
             _ => Err(ControlError::NotFound(id)),
+        }
+    }
+
+    /// CPU steering while every worker is at home; flow hashing while a
+    /// worker's home CPU is overloaded (`overloaded`), so that a load that
+    /// arrives on one CPU is spread over every queue. No-op unless the
+    /// configured steering is `cpu`.
+    pub async fn adapt_steering(&self, overloaded: bool) {
+        let Some(ipt) = &self.iptables else { return };
+        if self.config.load().dataplane.steering != Steering::Cpu {
+            return;
+        }
+        let to = if overloaded { Steering::Flow } else { Steering::Cpu };
+        if ipt.steering() == to {
+            return;
+        }
+        let records = self.records.lock().await;
+        let rules = records.values().filter(|r| r.rule_installed).map(|r| (&r.request.filter, r.active.id.as_str()));
+        match ipt.restyle(to, rules) {
+            Ok(()) => tracing::info!(steering = ?to, overloaded, "module rules re-steered"),
+            Err(e) => tracing::warn!(error = %e, "re-steering the module rules failed"),
         }
     }
 

@@ -7,8 +7,10 @@
 use super::table::Filter;
 use crate::config::Steering;
 use crate::runtime::Transport;
+use parking_lot::Mutex;
 use std::net::IpAddr;
 use std::process::Command;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IptablesError {
@@ -26,7 +28,9 @@ pub struct Iptables {
     hooks: Vec<String>,
     queue_base: u16,
     queues: u16,
-    steering: Steering,
+    /// The steering module rules are written with now; CPU steering falls
+    /// back to flow hashing while a worker's home CPU is overloaded.
+    steering: Arc<Mutex<Steering>>,
     ipv6: bool,
 }
 
@@ -49,6 +53,7 @@ fn run(bin: &'static str, args: &[&str]) -> Result<(), IptablesError> {
 
 impl Iptables {
     pub fn new(chain: &str, hooks: &[String], queue_base: u16, queues: u16, steering: Steering) -> Self {
+        let steering = Arc::new(Mutex::new(steering));
         Self { chain: chain.to_owned(), hooks: hooks.to_vec(), queue_base, queues, steering, ipv6: false }
     }
 
@@ -89,6 +94,10 @@ impl Iptables {
     }
 
     fn rule(&self, filter: &Filter, id: &str) -> Vec<String> {
+        self.rule_steered(filter, id, *self.steering.lock())
+    }
+
+    fn rule_steered(&self, filter: &Filter, id: &str, steering: Steering) -> Vec<String> {
         let mut a = vec![
             self.chain.clone(),
             "-p".into(),
@@ -109,7 +118,7 @@ impl Iptables {
         if self.queues > 1 {
             let last = self.queue_base + self.queues - 1;
             a.extend(["--queue-balance".into(), format!("{}:{last}", self.queue_base)]);
-            if self.steering == Steering::Cpu {
+            if steering == Steering::Cpu {
                 // Queue = base + (processing CPU % queues): see placement.rs.
                 a.push("--queue-cpu-fanout".into());
             }
@@ -171,6 +180,41 @@ impl Iptables {
         let mut args: Vec<&str> = vec!["-A"];
         args.extend(rule.iter().map(String::as_str));
         run(bin, &args)
+    }
+
+    /// The steering module rules use now.
+    pub fn steering(&self) -> Steering {
+        *self.steering.lock()
+    }
+
+    /// Rewrites the given module rules with another steering: each new rule
+    /// goes in before its old one comes out, so no packet passes unexamined.
+    /// The caller holds the controller's lock, so no rule changes meanwhile.
+    pub fn restyle<'a>(
+        &self,
+        to: Steering,
+        rules: impl IntoIterator<Item = (&'a Filter, &'a str)>,
+    ) -> Result<(), IptablesError> {
+        let mut current = self.steering.lock();
+        let from = *current;
+        if from == to {
+            return Ok(());
+        }
+        let mut first_error = None;
+        for (filter, id) in rules {
+            let bin = self.bin_for(filter)?;
+            let mut add = vec!["-A"];
+            let new = self.rule_steered(filter, id, to);
+            add.extend(new.iter().map(String::as_str));
+            let mut del = vec!["-D"];
+            let old = self.rule_steered(filter, id, from);
+            del.extend(old.iter().map(String::as_str));
+            if let Err(e) = run(bin, &add).and_then(|()| run(bin, &del)) {
+                first_error.get_or_insert(e);
+            }
+        }
+        *current = to;
+        first_error.map_or(Ok(()), Err)
     }
 
     pub fn remove(&self, filter: &Filter, id: &str) -> Result<(), IptablesError> {

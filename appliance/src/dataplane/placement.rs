@@ -75,13 +75,14 @@ pub fn spill_cpus(home: &[usize], allowed: &[usize]) -> Vec<usize> {
     if away.is_empty() { allowed.to_vec() } else { away }
 }
 
-/// Restricts the calling thread to `cpus`.
-pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
+/// Restricts thread `tid` (None: the calling thread) to `cpus`.
+pub fn pin_thread(tid: Option<i32>, cpus: &[usize]) -> io::Result<()> {
     let mut set = rustix::thread::CpuSet::new();
     for &c in cpus.iter().filter(|&&c| c < rustix::thread::CpuSet::MAX_CPU) {
         set.set(c);
     }
-    rustix::thread::sched_setaffinity(None, &set).map_err(io::Error::from)
+    let pid = tid.and_then(rustix::thread::Pid::from_raw);
+    rustix::thread::sched_setaffinity(pid, &set).map_err(io::Error::from)
 }
 
 /// Run time and run-queue wait of one thread, in ns, from
@@ -91,20 +92,93 @@ pub fn parse_schedstat(s: &str) -> Option<(u64, u64)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
-/// The calling thread's scheduler statistics, kept open for cheap re-reads.
+/// One thread's scheduler statistics, kept open for cheap re-reads.
 pub struct ThreadSchedStat(File);
 
 impl ThreadSchedStat {
-    /// Opens the statistics of the calling thread (`/proc/thread-self`
-    /// resolves at open time).
-    pub fn open() -> io::Result<Self> {
-        File::open("/proc/thread-self/schedstat").map(Self)
+    /// Opens the statistics of thread `tid` of this process (None: the
+    /// calling thread).
+    pub fn open(tid: Option<i32>) -> io::Result<Self> {
+        match tid {
+            Some(t) => File::open(format!("/proc/self/task/{t}/schedstat")).map(Self),
+            None => File::open("/proc/thread-self/schedstat").map(Self),
+        }
     }
 
     pub fn read(&self) -> Option<(u64, u64)> {
         let mut buf = [0u8; 96];
         let n = self.0.read_at(&mut buf, 0).ok()?;
         parse_schedstat(std::str::from_utf8(buf.get(..n)?).ok()?)
+    }
+}
+
+/// Runs the [`Spill`] decision for every pinned worker, from outside the
+/// workers: a worker blocked on an idle queue must still come home, and the
+/// packet path stays free of the bookkeeping. Call [`Placer::tick`] about
+/// once per [`Spill::WINDOW_NS`].
+pub struct Placer {
+    workers: Vec<Placed>,
+    epoch: std::time::Instant,
+}
+
+struct Placed {
+    stats: std::sync::Arc<super::worker::QueueStats>,
+    home: Vec<usize>,
+    spill_to: Vec<usize>,
+    /// Opened once the worker has pinned itself and published its tid.
+    schedstat: Option<(i32, ThreadSchedStat)>,
+    spill: Spill,
+}
+
+impl Placer {
+    /// `workers`: each queue's stats and home CPUs; `allowed`: the process's CPUs.
+    pub fn new(workers: Vec<(std::sync::Arc<super::worker::QueueStats>, Vec<usize>)>, allowed: &[usize]) -> Self {
+        let workers = workers
+            .into_iter()
+            .filter(|(_, home)| !home.is_empty())
+            .map(|(stats, home)| Placed {
+                spill_to: spill_cpus(&home, allowed),
+                stats,
+                home,
+                schedstat: None,
+                spill: Spill::default(),
+            })
+            .collect();
+        Self { workers, epoch: std::time::Instant::now() }
+    }
+
+    /// Observes every worker once; moves those whose decision changed.
+    /// Returns whether any worker is spilled.
+    pub fn tick(&mut self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let at_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        for w in &mut self.workers {
+            if w.schedstat.is_none() {
+                let tid = i32::try_from(w.stats.pinned_tid.load(Relaxed)).unwrap_or(0);
+                if tid != 0 {
+                    w.schedstat = ThreadSchedStat::open(Some(tid)).ok().map(|s| (tid, s));
+                }
+            }
+            let Some((tid, st)) = &w.schedstat else { continue };
+            let Some((run_ns, wait_ns)) = st.read() else { continue };
+            let (cpus, spilled) = match w.spill.observe(Sample { at_ns, run_ns, wait_ns }) {
+                None => continue,
+                Some(Move::Spill) => (&w.spill_to, true),
+                Some(Move::Home) => (&w.home, false),
+            };
+            let queue = w.stats.queue;
+            match pin_thread(Some(*tid), cpus) {
+                Ok(()) => {
+                    w.stats.spilled.store(u64::from(spilled), Relaxed);
+                    if spilled {
+                        w.stats.spills.fetch_add(1, Relaxed);
+                    }
+                    tracing::info!(queue, spilled, cpus = ?cpus, "NFQUEUE worker placement changed");
+                }
+                Err(e) => tracing::warn!(queue, error = %e, "moving the NFQUEUE worker failed"),
+            }
+        }
+        self.workers.iter().any(|w| w.spill.is_spilled())
     }
 }
 
@@ -277,7 +351,7 @@ mod tests {
 
     #[test]
     fn the_calling_thread_can_read_its_schedstat() {
-        let st = ThreadSchedStat::open().expect("/proc/thread-self/schedstat");
+        let st = ThreadSchedStat::open(None).expect("/proc/thread-self/schedstat");
         // Run for a while, then sleep: the kernel accounts run time at
         // context switches, so the figure now includes the busy loop.
         let t = std::time::Instant::now();

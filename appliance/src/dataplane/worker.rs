@@ -1,14 +1,14 @@
 //! One NFQUEUE consumer thread per queue (the `nfq` crate). Blocking receive
 //! (optionally after a busy-poll window), the pure `decide`, then one verdict
-//! per packet. With CPU steering the thread is pinned to its queue's CPUs and
-//! spills to the others while those are contended (`placement`).
+//! per packet. With CPU steering the thread pins itself to its queue's CPUs;
+//! `placement::Placer` moves it while those are contended.
 //!
 //! Fail-open is set on every queue: when the queue overflows, the kernel
 //! accepts packets instead of dropping them; and the iptables rules carry
 //! `--queue-bypass`, so if this process dies traffic flows unexamined.
 
 use super::pipeline::{Decision, decide};
-use super::placement::{self, Move, Sample, Spill, ThreadSchedStat};
+use super::placement;
 use super::reply::RawSender;
 use super::table::Table;
 use arc_swap::ArcSwap;
@@ -33,6 +33,9 @@ pub struct QueueStats {
     pub spills: AtomicU64,
     /// 1 while spilled, else 0.
     pub spilled: AtomicU64,
+    /// The worker thread's id once it pinned itself home (0: unpinned), for
+    /// the placement task that moves it (`placement::Placer`).
+    pub pinned_tid: AtomicU64,
 }
 
 /// How one worker is set up.
@@ -43,8 +46,6 @@ pub struct WorkerSpec {
     pub busy_poll: Duration,
     /// CPUs to pin the worker to (CPU steering); empty leaves it unpinned.
     pub home: Vec<usize>,
-    /// Where the worker goes while its home CPUs are contended.
-    pub spill_to: Vec<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,74 +79,6 @@ pub fn spawn(
         .map_err(WorkerError::Spawn)
 }
 
-/// The pinned worker's placement: home CPUs, and the spill decision fed with
-/// the thread's own scheduler statistics once per window.
-struct Placement {
-    home: Vec<usize>,
-    spill_to: Vec<usize>,
-    schedstat: ThreadSchedStat,
-    spill: Spill,
-    epoch: Instant,
-    next_sample: Instant,
-}
-
-impl Placement {
-    /// Pins the calling thread home. None when there is nothing to pin to,
-    /// or pinning is impossible (the worker then floats, as with flow steering).
-    fn start(spec: &WorkerSpec, queue: u16) -> Option<Self> {
-        if spec.home.is_empty() {
-            return None;
-        }
-        if let Err(e) = placement::pin_current_thread(&spec.home) {
-            tracing::warn!(queue, error = %e, "cannot pin the NFQUEUE worker; it runs unpinned");
-            return None;
-        }
-        let schedstat = match ThreadSchedStat::open() {
-            Ok(s) => s,
-            Err(e) => {
-                // Pinned for good: no spill without the statistics.
-                tracing::warn!(queue, error = %e, "no schedstat: the worker stays pinned and will not spill");
-                return None;
-            }
-        };
-        tracing::info!(queue, cpus = ?spec.home, "NFQUEUE worker pinned to the CPUs that feed its queue");
-        let now = Instant::now();
-        Some(Self {
-            home: spec.home.clone(),
-            spill_to: spec.spill_to.clone(),
-            schedstat,
-            spill: Spill::default(),
-            epoch: now,
-            next_sample: now,
-        })
-    }
-
-    /// Called per packet; reads the statistics once per window.
-    fn tick(&mut self, now: Instant, stats: &QueueStats) {
-        if now < self.next_sample {
-            return;
-        }
-        self.next_sample = now + Duration::from_nanos(Spill::WINDOW_NS);
-        let Some((run_ns, wait_ns)) = self.schedstat.read() else { return };
-        let at_ns = u64::try_from(now.duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
-        let (cpus, spilled) = match self.spill.observe(Sample { at_ns, run_ns, wait_ns }) {
-            None => return,
-            Some(Move::Spill) => (&self.spill_to, true),
-            Some(Move::Home) => (&self.home, false),
-        };
-        match placement::pin_current_thread(cpus) {
-            Ok(()) => {
-                stats.spilled.store(u64::from(spilled), Relaxed);
-                if spilled {
-                    stats.spills.fetch_add(1, Relaxed);
-                }
-                tracing::info!(queue = stats.queue, spilled, cpus = ?cpus, "NFQUEUE worker placement changed");
-            }
-            Err(e) => tracing::warn!(queue = stats.queue, error = %e, "changing the worker's CPUs failed"),
-        }
-    }
-}
-
 fn run(
     mut q: nfq::Queue,
     sender: RawSender,
@@ -156,7 +89,18 @@ fn run(
 ) {
     let busy_poll = spec.busy_poll;
     tracing::info!(queue = stats.queue, busy_poll_us = busy_poll.as_micros(), "NFQUEUE worker started");
-    let mut placement = Placement::start(&spec, stats.queue);
+    if !spec.home.is_empty() {
+        match placement::pin_thread(None, &spec.home) {
+            Ok(()) => {
+                let tid = rustix::thread::gettid().as_raw_pid();
+                stats.pinned_tid.store(u64::try_from(tid).unwrap_or(0), Relaxed);
+                tracing::info!(queue = stats.queue, cpus = ?spec.home, "NFQUEUE worker pinned to the CPUs that feed its queue");
+            }
+            Err(e) => {
+                tracing::warn!(queue = stats.queue, error = %e, "cannot pin the NFQUEUE worker; it runs unpinned")
+            }
+        }
+    }
     let mut last_packet = Instant::now();
     let mut polling = false;
     while !stop.load(Relaxed) {
@@ -180,11 +124,8 @@ fn run(
             }
         };
         stats.packets.fetch_add(1, Relaxed);
-        if !busy_poll.is_zero() || placement.is_some() {
+        if !busy_poll.is_zero() {
             last_packet = Instant::now();
-        }
-        if let Some(p) = placement.as_mut() {
-            p.tick(last_packet, &stats);
         }
         let decision = decide(&table.load(), msg.get_payload());
         let verdict = match decision {
