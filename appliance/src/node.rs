@@ -62,7 +62,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             )?;
             ipt.add_signaling(cfg.signaling.queue).context("steering GIST queries in transit to NFQUEUE")?;
         }
-        placer = Some(placement::Placer::new(homes, &allowed));
+        placer = placement::Placer::new(homes, &allowed);
         Some(ipt)
     } else {
         tracing::warn!("dataplane disabled in the config: modules are installed but see no traffic");

@@ -130,6 +130,10 @@ fn keepalives_are_answered_at_the_edge_and_faults_stay_contained() {
     assert_eq!(ka["state"], "active");
     let metrics = app.metrics().expect("metrics");
     assert!(metrics.contains("netserv_module_quarantined{tenant=\"itsp-b\",module=\"faulty\"} 1"), "{metrics}");
+    // Request/response traffic keeps every pinned worker at home.
+    for queue in [270, 271] {
+        assert!(metrics.contains(&format!("netserv_queue_spilled{{queue=\"{queue}\"}} 0")), "{metrics}");
+    }
     // Quarantined: its rule goes, so its traffic no longer detours through the appliance.
     let t = std::time::Instant::now();
     while tb.nfqueue_rules() != 1 {

@@ -2,6 +2,7 @@
 
 use super::AppState;
 use crate::controller::Principal;
+use crate::dataplane::worker::QueueStats;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -102,16 +103,22 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
             let _ = writeln!(out, "netserv_queue_errors_total{{queue=\"{}\",kind=\"{kind}\"}} {v}", q.queue);
         }
     }
-    let _ =
-        writeln!(out, "# HELP netserv_queue_spills_total Times a pinned NFQUEUE worker left its contended home CPUs.");
-    let _ = writeln!(out, "# TYPE netserv_queue_spills_total counter");
-    for q in s.queues.iter() {
-        let _ = writeln!(out, "netserv_queue_spills_total{{queue=\"{}\"}} {}", q.queue, q.spills.load(Relaxed));
-    }
-    let _ = writeln!(out, "# HELP netserv_queue_spilled 1 while the queue's worker runs away from its home CPUs.");
-    let _ = writeln!(out, "# TYPE netserv_queue_spilled gauge");
-    for q in s.queues.iter() {
-        let _ = writeln!(out, "netserv_queue_spilled{{queue=\"{}\"}} {}", q.queue, q.spilled.load(Relaxed));
+    // Worker placement (CPU steering), one sample per queue.
+    type PerQueue = fn(&QueueStats) -> u64;
+    let per_queue: [(&str, &str, &str, PerQueue); 2] = [
+        ("netserv_queue_spills_total", "counter", "Times a pinned NFQUEUE worker left its contended home CPUs.", |q| {
+            q.spills.load(Relaxed)
+        }),
+        ("netserv_queue_spilled", "gauge", "1 while the queue's worker runs away from its home CPUs.", |q| {
+            q.spilled.load(Relaxed)
+        }),
+    ];
+    for (name, kind, help, value) in per_queue {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for q in s.queues.iter() {
+            let _ = writeln!(out, "{name}{{queue=\"{}\"}} {}", q.queue, value(q));
+        }
     }
     let sig = &s.signaling;
     for (name, kind, help, v) in [

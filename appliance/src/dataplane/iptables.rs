@@ -93,11 +93,7 @@ impl Iptables {
         tracing::info!(chain = %self.chain, "iptables rules removed");
     }
 
-    fn rule(&self, filter: &Filter, id: &str) -> Vec<String> {
-        self.rule_steered(filter, id, *self.steering.lock())
-    }
-
-    fn rule_steered(&self, filter: &Filter, id: &str, steering: Steering) -> Vec<String> {
+    fn rule(&self, filter: &Filter, id: &str, steering: Steering) -> Vec<String> {
         let mut a = vec![
             self.chain.clone(),
             "-p".into(),
@@ -174,12 +170,21 @@ impl Iptables {
         Ok(())
     }
 
-    pub fn add(&self, filter: &Filter, id: &str) -> Result<(), IptablesError> {
+    /// Appends (`-A`) or deletes (`-D`) a module's rule as written with `steering`.
+    fn edit(&self, op: &str, filter: &Filter, id: &str, steering: Steering) -> Result<(), IptablesError> {
         let bin = self.bin_for(filter)?;
-        let rule = self.rule(filter, id);
-        let mut args: Vec<&str> = vec!["-A"];
+        let rule = self.rule(filter, id, steering);
+        let mut args: Vec<&str> = vec![op];
         args.extend(rule.iter().map(String::as_str));
         run(bin, &args)
+    }
+
+    pub fn add(&self, filter: &Filter, id: &str) -> Result<(), IptablesError> {
+        self.edit("-A", filter, id, self.steering())
+    }
+
+    pub fn remove(&self, filter: &Filter, id: &str) -> Result<(), IptablesError> {
+        self.edit("-D", filter, id, self.steering())
     }
 
     /// The steering module rules use now.
@@ -202,27 +207,12 @@ impl Iptables {
         }
         let mut first_error = None;
         for (filter, id) in rules {
-            let bin = self.bin_for(filter)?;
-            let mut add = vec!["-A"];
-            let new = self.rule_steered(filter, id, to);
-            add.extend(new.iter().map(String::as_str));
-            let mut del = vec!["-D"];
-            let old = self.rule_steered(filter, id, from);
-            del.extend(old.iter().map(String::as_str));
-            if let Err(e) = run(bin, &add).and_then(|()| run(bin, &del)) {
+            if let Err(e) = self.edit("-A", filter, id, to).and_then(|()| self.edit("-D", filter, id, from)) {
                 first_error.get_or_insert(e);
             }
         }
         *current = to;
         first_error.map_or(Ok(()), Err)
-    }
-
-    pub fn remove(&self, filter: &Filter, id: &str) -> Result<(), IptablesError> {
-        let bin = self.bin_for(filter)?;
-        let rule = self.rule(filter, id);
-        let mut args: Vec<&str> = vec!["-D"];
-        args.extend(rule.iter().map(String::as_str));
-        run(bin, &args)
     }
 }
 
@@ -240,7 +230,7 @@ mod tests {
     }
 
     fn target(ipt: &Iptables) -> String {
-        let rule = ipt.rule(&filter(), "itsp-a/keepalive").join(" ");
+        let rule = ipt.rule(&filter(), "itsp-a/keepalive", ipt.steering()).join(" ");
         rule.split_once("-j NFQUEUE ").map(|(_, t)| t.to_owned()).expect("an NFQUEUE target")
     }
 
@@ -248,7 +238,7 @@ mod tests {
     fn module_rules_match_the_filter_and_name_the_module() {
         let ipt = Iptables::new("NETSERV", &["FORWARD".into()], 270, 2, Steering::Cpu);
         assert_eq!(
-            ipt.rule(&filter(), "itsp-a/keepalive").join(" "),
+            ipt.rule(&filter(), "itsp-a/keepalive", ipt.steering()).join(" "),
             "NETSERV -p udp -d 198.18.2.20/32 -m multiport --dports 5060,5061 -m comment --comment \
              netserv:itsp-a/keepalive -j NFQUEUE --queue-balance 270:271 --queue-cpu-fanout --queue-bypass"
         );

@@ -131,8 +131,12 @@ struct Placed {
 }
 
 impl Placer {
-    /// `workers`: each queue's stats and home CPUs; `allowed`: the process's CPUs.
-    pub fn new(workers: Vec<(std::sync::Arc<super::worker::QueueStats>, Vec<usize>)>, allowed: &[usize]) -> Self {
+    /// `workers`: each queue's stats and home CPUs; `allowed`: the process's
+    /// CPUs. None when no worker has a home (flow steering): nothing to place.
+    pub fn new(
+        workers: Vec<(std::sync::Arc<super::worker::QueueStats>, Vec<usize>)>,
+        allowed: &[usize],
+    ) -> Option<Self> {
         let workers = workers
             .into_iter()
             .filter(|(_, home)| !home.is_empty())
@@ -143,8 +147,8 @@ impl Placer {
                 schedstat: None,
                 spill: Spill::default(),
             })
-            .collect();
-        Self { workers, epoch: std::time::Instant::now() }
+            .collect::<Vec<_>>();
+        (!workers.is_empty()).then(|| Self { workers, epoch: std::time::Instant::now() })
     }
 
     /// Observes every worker once; moves those whose decision changed.
