@@ -36,28 +36,15 @@ impl Testbed {
         let id = format!("{}{}{}", tag, std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
         let tb = Testbed { ua: format!("ns-{id}-ua"), edge: format!("ns-{id}-edge"), core: format!("ns-{id}-core") };
         // From here on, Drop cleans up whatever was made.
-        for ns in [&tb.ua, &tb.edge, &tb.core] {
-            sh(&["ip", "netns", "add", ns]).context("creating a network namespace (are you root?)")?;
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-        }
-        sh(&["ip", "link", "add", "ua0", "netns", &tb.ua, "type", "veth", "peer", "name", "e0", "netns", &tb.edge])?;
-        sh(&["ip", "link", "add", "e1", "netns", &tb.edge, "type", "veth", "peer", "name", "c0", "netns", &tb.core])?;
-        let setup: &[(&str, &str, &str)] = &[
-            (&tb.ua, "ua0", "198.18.1.10/24"),
-            (&tb.edge, "e0", "198.18.1.1/24"),
-            (&tb.edge, "e1", "198.18.2.1/24"),
-            (&tb.core, "c0", "198.18.2.20/24"),
-        ];
-        for (ns, dev, addr) in setup {
-            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev])?;
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
-        }
-        sh(&["ip", "-n", &tb.ua, "route", "add", "default", "via", EDGE_UA_IP])?;
-        sh(&["ip", "-n", &tb.core, "route", "add", "default", "via", EDGE_CORE_IP])?;
-        sh(&["ip", "netns", "exec", &tb.edge, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        // Replies leave the edge with the server's address as source: do not
-        // let reverse-path filtering on the ua side drop them.
-        sh(&["ip", "netns", "exec", &tb.edge, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"])?;
+        build(
+            &[&tb.ua, &tb.edge, &tb.core],
+            &[
+                (&tb.ua, "ua0", "198.18.1.10/24", &tb.edge, "e0", "198.18.1.1/24"),
+                (&tb.edge, "e1", "198.18.2.1/24", &tb.core, "c0", "198.18.2.20/24"),
+            ],
+            &[(&tb.ua, "default", EDGE_UA_IP), (&tb.core, "default", EDGE_CORE_IP)],
+            &[&tb.edge],
+        )?;
         Ok(tb)
     }
 
@@ -151,9 +138,39 @@ pub(crate) fn delete_namespaces<'a>(names: impl IntoIterator<Item = &'a String>)
     }
 }
 
-/// Runs a command, failing with its stderr.
-pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
-    sh(args)
+/// A veth link: (namespace, device, address/len) at each end.
+pub(crate) type Link<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
+
+/// Makes `namespaces` (loopback up), joins them with `links`, adds `routes`
+/// (namespace, destination, gateway) and lets `forwarders` route between
+/// their links. Reverse-path filtering is off there: replies leave an edge
+/// with the intercepted server's address as source. The caller's Drop
+/// removes whatever was made if this fails half-way.
+pub(crate) fn build(
+    namespaces: &[&str],
+    links: &[Link<'_>],
+    routes: &[(&str, &str, &str)],
+    forwarders: &[&str],
+) -> anyhow::Result<()> {
+    for ns in namespaces {
+        sh(&["ip", "netns", "add", ns]).context("creating a network namespace (are you root?)")?;
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+    }
+    for &(ns1, d1, a1, ns2, d2, a2) in links {
+        sh(&["ip", "link", "add", d1, "netns", ns1, "type", "veth", "peer", "name", d2, "netns", ns2])?;
+        for (ns, dev, addr) in [(ns1, d1, a1), (ns2, d2, a2)] {
+            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev])?;
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+        }
+    }
+    for &(ns, to, via) in routes {
+        sh(&["ip", "-n", ns, "route", "add", to, "via", via])?;
+    }
+    for ns in forwarders {
+        sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"])?;
+    }
+    Ok(())
 }
 
 impl Drop for Testbed {

@@ -6,7 +6,7 @@
 //! ```
 
 use crate::appliance::ADMIN_TOKEN;
-use crate::netns::{self, Proc, delete_namespaces, run};
+use crate::netns::{self, Proc, delete_namespaces};
 use crate::paths;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -62,24 +62,12 @@ impl PathTestbed {
         let id = format!("{tag}{}{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
         let n = |role: &str| format!("np-{id}-{role}");
         let tb = Self { core: n("core"), edge1: n("e1"), router: n("rt"), edge2: n("e2"), ua: n("ua") };
-        for ns in tb.all() {
-            run(&["ip", "netns", "add", ns])?;
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-        }
-        // (namespace, device, address) at each end of each link.
-        let links: [(&str, &str, &str, &str, &str, &str); 4] = [
+        let links: [netns::Link<'_>; 4] = [
             (&tb.core, "c0", "198.18.10.20/24", &tb.edge1, "a0", "198.18.10.1/24"),
             (&tb.edge1, "a1", "198.18.11.1/24", &tb.router, "r0", "198.18.11.2/24"),
             (&tb.router, "r1", "198.18.12.1/24", &tb.edge2, "b0", "198.18.12.2/24"),
             (&tb.edge2, "b1", "198.18.13.1/24", &tb.ua, "u0", "198.18.13.10/24"),
         ];
-        for (ns1, d1, a1, ns2, d2, a2) in links {
-            run(&["ip", "link", "add", d1, "netns", ns1, "type", "veth", "peer", "name", d2, "netns", ns2])?;
-            for (ns, dev, addr) in [(ns1, d1, a1), (ns2, d2, a2)] {
-                run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev])?;
-                run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
-            }
-        }
         let routes: [(&str, &str, &str); 8] = [
             (&tb.core, "default", "198.18.10.1"),
             (&tb.edge1, "198.18.12.0/24", "198.18.11.2"),
@@ -90,13 +78,8 @@ impl PathTestbed {
             (&tb.edge2, "198.18.11.0/24", "198.18.12.1"),
             (&tb.ua, "default", "198.18.13.1"),
         ];
-        for (ns, to, via) in routes {
-            run(&["ip", "-n", ns, "route", "add", to, "via", via])?;
-        }
-        for ns in [&tb.edge1, &tb.router, &tb.edge2] {
-            run(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-            run(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"])?;
-        }
+        // From here on, Drop cleans up whatever was made.
+        netns::build(&tb.all().map(String::as_str), &links, &routes, &[&tb.edge1, &tb.router, &tb.edge2])?;
         Ok(tb)
     }
 
