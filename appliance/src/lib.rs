@@ -1,12 +1,17 @@
 //! The NetServ edge appliance.
 //!
 //! Parts, one folder each: `config` (TOML, validated once), `runtime` (wasmtime
-//! sandbox per module), `dataplane` (NFQUEUE threads, packet parsing, verdicts,
-//! iptables), `controller` (the one path that installs and removes modules,
-//! for the admin API today and for on-path signaling next), `api` (axum admin
-//! API, metrics, health), `store` (fetching and checking module bytes).
+//! sandbox, one instance per module per worker), `dataplane` (NFQUEUE worker
+//! threads on `netserv-nfqueue`, packet parsing, the filter index, CPU
+//! budgets and fault quarantine, iptables), `controller` (the one path that
+//! installs and removes modules, for the admin API and on-path signaling),
+//! `signaling` (GIST / NSLP shell), `api` (axum admin API, metrics, health),
+//! `store` (fetching and checking module bytes).
 
-#![forbid(unsafe_code)]
+// `unsafe` is denied everywhere but `runtime::abi` (the allocation-free
+// component call), which allows it with each invariant written down. The
+// NFQUEUE FFI lives in its own crate, `netserv-nfqueue`.
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod config;

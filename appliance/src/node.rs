@@ -6,6 +6,7 @@ use crate::api::{self, AppState};
 use crate::config::{Config, Steering};
 use crate::controller::{Controller, StateStore};
 use crate::dataplane::Table;
+use crate::dataplane::builder::Builder;
 use crate::dataplane::iptables::Iptables;
 use crate::dataplane::placement;
 use crate::dataplane::worker::{self, QueueStats, WorkerSpec};
@@ -29,6 +30,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let sig_stats = Arc::new(SignalingStats::default());
     let (intercept_tx, intercept_rx) = tokio::sync::mpsc::channel(8192);
     let mut placer = None;
+    let builder = Builder::spawn().context("spawning the module builder thread")?;
     let iptables = if cfg.dataplane.enabled {
         let dp = &cfg.dataplane;
         let allowed = placement::allowed_cpus();
@@ -40,13 +42,15 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
                 Steering::Flow => Vec::new(),
             };
             let spec = WorkerSpec {
+                index: usize::from(index),
                 queue,
                 max_len: dp.queue_max_len,
                 busy_poll: Duration::from_micros(u64::from(dp.busy_poll_us)),
+                batch: usize::from(dp.batch),
                 home: home.clone(),
             };
             let stats = Arc::new(QueueStats { queue, ..Default::default() });
-            worker::spawn(spec, table.clone(), stats.clone(), stop.clone())?;
+            worker::spawn(spec, table.clone(), builder.clone(), stats.clone(), stop.clone())?;
             homes.push((stats.clone(), home));
             queues.push(stats);
         }
@@ -71,7 +75,8 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
 
     let state = StateStore::open(&cfg.state_dir)
         .with_context(|| format!("opening the state directory {} (state_dir)", cfg.state_dir.display()))?;
-    let controller = Controller::new(cfg.clone(), runtime, table, iptables, Some(state));
+    let workers = if cfg.dataplane.enabled { usize::from(cfg.dataplane.queues) } else { 1 };
+    let controller = Controller::new(cfg.clone(), runtime, table, iptables, Some(state), workers);
     let restored = controller.restore().await;
     if restored > 0 {
         tracing::info!(restored, "modules restored from the state directory");

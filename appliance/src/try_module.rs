@@ -1,17 +1,14 @@
 //! `netserv-appliance module try`: one packet through one module, exactly as the
 //! dataplane would run it (same runtime, same limits, same `decide`), printed.
 
-use crate::config::Limits;
+use crate::config::{Limits, Tenant};
 use crate::dataplane::table::{ActiveModule, Filter};
-use crate::dataplane::{Decision, Table, decide, packet};
-use crate::runtime::host::TenantState;
-use crate::runtime::{FaultPolicy, GuestCounters, HostSpec, ModuleInstance, Runtime, Transport};
+use crate::dataplane::{Buffers, Decision, Table, WorkerModules, decide, packet};
+use crate::runtime::{GuestCounters, HostSpec, Runtime, Template, TenantState, TenantUsage, Transport};
 use anyhow::Context as _;
-use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 /// The outcome, for printing and for tests.
@@ -24,6 +21,51 @@ pub struct TryReport {
     pub counters: Vec<(String, u64)>,
 }
 
+/// One module installed for one worker with `limits` (and the default
+/// runtime policy), outside any node: what `module try`, the `call_cost`
+/// example and the allocation test run. Its filter takes UDP to `to`.
+pub fn standalone(
+    runtime: &Runtime,
+    bytes: &[u8],
+    props: &[(String, String)],
+    to: SocketAddr,
+    limits: &Limits,
+) -> anyhow::Result<(Arc<ActiveModule>, WorkerModules)> {
+    let compiled = runtime.compile(bytes)?;
+    let counters = Arc::new(GuestCounters::new(1));
+    let host = HostSpec {
+        tenant: "try".into(),
+        module: "try".into(),
+        memory_bytes: limits.memory_bytes,
+        counters: counters.clone(),
+        state: Arc::new(TenantState::new(limits.state_max_entries, limits.state_max_bytes)),
+        usage: Arc::new(TenantUsage::default()),
+        memory: Default::default(),
+    };
+    let deadline = Duration::from_millis(limits.cpu_deadline_ms);
+    let template = Template::new(runtime.engine(), compiled, host, props.to_vec(), deadline);
+    let instance = template.instantiate(0)?;
+    let filter = Filter {
+        transport: Transport::Udp,
+        destination: ipnet::IpNet::from(to.ip()),
+        ports: vec![to.port()],
+        source: None,
+    };
+    let tenant = Tenant {
+        name: "try".into(),
+        public_key: ed25519_dalek::VerifyingKey::default(),
+        api_token: String::new(),
+        filter_prefixes: Vec::new(),
+        listen_ports: Vec::new(),
+        limits: limits.clone(),
+    };
+    let policy = crate::controller::module_policy(&crate::config::Runtime::default(), &tenant);
+    let module = Arc::new(ActiveModule::new("try/try".into(), filter, template, policy, counters, vec![instance]));
+    let mut worker = WorkerModules::new(0, None);
+    worker.sync(Arc::new(Table::new(vec![module.clone()])));
+    Ok((module, worker))
+}
+
 pub fn run(
     module: &Path,
     props: &[(String, String)],
@@ -33,59 +75,25 @@ pub fn run(
 ) -> anyhow::Result<TryReport> {
     let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
     let runtime = Runtime::new()?;
-    let compiled = runtime.compile(&bytes)?;
-    let limits = Limits::default();
-    let counters = Arc::new(GuestCounters::default());
-    let state = Arc::new(TenantState::new(limits.state_max_entries, limits.state_max_bytes));
-    let host = HostSpec {
-        tenant: "try".into(),
-        module: "try".into(),
-        memory_bytes: limits.memory_bytes,
-        counters: counters.clone(),
-        state,
-    };
-    let policy = FaultPolicy {
-        deadline_ticks: Limits::default().cpu_deadline_ms,
-        quarantine_after: 1,
-        backoff: Duration::from_secs(1),
-    };
-    let instance = ModuleInstance::new(runtime.engine(), compiled.clone(), props.to_vec(), policy, host)?;
-    let filter = Filter {
-        transport: Transport::Udp,
-        destination: ipnet::IpNet::from(to.ip()),
-        ports: vec![to.port()],
-        source: None,
-    };
-    let module = Arc::new(ActiveModule {
-        id: "try/try".into(),
-        tenant: "try".into(),
-        name: "try".into(),
-        hash: compiled.hash,
-        filter,
-        instance: Mutex::new(instance),
-        stats: Default::default(),
-        guest_counters: counters.clone(),
-    });
-    let table = Table { modules: vec![module.clone()] };
+    let (module, mut worker) = standalone(&runtime, &bytes, props, to, &Limits::default())?;
     let ip = packet::build_udp(from, to, 64, payload).context("--from and --to must be the same IP family")?;
-    let decision = decide(&table, &ip);
-    let faults = module.instance.lock().total_faults;
+    let mut out = Buffers::new();
+    let decision = decide(&mut worker, &ip, false, &mut out);
+    let stats = module.stats();
     let (verdict, reply, replaced) = match decision {
-        Decision::Accept if module.stats.fail_open.load(Relaxed) > 0 => {
-            ("accept (fail-open: the module faulted)".to_owned(), None, None)
-        }
+        Decision::Accept if stats.fail_open > 0 => ("accept (fail-open: the module faulted)".to_owned(), None, None),
         Decision::Accept => ("accept".to_owned(), None, None),
         Decision::Drop => ("drop".to_owned(), None, None),
-        Decision::AcceptModified(p) => {
-            let parsed = packet::parse(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Decision::AcceptModified => {
+            let parsed = packet::parse(&out.packet).map_err(|e| anyhow::anyhow!("{e}"))?;
             ("replace".to_owned(), None, Some(parsed.payload.to_vec()))
         }
-        Decision::Reply { packet: p, .. } => {
-            let parsed = packet::parse(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Decision::Reply { .. } => {
+            let parsed = packet::parse(&out.packet).map_err(|e| anyhow::anyhow!("{e}"))?;
             ("reply".to_owned(), Some((parsed.source, parsed.destination, parsed.payload.to_vec())), None)
         }
     };
-    Ok(TryReport { verdict, reply, replaced, faults, counters: counters.snapshot() })
+    Ok(TryReport { verdict, reply, replaced, faults: stats.faults, counters: module.counters.snapshot() })
 }
 
 /// Prints bytes as text when they are text, else as hex.

@@ -119,7 +119,8 @@ impl RawSender {
         let mut i = 0;
         while i < batch.packets.len() {
             let v6 = batch.packets.get(i).is_some_and(|p| p.2.is_ipv6());
-            let end = batch.packets.iter().skip(i).position(|p| p.2.is_ipv6() != v6).map_or(batch.packets.len(), |n| i + n);
+            let end =
+                batch.packets.iter().skip(i).position(|p| p.2.is_ipv6() != v6).map_or(batch.packets.len(), |n| i + n);
             let run = batch.packets.get(i..end).unwrap_or_default();
             let fd = if v6 { self.v6.as_ref().map(AsRawFd::as_raw_fd) } else { Some(self.v4.as_raw_fd()) };
             match fd {
@@ -152,7 +153,8 @@ impl RawSender {
         self.iovs.resize(n, unsafe { std::mem::zeroed() });
         self.hdrs.resize(n, unsafe { std::mem::zeroed() });
         for (k, &(at, len, to, _)) in run.iter().enumerate() {
-            let (Some(addr), Some(iov), Some(hdr)) = (self.addrs.get_mut(k), self.iovs.get_mut(k), self.hdrs.get_mut(k))
+            let (Some(addr), Some(iov), Some(hdr)) =
+                (self.addrs.get_mut(k), self.iovs.get_mut(k), self.hdrs.get_mut(k))
             else {
                 continue;
             };

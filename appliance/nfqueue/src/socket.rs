@@ -95,7 +95,8 @@ impl QueueSocket {
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv).map_err(QueueError::Open)?;
 
         let mut me = Self { fd, queue, seq: 0 };
-        me.request(|b, seq| b.config_cmd(queue, seq, cmd::BIND)).map_err(|source| QueueError::Bind { queue, source })?;
+        me.request(|b, seq| b.config_cmd(queue, seq, cmd::BIND))
+            .map_err(|source| QueueError::Bind { queue, source })?;
         let mask = cfg_flags::FAIL_OPEN | cfg_flags::GSO;
         me.request(|b, seq| b.config_params(queue, seq, COPY_RANGE, opts.max_len, mask, mask))
             .map_err(|source| QueueError::Configure { queue, source })?;
@@ -152,9 +153,8 @@ impl QueueSocket {
         let vlen = libc::c_uint::try_from(batch.hdrs.len()).unwrap_or(0);
         // SAFETY: `prepare` pointed every header at its own iovec and slot,
         // all owned by `batch` and alive for the call; `vlen` is their count.
-        let n = unsafe {
-            libc::recvmmsg(self.fd.as_raw_fd(), batch.hdrs.as_mut_ptr(), vlen, flags, std::ptr::null_mut())
-        };
+        let n =
+            unsafe { libc::recvmmsg(self.fd.as_raw_fd(), batch.hdrs.as_mut_ptr(), vlen, flags, std::ptr::null_mut()) };
         match usize::try_from(n) {
             Ok(n) => {
                 batch.filled = n;
@@ -225,7 +225,12 @@ impl RecvBatch {
         // SAFETY: iovec and mmsghdr are plain data; zero is valid (pointers
         // are set by `prepare`).
         let (iov, hdr): (libc::iovec, libc::mmsghdr) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-        Self { slots: vec![0u8; capacity * SLOT_BYTES], iovs: vec![iov; capacity], hdrs: vec![hdr; capacity], filled: 0 }
+        Self {
+            slots: vec![0u8; capacity * SLOT_BYTES],
+            iovs: vec![iov; capacity],
+            hdrs: vec![hdr; capacity],
+            filled: 0,
+        }
     }
 
     pub fn capacity(&self) -> usize {

@@ -283,7 +283,10 @@ pub enum Event<'a> {
     Packet(Packet<'a>),
     /// An acknowledgement (`errno` 0) or an error (`-errno` from the kernel,
     /// reported here positive) for the request with `seq`.
-    Ack { errno: i32, seq: u32 },
+    Ack {
+        errno: i32,
+        seq: u32,
+    },
     /// Messages of no interest (NOOP, DONE, other subsystems' types).
     Other,
 }
@@ -308,8 +311,16 @@ pub fn event<'a>(m: &NlMsg<'a>) -> Result<Event<'a>, WireError> {
     }
     let mut r = Reader::new(m.body);
     let [_family, _version, q0, q1] = r.array::<NFGEN_HDRLEN>().ok_or(WireError::TruncatedNfgen)?;
-    let mut packet =
-        Packet { queue: u16::from_be_bytes([q0, q1]), id: 0, hw_protocol: 0, hook: 0, payload: &[], cap_len: None, skb_info: 0, mark: None };
+    let mut packet = Packet {
+        queue: u16::from_be_bytes([q0, q1]),
+        id: 0,
+        hw_protocol: 0,
+        hook: 0,
+        payload: &[],
+        cap_len: None,
+        skb_info: 0,
+        mark: None,
+    };
     let mut have_header = false;
     for a in attrs(r.rest) {
         let (kind, value) = a?;
@@ -342,9 +353,10 @@ pub fn event<'a>(m: &NlMsg<'a>) -> Result<Event<'a>, WireError> {
 /// so that it still gets a verdict.
 pub fn packet_id(m: &NlMsg<'_>) -> Option<u32> {
     let body = m.body.get(NFGEN_HDRLEN..)?;
-    attrs(body).map_while(Result::ok).find(|(k, _)| *k == attr::PACKET_HDR).and_then(|(_, v)| {
-        v.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)
-    })
+    attrs(body)
+        .map_while(Result::ok)
+        .find(|(k, _)| *k == attr::PACKET_HDR)
+        .and_then(|(_, v)| v.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes))
 }
 
 /// Appends netlink requests to a caller-owned buffer (its capacity is kept

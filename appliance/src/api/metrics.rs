@@ -17,6 +17,7 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(4096);
     let cfg = s.controller.config();
     let modules = s.controller.list(&Principal::Admin).await;
+    let usage = s.controller.usage(&Principal::Admin).await;
     let node = escape(&cfg.node_id);
 
     let _ = writeln!(out, "# HELP netserv_modules_installed Modules installed on this node.");
@@ -37,6 +38,7 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
             ("replace", c.replaced),
             ("reply", c.replied),
             ("fail_open", c.fail_open),
+            ("throttled", c.throttled),
             ("verdict_error", c.verdict_errors),
         ] {
             let _ = writeln!(
@@ -45,27 +47,37 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
             );
         }
     }
-    let _ = writeln!(out, "# HELP netserv_module_faults_total Traps and deadline overruns of a module.");
-    let _ = writeln!(out, "# TYPE netserv_module_faults_total counter");
-    for m in &modules {
-        let _ = writeln!(
-            out,
-            "netserv_module_faults_total{{tenant=\"{}\",module=\"{}\"}} {}",
-            escape(&m.tenant),
-            escape(&m.name),
+    type PerModule = fn(&crate::controller::ModuleInfo) -> u64;
+    let per_module: [(&str, &str, &str, PerModule); 5] = [
+        ("netserv_module_faults_total", "counter", "Traps, blown deadlines and failed rebuilds of a module.", |m| {
             m.counters.faults
-        );
-    }
-    let _ = writeln!(out, "# HELP netserv_module_quarantined Whether a module is quarantined (1) or not (0).");
-    let _ = writeln!(out, "# TYPE netserv_module_quarantined gauge");
-    for m in &modules {
-        let q = u8::from(m.state == "quarantined");
-        let _ = writeln!(
-            out,
-            "netserv_module_quarantined{{tenant=\"{}\",module=\"{}\"}} {q}",
-            escape(&m.tenant),
-            escape(&m.name)
-        );
+        }),
+        (
+            "netserv_module_throttled_windows_total",
+            "counter",
+            "Budget windows in which a module went over its CPU budget (its packets then bypassed it).",
+            |m| m.counters.throttled_windows,
+        ),
+        ("netserv_module_cpu_seconds_total", "counter", "Time spent in a module's calls.", |m| m.counters.cpu_us),
+        ("netserv_module_memory_bytes", "gauge", "Linear memory of a module's live instances (one per worker).", |m| {
+            m.counters.memory_bytes
+        }),
+        ("netserv_module_quarantined", "gauge", "Whether a module is quarantined (1) or not (0).", |m| {
+            u64::from(m.state == "quarantined")
+        }),
+    ];
+    for (name, kind, help, value) in per_module {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for m in &modules {
+            let (t, n) = (escape(&m.tenant), escape(&m.name));
+            if name == "netserv_module_cpu_seconds_total" {
+                let secs = value(m) as f64 / 1e6;
+                let _ = writeln!(out, "{name}{{tenant=\"{t}\",module=\"{n}\"}} {secs}");
+            } else {
+                let _ = writeln!(out, "{name}{{tenant=\"{t}\",module=\"{n}\"}} {}", value(m));
+            }
+        }
     }
     let _ = writeln!(out, "# HELP netserv_module_counter Counters a module exports itself.");
     let _ = writeln!(out, "# TYPE netserv_module_counter counter");
@@ -80,32 +92,73 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
             );
         }
     }
+    let _ = writeln!(out, "# HELP netserv_tenant_refused_total What a tenant's modules were refused, by kind.");
+    let _ = writeln!(out, "# TYPE netserv_tenant_refused_total counter");
+    for u in &usage {
+        for (kind, v) in [
+            ("memory", u.memory_refused),
+            ("log", u.log_dropped),
+            ("counter", u.counter_refused),
+            ("state", u.state_refused),
+        ] {
+            let _ =
+                writeln!(out, "netserv_tenant_refused_total{{tenant=\"{}\",kind=\"{kind}\"}} {v}", escape(&u.tenant));
+        }
+    }
+    let _ = writeln!(out, "# HELP netserv_tenant_memory_bytes Linear memory of a tenant's live module instances.");
+    let _ = writeln!(out, "# TYPE netserv_tenant_memory_bytes gauge");
+    for u in &usage {
+        let _ = writeln!(out, "netserv_tenant_memory_bytes{{tenant=\"{}\"}} {}", escape(&u.tenant), u.memory_bytes);
+    }
     let _ = writeln!(out, "# HELP netserv_queue_packets_total Packets through each NFQUEUE, by verdict.");
     let _ = writeln!(out, "# TYPE netserv_queue_packets_total counter");
     for q in s.queues.iter() {
         for (verdict, v) in [
-            ("accept", q.accepted.load(Relaxed)),
-            ("modified", q.modified.load(Relaxed)),
-            ("drop", q.dropped.load(Relaxed)),
-            ("reply", q.replied.load(Relaxed)),
+            ("accept", q.io.accepted.load(Relaxed)),
+            ("modified", q.io.modified.load(Relaxed)),
+            ("drop", q.io.dropped.load(Relaxed)),
+            ("reply", q.io.replied.load(Relaxed)),
         ] {
             let _ = writeln!(out, "netserv_queue_packets_total{{queue=\"{}\",verdict=\"{verdict}\"}} {v}", q.queue);
         }
     }
-    let _ = writeln!(out, "# HELP netserv_queue_errors_total Receive, verdict and reply-send errors per NFQUEUE.");
+    let _ =
+        writeln!(out, "# HELP netserv_queue_errors_total Receive, verdict, reply-send and parse errors per NFQUEUE.");
     let _ = writeln!(out, "# TYPE netserv_queue_errors_total counter");
     for q in s.queues.iter() {
         for (kind, v) in [
-            ("recv", q.recv_errors.load(Relaxed)),
-            ("verdict", q.verdict_errors.load(Relaxed)),
-            ("reply", q.reply_errors.load(Relaxed)),
+            ("recv", q.io.recv_errors.load(Relaxed)),
+            ("verdict", q.io.verdict_errors.load(Relaxed)),
+            ("reply", q.io.reply_errors.load(Relaxed)),
+            ("malformed", q.io.malformed.load(Relaxed)),
         ] {
             let _ = writeln!(out, "netserv_queue_errors_total{{queue=\"{}\",kind=\"{kind}\"}} {v}", q.queue);
         }
     }
     // Worker placement (CPU steering), one sample per queue.
     type PerQueue = fn(&QueueStats) -> u64;
-    let per_queue: [(&str, &str, &str, PerQueue); 2] = [
+    let per_queue: [(&str, &str, &str, PerQueue); 6] = [
+        ("netserv_queue_batches_total", "counter", "Receives that returned packets (one recvmmsg each).", |q| {
+            q.io.batches.load(Relaxed)
+        }),
+        (
+            "netserv_queue_wakeups_total",
+            "counter",
+            "Batches that woke a blocked worker (the rest were found while busy polling).",
+            |q| q.io.wakeups.load(Relaxed),
+        ),
+        (
+            "netserv_queue_verdict_messages_total",
+            "counter",
+            "Verdict messages sent (runs of equal verdicts share one).",
+            |q| q.io.verdict_messages.load(Relaxed),
+        ),
+        (
+            "netserv_queue_unexamined_total",
+            "counter",
+            "Packets passed without a module: cut at the copy range, or UDP GSO super-packets.",
+            |q| q.unexamined.load(Relaxed),
+        ),
         ("netserv_queue_spills_total", "counter", "Times a pinned NFQUEUE worker left its contended home CPUs.", |q| {
             q.spills.load(Relaxed)
         }),

@@ -49,7 +49,7 @@ listen_ports = [5070]
     let runtime = Runtime::new().expect("runtime");
     let table = std::sync::Arc::new(ArcSwap::from_pointee(Table::default()));
     AppState {
-        controller: Controller::new(cfg, runtime, table, None, None),
+        controller: Controller::new(cfg, runtime, table, None, None, 2),
         queues: std::sync::Arc::new(Vec::new()),
         signaling: Default::default(),
     }

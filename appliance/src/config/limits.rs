@@ -9,8 +9,16 @@ use serde::Deserialize;
 pub struct Limits {
     /// Linear memory per module instance, bytes.
     pub memory_bytes: u64,
-    /// Wall time one `on-packet` call may take before it is interrupted.
+    /// Wall time one `on-packet` call may take before it is interrupted
+    /// (a fault: the packet passes, the instance is rebuilt).
     pub cpu_deadline_ms: u64,
+    /// Share of one worker's time a module's calls may take per window
+    /// (`runtime.budget_window_ms`); past it, its packets pass untouched
+    /// until the window ends (throttled).
+    pub cpu_budget_percent: u32,
+    /// Longest reply payload a module may send, bytes (a reply must fit one
+    /// unfragmented datagram on the way back).
+    pub reply_max_bytes: u32,
     /// Modules installed at once.
     pub max_modules: u32,
     /// Entries and total bytes of the tenant's key-value state.
@@ -24,7 +32,9 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             memory_bytes: 16 << 20,
-            cpu_deadline_ms: 10,
+            cpu_deadline_ms: 2,
+            cpu_budget_percent: 25,
+            reply_max_bytes: 1400,
             max_modules: 8,
             state_max_entries: 4096,
             state_max_bytes: 1 << 20,
@@ -40,6 +50,12 @@ impl Limits {
         }
         if self.cpu_deadline_ms == 0 || self.cpu_deadline_ms > 10_000 {
             return Err(invalid(format!("{at}.cpu_deadline_ms"), "must be 1..=10000"));
+        }
+        if self.cpu_budget_percent == 0 || self.cpu_budget_percent > 100 {
+            return Err(invalid(format!("{at}.cpu_budget_percent"), "must be 1..=100"));
+        }
+        if self.reply_max_bytes == 0 || self.reply_max_bytes > 65_507 {
+            return Err(invalid(format!("{at}.reply_max_bytes"), "must be 1..=65507"));
         }
         if self.max_modules == 0 {
             return Err(invalid(format!("{at}.max_modules"), "must be at least 1"));

@@ -78,12 +78,16 @@ pub struct Dataplane {
     /// Built-in chains that jump to `chain` (FORWARD for on-path traffic,
     /// INPUT when the intercepted server runs on the appliance itself).
     pub hooks: Vec<String>,
-    /// After each packet, a worker keeps polling its queue without sleeping
-    /// for this long before it blocks again. 0 (the default) always blocks.
-    /// Waking a sleeping thread costs tens of µs on virtual machines; polling
-    /// removes that from the added latency while traffic flows, at the price
-    /// of up to one busy core per queue during the window.
+    /// Adaptive busy polling: while packets keep arriving at a queue less
+    /// than this far apart (on average), its worker polls for the next one
+    /// for up to this long instead of sleeping; when traffic is sparser, it
+    /// blocks. Waking a sleeping thread costs tens of µs on virtual machines
+    /// (up to ~100 measured); polling takes that out of every packet's
+    /// latency while traffic flows, at the price of a busy core per queue
+    /// that carries more than ~1/busy_poll_us packets a second. 0 always blocks.
     pub busy_poll_us: u32,
+    /// Packets a worker takes per receive (one `recvmmsg`).
+    pub batch: u16,
     /// Set to false to run without NFQUEUE (API and try-out only).
     pub enabled: bool,
 }
@@ -97,7 +101,8 @@ impl Default for Dataplane {
             queue_max_len: 8192,
             chain: "NETSERV".into(),
             hooks: vec!["FORWARD".into()],
-            busy_poll_us: 0,
+            busy_poll_us: 200,
+            batch: 32,
             enabled: true,
         }
     }
@@ -122,15 +127,28 @@ pub enum Steering {
 pub struct Runtime {
     /// Largest module accepted, in bytes.
     pub module_size_max: u64,
-    /// Consecutive faults after which a module is quarantined.
+    /// Faults within `fault_window_ms` after which a module is quarantined
+    /// (a rate: good calls in between do not reset it).
     pub quarantine_after: u32,
-    /// First reload delay after a fault, doubled per consecutive fault.
+    pub fault_window_ms: u64,
+    /// First rebuild delay after a fault, doubled per recent fault (at most 5 s).
     pub reload_backoff_ms: u64,
+    /// The window a module's CPU budget is counted over.
+    pub budget_window_ms: u64,
+    /// Windows in a row over budget after which a module is quarantined.
+    pub throttle_quarantine_windows: u32,
 }
 
 impl Default for Runtime {
     fn default() -> Self {
-        Self { module_size_max: 8 << 20, quarantine_after: 5, reload_backoff_ms: 50 }
+        Self {
+            module_size_max: 8 << 20,
+            quarantine_after: 5,
+            fault_window_ms: 10_000,
+            reload_backoff_ms: 50,
+            budget_window_ms: 20,
+            throttle_quarantine_windows: 5,
+        }
     }
 }
 
@@ -225,6 +243,18 @@ impl Config {
         raw.signaling.validate().map_err(|(field, why)| invalid(field, why))?;
         if raw.runtime.quarantine_after == 0 {
             return Err(invalid("runtime.quarantine_after", "must be at least 1"));
+        }
+        if raw.runtime.fault_window_ms == 0 {
+            return Err(invalid("runtime.fault_window_ms", "must be at least 1"));
+        }
+        if raw.runtime.budget_window_ms == 0 || raw.runtime.budget_window_ms > 10_000 {
+            return Err(invalid("runtime.budget_window_ms", "must be 1..=10000"));
+        }
+        if raw.runtime.throttle_quarantine_windows == 0 {
+            return Err(invalid("runtime.throttle_quarantine_windows", "must be at least 1"));
+        }
+        if dp.batch == 0 || dp.batch > 1024 {
+            return Err(invalid("dataplane.batch", "must be 1..=1024"));
         }
         raw.limits.validate("limits")?;
         let mut tenants: Vec<Tenant> = Vec::with_capacity(raw.tenants.len());

@@ -9,13 +9,12 @@ mod types;
 
 pub use persist::StateStore;
 
-pub use types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal};
+pub use types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal, TenantUsageInfo};
 
 use crate::config::{Config, Steering, Tenant};
 use crate::dataplane::iptables::Iptables;
-use crate::dataplane::{ActiveModule, Table};
-use crate::runtime::host::TenantState;
-use crate::runtime::{FaultPolicy, GuestCounters, HostSpec, ModuleInstance, Runtime};
+use crate::dataplane::{ActiveModule, GuardPolicy, ModulePolicy, Table};
+use crate::runtime::{GuestCounters, HostSpec, Runtime, Template, TenantState, TenantUsage};
 use crate::store;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -41,7 +40,9 @@ pub struct Controller {
     table: Arc<ArcSwap<Table>>,
     iptables: Option<Iptables>,
     records: tokio::sync::Mutex<BTreeMap<String, Record>>,
-    tenant_state: Mutex<HashMap<String, Arc<TenantState>>>,
+    tenant_state: Mutex<HashMap<String, (Arc<TenantState>, Arc<TenantUsage>)>>,
+    /// NFQUEUE workers: each installed module gets one instance per worker.
+    workers: usize,
     http: reqwest::Client,
     next_seq: std::sync::atomic::AtomicU64,
     /// Installed modules and module bytes on disk (none in tests / try-out).
@@ -53,13 +54,15 @@ fn module_id(tenant: &str, name: &str) -> String {
 }
 
 impl Controller {
-    /// `iptables` is `None` when the node runs without a dataplane (tests, try-out).
+    /// `iptables` is `None` when the node runs without a dataplane (tests,
+    /// try-out). `workers`: how many NFQUEUE workers serve the table (at least 1).
     pub fn new(
         config: Config,
         runtime: Arc<Runtime>,
         table: Arc<ArcSwap<Table>>,
         iptables: Option<Iptables>,
         state: Option<StateStore>,
+        workers: usize,
     ) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -73,6 +76,7 @@ impl Controller {
             iptables,
             records: tokio::sync::Mutex::new(BTreeMap::new()),
             tenant_state: Mutex::new(HashMap::new()),
+            workers: workers.max(1),
             http,
             next_seq: std::sync::atomic::AtomicU64::new(0),
             state,
@@ -98,14 +102,48 @@ impl Controller {
         cfg.tenants.iter().find(|t| eq(&t.api_token)).map(|t| Principal::Tenant(t.name.clone()))
     }
 
-    fn tenant_state(&self, tenant: &Tenant) -> Arc<TenantState> {
+    /// The tenant's key-value state and usage counters, shared by its modules.
+    fn tenant_state(&self, tenant: &Tenant) -> (Arc<TenantState>, Arc<TenantUsage>) {
         self.tenant_state
             .lock()
             .entry(tenant.name.clone())
             .or_insert_with(|| {
-                Arc::new(TenantState::new(tenant.limits.state_max_entries, tenant.limits.state_max_bytes))
+                let state = TenantState::new(tenant.limits.state_max_entries, tenant.limits.state_max_bytes);
+                (Arc::new(state), Arc::new(TenantUsage::default()))
             })
             .clone()
+    }
+
+    /// What each tenant's modules use and were refused (all tenants for the
+    /// admin, only its own for a tenant).
+    pub async fn usage(&self, principal: &Principal) -> Vec<TenantUsageInfo> {
+        let cfg = self.config.load();
+        let records = self.records.lock().await;
+        let states = self.tenant_state.lock();
+        cfg.tenants
+            .iter()
+            .filter(|t| match principal {
+                Principal::Admin => true,
+                Principal::Tenant(who) => *who == t.name,
+            })
+            .map(|t| {
+                let (state, usage) = states.get(&t.name).cloned().unzip();
+                let (entries, bytes) = state.map_or((0, 0), |s| s.usage());
+                let u = |f: fn(&TenantUsage) -> u64| usage.as_deref().map_or(0, f);
+                TenantUsageInfo {
+                    tenant: t.name.clone(),
+                    modules: records.values().filter(|r| *r.active.tenant == *t.name).count(),
+                    memory_bytes: u(|u| u.memory_bytes.load(Relaxed)),
+                    memory_refused: u(|u| u.memory_refused.load(Relaxed)),
+                    log_lines: u(|u| u.log_lines.load(Relaxed)),
+                    log_dropped: u(|u| u.log_dropped.load(Relaxed)),
+                    counter_refused: u(|u| u.counter_refused.load(Relaxed)),
+                    state_entries: entries,
+                    state_bytes: bytes,
+                    state_refused: u(|u| u.state_refused.load(Relaxed)),
+                }
+            })
+            .collect()
     }
 
     /// Installs a module, or refreshes its TTL when the same module, filter and
@@ -160,42 +198,36 @@ impl Controller {
             .map_err(|e| ControlError::Internal(e.to_string()))?
             .map_err(|e| ControlError::Module(format!("{e:#}")))?;
 
-        let counters = Arc::new(GuestCounters::default());
-        let state = self.tenant_state(&tenant);
-        let (t_name, m_name): (Arc<str>, Arc<str>) = (req.tenant.as_str().into(), req.name.as_str().into());
-        let policy = FaultPolicy {
-            // The epoch ticks once per EPOCH_TICK (1 ms).
-            deadline_ticks: tenant
-                .limits
-                .cpu_deadline_ms
-                .div_ceil(crate::runtime::EPOCH_TICK.as_millis().max(1) as u64),
-            quarantine_after: cfg.runtime.quarantine_after,
-            backoff: Duration::from_millis(cfg.runtime.reload_backoff_ms),
-        };
+        let counters = Arc::new(GuestCounters::new(self.workers));
+        let (state, usage) = self.tenant_state(&tenant);
         let host = HostSpec {
-            tenant: t_name.clone(),
-            module: m_name.clone(),
+            tenant: req.tenant.as_str().into(),
+            module: req.name.as_str().into(),
             memory_bytes: tenant.limits.memory_bytes,
             counters: counters.clone(),
             state,
+            usage,
+            memory: Default::default(),
         };
+        let policy = module_policy(&cfg.runtime, &tenant);
         let props: Vec<(String, String)> = req.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let engine = self.runtime.engine().clone();
-        let instance = tokio::task::spawn_blocking(move || ModuleInstance::new(&engine, compiled, props, policy, host))
+        let deadline = Duration::from_millis(tenant.limits.cpu_deadline_ms);
+        let template = Template::new(self.runtime.engine(), compiled, host, props, deadline);
+        // One instance per worker, each with its `init` run, before the
+        // module is published: it serves on every queue from its first
+        // packet, and a module whose init fails is refused here.
+        let workers = self.workers;
+        let built = {
+            let template = template.clone();
+            tokio::task::spawn_blocking(move || {
+                (0..workers).map(|w| template.instantiate(w)).collect::<anyhow::Result<Vec<_>>>()
+            })
+        };
+        let instances = built
             .await
             .map_err(|e| ControlError::Internal(e.to_string()))?
             .map_err(|e| ControlError::Module(format!("{e:#}")))?;
-
-        let active = Arc::new(ActiveModule {
-            id: id.clone(),
-            tenant: t_name,
-            name: m_name,
-            hash,
-            filter: req.filter.clone(),
-            instance: Mutex::new(instance),
-            stats: Default::default(),
-            guest_counters: counters,
-        });
+        let active = Arc::new(ActiveModule::new(id.clone(), req.filter.clone(), template, policy, counters, instances));
 
         let mut records = self.records.lock().await;
         let old = records.remove(&id);
@@ -250,6 +282,7 @@ impl Controller {
     }
 
     fn retire(&self, record: &Record, why: &str) {
+        record.active.health.retired.store(true, Relaxed);
         if let Some(ipt) = self.iptables.as_ref().filter(|_| record.rule_installed)
             && let Err(e) = ipt.remove(&record.request.filter, &record.active.id)
         {
@@ -262,7 +295,7 @@ impl Controller {
     fn publish(&self, records: &BTreeMap<String, Record>) {
         let mut rs: Vec<&Record> = records.values().collect();
         rs.sort_by_key(|r| r.seq);
-        self.table.store(Arc::new(Table { modules: rs.iter().map(|r| r.active.clone()).collect() }));
+        self.table.store(Arc::new(Table::new(rs.iter().map(|r| r.active.clone()).collect())));
         let live: Vec<_> = rs.iter().map(|r| r.active.hash).collect();
         self.runtime.retain(|h| live.contains(h));
     }
@@ -318,7 +351,7 @@ impl Controller {
         let mut records = self.records.lock().await;
         if let Some(ipt) = &self.iptables {
             for r in records.values_mut().filter(|r| r.rule_installed) {
-                if r.active.instance.lock().is_quarantined() {
+                if r.active.is_quarantined() {
                     match ipt.remove(&r.request.filter, &r.active.id) {
                         Ok(()) => {
                             tracing::warn!(module = %r.active.id, "quarantined: its rule is removed, its traffic flows past the appliance")
@@ -437,16 +470,34 @@ impl Controller {
     }
 }
 
+/// How the dataplane treats a tenant's modules.
+pub(crate) fn module_policy(rt: &crate::config::Runtime, tenant: &Tenant) -> ModulePolicy {
+    let window = Duration::from_millis(rt.budget_window_ms);
+    ModulePolicy {
+        guard: GuardPolicy {
+            window,
+            cpu_budget: window * tenant.limits.cpu_budget_percent / 100,
+            throttle_quarantine_windows: rt.throttle_quarantine_windows,
+            fault_window: Duration::from_millis(rt.fault_window_ms),
+            fault_quarantine: rt.quarantine_after,
+            backoff: Duration::from_millis(rt.reload_backoff_ms),
+        },
+        reply_max: tenant.limits.reply_max_bytes as usize,
+    }
+}
+
 fn info(r: &Record) -> ModuleInfo {
     let a = &r.active;
-    let inst = a.instance.lock();
-    let state = if inst.is_quarantined() {
+    let state = if a.is_quarantined() {
         "quarantined"
-    } else if inst.is_live() {
-        "active"
-    } else {
+    } else if a.is_throttled() {
+        "throttled"
+    } else if a.is_rebuilding() {
         "reloading"
+    } else {
+        "active"
     };
+    let s = a.stats();
     ModuleInfo {
         id: a.id.clone(),
         tenant: a.tenant.to_string(),
@@ -457,17 +508,22 @@ fn info(r: &Record) -> ModuleInfo {
         ttl_remaining_secs: r.expires_at.map(|t| t.saturating_duration_since(Instant::now()).as_secs()),
         installed_at_unix: r.installed_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         state,
-        last_fault: inst.last_fault.clone(),
+        last_fault: a.health.last_fault.lock().clone(),
+        quarantine_reason: a.health.quarantine_reason.lock().clone(),
         counters: ModuleCounters {
-            packets: a.stats.packets.load(Relaxed),
-            accepted: a.stats.accepted.load(Relaxed),
-            dropped: a.stats.dropped.load(Relaxed),
-            replaced: a.stats.replaced.load(Relaxed),
-            replied: a.stats.replied.load(Relaxed),
-            fail_open: a.stats.fail_open.load(Relaxed),
-            verdict_errors: a.stats.verdict_errors.load(Relaxed),
-            faults: inst.total_faults,
+            packets: s.packets,
+            accepted: s.accepted,
+            dropped: s.dropped,
+            replaced: s.replaced,
+            replied: s.replied,
+            fail_open: s.fail_open,
+            throttled: s.throttled,
+            throttled_windows: s.throttled_windows,
+            verdict_errors: s.verdict_errors,
+            faults: s.faults,
+            cpu_us: s.cpu_ns / 1000,
+            memory_bytes: a.template.host.memory.load(Relaxed),
         },
-        module_counters: a.guest_counters.snapshot().into_iter().collect(),
+        module_counters: a.counters.snapshot().into_iter().collect(),
     }
 }

@@ -32,7 +32,7 @@ pub struct InstallRequest {
     pub ttl_secs: Option<u64>,
 }
 
-/// Counters of one module.
+/// Counters of one module, summed over the workers.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ModuleCounters {
     pub packets: u64,
@@ -40,9 +40,18 @@ pub struct ModuleCounters {
     pub dropped: u64,
     pub replaced: u64,
     pub replied: u64,
+    /// Passed untouched: faulted on the packet, being rebuilt, or quarantined.
     pub fail_open: u64,
+    /// Passed untouched because the module was over its CPU budget.
+    pub throttled: u64,
+    /// Budget windows in which the module went over its CPU budget.
+    pub throttled_windows: u64,
     pub verdict_errors: u64,
     pub faults: u64,
+    /// Time spent in the module's calls, µs.
+    pub cpu_us: u64,
+    /// Linear memory of its live instances, bytes (one per worker).
+    pub memory_bytes: u64,
 }
 
 /// A module as the API shows it.
@@ -56,9 +65,13 @@ pub struct ModuleInfo {
     pub properties: BTreeMap<String, String>,
     pub ttl_remaining_secs: Option<u64>,
     pub installed_at_unix: u64,
-    /// `active`, `reloading` or `quarantined`.
+    /// `active`, `throttled` (over its CPU budget in the current window),
+    /// `reloading` (an instance is being rebuilt after a fault) or `quarantined`.
     pub state: &'static str,
     pub last_fault: Option<String>,
+    /// Why it was quarantined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine_reason: Option<String>,
     pub counters: ModuleCounters,
     /// Counters the module itself exports.
     pub module_counters: BTreeMap<String, u64>,
@@ -85,4 +98,19 @@ pub enum ControlError {
     NotFound(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// What a tenant's modules use and were refused on this node.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TenantUsageInfo {
+    pub tenant: String,
+    pub modules: usize,
+    pub memory_bytes: u64,
+    pub memory_refused: u64,
+    pub log_lines: u64,
+    pub log_dropped: u64,
+    pub counter_refused: u64,
+    pub state_entries: u64,
+    pub state_bytes: u64,
+    pub state_refused: u64,
 }

@@ -59,18 +59,32 @@ pub fn parse(ip: &[u8]) -> Result<Parsed<'_>, PacketError> {
     }
 }
 
-/// A UDP datagram from `src` to `dst`, as a full IP packet with checksums.
-/// `None` when the families differ or the payload does not fit.
-pub fn build_udp(src: SocketAddr, dst: SocketAddr, hop_limit: u8, payload: &[u8]) -> Option<Vec<u8>> {
+/// The largest UDP payload an IPv4 datagram carries.
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// Appends a UDP datagram from `src` to `dst`, as a full IP packet with
+/// checksums, to `out` (no allocation when `out` has room). False, with
+/// `out` unchanged, when the families differ or the payload does not fit.
+pub fn write_udp(out: &mut Vec<u8>, src: SocketAddr, dst: SocketAddr, hop_limit: u8, payload: &[u8]) -> bool {
     let builder = match (src.ip(), dst.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), hop_limit),
         (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), hop_limit),
-        _ => return None,
+        _ => return false,
     };
     let builder = builder.udp(src.port(), dst.port());
-    let mut out = Vec::with_capacity(builder.size(payload.len()));
-    builder.write(&mut out, payload).ok()?;
-    Some(out)
+    let start = out.len();
+    out.reserve(builder.size(payload.len()));
+    if builder.write(out, payload).is_err() {
+        out.truncate(start);
+        return false;
+    }
+    true
+}
+
+/// [`write_udp`] into a new buffer.
+pub fn build_udp(src: SocketAddr, dst: SocketAddr, hop_limit: u8, payload: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    write_udp(&mut out, src, dst, hop_limit, payload).then_some(out)
 }
 
 /// Parses one generic packet for tests and the try-out command.

@@ -1,24 +1,42 @@
-//! One packet through the tenant modules: the decision, as a value. The NFQUEUE
-//! worker and the `module try` command both call [`decide`].
+//! One packet through a worker's tenant modules: the decision, as a value.
+//! The NFQUEUE worker, the `module try` command and the benchmarks all call
+//! [`decide`]. No I/O, and no heap allocation once the caller's buffers
+//! have grown: the packet is parsed in place, the candidates come from the
+//! table's index, a reply or replacement is built into the caller's buffer.
 
+use super::builder::Builder;
+use super::guard::Admit;
+use super::local::{LocalParts, WorkerModules};
 use super::packet::{self, Parsed};
-use super::table::{ActiveModule, Table};
-use crate::runtime::{CallOutcome, IpAddress, PacketMeta, SocketAddress, Transport, Verdict};
+use crate::runtime::{CallVerdict, IpAddress, LiftedBytes, PacketMeta, SocketAddress, Transport};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 /// What to do with the intercepted packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// No module matched, or all accepted: let the original through.
     Accept,
-    /// Let through this rewritten IP packet.
-    AcceptModified(Vec<u8>),
+    /// Let through the rewritten IP packet now in `Buffers::packet`.
+    AcceptModified,
     /// Drop the original.
     Drop,
-    /// Drop the original and send this IP packet (from the original destination
-    /// back to the original source) through a raw socket.
-    Reply { packet: Vec<u8>, to: IpAddr },
+    /// Drop the original and send the IP packet now in `Buffers::packet`
+    /// (from the original destination back to its source) to `to`.
+    Reply { to: IpAddr },
+}
+
+/// Caller-owned output: the replacement or reply packet, reused per packet.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    pub packet: Vec<u8>,
+}
+
+impl Buffers {
+    pub fn new() -> Self {
+        Self { packet: Vec::with_capacity(2048) }
+    }
 }
 
 fn wit_addr(a: SocketAddr) -> SocketAddress {
@@ -28,8 +46,8 @@ fn wit_addr(a: SocketAddr) -> SocketAddress {
             IpAddress::Ipv4((a, b, c, d))
         }
         IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddress::Ipv6((s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]))
+            let [a, b, c, d, e, f, g, h] = v6.segments();
+            IpAddress::Ipv6((a, b, c, d, e, f, g, h))
         }
     };
     SocketAddress { address, port: a.port() }
@@ -39,80 +57,148 @@ pub fn meta_of(p: &Parsed<'_>) -> PacketMeta {
     PacketMeta { source: wit_addr(p.source), destination: wit_addr(p.destination), transport: p.transport }
 }
 
-/// Runs the matching modules in install order. Accept passes to the next
-/// module; replace passes the new payload on; drop and reply end the chain.
-/// Anything the host cannot carry out fails open.
-pub fn decide(table: &Table, ip_packet: &[u8]) -> Decision {
+/// Runs the modules whose filter matches, in install order. Accept passes to
+/// the next module; replace passes the new payload on; drop and reply end
+/// the chain. Anything the host cannot carry out fails open. `gso`: the
+/// packet is a GSO super-packet (several UDP datagrams behind one header),
+/// which no module can judge as one datagram: it passes.
+pub fn decide(w: &mut WorkerModules, ip_packet: &[u8], gso: bool, out: &mut Buffers) -> Decision {
     let Ok(parsed) = packet::parse(ip_packet) else {
         // Not ours to judge (a fragment, another protocol): fail open.
         return Decision::Accept;
     };
-    let mut payload: Option<Vec<u8>> = None;
-    for m in table.modules.iter().filter(|m| m.filter.matches(parsed.transport, parsed.source, parsed.destination)) {
-        let current = payload.as_deref().unwrap_or(parsed.payload);
-        match run_one(m, &parsed, current) {
+    if gso && parsed.transport == Transport::Udp {
+        return Decision::Accept;
+    }
+    let WorkerModules { worker, table, locals, builder, replaced: carried } = w;
+    let mut replaced = false;
+    for &i in table.candidates(parsed.transport, parsed.destination.port()) {
+        let Some(local) = locals.get_mut(i as usize) else { continue };
+        if !local.module.filter.matches(parsed.transport, parsed.source, parsed.destination) {
+            continue;
+        }
+        let payload = if replaced { &carried[..] } else { parsed.payload };
+        match run_one(local.parts(), *worker, builder.as_ref(), &parsed, payload, out) {
             Step::Continue => {}
-            Step::Replace(p) => payload = Some(p),
+            Step::Replaced => {
+                LiftedBytes::with(|b| {
+                    carried.clear();
+                    carried.extend_from_slice(b);
+                });
+                replaced = true;
+            }
             Step::End(d) => return d,
         }
     }
-    match payload {
-        None => Decision::Accept,
-        Some(p) => match parsed.transport {
-            Transport::Udp => packet::build_udp(parsed.source, parsed.destination, parsed.hop_limit, &p)
-                .map_or(Decision::Accept, Decision::AcceptModified),
-            // Rewriting TCP payloads would need sequence-number repair; the
-            // replace verdict is refused at the last step for TCP (see run_one).
-            Transport::Tcp => Decision::Accept,
-        },
+    if !replaced {
+        return Decision::Accept;
+    }
+    // Rewriting TCP payloads would need sequence-number repair; run_one
+    // refuses a replace on TCP, so only UDP gets here.
+    out.packet.clear();
+    if packet::write_udp(&mut out.packet, parsed.source, parsed.destination, parsed.hop_limit, carried) {
+        Decision::AcceptModified
+    } else {
+        Decision::Accept
     }
 }
 
 enum Step {
     Continue,
-    Replace(Vec<u8>),
+    /// The module replaced the payload (its bytes are in the lift buffer).
+    Replaced,
     End(Decision),
 }
 
-fn run_one(m: &ActiveModule, parsed: &Parsed<'_>, payload: &[u8]) -> Step {
-    m.stats.packets.fetch_add(1, Relaxed);
-    let outcome = m.instance.lock().on_packet(meta_of(parsed), payload);
-    match outcome {
-        CallOutcome::FailOpen(_) => {
-            m.stats.fail_open.fetch_add(1, Relaxed);
+fn run_one(
+    mut local: LocalParts<'_>,
+    worker: usize,
+    builder: Option<&Builder>,
+    parsed: &Parsed<'_>,
+    payload: &[u8],
+    out: &mut Buffers,
+) -> Step {
+    let module = local.module;
+    let Some(slot) = module.slot(worker) else { return Step::Continue };
+    let stats = &slot.stats;
+    stats.packets.fetch_add(1, Relaxed);
+    if module.is_quarantined() {
+        stats.fail_open.fetch_add(1, Relaxed);
+        return Step::Continue;
+    }
+    let t0 = Instant::now();
+    match local.guard.admit(t0) {
+        Admit::Run => slot.throttled_now.store(false, Relaxed),
+        Admit::Throttled => {
+            stats.throttled.fetch_add(1, Relaxed);
+            return Step::Continue;
+        }
+        Admit::Quarantine => {
+            let p = module.policy.guard;
+            module.quarantine(format!(
+                "over its CPU budget ({} µs per {} ms) in {} windows in a row",
+                p.cpu_budget.as_micros(),
+                p.window.as_millis(),
+                p.throttle_quarantine_windows
+            ));
+            stats.fail_open.fetch_add(1, Relaxed);
+            return Step::Continue;
+        }
+    }
+    let Some(instance) = local.instance(worker, builder, t0) else {
+        stats.fail_open.fetch_add(1, Relaxed);
+        return Step::Continue;
+    };
+    let result = instance.on_packet(meta_of(parsed), payload);
+    let t1 = Instant::now();
+    let spent = t1.saturating_duration_since(t0);
+    stats.cpu_ns.fetch_add(u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    if local.guard.charge(spent) {
+        stats.throttled_windows.fetch_add(1, Relaxed);
+        slot.throttled_now.store(true, Relaxed);
+        tracing::debug!(tenant = %module.tenant, module = %module.name, worker, "module over its CPU budget: throttled for the rest of the window");
+    }
+    let verdict = match result {
+        Ok(v) => v,
+        Err(why) => {
+            local.fault(worker, builder, t1, why);
+            stats.fail_open.fetch_add(1, Relaxed);
+            return Step::Continue;
+        }
+    };
+    match verdict {
+        CallVerdict::Accept => {
+            stats.accepted.fetch_add(1, Relaxed);
             Step::Continue
         }
-        CallOutcome::Verdict(Verdict::Accept) => {
-            m.stats.accepted.fetch_add(1, Relaxed);
-            Step::Continue
-        }
-        CallOutcome::Verdict(Verdict::Drop) => {
-            m.stats.dropped.fetch_add(1, Relaxed);
+        CallVerdict::Drop => {
+            stats.dropped.fetch_add(1, Relaxed);
             Step::End(Decision::Drop)
         }
-        CallOutcome::Verdict(Verdict::Replace(p)) => {
-            if parsed.transport == Transport::Tcp || p.len() > 65_000 {
-                m.stats.verdict_errors.fetch_add(1, Relaxed);
+        CallVerdict::Replace(len) => {
+            if parsed.transport == Transport::Tcp || len > module.policy.reply_max.max(packet::MAX_UDP_PAYLOAD) {
+                stats.verdict_errors.fetch_add(1, Relaxed);
                 return Step::Continue;
             }
-            m.stats.replaced.fetch_add(1, Relaxed);
-            Step::Replace(p)
+            stats.replaced.fetch_add(1, Relaxed);
+            Step::Replaced
         }
-        CallOutcome::Verdict(Verdict::Reply(p)) => {
-            // The answer leaves from the intercepted destination (the server's
-            // address and port) towards the packet's source.
-            let built = (parsed.transport == Transport::Udp)
-                .then(|| packet::build_udp(parsed.destination, parsed.source, 64, &p))
-                .flatten();
-            match built {
-                Some(packet) => {
-                    m.stats.replied.fetch_add(1, Relaxed);
-                    Step::End(Decision::Reply { packet, to: parsed.source.ip() })
-                }
-                None => {
-                    m.stats.verdict_errors.fetch_add(1, Relaxed);
-                    Step::Continue
-                }
+        CallVerdict::Reply(len) => {
+            if parsed.transport != Transport::Udp || len > module.policy.reply_max {
+                stats.verdict_errors.fetch_add(1, Relaxed);
+                return Step::Continue;
+            }
+            // The answer leaves from the intercepted destination (the
+            // server's address and port) towards the packet's source.
+            out.packet.clear();
+            let built =
+                LiftedBytes::with(|b| packet::write_udp(&mut out.packet, parsed.destination, parsed.source, 64, b));
+            if built {
+                stats.replied.fetch_add(1, Relaxed);
+                Step::End(Decision::Reply { to: parsed.source.ip() })
+            } else {
+                stats.verdict_errors.fetch_add(1, Relaxed);
+                Step::Continue
             }
         }
     }

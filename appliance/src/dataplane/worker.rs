@@ -1,34 +1,34 @@
-//! One NFQUEUE consumer thread per queue (the `nfq` crate). Blocking receive
-//! (optionally after a busy-poll window), the pure `decide`, then one verdict
-//! per packet. With CPU steering the thread pins itself to its queue's CPUs;
-//! `placement::Placer` moves it while those are contended.
+//! One NFQUEUE worker thread per queue, on `netserv-nfqueue`'s queue loop:
+//! a batch of packets per receive, the pure [`decide`] for each through the
+//! worker's own module instances, replies with `sendmmsg`, verdicts as runs
+//! in one send, and adaptive busy polling between batches. With CPU
+//! steering the thread pins itself to its queue's CPUs; `placement::Placer`
+//! moves it while those are contended.
 //!
 //! Fail-open is set on every queue: when the queue overflows, the kernel
 //! accepts packets instead of dropping them; and the iptables rules carry
 //! `--queue-bypass`, so if this process dies traffic flows unexamined.
 
-use super::pipeline::{Decision, decide};
+use super::builder::Builder;
+use super::local::WorkerModules;
+use super::pipeline::{Buffers, Decision, decide};
 use super::placement;
-use super::reply::RawSender;
 use super::table::Table;
 use arc_swap::ArcSwap;
+use netserv_nfqueue::{Disposition, Handler, LoopConfig, LoopStats, Out, Packet, QueueOptions, QueueSocket, RawSender};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Counters of the whole data path, per queue.
+/// Counters of one queue.
 #[derive(Debug, Default)]
 pub struct QueueStats {
     pub queue: u16,
-    pub packets: AtomicU64,
-    pub accepted: AtomicU64,
-    pub dropped: AtomicU64,
-    pub modified: AtomicU64,
-    pub replied: AtomicU64,
-    pub reply_errors: AtomicU64,
-    pub verdict_errors: AtomicU64,
-    pub recv_errors: AtomicU64,
+    /// The queue loop's own counters (packets, verdicts, replies, errors, wake-ups).
+    pub io: LoopStats,
+    /// Packets passed unexamined: cut at the copy range, or a UDP GSO super-packet.
+    pub unexamined: AtomicU64,
     /// Times the worker left its home CPUs because they were contended.
     pub spills: AtomicU64,
     /// 1 while spilled, else 0.
@@ -41,54 +41,123 @@ pub struct QueueStats {
 /// How one worker is set up.
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
+    /// Its position among the workers (which instance of each module it owns).
+    pub index: usize,
     pub queue: u16,
     pub max_len: u32,
+    /// Longest spin for the next packet (adaptive; see `netserv_nfqueue::poll`).
     pub busy_poll: Duration,
+    /// Datagrams per receive.
+    pub batch: usize,
     /// CPUs to pin the worker to (CPU steering); empty leaves it unpinned.
     pub home: Vec<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("opening the NFQUEUE netlink socket: {0}")]
-    Open(std::io::Error),
-    #[error("binding NFQUEUE {queue}: {source} (is another process bound to it?)")]
-    Bind { queue: u16, source: std::io::Error },
+    #[error(transparent)]
+    Queue(#[from] netserv_nfqueue::QueueError),
     #[error("opening the raw reply socket: {0} (needs CAP_NET_RAW)")]
     RawSocket(std::io::Error),
     #[error("spawning the worker thread: {0}")]
     Spawn(std::io::Error),
 }
 
-/// Binds `queue` now (so errors surface at start-up) and serves it on a new thread.
+struct Dataplane {
+    modules: WorkerModules,
+    source: Arc<ArcSwap<Table>>,
+    buffers: Buffers,
+    stats: Arc<QueueStats>,
+    last_error_log: Option<Instant>,
+}
+
+impl Dataplane {
+    fn sync(&mut self) {
+        let current = self.source.load();
+        if !self.modules.serves(&current) {
+            self.modules.sync(arc_swap::Guard::into_inner(current));
+        }
+    }
+}
+
+impl Handler for Dataplane {
+    fn begin_batch(&mut self, _now: Instant) {
+        self.sync();
+    }
+
+    fn idle(&mut self, _now: Instant) {
+        // Let go of removed modules even while no packet comes.
+        self.sync();
+    }
+
+    fn packet(&mut self, p: &Packet<'_>, out: &mut Out<'_>) -> Disposition {
+        if !p.is_complete() {
+            self.stats.unexamined.fetch_add(1, Relaxed);
+            return Disposition::Accept;
+        }
+        match decide(&mut self.modules, p.payload, p.is_gso(), &mut self.buffers) {
+            Decision::Accept => Disposition::Accept,
+            Decision::Drop => Disposition::Drop,
+            Decision::AcceptModified => {
+                out.modified().extend_from_slice(&self.buffers.packet);
+                Disposition::Modified
+            }
+            Decision::Reply { to } => {
+                let packet = &self.buffers.packet;
+                if out.reply(to, |b| {
+                    b.extend_from_slice(packet);
+                    true
+                }) {
+                    Disposition::Reply
+                } else {
+                    Disposition::Accept
+                }
+            }
+        }
+    }
+
+    fn io_error(&mut self, what: &'static str, error: &std::io::Error) {
+        // At most one line a second: an error per batch would flood the log.
+        let now = Instant::now();
+        if self.last_error_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            self.last_error_log = Some(now);
+            tracing::warn!(queue = self.stats.queue, what, %error, "NFQUEUE I/O failed");
+        }
+    }
+}
+
+/// Binds the queue now (so errors surface at start-up) and serves it on a new thread.
 pub fn spawn(
     spec: WorkerSpec,
     table: Arc<ArcSwap<Table>>,
+    builder: Builder,
     stats: Arc<QueueStats>,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, WorkerError> {
-    let (queue, max_len) = (spec.queue, spec.max_len);
-    let mut q = nfq::Queue::open().map_err(WorkerError::Open)?;
-    q.bind(queue).map_err(|source| WorkerError::Bind { queue, source })?;
-    q.set_fail_open(queue, true).map_err(|source| WorkerError::Bind { queue, source })?;
-    q.set_queue_max_len(queue, max_len).map_err(|source| WorkerError::Bind { queue, source })?;
+    let opts = QueueOptions { max_len: spec.max_len, ..QueueOptions::default() };
+    let sock = QueueSocket::open(spec.queue, opts)?;
     let sender = RawSender::new().map_err(WorkerError::RawSocket)?;
     std::thread::Builder::new()
-        .name(format!("nfq-{queue}"))
-        .spawn(move || run(q, sender, spec, table, stats, stop))
+        .name(format!("nfq-{}", spec.queue))
+        .spawn(move || run(sock, sender, spec, table, builder, stats, stop))
         .map_err(WorkerError::Spawn)
 }
 
 fn run(
-    mut q: nfq::Queue,
-    sender: RawSender,
+    sock: QueueSocket,
+    mut sender: RawSender,
     spec: WorkerSpec,
     table: Arc<ArcSwap<Table>>,
+    builder: Builder,
     stats: Arc<QueueStats>,
     stop: Arc<AtomicBool>,
 ) {
-    let busy_poll = spec.busy_poll;
-    tracing::info!(queue = stats.queue, busy_poll_us = busy_poll.as_micros(), "NFQUEUE worker started");
+    tracing::info!(
+        queue = stats.queue,
+        busy_poll_us = spec.busy_poll.as_micros(),
+        batch = spec.batch,
+        "NFQUEUE worker started"
+    );
     if !spec.home.is_empty() {
         match placement::pin_thread(None, &spec.home) {
             Ok(()) => {
@@ -101,65 +170,13 @@ fn run(
             }
         }
     }
-    let mut last_packet = Instant::now();
-    let mut polling = false;
-    while !stop.load(Relaxed) {
-        // Poll without sleeping while inside the window after the last packet;
-        // block otherwise. The mode only changes at the window's edges.
-        let poll = !busy_poll.is_zero() && last_packet.elapsed() < busy_poll;
-        if poll != polling {
-            q.set_nonblocking(poll);
-            polling = poll;
-        }
-        let mut msg = match q.recv() {
-            Ok(m) => m,
-            Err(e) if polling && e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::hint::spin_loop();
-                continue;
-            }
-            Err(e) => {
-                stats.recv_errors.fetch_add(1, Relaxed);
-                tracing::warn!(queue = stats.queue, error = %e, "NFQUEUE receive failed");
-                continue;
-            }
-        };
-        stats.packets.fetch_add(1, Relaxed);
-        if !busy_poll.is_zero() {
-            last_packet = Instant::now();
-        }
-        let decision = decide(&table.load(), msg.get_payload());
-        let verdict = match decision {
-            Decision::Accept => {
-                stats.accepted.fetch_add(1, Relaxed);
-                nfq::Verdict::Accept
-            }
-            Decision::AcceptModified(bytes) => {
-                stats.modified.fetch_add(1, Relaxed);
-                msg.set_payload(bytes);
-                nfq::Verdict::Accept
-            }
-            Decision::Drop => {
-                stats.dropped.fetch_add(1, Relaxed);
-                nfq::Verdict::Drop
-            }
-            Decision::Reply { packet, to } => match sender.send(&packet, to) {
-                Ok(()) => {
-                    stats.replied.fetch_add(1, Relaxed);
-                    nfq::Verdict::Drop
-                }
-                Err(e) => {
-                    // Could not answer: let the original reach the server
-                    // rather than lose it.
-                    stats.reply_errors.fetch_add(1, Relaxed);
-                    tracing::debug!(error = %e, "reply send failed; passing the original");
-                    nfq::Verdict::Accept
-                }
-            },
-        };
-        msg.set_verdict(verdict);
-        if let Err(e) = q.verdict(msg) {
-            stats.verdict_errors.fetch_add(1, Relaxed);
-            tracing::warn!(queue = stats.queue, error = %e, "NFQUEUE verdict failed");
-        }
-    }
+    let mut handler = Dataplane {
+        modules: WorkerModules::new(spec.index, Some(builder)),
+        source: table,
+        buffers: Buffers::new(),
+        stats: stats.clone(),
+        last_error_log: None,
+    };
+    let cfg = LoopConfig { batch: spec.batch, busy_poll: spec.busy_poll };
+    netserv_nfqueue::queue_loop::run(&sock, Some(&mut sender), &mut handler, cfg, &stats.io, &stop);
 }

@@ -1,184 +1,116 @@
-//! One installed module's live instance, and what happens when it misbehaves:
-//! a trap or a blown deadline fails open for that packet, the instance is
-//! dropped and rebuilt after a backoff, and repeated faults quarantine it.
-//! Other modules have their own `Store`s and never notice.
+//! Module instances. An installed module has one [`Template`] (compiled
+//! code, properties, limits) and one [`ModuleInstance`] per NFQUEUE worker,
+//! owned by that worker alone: no lock between queues, and a fault in one
+//! worker's instance leaves the others serving.
+//!
+//! Instantiating and `init` take up to [`INIT_DEADLINE`]: that runs on the
+//! builder thread (`dataplane::builder`) or the controller, never on a
+//! packet thread. What a worker does about faults and CPU use is decided by
+//! `dataplane::guard`.
 
-use super::host::TenantState;
-use super::{Compiled, GuestCounters, HostState, PacketMeta, PacketModule, Verdict, WasmtimeContext as _};
+use super::abi::{LiftedBytes, OnPacketFunc, RawVerdict};
+use super::host::HostSpec;
+use super::{Compiled, HostState, PacketMeta, PacketModule, WasmtimeContext as _};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmtime::{Engine, Store};
 
-/// Why a packet was let through without the module's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailOpen {
-    /// The module trapped or ran past its deadline on this packet.
-    Fault,
-    /// The module is waiting out its reload backoff.
-    Reloading,
-    /// The module faulted too often and is no longer called.
-    Quarantined,
+/// Time `init` may take.
+pub const INIT_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Everything needed to make an instance of one installed module.
+pub struct Template {
+    engine: Engine,
+    compiled: Compiled,
+    pub host: HostSpec,
+    properties: Vec<(String, String)>,
+    /// Epoch ticks one `on-packet` call may run.
+    deadline_ticks: u64,
 }
 
-#[derive(Debug, Clone)]
-pub enum CallOutcome {
-    Verdict(Verdict),
-    FailOpen(FailOpen),
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct FaultPolicy {
-    pub deadline_ticks: u64,
-    pub quarantine_after: u32,
-    pub backoff: Duration,
-}
-
-/// What each (re)instantiation's host state is made from. Kept as data, not a
-/// closure, so the instance can name its tenant and module even when no
-/// store is live (after a fault).
-pub struct HostSpec {
-    pub tenant: Arc<str>,
-    pub module: Arc<str>,
-    pub memory_bytes: u64,
-    pub counters: Arc<GuestCounters>,
-    pub state: Arc<TenantState>,
-}
-
-impl HostSpec {
-    fn host_state(&self) -> HostState {
-        HostState::new(
-            self.tenant.clone(),
-            self.module.clone(),
-            self.memory_bytes,
-            self.counters.clone(),
-            self.state.clone(),
-        )
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Template").field("tenant", &self.host.tenant).field("module", &self.host.module).finish()
     }
 }
 
-struct Live {
-    store: Store<HostState>,
-    bindings: PacketModule,
+/// The verdict of one call. A `replace` or `reply` payload is in this
+/// thread's lift buffer: read it with [`LiftedBytes::with`] before the next
+/// call on the same thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallVerdict {
+    Accept,
+    Drop,
+    Replace(usize),
+    Reply(usize),
 }
 
-/// A module instance with its fault bookkeeping. Not `Sync`: the dataplane
-/// wraps it in a mutex (one `Store` per module, as wasmtime requires).
-pub struct ModuleInstance {
-    engine: Engine,
-    compiled: Compiled,
-    host: HostSpec,
-    properties: Vec<(String, String)>,
-    policy: FaultPolicy,
-    live: Option<Live>,
-    consecutive_faults: u32,
-    pub total_faults: u64,
-    retry_at: Option<Instant>,
-    quarantined: bool,
-    pub last_fault: Option<String>,
-}
-
-/// Time `init` may take (it runs once, off the packet path).
-const INIT_DEADLINE_TICKS: u64 = 1000;
-
-impl ModuleInstance {
-    /// Instantiates and runs `init`; an error refuses the install.
+impl Template {
     pub fn new(
         engine: &Engine,
         compiled: Compiled,
-        properties: Vec<(String, String)>,
-        policy: FaultPolicy,
         host: HostSpec,
-    ) -> anyhow::Result<Self> {
-        let mut me = Self {
-            engine: engine.clone(),
-            compiled,
-            host,
-            properties,
-            policy,
-            live: None,
-            consecutive_faults: 0,
-            total_faults: 0,
-            retry_at: None,
-            quarantined: false,
-            last_fault: None,
-        };
-        me.live = Some(me.instantiate()?);
-        Ok(me)
+        properties: Vec<(String, String)>,
+        deadline: Duration,
+    ) -> Arc<Self> {
+        // A deadline of N ms must give a call at least N ms: the epoch ticks
+        // every EPOCH_TICK and the call may start just before a tick.
+        let tick = super::EPOCH_TICK.as_micros().max(1);
+        let deadline_ticks = u64::try_from(deadline.as_micros().div_ceil(tick)).unwrap_or(u64::MAX).saturating_add(1);
+        Arc::new(Self { engine: engine.clone(), compiled, host, properties, deadline_ticks })
     }
 
-    fn instantiate(&self) -> anyhow::Result<Live> {
-        let mut store = Store::new(&self.engine, self.host.host_state());
-        store.limiter(|s| &mut s.limits);
+    pub fn hash(&self) -> super::ModuleHash {
+        self.compiled.hash
+    }
+
+    /// A new instance for `worker`, with `init` run: an error means the
+    /// module cannot serve (refused at install; a fault when rebuilding).
+    pub fn instantiate(&self, worker: usize) -> anyhow::Result<ModuleInstance> {
+        let mut store = Store::new(&self.engine, HostState::new(&self.host, worker));
+        store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(INIT_DEADLINE_TICKS);
-        let bindings = self.compiled.pre.instantiate(&mut store).ctx("instantiating")?;
+        let init_ticks =
+            u64::try_from(INIT_DEADLINE.as_micros() / super::EPOCH_TICK.as_micros().max(1)).unwrap_or(1000);
+        store.set_epoch_deadline(init_ticks);
+        let instance = self.compiled.pre.instance_pre().instantiate(&mut store).ctx("instantiating")?;
+        let bindings =
+            PacketModule::new(&mut store, &instance).ctx("module does not export the packet-module world")?;
+        let on_packet = OnPacketFunc::find(&mut store, &instance).ctx("module's on-packet has another signature")?;
         bindings
             .call_init(&mut store, &self.properties)
             .ctx("module init trapped")?
             .map_err(|e| anyhow::anyhow!("module refused its properties: {e}"))?;
-        Ok(Live { store, bindings })
+        Ok(ModuleInstance { store, on_packet, deadline_ticks: self.deadline_ticks })
     }
+}
 
-    pub fn is_live(&self) -> bool {
-        self.live.is_some()
-    }
+/// One live instance. A call that traps or runs past its deadline poisons it
+/// (the component model forbids re-entering a trapped instance): the caller
+/// drops it and asks for a new one.
+pub struct ModuleInstance {
+    store: Store<HostState>,
+    on_packet: OnPacketFunc,
+    deadline_ticks: u64,
+}
 
-    pub fn is_quarantined(&self) -> bool {
-        self.quarantined
-    }
-
-    /// Runs one packet through the module.
-    pub fn on_packet(&mut self, meta: PacketMeta, payload: &[u8]) -> CallOutcome {
-        if self.quarantined {
-            return CallOutcome::FailOpen(FailOpen::Quarantined);
-        }
-        if self.live.is_none() {
-            if self.retry_at.is_some_and(|t| Instant::now() < t) {
-                return CallOutcome::FailOpen(FailOpen::Reloading);
-            }
-            match self.instantiate() {
-                Ok(live) => {
-                    tracing::info!(tenant = %self.host.tenant, module = %self.host.module, "module reloaded after a fault");
-                    self.live = Some(live);
-                }
-                Err(e) => {
-                    self.fault(format!("reload failed: {e:#}"));
-                    return CallOutcome::FailOpen(FailOpen::Fault);
-                }
-            }
-        }
-        let Some(live) = self.live.as_mut() else {
-            return CallOutcome::FailOpen(FailOpen::Reloading);
-        };
-        live.store.set_epoch_deadline(self.policy.deadline_ticks);
-        match live.bindings.call_on_packet(&mut live.store, meta, payload) {
-            Ok(v) => {
-                self.consecutive_faults = 0;
-                CallOutcome::Verdict(v)
-            }
-            Err(e) => {
-                self.fault(summarize(&format!("{e:#}")));
-                CallOutcome::FailOpen(FailOpen::Fault)
-            }
+impl ModuleInstance {
+    /// Runs one packet through the module. `Err` is a fault (trap, deadline,
+    /// memory limit), summarized for logs and the API.
+    pub fn on_packet(&mut self, meta: PacketMeta, payload: &[u8]) -> Result<CallVerdict, String> {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        match self.on_packet.call(&mut self.store, meta, payload) {
+            Ok(RawVerdict::Accept) => Ok(CallVerdict::Accept),
+            Ok(RawVerdict::Drop) => Ok(CallVerdict::Drop),
+            Ok(RawVerdict::Replace(LiftedBytes { len })) => Ok(CallVerdict::Replace(len)),
+            Ok(RawVerdict::Reply(LiftedBytes { len })) => Ok(CallVerdict::Reply(len)),
+            Err(e) => Err(summarize(&format!("{e:#}"))),
         }
     }
 
-    /// A trapped instance may not be re-entered (component model): drop it,
-    /// back off, and quarantine after too many faults in a row.
-    fn fault(&mut self, why: String) {
-        let (tenant, module) = (&*self.host.tenant, &*self.host.module);
-        self.live = None;
-        self.total_faults += 1;
-        self.consecutive_faults += 1;
-        if self.consecutive_faults >= self.policy.quarantine_after {
-            self.quarantined = true;
-            tracing::error!(%tenant, %module, faults = self.consecutive_faults, error = %why, "module quarantined; its traffic now passes untouched");
-        } else {
-            let factor = 1u32 << (self.consecutive_faults - 1).min(10);
-            self.retry_at = Some(Instant::now() + self.policy.backoff * factor);
-            tracing::warn!(%tenant, %module, faults = self.consecutive_faults, error = %why, "module fault; packet passed untouched, reloading after backoff");
-        }
-        self.last_fault = Some(why);
+    /// Linear memory this instance holds, bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.store.data().limiter.held() as u64
     }
 }
 

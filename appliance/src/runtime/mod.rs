@@ -1,15 +1,18 @@
 //! The wasm module runtime: wasmtime's component model, one `Store` per
-//! installed module (so per tenant), memory limits, epoch deadlines, no WASI.
+//! installed module per NFQUEUE worker, memory limits, epoch deadlines, no WASI.
 //!
 //! Modules get no ambient authority: the linker defines only the narrow
 //! `netserv:module` host interfaces; every other import (the WASI functions
 //! that Rust's std links in) is defined to trap if called.
 
+#[allow(unsafe_code)] // the ABI glue of the allocation-free call; see abi.rs
+mod abi;
 pub mod host;
 mod instance;
 
-pub use host::{GuestCounters, HostState};
-pub use instance::{CallOutcome, FaultPolicy, HostSpec, ModuleInstance};
+pub use abi::LiftedBytes;
+pub use host::{GuestCounters, HostSpec, HostState, TenantState, TenantUsage};
+pub use instance::{CallVerdict, INIT_DEADLINE, ModuleInstance, Template};
 
 use anyhow::Context as _;
 use parking_lot::Mutex;

@@ -87,7 +87,7 @@ struct LoadMeter {
 
 impl LoadMeter {
     fn total(&self) -> u64 {
-        self.queues.iter().map(|q| q.packets.load(Relaxed)).sum()
+        self.queues.iter().map(|q| q.io.packets.load(Relaxed)).sum()
     }
 
     fn pps(&mut self) -> u32 {
@@ -136,7 +136,7 @@ pub async fn spawn(
     gcfg.t1 = Duration::from_millis(u64::from(s.t1_ms));
     gcfg.max_routing_states = s.max_sessions as usize;
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let total = queues.iter().map(|q| q.packets.load(Relaxed)).sum();
+    let total = queues.iter().map(|q| q.io.packets.load(Relaxed)).sum();
     let service = Service {
         node: Node::new(gcfg, Instant::now(), &mut OsRng),
         node_id: cfg.node_id.clone(),

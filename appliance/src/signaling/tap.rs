@@ -5,6 +5,7 @@
 
 use crate::dataplane::packet;
 use netserv_gist::wire::{self, Encapsulation, MessageType};
+use netserv_nfqueue::{Disposition, Handler, LoopConfig, LoopStats, Out, Packet, QueueOptions, QueueSocket};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -32,6 +33,41 @@ pub fn is_our_query(payload: &[u8], nslpid: u16) -> bool {
         if m.header.msg_type == MessageType::Query && m.header.nslpid == nslpid)
 }
 
+/// The tap's decision for each packet of its queue.
+struct Tap {
+    nslpid: u16,
+    tx: mpsc::Sender<Intercepted>,
+    stats: Arc<TapStats>,
+}
+
+impl Handler for Tap {
+    fn packet(&mut self, p: &Packet<'_>, _out: &mut Out<'_>) -> Disposition {
+        self.stats.seen.fetch_add(1, Relaxed);
+        let Ok(ip) = packet::parse(p.payload) else { return Disposition::Accept };
+        if !is_our_query(ip.payload, self.nslpid) {
+            return Disposition::Accept;
+        }
+        let it = Intercepted { from: ip.source, to: ip.destination, datagram: ip.payload.to_vec() };
+        match self.tx.try_send(it) {
+            Ok(()) => {
+                self.stats.taken.fetch_add(1, Relaxed);
+                Disposition::Drop
+            }
+            // Busy: the Query goes on to the next node, which answers instead.
+            Err(_) => {
+                self.stats.overflow.fetch_add(1, Relaxed);
+                Disposition::Accept
+            }
+        }
+    }
+
+    fn io_error(&mut self, what: &'static str, error: &std::io::Error) {
+        tracing::warn!(what, %error, "signaling NFQUEUE I/O failed");
+    }
+}
+
+/// Binds the signaling queue and serves it on its own thread, on the same
+/// queue loop as the dataplane (signaling is sparse: it blocks, never spins).
 pub fn spawn(
     queue: u16,
     nslpid: u16,
@@ -39,40 +75,12 @@ pub fn spawn(
     stats: Arc<TapStats>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let mut q = nfq::Queue::open()?;
-    q.bind(queue).map_err(|e| anyhow::anyhow!("binding the signaling NFQUEUE {queue}: {e}"))?;
-    q.set_fail_open(queue, true)?;
+    let sock = QueueSocket::open(queue, QueueOptions::default())
+        .map_err(|e| anyhow::anyhow!("signaling queue (signaling.queue): {e}"))?;
     std::thread::Builder::new().name(format!("gist-tap-{queue}")).spawn(move || {
-        while !stop.load(Relaxed) {
-            let mut msg = match q.recv() {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "signaling NFQUEUE receive failed");
-                    continue;
-                }
-            };
-            stats.seen.fetch_add(1, Relaxed);
-            let mut verdict = nfq::Verdict::Accept;
-            if let Ok(p) = packet::parse(msg.get_payload())
-                && is_our_query(p.payload, nslpid)
-            {
-                let it = Intercepted { from: p.source, to: p.destination, datagram: p.payload.to_vec() };
-                match tx.try_send(it) {
-                    Ok(()) => {
-                        stats.taken.fetch_add(1, Relaxed);
-                        verdict = nfq::Verdict::Drop;
-                    }
-                    // Busy: the Query goes on to the next node, which answers instead.
-                    Err(_) => {
-                        stats.overflow.fetch_add(1, Relaxed);
-                    }
-                }
-            }
-            msg.set_verdict(verdict);
-            if let Err(e) = q.verdict(msg) {
-                tracing::warn!(error = %e, "signaling NFQUEUE verdict failed");
-            }
-        }
+        let mut tap = Tap { nslpid, tx, stats };
+        let cfg = LoopConfig { batch: 8, busy_poll: std::time::Duration::ZERO };
+        netserv_nfqueue::queue_loop::run(&sock, None, &mut tap, cfg, &LoopStats::default(), &stop);
     })?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 // this adapter is the only place it is allowed. The logic it calls is safe Rust.
 #![allow(unsafe_code)]
 
-use crate::{Action, Config};
+use crate::{Action, Config, Kind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 
@@ -14,6 +14,8 @@ use netserv::module::counters;
 use netserv::module::types::{IpAddress, SocketAddress};
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
+/// The id of each kind's counter, declared once in `init`.
+static COUNTERS: OnceLock<[Option<counters::CounterId>; Kind::ALL.len()]> = OnceLock::new();
 
 struct KeepAlive;
 
@@ -29,6 +31,7 @@ impl Guest for KeepAlive {
     fn init(properties: Vec<(String, String)>) -> Result<(), String> {
         let cfg = Config::from_properties(properties.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| e.to_string())?;
+        let _ = COUNTERS.set(Kind::ALL.map(|k| counters::declare(k.counter())));
         CONFIG.set(cfg).map_err(|_| "init called twice".to_owned())
     }
 
@@ -37,7 +40,9 @@ impl Guest for KeepAlive {
             return Verdict::Accept;
         };
         let (action, kind) = crate::handle(cfg, socket_addr(&meta.source), socket_addr(&meta.destination), &payload);
-        counters::add(kind.counter(), 1);
+        if let Some(id) = COUNTERS.get().and_then(|ids| ids.get(kind as usize).copied().flatten()) {
+            counters::add(id, 1);
+        }
         match action {
             Action::Pass => Verdict::Accept,
             Action::Absorb => Verdict::Drop,

@@ -54,6 +54,9 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in declaration order (`kind as usize` indexes this).
+    pub const ALL: [Kind; 6] = [Kind::Notify, Kind::Options, Kind::CrlfPing, Kind::Stun, Kind::Probe, Kind::Other];
+
     /// Counter name exported through the host's `counters` interface.
     pub fn counter(self) -> &'static str {
         match self {

@@ -254,3 +254,10 @@ proptest::proptest! {
         expect_sip_200(a);
     }
 }
+
+#[test]
+fn every_kind_sits_at_its_own_index_in_all() {
+    for (i, k) in Kind::ALL.iter().enumerate() {
+        assert_eq!(*k as usize, i, "{k:?}");
+    }
+}

@@ -1,0 +1,204 @@
+//! A worker's own view of the installed modules: its instance of each (no
+//! other thread touches it), and its [`Guard`] of each. Synced to a new
+//! table snapshot when the controller publishes one; everything a worker
+//! lets go of goes to the builder thread to be torn down.
+
+use super::builder::{Builder, Job};
+use super::guard::{AfterFault, Guard};
+use super::table::{ActiveModule, Table};
+use crate::runtime::ModuleInstance;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// When this worker gets a new instance after a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rebuild {
+    /// It has one (or is not waiting for one).
+    No,
+    /// Ask the builder at this time.
+    At(Instant),
+    /// Asked; waiting for the builder.
+    Requested,
+}
+
+pub(super) struct Local {
+    pub module: Arc<ActiveModule>,
+    pub instance: Option<ModuleInstance>,
+    pub guard: Guard,
+    rebuild: Rebuild,
+}
+
+/// What a worker runs: the table it serves and its own instances.
+pub struct WorkerModules {
+    pub(super) worker: usize,
+    pub(super) table: Arc<Table>,
+    pub(super) locals: Vec<Local>,
+    pub(super) builder: Option<Builder>,
+    /// A `replace` payload carried to the next module in the chain.
+    pub(super) replaced: Vec<u8>,
+}
+
+impl WorkerModules {
+    /// `builder`: where rebuilds and tear-downs go (None: done inline, for
+    /// the try-out command and benchmarks).
+    pub fn new(worker: usize, builder: Option<Builder>) -> Self {
+        Self {
+            worker,
+            table: Arc::new(Table::default()),
+            locals: Vec::new(),
+            builder,
+            replaced: Vec::with_capacity(2048),
+        }
+    }
+
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// Whether `table` is the one being served.
+    pub fn serves(&self, table: &Arc<Table>) -> bool {
+        Arc::ptr_eq(&self.table, table)
+    }
+
+    /// Serves `table` from now on: modules kept keep their instance and
+    /// guard; new ones take the instance built for this worker at install.
+    pub fn sync(&mut self, table: Arc<Table>) {
+        let mut old: HashMap<*const ActiveModule, Local> =
+            self.locals.drain(..).map(|l| (Arc::as_ptr(&l.module), l)).collect();
+        let worker = self.worker;
+        self.locals = table
+            .modules
+            .iter()
+            .map(|m| {
+                old.remove(&Arc::as_ptr(m)).unwrap_or_else(|| Local {
+                    module: m.clone(),
+                    instance: m.slot(worker).and_then(|s| s.take()),
+                    guard: Guard::new(m.policy.guard),
+                    rebuild: Rebuild::No,
+                })
+            })
+            .collect();
+        for (_, gone) in old {
+            if let Some(i) = gone.instance {
+                self.discard(i);
+            }
+        }
+        let previous = std::mem::replace(&mut self.table, table);
+        self.discard_table(previous);
+    }
+
+    fn discard(&self, instance: ModuleInstance) {
+        match &self.builder {
+            Some(b) => b.send(Job::Drop(instance)),
+            None => drop(instance),
+        }
+    }
+
+    fn discard_table(&self, table: Arc<Table>) {
+        match &self.builder {
+            Some(b) => b.send(Job::DropTable(table)),
+            None => drop(table),
+        }
+    }
+}
+
+/// A worker's module `Local`, split into its fields so that the module can
+/// be read while the rest is changed (no reference-count traffic on the
+/// shared module per packet).
+pub(super) struct LocalParts<'a> {
+    pub module: &'a Arc<ActiveModule>,
+    pub instance: &'a mut Option<ModuleInstance>,
+    pub guard: &'a mut Guard,
+    rebuild: &'a mut Rebuild,
+}
+
+impl Local {
+    pub(super) fn parts(&mut self) -> LocalParts<'_> {
+        LocalParts {
+            module: &self.module,
+            instance: &mut self.instance,
+            guard: &mut self.guard,
+            rebuild: &mut self.rebuild,
+        }
+    }
+}
+
+impl LocalParts<'_> {
+    /// The live instance, picking up a rebuilt one or asking for one when
+    /// its backoff has passed. None: fail open.
+    pub(super) fn instance(
+        &mut self,
+        worker: usize,
+        builder: Option<&Builder>,
+        now: Instant,
+    ) -> Option<&mut ModuleInstance> {
+        if self.instance.is_none() {
+            let slot = self.module.slot(worker)?;
+            if let Some(fresh) = slot.take() {
+                *self.instance = Some(fresh);
+                *self.rebuild = Rebuild::No;
+                slot.rebuilding.store(false, Relaxed);
+            } else if slot.take_failure() {
+                // The rebuild itself failed: a fault like any other.
+                slot.stats.faults.fetch_add(1, Relaxed);
+                *self.rebuild = Rebuild::No;
+                self.after_fault(worker, now, "its rebuild failed");
+            } else if let Rebuild::At(at) = *self.rebuild
+                && now >= at
+            {
+                match builder {
+                    Some(b) => {
+                        // The one reference-count bump, on the fault path.
+                        b.send(Job::Rebuild { module: self.module.clone(), worker });
+                        *self.rebuild = Rebuild::Requested;
+                    }
+                    None => {
+                        if let Ok(fresh) = self.module.template.instantiate(worker) {
+                            *self.instance = Some(fresh);
+                            *self.rebuild = Rebuild::No;
+                            slot.rebuilding.store(false, Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        self.instance.as_mut()
+    }
+
+    /// The module faulted on this worker at `now` (`why` for logs and the API).
+    pub(super) fn fault(&mut self, worker: usize, builder: Option<&Builder>, now: Instant, why: String) {
+        if let Some(dead) = self.instance.take() {
+            match builder {
+                Some(b) => b.send(Job::Drop(dead)),
+                None => drop(dead),
+            }
+        }
+        if let Some(slot) = self.module.slot(worker) {
+            slot.stats.faults.fetch_add(1, Relaxed);
+        }
+        tracing::warn!(tenant = %self.module.tenant, module = %self.module.name, worker, error = %why, "module fault; packet passed untouched");
+        *self.module.health.last_fault.lock() = Some(why);
+        self.after_fault(worker, now, "it faulted too often");
+    }
+
+    fn after_fault(&mut self, worker: usize, now: Instant, reason: &str) {
+        let p = self.module.policy.guard;
+        match self.guard.fault(now) {
+            AfterFault::Quarantine => {
+                self.module.quarantine(format!(
+                    "{reason}: {} faults within {} ms",
+                    p.fault_quarantine,
+                    p.fault_window.as_millis()
+                ));
+            }
+            AfterFault::RebuildAt(at) => {
+                *self.rebuild = Rebuild::At(at);
+                if let Some(slot) = self.module.slot(worker) {
+                    slot.rebuilding.store(true, Relaxed);
+                }
+            }
+        }
+    }
+}
