@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine (root):
-# sipp (sip-tester), kamailio, iptables, iproute2, curl, python3, and the
+# sipp (sip-tester), kamailio, iptables, ipset, iproute2, curl, python3, and the
 # wasm32-wasip2 target.
 set -euo pipefail
 need=()
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v iptables >/dev/null || need+=(iptables)
+# The appliance keeps module filters in ipsets (one kernel lookup per packet
+# however many tenants are installed).
+command -v ipset >/dev/null || need+=(ipset)
 command -v ip >/dev/null || need+=(iproute2)
 command -v curl >/dev/null || need+=(curl)
 # The end-to-end tests serve modules with python3 -m http.server.

@@ -80,10 +80,23 @@ impl Testbed {
     }
 }
 
-/// NFQUEUE rules for modules in `ns` (not the signaling tap's).
+/// Module filters steered to NFQUEUE in `ns`: entries of the appliance's
+/// ipsets plus NFQUEUE rules of their own (not the signaling tap's, nor the
+/// one rule that serves the sets).
 pub fn module_rules(ns: &str) -> usize {
-    output(ns, "iptables", &["-S"])
-        .map_or(0, |s| s.lines().filter(|l| l.contains("NFQUEUE") && !l.contains("netserv:signaling")).count())
+    let rules = output(ns, "iptables", &["-S"]).map_or(0, |s| {
+        s.lines()
+            .filter(|l| l.contains("NFQUEUE") && !l.contains("netserv:signaling") && !l.contains("netserv:modules"))
+            .count()
+    });
+    let entries = output(ns, "ipset", &["save"])
+        .map_or(0, |s| s.lines().filter(|l| l.starts_with("add NETSERV-")).count());
+    rules + entries
+}
+
+/// Whether the rule that sends the appliance's ipsets to NFQUEUE is in `ns`.
+pub fn set_rule_present(ns: &str) -> bool {
+    output(ns, "iptables", &["-S"]).is_ok_and(|s| s.contains("netserv:modules"))
 }
 
 /// A command to run inside namespace `ns`.

@@ -33,7 +33,7 @@ impl Default for Limits {
         Self {
             memory_bytes: 16 << 20,
             cpu_deadline_ms: 2,
-            cpu_budget_percent: 25,
+            cpu_budget_percent: 75,
             reply_max_bytes: 1400,
             max_modules: 8,
             state_max_entries: 4096,

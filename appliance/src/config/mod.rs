@@ -147,7 +147,7 @@ impl Default for Runtime {
             fault_window_ms: 10_000,
             reload_backoff_ms: 50,
             budget_window_ms: 20,
-            throttle_quarantine_windows: 5,
+            throttle_quarantine_windows: 3,
         }
     }
 }

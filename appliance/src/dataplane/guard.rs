@@ -119,10 +119,13 @@ impl Guard {
         if self.throttled { Admit::Throttled } else { Admit::Run }
     }
 
-    /// After a call that took `spent`. True when this call put the module
-    /// over its budget for the window.
-    pub fn charge(&mut self, spent: Duration) -> bool {
-        self.used += spent;
+    /// After a call that took `spent` of wall time, while the worker waited
+    /// for its CPU `preempted` of the time (0..1, measured over the worker's
+    /// last window): the module is charged what it likely ran, not the time
+    /// its thread spent preempted in the middle of it. True when this call
+    /// put the module over its budget for the window.
+    pub fn charge(&mut self, spent: Duration, preempted: f64) -> bool {
+        self.used += spent.mul_f64((1.0 - preempted).clamp(0.1, 1.0));
         if !self.throttled && self.used > self.policy.cpu_budget {
             self.throttled = true;
             self.throttled_windows += 1;
@@ -185,7 +188,7 @@ mod tests {
                 break;
             }
             if a == Admit::Run {
-                g.charge(cost);
+                g.charge(cost, 0.0);
                 t += cost;
             }
             t += every;
@@ -241,6 +244,16 @@ mod tests {
     }
 
     #[test]
+    fn time_the_worker_spent_preempted_is_not_charged() {
+        let mut g = Guard::new(policy());
+        let t0 = Instant::now();
+        assert_eq!(g.admit(t0), Admit::Run);
+        // A 4 ms call on a worker that waited for its CPU 90 % of the time.
+        assert!(!g.charge(4 * MS, 0.9), "charged 0.4 ms, within the 5 ms budget");
+        assert!(g.charge(5 * MS, 0.0), "the same call on an idle CPU would go over (5.4 ms)");
+    }
+
+    #[test]
     fn faults_back_off_and_quarantine_by_rate_not_by_run() {
         let mut g = Guard::new(policy());
         let t0 = Instant::now();
@@ -250,7 +263,7 @@ mod tests {
         // Good calls in between change nothing: it is the rate that counts.
         for i in 0..1000u32 {
             assert_eq!(g.admit(t1 + i * US), Admit::Run);
-            g.charge(US);
+            g.charge(US, 0.0);
         }
         assert!(matches!(g.fault(t0 + Duration::from_secs(1)), AfterFault::RebuildAt(_)));
         assert!(matches!(g.fault(t0 + Duration::from_secs(2)), AfterFault::RebuildAt(_)));

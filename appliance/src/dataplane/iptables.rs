@@ -1,13 +1,25 @@
 //! The iptables rules that steer a module's traffic into NFQUEUE. The appliance
-//! owns one chain per family (`NETSERV` by default): created and flushed at
-//! start-up (removing stale rules of an earlier run), one rule per installed
-//! module, all removed on shutdown. Rules use `--queue-bypass`, so packets flow
-//! unexamined whenever no process listens on the queue.
+//! owns one chain per family (`NETSERV` by default) and one ipset per family
+//! (`NETSERV-4`, `NETSERV-6`, `hash:net,port`): created and flushed at
+//! start-up (removing stale state of an earlier run), all removed on
+//! shutdown. Rules use `--queue-bypass`, so packets flow unexamined whenever
+//! no process listens on the queue.
+//!
+//! A filter by destination prefix and ports (the usual one) is an entry in
+//! the family's set, and one rule per family sends whatever the set matches
+//! to the queues: the kernel's cost per packet is one hash lookup whether
+//! 1 or 1,000 tenants are installed — for intercepted traffic and for all
+//! the other traffic the edge forwards. A filter that also names a source
+//! prefix (which `hash:net,port` cannot hold) gets a rule of its own, as
+//! does everything when the `ipset` tool is missing. Which module a packet
+//! is for is the dataplane's business (`table::Table::candidates`): every
+//! rule sends to the same queues.
 
 use super::table::Filter;
 use crate::config::Steering;
 use crate::runtime::Transport;
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::process::Command;
 use std::sync::Arc;
@@ -32,14 +44,24 @@ pub struct Iptables {
     /// back to flow hashing while a worker's home CPU is overloaded.
     steering: Arc<Mutex<Steering>>,
     ipv6: bool,
+    /// Whether filters go into ipsets (the `ipset` tool works here).
+    sets: bool,
+    /// Set entries in use, by (family binary, entry), with how many module
+    /// filters need each (two tenants' modules may name the same one).
+    entries: Arc<Mutex<HashMap<(&'static str, String), u32>>>,
 }
 
 const V4: &str = "iptables";
 const V6: &str = "ip6tables";
+const IPSET: &str = "ipset";
 
 fn run(bin: &'static str, args: &[&str]) -> Result<(), IptablesError> {
-    // `-w`: wait for the xtables lock instead of failing when another tool holds it.
-    let out = Command::new(bin).arg("-w").args(args).output().map_err(|source| IptablesError::Spawn { bin, source })?;
+    let mut cmd = Command::new(bin);
+    if bin != IPSET {
+        // `-w`: wait for the xtables lock instead of failing when another tool holds it.
+        cmd.arg("-w");
+    }
+    let out = cmd.args(args).output().map_err(|source| IptablesError::Spawn { bin, source })?;
     if out.status.success() {
         Ok(())
     } else {
@@ -54,15 +76,48 @@ fn run(bin: &'static str, args: &[&str]) -> Result<(), IptablesError> {
 impl Iptables {
     pub fn new(chain: &str, hooks: &[String], queue_base: u16, queues: u16, steering: Steering) -> Self {
         let steering = Arc::new(Mutex::new(steering));
-        Self { chain: chain.to_owned(), hooks: hooks.to_vec(), queue_base, queues, steering, ipv6: false }
+        Self {
+            chain: chain.to_owned(),
+            hooks: hooks.to_vec(),
+            queue_base,
+            queues,
+            steering,
+            ipv6: false,
+            sets: false,
+            entries: Arc::default(),
+        }
     }
 
-    /// Creates or flushes the chain and hooks it in, once, for both families.
+    /// The ipset of a family.
+    fn set_name(&self, bin: &'static str) -> String {
+        format!("{}-{}", self.chain, if bin == V4 { "4" } else { "6" })
+    }
+
+    /// Creates or flushes the chain and hooks it in, once, for both families,
+    /// and creates (or empties) the filter sets.
     pub fn setup(&mut self) -> Result<(), IptablesError> {
         self.setup_family(V4)?;
         match self.setup_family(V6) {
             Ok(()) => self.ipv6 = true,
             Err(e) => tracing::warn!(error = %e, "ip6tables unavailable; IPv6 modules will be refused"),
+        }
+        // The chain is flushed, so no rule holds the sets any more.
+        let mut sets = Ok(());
+        for (bin, family) in [(V4, "inet"), (V6, "inet6")] {
+            if bin == V6 && !self.ipv6 {
+                continue;
+            }
+            let name = self.set_name(bin);
+            sets = sets
+                .and_then(|()| run(IPSET, &["create", &name, "hash:net,port", "family", family, "-exist"]))
+                .and_then(|()| run(IPSET, &["flush", &name]));
+        }
+        match sets {
+            Ok(()) => self.sets = true,
+            Err(e) => tracing::warn!(
+                error = %e,
+                "ipset unavailable: one iptables rule per module (the kernel's cost per packet grows with the modules installed)"
+            ),
         }
         Ok(())
     }
@@ -81,7 +136,8 @@ impl Iptables {
         Ok(())
     }
 
-    /// Unhooks, flushes and deletes the chain in both families. Best effort.
+    /// Unhooks, flushes and deletes the chain in both families, then the
+    /// sets. Best effort.
     pub fn teardown(&self) {
         for bin in [V4, V6] {
             for hook in &self.hooks {
@@ -89,8 +145,58 @@ impl Iptables {
             }
             let _ = run(bin, &["-F", &self.chain]);
             let _ = run(bin, &["-X", &self.chain]);
+            if self.sets {
+                let _ = run(IPSET, &["destroy", &self.set_name(bin)]);
+            }
         }
+        self.entries.lock().clear();
         tracing::info!(chain = %self.chain, "iptables rules removed");
+    }
+
+    /// The set entries of a filter (`net,proto:port`), or None when it needs
+    /// a rule of its own.
+    fn set_entries(&self, filter: &Filter) -> Option<Vec<String>> {
+        // hash:net holds prefixes of length 1 and up, and no source.
+        if !self.sets || filter.source.is_some() || filter.destination.prefix_len() == 0 {
+            return None;
+        }
+        let proto = match filter.transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        Some(filter.ports.iter().map(|p| format!("{},{proto}:{p}", filter.destination)).collect())
+    }
+
+    /// The rule that sends what the family's set matches to the queues.
+    fn set_rule(&self, bin: &'static str, steering: Steering) -> Vec<String> {
+        let mut a = vec![
+            self.chain.clone(),
+            "-m".into(),
+            "set".into(),
+            "--match-set".into(),
+            self.set_name(bin),
+            "dst,dst".into(),
+            "-m".into(),
+            "comment".into(),
+            "--comment".into(),
+            "netserv:modules".into(),
+            "-j".into(),
+            "NFQUEUE".into(),
+        ];
+        a.extend(self.queue_target(steering));
+        a
+    }
+
+    fn set_rule_edit(&self, op: &str, bin: &'static str, steering: Steering) -> Result<(), IptablesError> {
+        let rule = self.set_rule(bin, steering);
+        let mut args: Vec<&str> = vec![op];
+        args.extend(rule.iter().map(String::as_str));
+        run(bin, &args)
+    }
+
+    /// Whether any entry of the family is in use (its set rule is in place).
+    fn family_in_use(entries: &HashMap<(&'static str, String), u32>, bin: &'static str) -> bool {
+        entries.keys().any(|(b, _)| *b == bin)
     }
 
     fn rule(&self, filter: &Filter, id: &str, steering: Steering) -> Vec<String> {
@@ -111,6 +217,13 @@ impl Iptables {
         a.extend(["-m".into(), "multiport".into(), "--dports".into(), ports.join(",")]);
         a.extend(["-m".into(), "comment".into(), "--comment".into(), format!("netserv:{id}")]);
         a.extend(["-j".into(), "NFQUEUE".into()]);
+        a.extend(self.queue_target(steering));
+        a
+    }
+
+    /// The NFQUEUE target's options: which queues, how spread.
+    fn queue_target(&self, steering: Steering) -> Vec<String> {
+        let mut a = Vec::new();
         if self.queues > 1 {
             let last = self.queue_base + self.queues - 1;
             a.extend(["--queue-balance".into(), format!("{}:{last}", self.queue_base)]);
@@ -179,12 +292,77 @@ impl Iptables {
         run(bin, &args)
     }
 
+    /// Steers a module's filter to the queues: its set entries (and the
+    /// family's set rule with the first of them), or a rule of its own.
     pub fn add(&self, filter: &Filter, id: &str) -> Result<(), IptablesError> {
-        self.edit("-A", filter, id, self.steering())
+        let Some(wanted) = self.set_entries(filter) else {
+            return self.edit("-A", filter, id, self.steering());
+        };
+        let bin = self.bin_for(filter)?;
+        let steering = self.steering.lock();
+        let mut entries = self.entries.lock();
+        let mut added: Vec<String> = Vec::new();
+        let result = (|| {
+            for e in &wanted {
+                let key = (bin, e.clone());
+                if let Some(n) = entries.get_mut(&key) {
+                    *n += 1;
+                } else {
+                    run(IPSET, &["add", &self.set_name(bin), e, "-exist"])?;
+                    if !Self::family_in_use(&entries, bin) {
+                        if let Err(err) = self.set_rule_edit("-A", bin, *steering) {
+                            let _ = run(IPSET, &["del", &self.set_name(bin), e, "-exist"]);
+                            return Err(err);
+                        }
+                    }
+                    entries.insert(key, 1);
+                }
+                added.push(e.clone());
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            // A failed add changes nothing.
+            drop(entries);
+            drop(steering);
+            let _ = self.release(bin, &added);
+        }
+        result
     }
 
+    /// Undoes [`Iptables::add`] for the same filter.
     pub fn remove(&self, filter: &Filter, id: &str) -> Result<(), IptablesError> {
-        self.edit("-D", filter, id, self.steering())
+        let Some(entries) = self.set_entries(filter) else {
+            return self.edit("-D", filter, id, self.steering());
+        };
+        let bin = self.bin_for(filter)?;
+        self.release(bin, &entries)
+    }
+
+    /// Drops one use of each entry; an entry no filter needs leaves the set,
+    /// and the set rule goes with the family's last entry.
+    fn release(&self, bin: &'static str, release: &[String]) -> Result<(), IptablesError> {
+        let steering = self.steering.lock();
+        let mut entries = self.entries.lock();
+        let mut first_error = None;
+        for e in release {
+            let key = (bin, e.clone());
+            let Some(n) = entries.get_mut(&key) else { continue };
+            *n -= 1;
+            if *n > 0 {
+                continue;
+            }
+            entries.remove(&key);
+            if let Err(err) = run(IPSET, &["del", &self.set_name(bin), e, "-exist"]) {
+                first_error.get_or_insert(err);
+            }
+            if !Self::family_in_use(&entries, bin)
+                && let Err(err) = self.set_rule_edit("-D", bin, *steering)
+            {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The steering module rules use now.
@@ -206,8 +384,14 @@ impl Iptables {
             return Ok(());
         }
         let mut first_error = None;
-        for (filter, id) in rules {
+        for (filter, id) in rules.into_iter().filter(|(f, _)| self.set_entries(f).is_none()) {
             if let Err(e) = self.edit("-A", filter, id, to).and_then(|()| self.edit("-D", filter, id, from)) {
+                first_error.get_or_insert(e);
+            }
+        }
+        let entries = self.entries.lock();
+        for bin in [V4, V6].into_iter().filter(|b| Self::family_in_use(&entries, b)) {
+            if let Err(e) = self.set_rule_edit("-A", bin, to).and_then(|()| self.set_rule_edit("-D", bin, from)) {
                 first_error.get_or_insert(e);
             }
         }
@@ -242,6 +426,27 @@ mod tests {
             "NETSERV -p udp -d 198.18.2.20/32 -m multiport --dports 5060,5061 -m comment --comment \
              netserv:itsp-a/keepalive -j NFQUEUE --queue-balance 270:271 --queue-cpu-fanout --queue-bypass"
         );
+    }
+
+    #[test]
+    fn destination_filters_are_set_entries_and_source_filters_rules() {
+        let mut ipt = Iptables::new("NETSERV", &["FORWARD".into()], 270, 2, Steering::Cpu);
+        assert_eq!(ipt.set_entries(&filter()), None, "no sets: rules");
+        ipt.sets = true;
+        assert_eq!(
+            ipt.set_entries(&filter()),
+            Some(vec!["198.18.2.20/32,udp:5060".to_owned(), "198.18.2.20/32,udp:5061".to_owned()])
+        );
+        let with_source = Filter { source: Some("198.18.1.0/24".parse().expect("prefix")), ..filter() };
+        assert_eq!(ipt.set_entries(&with_source), None);
+        let everything = Filter { destination: "0.0.0.0/0".parse().expect("prefix"), ..filter() };
+        assert_eq!(ipt.set_entries(&everything), None, "hash:net cannot hold /0");
+        assert_eq!(
+            ipt.set_rule(V4, Steering::Flow).join(" "),
+            "NETSERV -m set --match-set NETSERV-4 dst,dst -m comment --comment netserv:modules -j NFQUEUE \
+             --queue-balance 270:271 --queue-bypass"
+        );
+        assert_eq!(ipt.set_name(V6), "NETSERV-6");
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct WorkerModules {
     pub(super) builder: Option<Builder>,
     /// A `replace` payload carried to the next module in the chain.
     pub(super) replaced: Vec<u8>,
+    /// The share of time this worker waited for its CPU lately (0..1), so
+    /// that modules are not charged for it.
+    pub preempted: f64,
 }
 
 impl WorkerModules {
@@ -50,6 +53,7 @@ impl WorkerModules {
             locals: Vec::new(),
             builder,
             replaced: Vec::with_capacity(2048),
+            preempted: 0.0,
         }
     }
 

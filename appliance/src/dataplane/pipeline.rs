@@ -70,7 +70,7 @@ pub fn decide(w: &mut WorkerModules, ip_packet: &[u8], gso: bool, out: &mut Buff
     if gso && parsed.transport == Transport::Udp {
         return Decision::Accept;
     }
-    let WorkerModules { worker, table, locals, builder, replaced: carried } = w;
+    let WorkerModules { worker, table, locals, builder, replaced: carried, preempted } = w;
     let mut replaced = false;
     for &i in table.candidates(parsed.transport, parsed.destination.port()) {
         let Some(local) = locals.get_mut(i as usize) else { continue };
@@ -78,7 +78,7 @@ pub fn decide(w: &mut WorkerModules, ip_packet: &[u8], gso: bool, out: &mut Buff
             continue;
         }
         let payload = if replaced { &carried[..] } else { parsed.payload };
-        match run_one(local.parts(), *worker, builder.as_ref(), &parsed, payload, out) {
+        match run_one(local.parts(), *worker, builder.as_ref(), *preempted, &parsed, payload, out) {
             Step::Continue => {}
             Step::Replaced => {
                 LiftedBytes::with(|b| {
@@ -114,6 +114,7 @@ fn run_one(
     mut local: LocalParts<'_>,
     worker: usize,
     builder: Option<&Builder>,
+    preempted: f64,
     parsed: &Parsed<'_>,
     payload: &[u8],
     out: &mut Buffers,
@@ -153,7 +154,7 @@ fn run_one(
     let t1 = Instant::now();
     let spent = t1.saturating_duration_since(t0);
     stats.cpu_ns.fetch_add(u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX), Relaxed);
-    if local.guard.charge(spent) {
+    if local.guard.charge(spent, preempted) {
         stats.throttled_windows.fetch_add(1, Relaxed);
         slot.throttled_now.store(true, Relaxed);
         tracing::debug!(tenant = %module.tenant, module = %module.name, worker, "module over its CPU budget: throttled for the rest of the window");

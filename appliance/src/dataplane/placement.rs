@@ -358,8 +358,14 @@ mod tests {
         let st = ThreadSchedStat::open(None).expect("/proc/thread-self/schedstat");
         // Run for a while, then sleep: the kernel accounts run time at
         // context switches, so the figure now includes the busy loop.
-        let t = std::time::Instant::now();
-        while t.elapsed() < std::time::Duration::from_millis(3) {
+        // Spin until this thread has had 3 ms of CPU (not of wall time: other
+        // tests may share the CPU).
+        let cpu = || {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+            t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+        };
+        let start = cpu();
+        while cpu() - start < 3_000_000 {
             std::hint::spin_loop();
         }
         std::thread::sleep(std::time::Duration::from_millis(1));

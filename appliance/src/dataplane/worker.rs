@@ -63,8 +63,14 @@ pub enum WorkerError {
     Spawn(std::io::Error),
 }
 
+/// How often a worker measures how much it waits for its CPU.
+const PREEMPTION_SAMPLE: Duration = Duration::from_millis(20);
+
 struct Dataplane {
     modules: WorkerModules,
+    /// This thread's scheduler statistics, and the last sample (when, wait ns).
+    schedstat: Option<placement::ThreadSchedStat>,
+    last_sample: Option<(Instant, u64)>,
     source: Arc<ArcSwap<Table>>,
     buffers: Buffers,
     stats: Arc<QueueStats>,
@@ -80,9 +86,26 @@ impl Dataplane {
     }
 }
 
+impl Dataplane {
+    /// Every PREEMPTION_SAMPLE: the share of it this thread spent runnable
+    /// but waiting for a CPU (one read of its schedstat).
+    fn sample_preemption(&mut self, now: Instant) {
+        if self.last_sample.is_some_and(|(t, _)| now.duration_since(t) < PREEMPTION_SAMPLE) {
+            return;
+        }
+        let Some(wait) = self.schedstat.as_ref().and_then(|s| s.read()).map(|(_, wait)| wait) else { return };
+        if let Some((t, w0)) = self.last_sample {
+            let wall = now.duration_since(t).as_nanos() as f64;
+            self.modules.preempted = (wait.saturating_sub(w0) as f64 / wall.max(1.0)).clamp(0.0, 0.9);
+        }
+        self.last_sample = Some((now, wait));
+    }
+}
+
 impl Handler for Dataplane {
-    fn begin_batch(&mut self, _now: Instant) {
+    fn begin_batch(&mut self, now: Instant) {
         self.sync();
+        self.sample_preemption(now);
     }
 
     fn idle(&mut self, _now: Instant) {
@@ -172,6 +195,8 @@ fn run(
     }
     let mut handler = Dataplane {
         modules: WorkerModules::new(spec.index, Some(builder)),
+        schedstat: placement::ThreadSchedStat::open(None).ok(),
+        last_sample: None,
         source: table,
         buffers: Buffers::new(),
         stats: stats.clone(),

@@ -303,6 +303,8 @@ pub struct HostState {
     /// The worker whose counter bank this instance adds to.
     worker: usize,
     started: Instant,
+    /// The current call's deadline state (see `instance::CpuDeadline`).
+    pub deadline: super::instance::CpuDeadline,
 }
 
 impl HostState {
@@ -321,6 +323,7 @@ impl HostState {
             usage: spec.usage.clone(),
             worker,
             started: Instant::now(),
+            deadline: Default::default(),
         }
     }
 }

@@ -45,6 +45,48 @@ pub enum CallVerdict {
     Reply(usize),
 }
 
+/// What a call past its deadline gets: the epoch ticks in wall time, so a
+/// call can reach its deadline while its thread was preempted (a busy CPU
+/// shared with packet processing does that for milliseconds). At the
+/// deadline the thread's own CPU clock is sampled, and the call gets one
+/// more tick; at the next tick, if the thread ran for at least half of it,
+/// the call is really spinning and traps; otherwise it was waiting for the
+/// CPU, and gets another tick, at most [`CpuDeadline::MAX_EXTENSIONS`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuDeadline {
+    probe: Option<(Duration, Duration)>,
+    extensions: u32,
+}
+
+/// After a deadline check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineStep {
+    /// Give the call one more tick.
+    Extend,
+    Trap,
+}
+
+impl CpuDeadline {
+    pub const MAX_EXTENSIONS: u32 = 20;
+
+    /// The epoch deadline passed at `wall` (monotonic), with the thread's
+    /// CPU clock at `cpu`.
+    pub fn check(&mut self, wall: Duration, cpu: Duration) -> DeadlineStep {
+        let Some((w0, c0)) = self.probe.replace((wall, cpu)) else {
+            return DeadlineStep::Extend;
+        };
+        let ran = cpu.saturating_sub(c0);
+        let passed = wall.saturating_sub(w0);
+        self.extensions += 1;
+        if ran * 2 >= passed || self.extensions > Self::MAX_EXTENSIONS { DeadlineStep::Trap } else { DeadlineStep::Extend }
+    }
+}
+
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+}
+
 impl Template {
     pub fn new(
         engine: &Engine,
@@ -69,7 +111,14 @@ impl Template {
     pub fn instantiate(&self, worker: usize) -> anyhow::Result<ModuleInstance> {
         let mut store = Store::new(&self.engine, HostState::new(&self.host, worker));
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
+        let started = std::time::Instant::now();
+        store.epoch_deadline_callback(move |mut ctx| {
+            let wall = started.elapsed();
+            match ctx.data_mut().deadline.check(wall, thread_cpu_time()) {
+                DeadlineStep::Extend => Ok(wasmtime::UpdateDeadline::Continue(1)),
+                DeadlineStep::Trap => Ok(wasmtime::UpdateDeadline::Interrupt),
+            }
+        });
         let init_ticks =
             u64::try_from(INIT_DEADLINE.as_micros() / super::EPOCH_TICK.as_micros().max(1)).unwrap_or(1000);
         store.set_epoch_deadline(init_ticks);
@@ -99,6 +148,7 @@ impl ModuleInstance {
     /// memory limit), summarized for logs and the API.
     pub fn on_packet(&mut self, meta: PacketMeta, payload: &[u8]) -> Result<CallVerdict, String> {
         self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store.data_mut().deadline = CpuDeadline::default();
         match self.on_packet.call(&mut self.store, meta, payload) {
             Ok(RawVerdict::Accept) => Ok(CallVerdict::Accept),
             Ok(RawVerdict::Drop) => Ok(CallVerdict::Drop),
@@ -121,5 +171,42 @@ fn summarize(full: &str) -> String {
     match lines.next_back() {
         Some(last) => format!("{first} … {last}"),
         None => first.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_spinning_call_traps_one_tick_after_its_deadline() {
+        let mut d = CpuDeadline::default();
+        // The deadline (2 ms) passes while the call has run all along.
+        assert_eq!(d.check(2 * MS, 2 * MS), DeadlineStep::Extend);
+        assert_eq!(d.check(3 * MS, 3 * MS), DeadlineStep::Trap);
+    }
+
+    #[test]
+    fn a_preempted_call_is_not_a_spinning_one() {
+        let mut d = CpuDeadline::default();
+        // 2 ms passed with the thread off its CPU; it runs again just now.
+        assert_eq!(d.check(2 * MS, Duration::from_micros(5)), DeadlineStep::Extend);
+        // The next tick: preempted again, it ran only 0.2 ms of it.
+        assert_eq!(d.check(3 * MS, Duration::from_micros(205)), DeadlineStep::Extend);
+        // Then it spins for a whole tick.
+        assert_eq!(d.check(4 * MS, Duration::from_micros(1205)), DeadlineStep::Trap);
+    }
+
+    #[test]
+    fn extensions_are_bounded() {
+        let mut d = CpuDeadline::default();
+        let mut steps = 0;
+        while d.check(steps * MS, Duration::ZERO) == DeadlineStep::Extend {
+            steps += 1;
+            assert!(steps < 100);
+        }
+        assert_eq!(steps, u32::try_from(CpuDeadline::MAX_EXTENSIONS).expect("small") + 1);
     }
 }

@@ -9,6 +9,10 @@
 //!   report when it came (wall clock, µs since the Unix epoch).
 //! - `rtt`: ping-pong N times and report round-trip percentiles, optionally
 //!   alternating with a baseline target measured in the same run.
+//! - `rtt-spin`: the same ping-pong, with the echo servers in the same
+//!   process (their sockets opened in another namespace) and every socket
+//!   polled by one spinning thread: a tester that never sleeps, so no
+//!   wake-up of its own is in the figures (run it pinned to a CPU of its own).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -40,6 +44,7 @@ fn main() {
         Some("sink") => sink(&args),
         Some("flood") => flood(&args),
         Some("rtt") => rtt(&args),
+        Some("rtt-spin") => rtt_spin(&args),
         Some("until-answered") => until_answered(&args),
         _ => {
             eprintln!("usage: netserv-probe ask|sink|flood|rtt|until-answered ...");
@@ -222,6 +227,77 @@ fn rtt(args: &[String]) {
         out["baseline"] = serde_json::json!({
             "count": base.len(), "lost": lost[1], "p50_us": pct(&mut base, 0.5), "p99_us": pct(&mut base, 0.99)
         });
+    }
+    println!("{out}");
+}
+
+/// Moves this thread into network namespace `name` (from `ip netns add`).
+fn enter_netns(name: &str) {
+    let f = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap_or_else(|e| panic!("netns {name}: {e}"));
+    rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&f), Some(rustix::thread::LinkNameSpaceType::Network))
+        .unwrap_or_else(|e| panic!("entering netns {name}: {e}"));
+}
+
+fn percentiles(mut s: Vec<f64>, lost: u64) -> serde_json::Value {
+    s.sort_by(f64::total_cmp);
+    let at = |p: f64| s.get(((s.len() as f64 * p) as usize).min(s.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    serde_json::json!({ "count": s.len(), "lost": lost, "p50_us": at(0.5), "p99_us": at(0.99), "max_us": at(1.0) })
+}
+
+/// `rtt-spin --client-ns NS --server-ns NS --to IP:PORT [--baseline IP:PORT]
+/// --payload FILE --count N`: requests alternate between `to` and
+/// `baseline`; this process echoes them itself on sockets bound in the
+/// server namespace, and one thread spins over all sockets (non-blocking),
+/// so the tester never sleeps and never needs waking.
+fn rtt_spin(args: &[String]) {
+    let to: SocketAddr = req(args, "--to").parse().expect("--to ip:port");
+    let baseline: Option<SocketAddr> = arg(args, "--baseline").map(|b| b.parse().expect("--baseline ip:port"));
+    let count = num(args, "--count", 1000).min(100_000);
+    let data = payload(args);
+    enter_netns(&req(args, "--server-ns"));
+    let servers: Vec<UdpSocket> = std::iter::once(to)
+        .chain(baseline)
+        .map(|a| {
+            let s = UdpSocket::bind(a).expect("bind echo");
+            s.set_nonblocking(true).expect("nonblocking");
+            s
+        })
+        .collect();
+    enter_netns(&req(args, "--client-ns"));
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let targets: Vec<SocketAddr> = servers.iter().map(|s| s.local_addr().expect("addr")).collect();
+    let mut samples = [Vec::with_capacity(count as usize), Vec::with_capacity(count as usize)];
+    let mut lost = [0u64; 2];
+    let mut buf = [0u8; 65536];
+    let timeout = Duration::from_millis(500);
+    for _ in 0..count {
+        for (k, target) in targets.iter().enumerate() {
+            let t = Instant::now();
+            sock.send_to(&data, target).expect("send");
+            let got = loop {
+                for s in &servers {
+                    if let Ok((n, from)) = s.recv_from(&mut buf) {
+                        let _ = s.send_to(buf.get(..n).unwrap_or_default(), from);
+                    }
+                }
+                match sock.recv_from(&mut buf) {
+                    Ok((_, from)) if from == *target => break true,
+                    _ if t.elapsed() > timeout => break false,
+                    _ => std::hint::spin_loop(),
+                }
+            };
+            match (got, samples.get_mut(k), lost.get_mut(k)) {
+                (true, Some(s), _) => s.push(t.elapsed().as_secs_f64() * 1e6),
+                (false, _, Some(l)) => *l += 1,
+                _ => {}
+            }
+        }
+    }
+    let [main, base] = samples;
+    let mut out = percentiles(main, lost[0]);
+    if baseline.is_some() {
+        out["baseline"] = percentiles(base, lost[1]);
     }
     println!("{out}");
 }
