@@ -1,131 +1,209 @@
-//! `netserv-bench-keepalive`: the KeepAlive responder's figures, measured side
-//! by side in one run on the namespace testbed (ua ⇄ edge ⇄ core):
+//! `netserv-bench-keepalive`: the KeepAlive responder and the dataplane,
+//! side by side with plain kernel delivery on the namespace testbed
+//! (ua ⇄ edge ⇄ core), in one run. Every figure is the median of
+//! `BENCH_PAIRS` (default 5) alternating pairs, with min and max:
 //!
-//! 1. throughput: the same keep-alive load from `ua` (a) delivered by the plain
-//!    kernel through `edge` to a UDP sink in `core`, and (b) answered by the
-//!    appliance's keepalive module in `edge`; the figure is (b)/(a);
-//! 2. added latency: request/response round trips from `ua` to an echo server
-//!    in `core` whose port the module intercepts (and accepts), alternating
-//!    with round trips to a second echo server no filter matches; p50 and p99,
-//!    with the tester pinned to one CPU (the figure) and floating, then with
-//!    flow steering and with busy polling for comparison;
-//! 3. idle memory: appliance RSS growth per tenant while 1,000 tenants each
-//!    get their own keepalive instance.
+//! 1. throughput: the same keep-alive flood from `ua` (32 ports on 4 phone
+//!    addresses) (a) delivered by the plain kernel through `edge` to a UDP
+//!    sink in `core` on a port no filter matches, and (b) answered by the
+//!    appliance's keepalive module; the figure is (b)/(a);
+//! 2. added latency, default configuration: round trips alternating
+//!    between the intercepted port (the module inspects and passes a
+//!    REGISTER to an echo server) and a port no filter matches, p50 and
+//!    p99; and a NOTIFY keep-alive answered by the edge against the server
+//!    answering it itself;
+//! 3. hostile neighbour: while tenant `itsp-b`'s module spins just under
+//!    its deadline (or traps on every other packet) on its own traffic,
+//!    tenant `itsp-a`'s keep-alive rate and answer p99, against the same
+//!    with `itsp-b`'s traffic but no module of its own;
+//! 4. 1,000 tenants, each with its own filter: the answered rate against
+//!    one tenant's;
+//! 5. idle memory per tenant while those tenants get their instances.
 //!
-//! Progress goes to stderr; the last line on stdout is a JSON object with the
-//! figures. Needs root. Every load is bounded in time and count.
+//! The tester (flood, sinks, the round-trip prober with its own echo
+//! servers, the hostile traffic) runs on a CPU of its own
+//! (`BENCH_TESTER_CPU`, default the last), the appliance on the others, as
+//! two boxes would: the tester never competes with a worker for a CPU. The
+//! prober spins instead of sleeping, so no wake-up of the tester's is in
+//! the latency figures; what is measured is the appliance's path.
 //!
-//! Run: `cargo build --release --workspace && cargo build --release --target
-//! wasm32-wasip2 -p netserv-keepalive && sudo target/release/netserv-bench-keepalive`
+//! Progress goes to stderr; the last line on stdout is a JSON object with
+//! the figures. Needs root. Every load is bounded in time and count.
+//!
+//! Run: `PROFILE=release bash scripts/build.sh && target/release/netserv-bench-keepalive`
 
-use netserv_e2e::appliance::{TempDir, keepalive_install, test_config, test_config_with};
+use netserv_e2e::appliance::{TempDir, extra_tenants, keepalive_install, node_config};
+use netserv_e2e::bench::{Summary, env_u64, json_line, num, progress, round1, round3};
 use netserv_e2e::netns::UA_IP;
 use netserv_e2e::{Appliance, Testbed, paths, rss_kib};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SERVER: &str = "198.18.2.20:5060";
-/// An echo server on a port no filter matches: the latency baseline.
+/// A port no filter matches: plain delivery and the latency baseline.
 const BASELINE: &str = "198.18.2.20:5062";
-/// The busy-poll window of the second latency run.
-const BUSY_POLL_US: u32 = 300;
+/// The hostile tenant's own server port, and the phone its traffic comes from.
+const HOSTILE: &str = "198.18.2.20:5070";
+const HOSTILE_IP: &str = "198.18.1.50";
+/// The hostile tenant's traffic, in both halves of a pair.
+const HOSTILE_PPS: u64 = 2000;
 
-/// Added round-trip latency, in µs.
-struct Latency {
-    added_p50: f64,
-    added_p99: f64,
-    without_p50: f64,
-    answered_p50: f64,
+struct Bench {
+    tb: Testbed,
+    dir: TempDir,
+    tester_cpu: String,
+    phones: String,
+    notify: String,
+    register: String,
+    probe: String,
+    flood_ms: u64,
+    rtt_count: u64,
 }
 
-fn round1(v: f64) -> f64 {
-    (v * 10.0).round() / 10.0
-}
-
-/// Where the tester (phone and echo servers) runs during a latency run: on
-/// one CPU, like a separate test set whose scheduling does not move between
-/// runs, or wherever the scheduler puts it.
-#[derive(Clone, Copy)]
-enum Tester {
-    Pinned(u16),
-    Floating,
-}
-
-impl Tester {
-    /// `program args` as a command line, behind `taskset` when pinned.
-    fn argv<'a>(self, cpu: &'a str, program: &'a str, args: &[&'a str]) -> Vec<&'a str> {
-        let mut v = match self {
-            Tester::Pinned(_) => vec!["taskset", "-c", cpu, program],
-            Tester::Floating => vec![program],
-        };
+impl Bench {
+    /// `program args...` behind `taskset` on the tester's CPU.
+    fn pinned<'a>(&'a self, program: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["-c", self.tester_cpu.as_str(), program];
         v.extend_from_slice(args);
         v
     }
-}
 
-/// Alternating round trips (see `netserv-probe rtt --baseline`): a REGISTER the
-/// module inspects and passes, and a NOTIFY keep-alive the module answers.
-/// Echo servers on the intercepted and on the baseline port are started for
-/// the run, placed like the probe.
-fn latency(tb: &Testbed, payloads: (&str, &str), count: u64, tester: Tester, mode: &str) -> anyhow::Result<Latency> {
-    let (register, notify) = payloads;
-    progress(&format!(
-        "latency, {mode}: {count} round trips each to {SERVER} (intercepted) and {BASELINE} (not), alternating"
-    ));
-    let cpu = match tester {
-        Tester::Pinned(c) => c.to_string(),
-        Tester::Floating => String::new(),
-    };
-    let (probe, echo) = (paths::bin("netserv-probe"), paths::bin("netserv-echo"));
-    let (probe, echo) = (probe.to_str().unwrap_or_default(), echo.to_str().unwrap_or_default());
-    let mut echoes = Vec::new();
-    for at in [SERVER, BASELINE] {
-        let argv = tester.argv(&cpu, echo, &[at, "120000"]);
-        echoes.push(tb.spawn(&tb.core, argv[0], &argv[1..], None)?);
+    fn run_in(&self, ns: &str, program: &str, args: &[&str]) -> anyhow::Result<Value> {
+        Ok(json_line(&self.tb.output(ns, "taskset", &self.pinned(program, args))?))
     }
-    std::thread::sleep(Duration::from_millis(200));
-    let count = count.to_string();
-    let rtt = |payload: &str| -> anyhow::Result<Value> {
-        let args = ["rtt", "--to", SERVER, "--baseline", BASELINE, "--payload", payload, "--count", &count];
-        let argv = tester.argv(&cpu, probe, &args);
-        Ok(json_line(&tb.output(&tb.ua, argv[0], &argv[1..])?))
-    };
-    let inspected = rtt(register)?;
-    let answered = rtt(notify)?;
-    drop(echoes);
-    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-    let (with, without) = (&inspected, &inspected["baseline"]);
-    anyhow::ensure!(f(with, "count") > 0.0 && f(without, "count") > 0.0, "no round trips completed: {inspected}");
-    let l = Latency {
-        added_p50: round1(f(with, "p50_us") - f(without, "p50_us")),
-        added_p99: round1(f(with, "p99_us") - f(without, "p99_us")),
-        without_p50: round1(f(without, "p50_us")),
-        answered_p50: round1(f(&answered, "p50_us")),
-    };
-    progress(&format!(
-        "  p50 {:.1} µs with vs {:.1} µs without (+{:.1}); p99 {:.1} vs {:.1} (+{:.1}); keep-alive answered by the edge: p50 {:.1} µs (by the server itself: {:.1})",
-        f(with, "p50_us"),
-        f(without, "p50_us"),
-        l.added_p50,
-        f(with, "p99_us"),
-        f(without, "p99_us"),
-        l.added_p99,
-        l.answered_p50,
-        f(&answered["baseline"], "p50_us"),
-    ));
-    Ok(l)
+
+    fn spawn_in(&self, ns: &str, log: &str, program: &str, args: &[&str]) -> anyhow::Result<netserv_e2e::Proc> {
+        self.tb.spawn(ns, "taskset", &self.pinned(program, args), Some(&self.dir.0.join(log)))
+    }
+
+    fn flood(&self, to: &str) -> anyhow::Result<Value> {
+        let ms = self.flood_ms.to_string();
+        let args = [
+            "flood",
+            "--to",
+            to,
+            "--bind-ip",
+            &self.phones,
+            "--payload",
+            &self.notify,
+            "--ports",
+            "32",
+            "--duration-ms",
+            &ms,
+        ];
+        self.run_in(&self.tb.ua, &self.probe, &args)
+    }
+
+    /// UDP datagrams the kernel of `ns` has delivered to its sockets so far
+    /// (`InDatagrams + InErrors` of /proc/net/snmp: what a socket too slow to
+    /// read them drops counts as delivered — the kernel's work, not the
+    /// reader's, is what both halves of a pair compare).
+    fn udp_delivered(&self, ns: &str) -> anyhow::Result<f64> {
+        let snmp = self.tb.output(ns, "cat", &["/proc/net/snmp"])?;
+        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+        let (names, values) = (udp.next().unwrap_or_default(), udp.next().unwrap_or_default());
+        let field = |name: &str| -> f64 {
+            names
+                .split_whitespace()
+                .position(|n| n == name)
+                .and_then(|i| values.split_whitespace().nth(i))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN)
+        };
+        Ok(field("InDatagrams") + field("InErrors"))
+    }
+
+    /// Packets a second the plain kernel delivers to core on BASELINE (a
+    /// sink reads them there).
+    fn plain_pps(&self) -> anyhow::Result<f64> {
+        let log = self.dir.0.join("sink.json");
+        let ms = (self.flood_ms + 2000).to_string();
+        let mut sink = self.spawn_in(
+            &self.tb.core,
+            "sink.json",
+            &self.probe,
+            &["sink", "--bind", BASELINE, "--duration-ms", &ms],
+        )?;
+        wait_ready(&log)?;
+        let before = self.udp_delivered(&self.tb.core)?;
+        let f = self.flood(BASELINE)?;
+        let delivered = self.udp_delivered(&self.tb.core)? - before;
+        sink.signal_and_wait("0", Duration::from_millis(self.flood_ms + 10_000))?;
+        Ok(delivered / num(&f, "elapsed_s"))
+    }
+
+    /// Keep-alives a second the appliance answers (answers the kernel of
+    /// `ua` delivered to the phones' sockets).
+    fn answered_pps(&self) -> anyhow::Result<f64> {
+        let before = self.udp_delivered(&self.tb.ua)?;
+        let f = self.flood(SERVER)?;
+        Ok((self.udp_delivered(&self.tb.ua)? - before) / num(&f, "elapsed_s"))
+    }
+
+    /// Round trips with `payload`, alternating SERVER and BASELINE.
+    fn rtt(&self, payload: &str) -> anyhow::Result<Value> {
+        let count = self.rtt_count.to_string();
+        let (ua, core) = (self.tb.ua.as_str(), self.tb.core.as_str());
+        let args = [
+            "rtt-spin",
+            "--client-ns",
+            ua,
+            "--server-ns",
+            core,
+            "--to",
+            SERVER,
+            "--baseline",
+            BASELINE,
+            "--payload",
+            payload,
+            "--count",
+            &count,
+        ];
+        let out = std::process::Command::new("taskset").args(self.pinned(&self.probe, &args)).output()?;
+        anyhow::ensure!(out.status.success(), "rtt-spin: {}", String::from_utf8_lossy(&out.stderr));
+        let v = json_line(&String::from_utf8_lossy(&out.stdout));
+        anyhow::ensure!(num(&v, "count") > 0.0 && num(&v["baseline"], "count") > 0.0, "no round trips: {v}");
+        Ok(v)
+    }
+
+    /// The hostile tenant's traffic for `ms`, and a sink for what passes.
+    fn hostile_traffic(&self, ms: u64) -> anyhow::Result<(netserv_e2e::Proc, netserv_e2e::Proc)> {
+        let sink_ms = (ms + 2000).to_string();
+        let sink = self.spawn_in(
+            &self.tb.core,
+            "hostile-sink.json",
+            &self.probe,
+            &["sink", "--bind", HOSTILE, "--duration-ms", &sink_ms],
+        )?;
+        wait_ready(&self.dir.0.join("hostile-sink.json"))?;
+        let (ms, rate) = (ms.to_string(), HOSTILE_PPS.to_string());
+        let args = [
+            "flood",
+            "--to",
+            HOSTILE,
+            "--bind-ip",
+            HOSTILE_IP,
+            "--payload",
+            &self.register,
+            "--ports",
+            "4",
+            "--duration-ms",
+            &ms,
+            "--rate-pps",
+            &rate,
+        ];
+        let load = self.spawn_in(&self.tb.ua, "hostile-flood.json", &self.probe, &args)?;
+        Ok((sink, load))
+    }
 }
 
-fn progress(msg: &str) {
-    eprintln!("[bench] {msg}");
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn json_line(out: &str) -> Value {
-    out.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null)
+fn wait_ready(log: &std::path::Path) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while !std::fs::read_to_string(log).is_ok_and(|s| s.contains("ready")) {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(5), "sink not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 fn write(dir: &std::path::Path, name: &str, body: &str) -> String {
@@ -134,10 +212,23 @@ fn write(dir: &std::path::Path, name: &str, body: &str) -> String {
     p.to_str().expect("utf-8").to_owned()
 }
 
+/// One pair's two halves of the hostile-neighbour figure.
+struct Neighbour {
+    pps: f64,
+    p99: f64,
+}
+
 fn main() -> anyhow::Result<()> {
-    let secs = env_u64("BENCH_SECONDS", 3).clamp(1, 30);
+    let pairs = env_u64("BENCH_PAIRS", 5).clamp(1, 50) as usize;
+    let flood_ms = env_u64("BENCH_SECONDS", 2).clamp(1, 30) * 1000;
     let tenants = env_u64("BENCH_TENANTS", 1000).clamp(10, 5000);
-    let rtt_count = env_u64("BENCH_RTT_COUNT", 5000).clamp(100, 100_000);
+    let rtt_count = env_u64("BENCH_RTT_COUNT", 3000).clamp(100, 100_000);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let tester_cpu = env_u64("BENCH_TESTER_CPU", cpus.saturating_sub(1) as u64).to_string();
+    let app_cpus: Vec<String> = (0..cpus).map(|c| c.to_string()).filter(|c| *c != tester_cpu).collect();
+    let app_cpus = if app_cpus.is_empty() { tester_cpu.clone() } else { app_cpus.join(",") };
+    progress(&format!("tester on CPU {tester_cpu}, appliance on CPUs {app_cpus}; {pairs} pairs per figure"));
+
     let dir = TempDir::new("bench")?;
     let notify = write(
         &dir.0,
@@ -155,13 +246,8 @@ fn main() -> anyhow::Result<()> {
          From: <sip:phone-0001@198.18.2.20>;tag=bench0001\r\nTo: <sip:phone-0001@198.18.2.20>\r\nCall-ID: bench-reg@198.18.1.10\r\n\
          CSeq: 1 REGISTER\r\nContact: <sip:phone-0001@198.18.1.10:5061>\r\nExpires: 3600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
     );
-    let probe = paths::bin("netserv-probe");
-    let dur_ms = (secs * 1000).to_string();
-
     let tb = Testbed::new("bench")?;
-    // Keep-alives come from many phones; here from PHONES addresses in `ua`, so
-    // that the kernel's --queue-balance (a hash of the addresses) spreads them
-    // over the queues as it would in the field.
+    // Keep-alives come from many phones; here from 4 addresses in `ua`.
     let phone_count = env_u64("BENCH_PHONES", 4).clamp(1, 200);
     let mut phone_ips = vec![UA_IP.to_owned()];
     for i in 1..phone_count {
@@ -169,153 +255,199 @@ fn main() -> anyhow::Result<()> {
         tb.add_ua_address(&ip)?;
         phone_ips.push(ip);
     }
-    let phones = phone_ips.join(",");
-    let app = Appliance::start(&tb, &test_config(""))?;
-    let flood = |tb: &Testbed| -> anyhow::Result<Value> {
-        let out = tb.output(
-            &tb.ua,
-            &probe,
-            &[
-                "flood",
-                "--to",
-                SERVER,
-                "--bind-ip",
-                &phones,
-                "--payload",
-                &notify,
-                "--ports",
-                "32",
-                "--duration-ms",
-                &dur_ms,
-            ],
-        )?;
-        Ok(json_line(&out))
-    };
-
-    // 1a. Plain kernel delivery of the same packets to a sink in core.
-    progress(&format!("throughput: plain kernel delivery to a UDP sink, {secs} s"));
-    let sink_log = dir.0.join("sink.json");
-    let mut sink = tb.spawn(
-        &tb.core,
-        &probe,
-        &["sink", "--bind", SERVER, "--duration-ms", &((secs + 3) * 1000).to_string()],
-        Some(&sink_log),
-    )?;
-    std::thread::sleep(Duration::from_millis(300));
-    let plain_flood = flood(&tb)?;
-    sink.signal_and_wait("0", Duration::from_secs(secs + 10))?;
-    let sink_out = json_line(&std::fs::read_to_string(&sink_log)?);
-    let plain_pps = sink_out["received"].as_f64().unwrap_or(0.0) / plain_flood["elapsed_s"].as_f64().unwrap_or(1.0);
-    progress(&format!(
-        "  plain: sent {:.0} pps, delivered {plain_pps:.0} pps",
-        plain_flood["sent_pps"].as_f64().unwrap_or(0.0)
-    ));
-
-    // 1b. The same load answered by the appliance.
-    app.install(&keepalive_install(None))?;
-    progress(&format!("throughput: answered by the keepalive module, {secs} s"));
-    let ka_flood = flood(&tb)?;
-    let answered_pps = ka_flood["answered_pps"].as_f64().unwrap_or(0.0);
-    progress(&format!(
-        "  appliance: sent {:.0} pps, answered {answered_pps:.0} pps",
-        ka_flood["sent_pps"].as_f64().unwrap_or(0.0)
-    ));
-    let ratio = if plain_pps > 0.0 { answered_pps / plain_pps } else { 0.0 };
-
-    // 2. Added latency for traffic the module inspects and passes on. Round
-    // trips alternate between the intercepted server port and an echo server
-    // on a port no filter matches, on the same path at the same time, so the
-    // difference is what the appliance adds (not what the machine did
-    // meanwhile). The tester (probe and echo servers) runs on one CPU, as a
-    // separate test set would: left floating, where the scheduler happens to
-    // put it moves the baseline by ±20 µs from run to run on this VM. The
-    // floating figure is reported too, and the two other dataplane modes.
-    let payloads = (register.as_str(), notify.as_str());
-    let tester_cpu = u16::try_from(env_u64("BENCH_TESTER_CPU", 0)).unwrap_or(0);
-    let pinned = Tester::Pinned(tester_cpu);
-    let default = latency(
-        &tb,
-        payloads,
+    tb.add_ua_address(HOSTILE_IP)?;
+    let b = Bench {
+        tb,
+        dir,
+        tester_cpu,
+        phones: phone_ips.join(","),
+        notify,
+        register,
+        probe: paths::bin("netserv-probe").to_str().unwrap_or_default().to_owned(),
+        flood_ms,
         rtt_count,
-        pinned,
-        &format!("default (steering = \"cpu\", blocking workers), tester on CPU {tester_cpu}"),
-    )?;
-    let floating = latency(&tb, payloads, rtt_count, Tester::Floating, "default, tester floating")?;
-    drop(app);
-    let with_dataplane = |lines: &str| -> anyhow::Result<Appliance> {
-        let app = Appliance::start(&tb, &test_config_with(lines, ""))?;
-        app.install(&keepalive_install(None))?;
-        Ok(app)
     };
-    let app = with_dataplane("steering = \"flow\"")?;
-    let flow = latency(&tb, payloads, rtt_count, pinned, "steering = \"flow\" (hashed queues, workers float)")?;
-    drop(app);
-    let app = with_dataplane(&format!("steering = \"flow\"\nbusy_poll_us = {BUSY_POLL_US}"))?;
-    let polling =
-        latency(&tb, payloads, rtt_count, pinned, &format!("steering = \"flow\", busy_poll_us = {BUSY_POLL_US}"))?;
-    drop(app);
 
-    // 3. Idle memory per tenant.
-    progress(&format!("memory: {tenants} tenants, one keepalive instance each"));
-    let mut extra = String::new();
-    for i in 0..tenants {
-        extra.push_str(&format!(
-            "\n[[tenants]]\nname = \"t{i}\"\npublic_key = \"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\"\napi_token = \"bench-tenant-token-{i:06}\"\nfilter_prefixes = [\"198.18.2.20/32\"]\nlisten_ports = [{}]\n",
-            10_000 + i
-        ));
+    // The default configuration (no [dataplane] settings), with the tenants
+    // of phase 4 configured from the start (configured is not installed).
+    let config = node_config("", &extra_tenants(tenants - 1, 10_000));
+    let app = Appliance::start_with(&b.tb.edge, &config, Some(&app_cpus))?;
+    app.install(&keepalive_install(None))?;
+    std::thread::sleep(Duration::from_millis(300));
+
+    // 1. Throughput.
+    progress(&format!("throughput: plain delivery vs answered, {} ms floods", b.flood_ms));
+    let (mut plain, mut answered, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..pairs {
+        let p = b.plain_pps()?;
+        let a = b.answered_pps()?;
+        progress(&format!("  pair {}: plain {p:.0} pps, answered {a:.0} pps, ratio {:.3}", i + 1, a / p));
+        plain.push(p);
+        answered.push(a);
+        ratio.push(a / p);
     }
-    let app = Appliance::start(&tb, &test_config(&extra))?;
-    let install = |i: u64| -> anyhow::Result<()> {
+    let (plain, answered_one, ratio) = (Summary::of(&plain), Summary::of(&answered), Summary::of(&ratio));
+
+    // 2. Latency.
+    progress(&format!("latency: {} round trips each way per run, alternating intercepted / not", b.rtt_count));
+    let (mut p50, mut p99, mut edge, mut server, mut base50, mut base99) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..pairs {
+        let r = b.rtt(&b.register)?;
+        let k = b.rtt(&b.notify)?;
+        let (a50, a99) =
+            (num(&r, "p50_us") - num(&r["baseline"], "p50_us"), num(&r, "p99_us") - num(&r["baseline"], "p99_us"));
+        progress(&format!(
+            "  run {}: inspected p50 {:.1} µs vs {:.1} (+{a50:.1}), p99 {:.1} vs {:.1} (+{a99:.1}); keep-alive answered by the edge p50 {:.1} µs (by the server {:.1})",
+            i + 1,
+            num(&r, "p50_us"),
+            num(&r["baseline"], "p50_us"),
+            num(&r, "p99_us"),
+            num(&r["baseline"], "p99_us"),
+            num(&k, "p50_us"),
+            num(&k["baseline"], "p50_us"),
+        ));
+        p50.push(a50);
+        p99.push(a99);
+        base50.push(num(&r["baseline"], "p50_us"));
+        base99.push(num(&r["baseline"], "p99_us"));
+        edge.push(num(&k, "p50_us"));
+        server.push(num(&k["baseline"], "p50_us"));
+    }
+    let (p50, p99, edge, server) = (Summary::of(&p50), Summary::of(&p99), Summary::of(&edge), Summary::of(&server));
+    let (base50, base99) = (Summary::of(&base50), Summary::of(&base99));
+
+    // 3. Hostile neighbour.
+    let modes: [(&str, Value); 2] = [
+        ("spin-under", json!({ "mode": "spin-under", "spin_us": "1800" })),
+        ("trap-alternate", json!({ "mode": "trap-alternate" })),
+    ];
+    let mut neighbour = serde_json::Map::new();
+    for (mode, props) in &modes {
+        progress(&format!(
+            "hostile neighbour: itsp-b's module `{mode}` on its own {HOSTILE_PPS} pps, itsp-a's keep-alives beside it"
+        ));
+        let (mut rate, mut tail, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+        let measure = |b: &Bench| -> anyhow::Result<Neighbour> {
+            let traffic = b.hostile_traffic(b.flood_ms + 3000)?;
+            std::thread::sleep(Duration::from_millis(100));
+            let pps = b.answered_pps()?;
+            let p99 = num(&b.rtt(&b.notify)?, "p99_us");
+            drop(traffic);
+            Ok(Neighbour { pps, p99 })
+        };
+        for i in 0..pairs {
+            let alone = measure(&b)?;
+            app.install(&json!({
+                "tenant": "itsp-b", "name": "hostile",
+                "source": { "path": paths::module("netserv_fault_injector") },
+                "filter": { "transport": "udp", "destination": "198.18.2.20/32", "ports": [5070] },
+                "properties": props,
+            }))?;
+            let with = measure(&b)?;
+            let m = app.module("itsp-b", "hostile")?;
+            let (code, v) =
+                app.api("DELETE", "/api/v1/modules/itsp-b/hostile", None, netserv_e2e::appliance::ADMIN_TOKEN)?;
+            anyhow::ensure!(code == 200, "remove hostile: {code} {v}");
+            progress(&format!(
+                "  pair {}: itsp-a {:.0} pps alone, {:.0} beside (x{:.3}); p99 {:.1} µs alone, {:.1} beside (x{:.2}); itsp-b ended {} ({} throttled packets, {} faults{})",
+                i + 1,
+                alone.pps,
+                with.pps,
+                with.pps / alone.pps,
+                alone.p99,
+                with.p99,
+                with.p99 / alone.p99,
+                m["state"].as_str().unwrap_or("?"),
+                m["counters"]["throttled"],
+                m["counters"]["faults"],
+                m["quarantine_reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default(),
+            ));
+            rate.push(with.pps / alone.pps);
+            tail.push(with.p99 / alone.p99);
+            ends.push(json!({ "state": m["state"], "counters": m["counters"] }));
+        }
+        neighbour.insert(
+            mode.to_string(),
+            json!({
+                "rate_ratio": Summary::of(&rate).json(3),
+                "p99_ratio": Summary::of(&tail).json(2),
+                "hostile_module_ended": ends,
+            }),
+        );
+    }
+
+    // 4 and 5. Many tenants: install the rest, each with its own filter.
+    progress(&format!("{tenants} tenants: installing {} more keepalive modules, one filter each", tenants - 1));
+    let pid = app.proc.pid();
+    let rss_one = rss_kib(pid);
+    let started = Instant::now();
+    for i in 0..tenants - 1 {
         let mut body = keepalive_install(None);
         body["tenant"] = format!("t{i}").into();
         body["filter"]["ports"] = json!([10_000 + i]);
-        app.install(&body).map(drop)
-    };
-    // The first install compiles the module; measure growth after it, so the
-    // figure is what each further tenant costs.
-    install(0)?;
-    std::thread::sleep(Duration::from_millis(500));
-    let pid = app.proc.pid();
-    let rss_one = rss_kib(pid);
-    for i in 1..tenants {
-        install(i)?;
-        if i % 200 == 0 {
-            progress(&format!("  {i}/{tenants} tenants installed, RSS {} MiB", rss_kib(pid) / 1024));
+        app.install(&body)?;
+        if (i + 1) % 200 == 0 {
+            progress(&format!("  {}/{} installed, RSS {} MiB", i + 2, tenants, rss_kib(pid) / 1024));
         }
     }
+    progress(&format!("  installed in {:.1} s", started.elapsed().as_secs_f64()));
     std::thread::sleep(Duration::from_millis(500));
     let rss_all = rss_kib(pid);
-    let per_tenant_kib = (rss_all.saturating_sub(rss_one)) as f64 / (tenants - 1) as f64;
-    progress(&format!(
-        "  RSS {} MiB with one tenant, {} MiB with {tenants}: {per_tenant_kib:.1} KiB per tenant",
-        rss_one / 1024,
-        rss_all / 1024
-    ));
+    let per_tenant_kib = rss_all.saturating_sub(rss_one) as f64 / (tenants - 1) as f64;
+    let (mut plain_many, mut answered_many) = (Vec::new(), Vec::new());
+    for i in 0..pairs {
+        let p = b.plain_pps()?;
+        let a = b.answered_pps()?;
+        progress(&format!("  pair {}: plain {p:.0} pps, answered {a:.0} pps with {tenants} tenants", i + 1));
+        plain_many.push(p);
+        answered_many.push(a);
+    }
+    let (plain_many, answered_many) = (Summary::of(&plain_many), Summary::of(&answered_many));
+    let many_ratio = answered_many.median / answered_one.median;
+    // The same, normalized by plain delivery in each phase (the machine's
+    // own speed may drift between the phases).
+    let many_ratio_normalized = many_ratio * plain.median / plain_many.median;
+    let metrics = app.metrics()?;
+    let workers = metrics.lines().filter(|l| l.starts_with("netserv_queue_batches_total{")).count();
     drop(app);
 
+    progress(&format!("throughput ratio {}", ratio.show(3)));
+    progress(&format!("added latency p50 {} µs, p99 {} µs", p50.show(1), p99.show(1)));
+    progress(&format!(
+        "{tenants} tenants: {many_ratio:.3} of one tenant's rate ({many_ratio_normalized:.3} normalized)"
+    ));
+    progress(&format!("memory: {per_tenant_kib:.1} KiB per tenant ({workers} workers, one instance each)"));
+
     let figures = json!({
-        "plain_delivery_pps": plain_pps.round(),
-        "answered_keepalive_pps": answered_pps.round(),
-        "throughput_ratio": (ratio * 1000.0).round() / 1000.0,
-        "target_throughput_ratio": 0.6,
-        "added_latency_p50_us": default.added_p50,
-        "added_latency_p99_us": default.added_p99,
-        "rtt_without_module_p50_us": default.without_p50,
-        "keepalive_answered_by_edge_p50_us": default.answered_p50,
-        "tester_cpu": tester_cpu,
-        "floating_tester_added_latency_p50_us": floating.added_p50,
-        "floating_tester_added_latency_p99_us": floating.added_p99,
-        "flow_steering_added_latency_p50_us": flow.added_p50,
-        "flow_steering_added_latency_p99_us": flow.added_p99,
-        "busy_poll_us": BUSY_POLL_US,
-        "busy_poll_added_latency_p50_us": polling.added_p50,
-        "busy_poll_added_latency_p99_us": polling.added_p99,
-        "busy_poll_keepalive_answered_by_edge_p50_us": polling.answered_p50,
+        "pairs": pairs,
+        "tester_cpu": b.tester_cpu,
+        "appliance_cpus": app_cpus,
+        "plain_delivery_pps": plain.json(0),
+        "answered_keepalive_pps": answered_one.json(0),
+        "throughput_ratio": ratio.json(3),
+        "target_throughput_ratio": 0.9,
+        "added_latency_p50_us": p50.json(1),
+        "added_latency_p99_us": p99.json(1),
+        "rtt_without_module_p50_us": base50.json(1),
+        "rtt_without_module_p99_us": base99.json(1),
         "target_added_latency_p50_us": 20,
+        "target_added_latency_p99_us": 100,
+        "keepalive_answered_by_edge_p50_us": edge.json(1),
+        "keepalive_answered_by_server_p50_us": server.json(1),
+        "hostile_neighbour": neighbour,
+        "target_hostile_rate_ratio": 0.9,
+        "target_hostile_p99_ratio": 2.0,
         "tenants": tenants,
+        "answered_pps_many_tenants": answered_many.json(0),
+        "plain_delivery_pps_many_tenants": plain_many.json(0),
+        "many_tenants_rate_ratio": round3(many_ratio),
+        "many_tenants_rate_ratio_normalized": round3(many_ratio_normalized),
+        "target_many_tenants_rate_ratio": 0.95,
+        "workers": workers,
         "rss_one_tenant_kib": rss_one,
         "rss_all_tenants_kib": rss_all,
-        "idle_memory_per_tenant_kib": (per_tenant_kib * 10.0).round() / 10.0,
+        "idle_memory_per_tenant_kib": round1(per_tenant_kib),
         "target_idle_memory_per_tenant_kib": 1024,
     });
     println!("{figures}");

@@ -23,6 +23,12 @@ pub fn test_config(extra_tenants: &str) -> String {
 
 /// [`test_config`] with extra lines in its `[dataplane]` table.
 pub fn test_config_with(dataplane: &str, extra_tenants: &str) -> String {
+    node_config(&format!("queues = 2\n{dataplane}"), extra_tenants)
+}
+
+/// The test node's config with exactly `dataplane` in its `[dataplane]`
+/// table (empty: the appliance's defaults, as a benchmark wants them).
+pub fn node_config(dataplane: &str, extra_tenants: &str) -> String {
     format!(
         r#"node_id = "edge-test"
 
@@ -31,7 +37,6 @@ listen = "127.0.0.1:8270"
 admin_token = "{ADMIN_TOKEN}"
 
 [dataplane]
-queues = 2
 {dataplane}
 
 [[tenants]]
@@ -89,6 +94,12 @@ impl Appliance {
 
     /// Starts the appliance in namespace `ns` and waits for /healthz.
     pub fn start_in(ns: &str, config: &str) -> anyhow::Result<Self> {
+        Self::start_with(ns, config, None)
+    }
+
+    /// [`Appliance::start_in`], confined to the CPUs `cpus` (a `taskset`
+    /// list) when given — as a benchmark gives the appliance CPUs of its own.
+    pub fn start_with(ns: &str, config: &str, cpus: Option<&str>) -> anyhow::Result<Self> {
         let dir = TempDir::new("appliance")?;
         let config_path = dir.0.join("appliance.toml");
         // Each test appliance keeps its state apart from every other's, unless
@@ -101,8 +112,12 @@ impl Appliance {
         std::fs::write(&config_path, config)?;
         let cfg = config_path.to_str().context("utf-8 path")?;
         let log_path = dir.0.join("appliance.log");
-        let proc =
-            crate::netns::spawn(ns, paths::bin("netserv-appliance"), &["run", "--config", cfg], Some(&log_path))?;
+        let bin = paths::bin("netserv-appliance");
+        let bin = bin.to_str().context("utf-8 path")?;
+        let proc = match cpus {
+            Some(c) => crate::netns::spawn(ns, "taskset", &["-c", c, bin, "run", "--config", cfg], Some(&log_path))?,
+            None => crate::netns::spawn(ns, bin, &["run", "--config", cfg], Some(&log_path))?,
+        };
         let me = Self { proc, edge: ns.to_owned(), config_path, log_path, _dir: dir };
         let start = Instant::now();
         loop {
@@ -202,4 +217,17 @@ pub fn keepalive_install(ttl_secs: Option<u64>) -> serde_json::Value {
         v["ttl_secs"] = t.into();
     }
     v
+}
+
+/// `count` more tenants `t0`, `t1`, ... (tokens `bench-tenant-token-000000`
+/// ...), tenant `ti` owning port `first_port + i` of core's address.
+pub fn extra_tenants(count: u64, first_port: u64) -> String {
+    let mut extra = String::new();
+    for i in 0..count {
+        extra.push_str(&format!(
+            "\n[[tenants]]\nname = \"t{i}\"\npublic_key = \"{KEY_A}\"\napi_token = \"bench-tenant-token-{i:06}\"\nfilter_prefixes = [\"198.18.2.20/32\"]\nlisten_ports = [{}]\n",
+            first_port + i
+        ));
+    }
+    extra
 }

@@ -89,8 +89,8 @@ pub fn module_rules(ns: &str) -> usize {
             .filter(|l| l.contains("NFQUEUE") && !l.contains("netserv:signaling") && !l.contains("netserv:modules"))
             .count()
     });
-    let entries = output(ns, "ipset", &["save"])
-        .map_or(0, |s| s.lines().filter(|l| l.starts_with("add NETSERV-")).count());
+    let entries =
+        output(ns, "ipset", &["save"]).map_or(0, |s| s.lines().filter(|l| l.starts_with("add NETSERV-")).count());
     rules + entries
 }
 

@@ -277,19 +277,33 @@ pub struct Table {
     index: Vec<(u32, Box<[u32]>)>,
 }
 
+/// The index over filters given in install order: for each (transport,
+/// port) the positions of the filters naming it, in install order.
+fn build_index<'a>(filters: impl Iterator<Item = &'a Filter>) -> Vec<(u32, Box<[u32]>)> {
+    let mut map: std::collections::BTreeMap<u32, Vec<u32>> = std::collections::BTreeMap::new();
+    for (i, f) in filters.enumerate() {
+        let mut ports = f.ports.clone();
+        ports.sort_unstable();
+        ports.dedup();
+        for p in ports {
+            map.entry(key(f.transport, p)).or_default().push(u32::try_from(i).unwrap_or(u32::MAX));
+        }
+    }
+    map.into_iter().map(|(k, v)| (k, v.into_boxed_slice())).collect()
+}
+
+fn lookup(index: &[(u32, Box<[u32]>)], transport: Transport, port: u16) -> &[u32] {
+    let k = key(transport, port);
+    match index.binary_search_by_key(&k, |(k, _)| *k) {
+        Ok(i) => index.get(i).map_or(&[], |(_, v)| v),
+        Err(_) => &[],
+    }
+}
+
 impl Table {
     /// `modules` in install order.
     pub fn new(modules: Vec<Arc<ActiveModule>>) -> Self {
-        let mut map: std::collections::BTreeMap<u32, Vec<u32>> = std::collections::BTreeMap::new();
-        for (i, m) in modules.iter().enumerate() {
-            let mut ports = m.filter.ports.clone();
-            ports.sort_unstable();
-            ports.dedup();
-            for p in ports {
-                map.entry(key(m.filter.transport, p)).or_default().push(u32::try_from(i).unwrap_or(u32::MAX));
-            }
-        }
-        let index = map.into_iter().map(|(k, v)| (k, v.into_boxed_slice())).collect();
+        let index = build_index(modules.iter().map(|m| &m.filter));
         Self { modules, index }
     }
 
@@ -297,17 +311,45 @@ impl Table {
     /// names this transport and destination port; their prefixes are still
     /// to be checked.
     pub fn candidates(&self, transport: Transport, port: u16) -> &[u32] {
-        let k = key(transport, port);
-        match self.index.binary_search_by_key(&k, |(k, _)| *k) {
-            Ok(i) => self.index.get(i).map_or(&[], |(_, v)| v),
-            Err(_) => &[],
-        }
+        lookup(&self.index, transport, port)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn filter(transport: Transport, destination: &str, ports: &[u16]) -> Filter {
+        Filter { transport, destination: destination.parse().expect("prefix"), ports: ports.to_vec(), source: None }
+    }
+
+    #[test]
+    fn the_index_finds_exactly_the_filters_naming_a_port_in_install_order() {
+        let filters = [
+            filter(Transport::Udp, "198.18.2.20/32", &[5060, 5061]),
+            filter(Transport::Udp, "198.18.3.0/24", &[5060]),
+            filter(Transport::Tcp, "198.18.2.20/32", &[5060]),
+            filter(Transport::Udp, "198.18.2.20/32", &[5070, 5070]),
+        ];
+        let index = build_index(filters.iter());
+        assert_eq!(lookup(&index, Transport::Udp, 5060), &[0, 1]);
+        assert_eq!(lookup(&index, Transport::Udp, 5061), &[0]);
+        assert_eq!(lookup(&index, Transport::Tcp, 5060), &[2]);
+        assert_eq!(lookup(&index, Transport::Udp, 5070), &[3], "a port named twice is one entry");
+        assert!(lookup(&index, Transport::Udp, 9).is_empty());
+        assert!(lookup(&index, Transport::Tcp, 5061).is_empty());
+    }
+
+    #[test]
+    fn a_thousand_tenants_cost_one_lookup() {
+        let filters: Vec<Filter> =
+            (0..1000u16).map(|i| filter(Transport::Udp, "198.18.2.20/32", &[10_000 + i])).collect();
+        let index = build_index(filters.iter());
+        assert_eq!(index.len(), 1000);
+        for i in [0u16, 499, 999] {
+            assert_eq!(lookup(&index, Transport::Udp, 10_000 + i), &[u32::from(i)]);
+        }
+    }
 
     #[test]
     fn keys_order_by_transport_then_port() {

@@ -78,7 +78,11 @@ impl CpuDeadline {
         let ran = cpu.saturating_sub(c0);
         let passed = wall.saturating_sub(w0);
         self.extensions += 1;
-        if ran * 2 >= passed || self.extensions > Self::MAX_EXTENSIONS { DeadlineStep::Trap } else { DeadlineStep::Extend }
+        if ran * 2 >= passed || self.extensions > Self::MAX_EXTENSIONS {
+            DeadlineStep::Trap
+        } else {
+            DeadlineStep::Extend
+        }
     }
 }
 

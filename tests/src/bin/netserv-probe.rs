@@ -112,6 +112,8 @@ fn flood(args: &[String]) {
     let ports = num(args, "--ports", 16).clamp(1, 256);
     let duration = Duration::from_millis(num(args, "--duration-ms", 2000).min(60_000));
     let max_packets = num(args, "--max-packets", 5_000_000);
+    // 0: as fast as possible; otherwise paced to this many packets a second.
+    let rate = num(args, "--rate-pps", 0).min(10_000_000);
     let data = payload(args);
     let socks: Vec<UdpSocket> = (0..ports)
         .map(|i| {
@@ -159,6 +161,26 @@ fn flood(args: &[String]) {
     let mut errors = 0u64;
     'outer: while start.elapsed() < duration {
         for s in &socks {
+            if rate > 0 {
+                // Paced: wait for the next packet's due time (sleeping for
+                // longer gaps, spinning for short ones).
+                let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+                let now = Instant::now();
+                if due > now + Duration::from_micros(200) {
+                    std::thread::sleep(due - now - Duration::from_micros(100));
+                }
+                while Instant::now() < due {
+                    std::hint::spin_loop();
+                }
+                if start.elapsed() >= duration {
+                    break 'outer;
+                }
+                match s.send_to(&data, to) {
+                    Ok(_) => sent += 1,
+                    Err(_) => errors += 1,
+                }
+                continue;
+            }
             for _ in 0..8 {
                 if s.send_to(&data, to).is_ok() {
                     sent += 1;
@@ -234,13 +256,17 @@ fn rtt(args: &[String]) {
 /// Moves this thread into network namespace `name` (from `ip netns add`).
 fn enter_netns(name: &str) {
     let f = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap_or_else(|e| panic!("netns {name}: {e}"));
-    rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&f), Some(rustix::thread::LinkNameSpaceType::Network))
-        .unwrap_or_else(|e| panic!("entering netns {name}: {e}"));
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&f),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .unwrap_or_else(|e| panic!("entering netns {name}: {e}"));
 }
 
 fn percentiles(mut s: Vec<f64>, lost: u64) -> serde_json::Value {
     s.sort_by(f64::total_cmp);
-    let at = |p: f64| s.get(((s.len() as f64 * p) as usize).min(s.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let at =
+        |p: f64| s.get(((s.len() as f64 * p) as usize).min(s.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
     serde_json::json!({ "count": s.len(), "lost": lost, "p50_us": at(0.5), "p99_us": at(0.99), "max_us": at(1.0) })
 }
 
