@@ -64,6 +64,11 @@ fn allocations(f: impl FnOnce()) -> u64 {
 }
 
 #[test]
+fn the_counter_sees_allocations() {
+    assert_eq!(allocations(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(64)))), 1);
+}
+
+#[test]
 fn answering_and_passing_packets_allocates_nothing() {
     let runtime = Runtime::new().expect("runtime");
     // The loop below is the module at 100 % of a worker: no budget limit.
