@@ -196,8 +196,9 @@ fn stale_rules_from_a_killed_run_are_removed_at_start_up() {
 #[test]
 fn ttl_expiry_removes_the_module_without_any_request() {
     let tb = Testbed::new("ttl").expect("testbed (run as root)");
-    // Busy-polling workers: the same answers as blocking ones, from the server's address.
-    let app = Appliance::start(&tb, &test_config_with("busy_poll_us = 200", "")).expect("appliance starts");
+    // Workers that always block (busy polling off): the same answers as the
+    // default adaptive polling ones, from the server's address.
+    let app = Appliance::start(&tb, &test_config_with("busy_poll_us = 0", "")).expect("appliance starts");
     let m = app.install(&keepalive_install(Some(2))).expect("install");
     assert!(m["ttl_remaining_secs"].as_u64().is_some_and(|t| t <= 2), "{m}");
     assert_eq!(tb.nfqueue_rules(), 1);
@@ -208,4 +209,144 @@ fn ttl_expiry_removes_the_module_without_any_request() {
     wait_for("TTL expiry", Duration::from_secs(6), || (tb.nfqueue_rules() == 0).then_some(()));
     let (code, _) = app.api("GET", "/api/v1/modules/itsp-a/keepalive", None, ADMIN_TOKEN).expect("get");
     assert_eq!(code, 404);
+}
+
+/// Each hostile mode of the fault injector, misbehaving on every packet of
+/// tenant B's own traffic (a steady stream to its port), while tenant A's
+/// phone keeps alive through the same appliance and the same worker: every
+/// one of A's keep-alives is answered, B's packets all pass (never lost),
+/// and B's module ends as its mode deserves — quarantined for faults and
+/// CPU overruns, refused and counted for floods and oversized replies.
+#[test]
+fn hostile_modules_cost_the_neighbour_nothing() {
+    let tb = Testbed::new("hostile").expect("testbed (run as root)");
+    tb.add_ua_address("198.18.1.50").expect("hostile phone address");
+    let dir = TempDir::new("hostile").expect("tmp");
+    let app = Appliance::start(&tb, &test_config("")).expect("appliance starts");
+    app.install(&keepalive_install(None)).expect("install keepalive");
+    let payload = notify_payload(&dir.0);
+    let hostile_to = format!("{CORE_IP}:5070");
+    let modes: [(&str, &[(&str, &str)], &str); 9] = [
+        ("trap-alternate", &[], "quarantined"),
+        ("spin", &[], "quarantined"),
+        ("spin-under", &[("spin_us", "1800")], "quarantined"),
+        ("grow", &[], "quarantined"),
+        ("recurse", &[], "quarantined"),
+        ("max-reply", &[("reply_bytes", "65000")], "active"),
+        ("log-flood", &[], "active"),
+        ("counter-flood", &[], "active"),
+        ("state-flood", &[], "active"),
+    ];
+    for (mode, extra, ends) in modes {
+        let mut props = json!({ "mode": mode });
+        for (k, v) in extra {
+            props[*k] = (*v).into();
+        }
+        app.install(&json!({
+            "tenant": "itsp-b", "name": "hostile",
+            "source": { "path": paths::module("netserv_fault_injector") },
+            "filter": { "transport": "udp", "destination": "198.18.2.20/32", "ports": [5070] },
+            "properties": props,
+        }))
+        .expect("install the hostile module");
+        let sink_log = dir.0.join(format!("sink-{mode}.json"));
+        let mut sink = tb
+            .spawn(
+                &tb.core,
+                paths::bin("netserv-probe"),
+                &["sink", "--bind", &hostile_to, "--duration-ms", "6000"],
+                Some(&sink_log),
+            )
+            .expect("sink");
+        wait_for("sink ready", Duration::from_secs(5), || {
+            std::fs::read_to_string(&sink_log).ok().filter(|s| s.contains("ready"))
+        });
+        let flood_log = dir.0.join(format!("flood-{mode}.json"));
+        let mut hostile_traffic = tb
+            .spawn(
+                &tb.ua,
+                paths::bin("netserv-probe"),
+                &[
+                    "flood",
+                    "--to",
+                    &hostile_to,
+                    "--bind-ip",
+                    "198.18.1.50",
+                    "--payload",
+                    &payload,
+                    "--ports",
+                    "4",
+                    "--duration-ms",
+                    "3000",
+                    "--rate-pps",
+                    "1000",
+                ],
+                Some(&flood_log),
+            )
+            .expect("hostile traffic");
+        // Tenant A's phone keeps alive all along B's three seconds.
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(200));
+            let a = ask(&tb, SERVER, &payload, 100, 1000);
+            if a["answered"] != 100 {
+                let ka = app.module("itsp-a", "keepalive").expect("keepalive info");
+                let q: Vec<String> = app
+                    .metrics()
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.starts_with("netserv_queue") || l.starts_with("netserv_module_packets"))
+                    .map(str::to_owned)
+                    .collect();
+                panic!("{mode}: tenant A's keep-alives beside it: {a}\n{ka}\n{}\n{}", q.join("\n"), app.log());
+            }
+            assert_eq!(a["sources"], json!([SERVER]), "{mode}: {a}");
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        hostile_traffic.signal_and_wait("0", Duration::from_secs(10)).expect("hostile traffic ends");
+        sink.signal_and_wait("0", Duration::from_secs(10)).ok();
+        let m = app.module("itsp-b", "hostile").expect("hostile info");
+        assert_eq!(m["state"], ends, "{mode}: {m}");
+        let c = &m["counters"];
+        assert_eq!(c["replied"], 0, "{mode}: {m}");
+        assert_eq!(c["dropped"], 0, "{mode}: {m}");
+        match mode {
+            "spin-under" => {
+                assert_eq!(c["faults"], 0, "{mode}: {m}");
+                assert!(c["throttled_windows"].as_u64() >= Some(3), "{mode}: {m}");
+                assert!(m["quarantine_reason"].as_str().unwrap_or_default().contains("CPU budget"), "{mode}: {m}");
+            }
+            "max-reply" => assert!(c["verdict_errors"].as_u64() > Some(100), "{mode}: {m}"),
+            m_ if ends == "quarantined" => {
+                assert!(c["faults"].as_u64() >= Some(5), "{m_}: {m}");
+            }
+            _ => assert_eq!(c["faults"], 0, "{mode}: {m}"),
+        }
+        let ka = app.module("itsp-a", "keepalive").expect("keepalive info");
+        assert_eq!(
+            (&ka["state"], &ka["counters"]["faults"], &ka["counters"]["throttled"]),
+            (&json!("active"), &json!(0), &json!(0)),
+            "{mode}: {ka}"
+        );
+        let (code, _) = app.api("DELETE", "/api/v1/modules/itsp-b/hostile", None, ADMIN_TOKEN).expect("delete");
+        assert_eq!(code, 200, "{mode}");
+    }
+    // What the floods were refused is counted against tenant B alone.
+    let (code, usage) = app.api("GET", "/api/v1/usage", None, ADMIN_TOKEN).expect("usage");
+    assert_eq!(code, 200, "{usage}");
+    let of = |t: &str| usage.as_array().and_then(|a| a.iter().find(|u| u["tenant"] == t).cloned()).unwrap_or_default();
+    let (a, b) = (of("itsp-a"), of("itsp-b"));
+    for k in ["log_dropped", "counter_refused", "state_refused", "memory_refused"] {
+        assert!(b[k].as_u64() > Some(0), "{k}: {usage}");
+        assert_eq!(a[k], 0, "{k}: {usage}");
+    }
+    let (code, own) = app.api("GET", "/api/v1/usage", None, TENANT_A_TOKEN).expect("usage as tenant A");
+    assert_eq!(code, 200);
+    assert_eq!(own.as_array().map(Vec::len), Some(1), "a tenant sees only its own usage: {own}");
+    // B's instances are all torn down (off the packet threads): its memory
+    // comes back to nothing.
+    wait_for("tenant B's instances torn down", Duration::from_secs(5), || {
+        let (_, u) = app.api("GET", "/api/v1/usage", None, ADMIN_TOKEN).ok()?;
+        let b = u.as_array()?.iter().find(|t| t["tenant"] == "itsp-b")?.clone();
+        (b["memory_bytes"] == 0).then_some(())
+    });
 }

@@ -4,7 +4,9 @@
 //! Routes: `GET /healthz`, `GET /metrics` (Prometheus text), and under
 //! `/api/v1` (bearer token: the admin token, or a tenant's token which sees
 //! only that tenant's modules): `GET /modules`, `POST /modules`,
-//! `GET|DELETE /modules/{tenant}/{name}`, `GET /tenants` (admin).
+//! `GET|DELETE /modules/{tenant}/{name}`, `GET /tenants` (admin), `GET /usage`
+//! (what each tenant's modules use and were refused: memory, logs, counter
+//! names, state; a tenant sees its own).
 
 mod metrics;
 #[cfg(test)]
@@ -35,6 +37,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/modules", get(list).post(install))
         .route("/api/v1/modules/{tenant}/{name}", get(get_one).delete(remove))
         .route("/api/v1/tenants", get(tenants))
+        .route("/api/v1/usage", get(usage))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -124,6 +127,10 @@ async fn remove(
     Ok(Json(s.controller.remove(&p, &tenant, &name).await?).into_response())
 }
 
+async fn usage(State(s): State<AppState>, Caller(p): Caller) -> impl IntoResponse {
+    Json(s.controller.usage(&p).await)
+}
+
 async fn tenants(State(s): State<AppState>, Caller(p): Caller) -> Result<Response, ApiError> {
     if p != Principal::Admin {
         return Err(ApiError(StatusCode::FORBIDDEN, "forbidden", "only the admin lists tenants".into()));
@@ -140,6 +147,8 @@ async fn tenants(State(s): State<AppState>, Caller(p): Caller) -> Result<Respons
                 "limits": {
                     "memory_bytes": t.limits.memory_bytes,
                     "cpu_deadline_ms": t.limits.cpu_deadline_ms,
+                    "cpu_budget_percent": t.limits.cpu_budget_percent,
+                    "reply_max_bytes": t.limits.reply_max_bytes,
                     "max_modules": t.limits.max_modules,
                     "max_ttl_secs": t.limits.max_ttl_secs,
                 },

@@ -122,6 +122,20 @@ async fn tenants_see_and_manage_only_their_own_modules() {
         "{text}"
     );
 
+    // Usage: one instance per worker (two here), seen by the admin for
+    // every tenant and by a tenant for itself only.
+    let (code, all) = call(&s, "GET", "/api/v1/usage", Some(ADMIN), None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+    assert_eq!(all[0]["tenant"], "itsp-a");
+    assert_eq!(all[0]["modules"], 1);
+    assert!(all[0]["memory_bytes"].as_u64().is_some_and(|b| b > 0), "{all}");
+    let (_, own) = call(&s, "GET", "/api/v1/usage", Some(TENANT_B), None).await;
+    assert_eq!(own.as_array().map(Vec::len), Some(1), "{own}");
+    assert_eq!(own[0]["tenant"], "itsp-b");
+    let (_, m) = call(&s, "GET", "/api/v1/modules/itsp-a/keepalive", Some(TENANT_A), None).await;
+    assert_eq!(m["counters"]["memory_bytes"], all[0]["memory_bytes"], "{m}");
+
     assert_eq!(call(&s, "DELETE", "/api/v1/modules/itsp-a/keepalive", Some(TENANT_A), None).await.0, StatusCode::OK);
     assert_eq!(call(&s, "GET", "/api/v1/modules/itsp-a/keepalive", Some(ADMIN), None).await.0, StatusCode::NOT_FOUND);
 }

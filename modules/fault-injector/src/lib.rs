@@ -157,9 +157,11 @@ mod guest {
                     Verdict::Accept
                 }
                 Mode::Grow => {
+                    // Reserve without touching: memory.grow is asked for as
+                    // fast as the allocator can, until the host refuses.
                     let mut hoard: Vec<Vec<u8>> = Vec::new();
                     loop {
-                        hoard.push(vec![1u8; 1 << 20]);
+                        hoard.push(Vec::with_capacity(1 << 20));
                         std::hint::black_box(&hoard);
                     }
                 }
