@@ -226,7 +226,9 @@ fn hostile_modules_cost_the_neighbour_nothing() {
     app.install(&keepalive_install(None)).expect("install keepalive");
     let payload = notify_payload(&dir.0);
     let hostile_to = format!("{CORE_IP}:5070");
-    let modes: [(&str, &[(&str, &str)], &str); 9] = [
+    // (mode, extra properties, how the module must end)
+    type Mode<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let modes: [Mode<'_>; 9] = [
         ("trap-alternate", &[], "quarantined"),
         ("spin", &[], "quarantined"),
         ("spin-under", &[("spin_us", "1800")], "quarantined"),

@@ -5,7 +5,7 @@
 //! new payload gets its own `NFQNL_MSG_VERDICT`. All of it lands in one
 //! buffer, sent with one `send` (the kernel walks every message in it).
 //!
-//! Pure: the caller sends [`Verdicts::bytes`].
+//! Pure: the caller sends what [`Verdicts::finish`] returns.
 
 use crate::wire::{Builder, Verdict};
 

@@ -34,13 +34,16 @@ struct Record {
     rule_installed: bool,
 }
 
+/// What a tenant's modules share on this node: its key-value state and its usage counters.
+type TenantShared = (Arc<TenantState>, Arc<TenantUsage>);
+
 pub struct Controller {
     config: ArcSwap<Config>,
     runtime: Arc<Runtime>,
     table: Arc<ArcSwap<Table>>,
     iptables: Option<Iptables>,
     records: tokio::sync::Mutex<BTreeMap<String, Record>>,
-    tenant_state: Mutex<HashMap<String, (Arc<TenantState>, Arc<TenantUsage>)>>,
+    tenant_state: Mutex<HashMap<String, TenantShared>>,
     /// NFQUEUE workers: each installed module gets one instance per worker.
     workers: usize,
     http: reqwest::Client,

@@ -309,11 +309,11 @@ impl Iptables {
                     *n += 1;
                 } else {
                     run(IPSET, &["add", &self.set_name(bin), e, "-exist"])?;
-                    if !Self::family_in_use(&entries, bin) {
-                        if let Err(err) = self.set_rule_edit("-A", bin, *steering) {
-                            let _ = run(IPSET, &["del", &self.set_name(bin), e, "-exist"]);
-                            return Err(err);
-                        }
+                    if !Self::family_in_use(&entries, bin)
+                        && let Err(err) = self.set_rule_edit("-A", bin, *steering)
+                    {
+                        let _ = run(IPSET, &["del", &self.set_name(bin), e, "-exist"]);
+                        return Err(err);
                     }
                     entries.insert(key, 1);
                 }

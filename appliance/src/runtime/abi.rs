@@ -24,7 +24,7 @@ thread_local! {
     static LIFTED: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
 }
 
-/// A `list<u8>` result, copied into this thread's [`LIFTED`] buffer.
+/// A `list<u8>` result, copied into a buffer of the calling thread (read it with [`LiftedBytes::with`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiftedBytes {
     pub len: usize,
@@ -86,7 +86,7 @@ unsafe impl Lift for LiftedBytes {
     }
 }
 
-/// The WIT `verdict`, with list payloads in [`LIFTED`].
+/// The WIT `verdict`, with list payloads in the thread's lift buffer.
 #[derive(ComponentType, Lift, Debug, Clone, Copy, PartialEq, Eq)]
 #[component(variant)]
 pub enum RawVerdict {
