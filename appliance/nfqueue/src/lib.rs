@@ -28,6 +28,6 @@ pub mod verdicts;
 pub mod wire;
 
 pub use queue_loop::{Disposition, Handler, LoopConfig, LoopStats, Out};
-pub use raw::{RawSender, ReplyBatch};
+pub use raw::{RawSender, ReplyBatch, Way};
 pub use socket::{QueueError, QueueOptions, QueueSocket};
 pub use wire::{Packet, Verdict};

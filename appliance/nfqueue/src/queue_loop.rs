@@ -8,7 +8,7 @@
 //! reaches its destination, and nothing is lost.
 
 use crate::poll::Poller;
-use crate::raw::{RawSender, ReplyBatch};
+use crate::raw::{RawSender, ReplyBatch, Way};
 use crate::socket::{QueueSocket, RecvBatch};
 use crate::verdicts::Verdicts;
 use crate::wire::{self, Event, Packet, Verdict};
@@ -35,6 +35,8 @@ pub struct Out<'a> {
     replies: &'a mut ReplyBatch,
     tag: u32,
     replied: bool,
+    /// Where the packet came from on its link: (interface, source address).
+    link: Option<(u32, [u8; 6])>,
 }
 
 impl Out<'_> {
@@ -44,10 +46,15 @@ impl Out<'_> {
         self.modified
     }
 
-    /// Queues a reply written by `write` (see [`ReplyBatch::push`]); return
-    /// [`Disposition::Reply`] when this returns true.
+    /// Queues a reply to `to` written by `write` (see [`ReplyBatch::push`]):
+    /// back the way the packet came when its link-layer source is known, else
+    /// through routing. Return [`Disposition::Reply`] when this returns true.
     pub fn reply(&mut self, to: IpAddr, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
-        let queued = self.replies.push_tagged(to, self.tag, write);
+        let way = match self.link {
+            Some((ifindex, mac)) => Way::Link { ifindex, mac, ip: to },
+            None => Way::Ip(to),
+        };
+        let queued = self.replies.push_way(way, self.tag, write);
         self.replied |= queued;
         queued
     }
@@ -84,6 +91,8 @@ pub struct LoopStats {
     pub dropped: AtomicU64,
     pub modified: AtomicU64,
     pub replied: AtomicU64,
+    /// Of the replies, those sent back out of their ingress interface.
+    pub replied_by_link: AtomicU64,
     pub reply_errors: AtomicU64,
     /// Verdict sends that failed, and errors the kernel reported for verdicts.
     pub verdict_errors: AtomicU64,
@@ -162,7 +171,11 @@ pub fn run<H: Handler>(
                     Event::Packet(p) => {
                         let tag = u32::try_from(decided.len()).unwrap_or(u32::MAX);
                         let start = modified.len();
-                        let mut out = Out { modified: &mut modified, replies: &mut replies, tag, replied: false };
+                        let link = match (p.indev, p.hw_source) {
+                            (Some(i), Some(mac)) if !p.vlan => Some((i, mac)),
+                            _ => None,
+                        };
+                        let mut out = Out { modified: &mut modified, replies: &mut replies, tag, replied: false, link };
                         let mut d = handler.packet(&p, &mut out);
                         let replied = out.replied;
                         if d == Disposition::Reply && !replied {
@@ -191,6 +204,7 @@ pub fn run<H: Handler>(
                         }
                     });
                     stats.replied.fetch_add(sent.sent, Relaxed);
+                    stats.replied_by_link.fetch_add(sent.by_link, Relaxed);
                     stats.reply_errors.fetch_add(sent.failed, Relaxed);
                 }
                 None => {

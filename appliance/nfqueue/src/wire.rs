@@ -41,9 +41,12 @@ pub mod attr {
     pub const PACKET_HDR: u16 = 1;
     pub const VERDICT_HDR: u16 = 2;
     pub const MARK: u16 = 3;
+    pub const IFINDEX_INDEV: u16 = 5;
+    pub const HWADDR: u16 = 9;
     pub const PAYLOAD: u16 = 10;
     pub const CAP_LEN: u16 = 13;
     pub const SKB_INFO: u16 = 14;
+    pub const VLAN: u16 = 19;
 
     pub const CFG_CMD: u16 = 1;
     pub const CFG_PARAMS: u16 = 2;
@@ -263,6 +266,13 @@ pub struct Packet<'a> {
     /// `NFQA_SKB_*` bits.
     pub skb_info: u32,
     pub mark: Option<u32>,
+    /// The interface it arrived on.
+    pub indev: Option<u32>,
+    /// The link-layer source address it arrived from (an Ethernet MAC; the
+    /// kernel gives it for packets that came in on such a link).
+    pub hw_source: Option<[u8; 6]>,
+    /// It carried an 802.1Q tag.
+    pub vlan: bool,
 }
 
 impl Packet<'_> {
@@ -320,6 +330,9 @@ pub fn event<'a>(m: &NlMsg<'a>) -> Result<Event<'a>, WireError> {
         cap_len: None,
         skb_info: 0,
         mark: None,
+        indev: None,
+        hw_source: None,
+        vlan: false,
     };
     let mut have_header = false;
     for a in attrs(r.rest) {
@@ -340,6 +353,19 @@ pub fn event<'a>(m: &NlMsg<'a>) -> Result<Event<'a>, WireError> {
             attr::CAP_LEN => packet.cap_len = Some(be32(value, "CAP_LEN")?),
             attr::SKB_INFO => packet.skb_info = be32(value, "SKB_INFO")?,
             attr::MARK => packet.mark = Some(be32(value, "MARK")?),
+            attr::IFINDEX_INDEV => packet.indev = Some(be32(value, "IFINDEX_INDEV")?),
+            attr::HWADDR => {
+                // struct nfqnl_msg_packet_hw { __be16 hw_addrlen; __u16 _pad; __u8 hw_addr[8]; }
+                let mut v = Reader::new(value);
+                let (Some(len), Some(_pad), Some(addr)) = (v.array::<2>(), v.array::<2>(), v.array::<8>()) else {
+                    return Err(WireError::AttributeSize("HWADDR"));
+                };
+                if u16::from_be_bytes(len) == 6 {
+                    let [a, b, c, d, e, f, _, _] = addr;
+                    packet.hw_source = Some([a, b, c, d, e, f]);
+                }
+            }
+            attr::VLAN => packet.vlan = true,
             _ => {}
         }
     }

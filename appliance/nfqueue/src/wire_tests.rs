@@ -13,6 +13,13 @@ const CRLF_PACKET: &str = "540000000003000000000000000000000200004d0b00010000000
 /// The next packet of the same capture: `OPTIONS sip:x SIP/2.0\r\n\r\n`, id 2.
 const OPTIONS_PACKET: &str = "690000000003000000000000000000000200004d0b0001000000000208000300080006000000000108000e000000000139000a00450000354f5240004011ed637f0000017f0000019c4000090021fe344f5054494f4e53207369703a78205349502f322e300d0a0d0a";
 
+/// The same datagram forwarded: queue 77 in the FORWARD hook of a router
+/// namespace, from 198.18.1.10:40000 (a host whose link address is
+/// e2:b4:70:d1:1e:8b) to 198.18.2.20:9. Attributes: PACKET_HDR (id 1, hook
+/// 2), INDEV 2, OUTDEV 3, HWADDR (the sender's MAC), SKB_INFO, PAYLOAD (TTL
+/// already decremented to 63).
+const FORWARDED_PACKET: &str = "6c0000000003000000000000000000000200004d0b0001000000000108000200080005000000000208000600000000031000090000060000e2b470d11e8b000008000e000000000124000a0045000020dcbc40003f11cfcdc612010ac61202149c400009000c8f600d0a0d0a";
+
 fn only_packet(bytes: &[u8]) -> Packet<'_> {
     let msgs: Vec<_> = messages(bytes).collect();
     assert_eq!(msgs.len(), 1);
@@ -39,6 +46,20 @@ fn captured_packet_messages_parse() {
     let p = only_packet(&bytes);
     assert_eq!(p.id, 2);
     assert!(p.payload.ends_with(b"OPTIONS sip:x SIP/2.0\r\n\r\n"));
+}
+
+#[test]
+fn a_forwarded_packet_carries_its_ingress_interface_and_link_source() {
+    let bytes = hex(FORWARDED_PACKET);
+    let p = only_packet(&bytes);
+    assert_eq!((p.id, p.hook, p.indev), (1, 2, Some(2)));
+    assert_eq!(p.hw_source, Some([0xe2, 0xb4, 0x70, 0xd1, 0x1e, 0x8b]));
+    assert!(!p.vlan);
+    assert_eq!(p.payload[8], 63, "forwarded: TTL decremented");
+    // The locally sent one has neither.
+    let local = hex(CRLF_PACKET);
+    let p = only_packet(&local);
+    assert_eq!((p.indev, p.hw_source), (None, None));
 }
 
 #[test]

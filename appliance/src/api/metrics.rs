@@ -137,7 +137,13 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
     }
     // Worker placement (CPU steering), one sample per queue.
     type PerQueue = fn(&QueueStats) -> u64;
-    let per_queue: [(&str, &str, &str, PerQueue); 6] = [
+    let per_queue: [(&str, &str, &str, PerQueue); 7] = [
+        (
+            "netserv_queue_replies_by_link_total",
+            "counter",
+            "Replies sent back out of the interface their packet came in on (the rest were routed).",
+            |q| q.io.replied_by_link.load(Relaxed),
+        ),
         ("netserv_queue_batches_total", "counter", "Receives that returned packets (one recvmmsg each).", |q| {
             q.io.batches.load(Relaxed)
         }),
