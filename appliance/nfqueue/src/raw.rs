@@ -344,8 +344,8 @@ fn interface_mac(fd: libc::c_int, ifindex: u32) -> Option<[u8; 6]> {
     if hw.sa_family != libc::ARPHRD_ETHER {
         return None;
     }
-    let d = hw.sa_data;
-    let mac = [d[0] as u8, d[1] as u8, d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8];
+    let [a, b, c, d, e, f, ..] = hw.sa_data;
+    let mac = [a as u8, b as u8, c as u8, d as u8, e as u8, f as u8];
     (mac != [0; 6]).then_some(mac)
 }
 
@@ -358,7 +358,8 @@ fn write_sockaddr_ll(
 ) -> libc::socklen_t {
     // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_ll.
     let sll = unsafe { &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_ll>() };
-    let ethertype = arena.get(at + 12..at + 14).map_or(0x0800, |t| u16::from_be_bytes([t[0], t[1]]));
+    let ethertype =
+        arena.get(at + 12..at + 14).and_then(|t| <[u8; 2]>::try_from(t).ok()).map_or(0x0800, u16::from_be_bytes);
     sll.sll_family = libc::AF_PACKET as libc::c_ushort;
     sll.sll_protocol = ethertype.to_be();
     sll.sll_ifindex = libc::c_int::try_from(ifindex).unwrap_or(0);
