@@ -31,7 +31,7 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "# TYPE netserv_module_packets_total counter");
     for m in &modules {
         let (t, n) = (escape(&m.tenant), escape(&m.name));
-        let c = &m.counters;
+        let c = &m.counters.packets;
         for (outcome, v) in [
             ("accept", c.accepted),
             ("drop", c.dropped),
@@ -50,15 +50,17 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
     type PerModule = fn(&crate::controller::ModuleInfo) -> u64;
     let per_module: [(&str, &str, &str, PerModule); 5] = [
         ("netserv_module_faults_total", "counter", "Traps, blown deadlines and failed rebuilds of a module.", |m| {
-            m.counters.faults
+            m.counters.packets.faults
         }),
         (
             "netserv_module_throttled_windows_total",
             "counter",
             "Budget windows in which a module went over its CPU budget (its packets then bypassed it).",
-            |m| m.counters.throttled_windows,
+            |m| m.counters.packets.throttled_windows,
         ),
-        ("netserv_module_cpu_seconds_total", "counter", "Time spent in a module's calls.", |m| m.counters.cpu_us),
+        ("netserv_module_cpu_seconds_total", "counter", "Time spent in a module's calls.", |m| {
+            m.counters.packets.cpu_ns
+        }),
         ("netserv_module_memory_bytes", "gauge", "Linear memory of a module's live instances (one per worker).", |m| {
             m.counters.memory_bytes
         }),
@@ -72,7 +74,7 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
         for m in &modules {
             let (t, n) = (escape(&m.tenant), escape(&m.name));
             if name == "netserv_module_cpu_seconds_total" {
-                let secs = value(m) as f64 / 1e6;
+                let secs = value(m) as f64 / 1e9;
                 let _ = writeln!(out, "{name}{{tenant=\"{t}\",module=\"{n}\"}} {secs}");
             } else {
                 let _ = writeln!(out, "{name}{{tenant=\"{t}\",module=\"{n}\"}} {}", value(m));

@@ -513,20 +513,7 @@ fn info(r: &Record) -> ModuleInfo {
         state,
         last_fault: a.health.last_fault.lock().clone(),
         quarantine_reason: a.health.quarantine_reason.lock().clone(),
-        counters: ModuleCounters {
-            packets: s.packets,
-            accepted: s.accepted,
-            dropped: s.dropped,
-            replaced: s.replaced,
-            replied: s.replied,
-            fail_open: s.fail_open,
-            throttled: s.throttled,
-            throttled_windows: s.throttled_windows,
-            verdict_errors: s.verdict_errors,
-            faults: s.faults,
-            cpu_us: s.cpu_ns / 1000,
-            memory_bytes: a.template.host.memory.load(Relaxed),
-        },
+        counters: ModuleCounters { packets: s, memory_bytes: a.template.host.memory.load(Relaxed) },
         module_counters: a.counters.snapshot().into_iter().collect(),
     }
 }

@@ -35,21 +35,9 @@ pub struct InstallRequest {
 /// Counters of one module, summed over the workers.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ModuleCounters {
-    pub packets: u64,
-    pub accepted: u64,
-    pub dropped: u64,
-    pub replaced: u64,
-    pub replied: u64,
-    /// Passed untouched: faulted on the packet, being rebuilt, or quarantined.
-    pub fail_open: u64,
-    /// Passed untouched because the module was over its CPU budget.
-    pub throttled: u64,
-    /// Budget windows in which the module went over its CPU budget.
-    pub throttled_windows: u64,
-    pub verdict_errors: u64,
-    pub faults: u64,
-    /// Time spent in the module's calls, µs.
-    pub cpu_us: u64,
+    /// Packets by outcome, faults, throttling, time in the module (ns).
+    #[serde(flatten)]
+    pub packets: crate::dataplane::StatsSum,
     /// Linear memory of its live instances, bytes (one per worker).
     pub memory_bytes: u64,
 }

@@ -82,19 +82,24 @@ pub struct ModuleStats {
     pub throttled_windows: AtomicU64,
 }
 
-/// Sums of [`ModuleStats`] over the workers.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Sums of [`ModuleStats`] over the workers (what the API shows).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct StatsSum {
     pub packets: u64,
     pub accepted: u64,
     pub dropped: u64,
     pub replaced: u64,
     pub replied: u64,
+    /// Passed untouched: faulted on the packet, being rebuilt, or quarantined.
     pub fail_open: u64,
+    /// Passed untouched because the module was over its CPU budget.
     pub throttled: u64,
     pub verdict_errors: u64,
+    /// Time spent in the module's calls, ns.
     pub cpu_ns: u64,
+    /// Traps, blown deadlines and failed rebuilds.
     pub faults: u64,
+    /// Budget windows in which the module went over its CPU budget.
     pub throttled_windows: u64,
 }
 

@@ -101,6 +101,6 @@ pub async fn perform(
     entry.active_modules = u32::try_from(modules.len()).unwrap_or(u32::MAX);
     entry.modules = modules.iter().map(|m| format!("{}@{}", m.id, m.sha256.get(..12).unwrap_or_default())).collect();
     entry.load_pps = load_pps;
-    entry.answered = modules.iter().map(|m| m.counters.replied).sum();
+    entry.answered = modules.iter().map(|m| m.counters.packets.replied).sum();
     entry
 }
