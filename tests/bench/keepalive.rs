@@ -206,6 +206,15 @@ fn wait_ready(log: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The sum over queues of a per-queue counter in a Prometheus text.
+fn queue_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b'{'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn write(dir: &std::path::Path, name: &str, body: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, body).expect("write payload");
@@ -290,6 +299,8 @@ fn main() -> anyhow::Result<()> {
 
     // 2. Latency.
     progress(&format!("latency: {} round trips each way per run, alternating intercepted / not", b.rtt_count));
+    let wakeups_before = queue_sum(&app.metrics()?, "netserv_queue_wakeups_total");
+    let batches_before = queue_sum(&app.metrics()?, "netserv_queue_batches_total");
     let (mut p50, mut p99, mut edge, mut server, mut base50, mut base99) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..pairs {
@@ -315,6 +326,13 @@ fn main() -> anyhow::Result<()> {
         server.push(num(&k["baseline"], "p50_us"));
     }
     let (p50, p99, edge, server) = (Summary::of(&p50), Summary::of(&p99), Summary::of(&edge), Summary::of(&server));
+    // How many of those packets woke a sleeping worker (the rest were found
+    // by busy polling): a wake-up is what costs tens of µs on these VMs.
+    let metrics = app.metrics()?;
+    let wakeups = queue_sum(&metrics, "netserv_queue_wakeups_total") - wakeups_before;
+    let batches = queue_sum(&metrics, "netserv_queue_batches_total") - batches_before;
+    let wakeup_share = wakeups / batches.max(1.0);
+    progress(&format!("  {wakeups:.0} of {batches:.0} batches woke a sleeping worker ({:.1} %)", wakeup_share * 100.0));
     let (base50, base99) = (Summary::of(&base50), Summary::of(&base99));
 
     // 3. Hostile neighbour.
@@ -433,6 +451,7 @@ fn main() -> anyhow::Result<()> {
         "rtt_without_module_p99_us": base99.json(1),
         "target_added_latency_p50_us": 20,
         "target_added_latency_p99_us": 100,
+        "latency_batches_waking_a_worker": round3(wakeup_share),
         "keepalive_answered_by_edge_p50_us": edge.json(1),
         "keepalive_answered_by_server_p50_us": server.json(1),
         "hostile_neighbour": neighbour,

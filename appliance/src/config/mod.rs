@@ -64,8 +64,9 @@ struct RawApi {
 pub struct Dataplane {
     /// First NFQUEUE number; the appliance uses `queue_base .. queue_base + queues`.
     pub queue_base: u16,
-    /// Number of queues, each with its own thread. Default: one per online
-    /// CPU, which `steering = "cpu"` needs to give every CPU its own queue.
+    /// Number of queues, each with its own thread. Default: one per CPU this
+    /// process may run on (its affinity: `taskset`, systemd's CPUAffinity),
+    /// so that no two workers share a CPU.
     pub queues: u16,
     /// How packets are spread over the queues: `cpu` (by the CPU that
     /// processes them, each worker pinned there; lowest latency) or `flow`
@@ -96,7 +97,7 @@ impl Default for Dataplane {
     fn default() -> Self {
         Self {
             queue_base: 270,
-            queues: crate::dataplane::placement::online_cpu_span().clamp(1, 64),
+            queues: crate::dataplane::placement::default_queues(),
             steering: Steering::Cpu,
             queue_max_len: 8192,
             chain: "NETSERV".into(),

@@ -51,6 +51,15 @@ pub fn online_cpu_span() -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
 }
 
+/// The default number of queues: one per CPU this process may run on, so
+/// that every worker has a CPU of its own (two workers polling on one CPU
+/// would only take turns); at least 1, at most 64.
+pub fn default_queues() -> u16 {
+    let allowed = allowed_cpus().len();
+    let n = if allowed > 0 { allowed } else { usize::from(online_cpu_span()) };
+    u16::try_from(n.clamp(1, 64)).unwrap_or(1)
+}
+
 /// CPUs this process may run on (its affinity mask, cpusets applied).
 pub fn allowed_cpus() -> Vec<usize> {
     match rustix::thread::sched_getaffinity(None) {
@@ -137,9 +146,12 @@ impl Placer {
         workers: Vec<(std::sync::Arc<super::worker::QueueStats>, Vec<usize>)>,
         allowed: &[usize],
     ) -> Option<Self> {
+        // A worker with no other CPU to go to (the process is confined to
+        // its home) has nothing to spill to: it is left alone, and never
+        // switches the rules to flow hashing for nothing.
         let workers = workers
             .into_iter()
-            .filter(|(_, home)| !home.is_empty())
+            .filter(|(_, home)| !home.is_empty() && spill_cpus(home, allowed) != *home)
             .map(|(stats, home)| Placed {
                 spill_to: spill_cpus(&home, allowed),
                 stats,
@@ -389,6 +401,11 @@ mod tests {
         assert_eq!(spill_cpus(&[0], &[0, 1, 2]), vec![1, 2]);
         assert_eq!(spill_cpus(&[1, 3], &[0, 1, 2, 3]), vec![0, 2]);
         assert_eq!(spill_cpus(&[0], &[0]), vec![0], "one CPU: nowhere else to go");
+        // ... so such a worker is not placed at all (it would spill onto its
+        // own CPU and switch the rules to flow hashing for nothing).
+        let stats = std::sync::Arc::new(super::super::worker::QueueStats::default());
+        assert!(Placer::new(vec![(stats.clone(), vec![0])], &[0]).is_none());
+        assert!(Placer::new(vec![(stats, vec![0])], &[0, 1]).is_some());
     }
 
     #[test]
