@@ -395,7 +395,19 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    // 4 and 5. Many tenants: install the rest, each with its own filter.
+    // 4 and 5. Many tenants. First one tenant's rate again, just before, so
+    // that the machine's drift over the run does not enter the comparison;
+    // then install the rest, each with its own filter, and measure again.
+    progress(&format!("{tenants} tenants: one tenant's rate first"));
+    let (mut plain_few, mut answered_few) = (Vec::new(), Vec::new());
+    for i in 0..pairs {
+        let p = b.plain_pps()?;
+        let a = b.answered_pps()?;
+        progress(&format!("  pair {}: plain {p:.0} pps, answered {a:.0} pps with 1 tenant", i + 1));
+        plain_few.push(p);
+        answered_few.push(a);
+    }
+    let (plain_few, answered_few) = (Summary::of(&plain_few), Summary::of(&answered_few));
     progress(&format!("{tenants} tenants: installing {} more keepalive modules, one filter each", tenants - 1));
     let pid = app.proc.pid();
     let rss_one = rss_kib(pid);
@@ -422,10 +434,10 @@ fn main() -> anyhow::Result<()> {
         answered_many.push(a);
     }
     let (plain_many, answered_many) = (Summary::of(&plain_many), Summary::of(&answered_many));
-    let many_ratio = answered_many.median / answered_one.median;
-    // The same, normalized by plain delivery in each phase (the machine's
-    // own speed may drift between the phases).
-    let many_ratio_normalized = many_ratio * plain.median / plain_many.median;
+    let many_ratio = answered_many.median / answered_few.median;
+    // The same, normalized by plain delivery in each half (the machine's
+    // own speed may drift between them).
+    let many_ratio_normalized = many_ratio * plain_few.median / plain_many.median;
     let metrics = app.metrics()?;
     let workers = metrics.lines().filter(|l| l.starts_with("netserv_queue_batches_total{")).count();
     drop(app);
@@ -458,6 +470,7 @@ fn main() -> anyhow::Result<()> {
         "target_hostile_rate_ratio": 0.9,
         "target_hostile_p99_ratio": 2.0,
         "tenants": tenants,
+        "answered_pps_one_tenant_before": answered_few.json(0),
         "answered_pps_many_tenants": answered_many.json(0),
         "plain_delivery_pps_many_tenants": plain_many.json(0),
         "many_tenants_rate_ratio": round3(many_ratio),
