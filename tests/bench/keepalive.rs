@@ -6,7 +6,10 @@
 //! 1. throughput: the same keep-alive flood from `ua` (32 ports on 4 phone
 //!    addresses) (a) delivered by the plain kernel through `edge` to a UDP
 //!    sink in `core` on a port no filter matches, and (b) answered by the
-//!    appliance's keepalive module; the figure is (b)/(a);
+//!    appliance's keepalive module; the figure is (b)/(a). Both counted at
+//!    the receiving kernel; the server and the phones read what they get.
+//!    Then the same with nothing reading (capacity: the sender is limited
+//!    by nothing but its CPU, so each side runs at what it can do);
 //! 2. added latency, default configuration: round trips alternating
 //!    between the intercepted port (the module inspects and passes a
 //!    REGISTER to an echo server) and a port no filter matches, p50 and
@@ -76,9 +79,11 @@ impl Bench {
         self.tb.spawn(ns, "taskset", &self.pinned(program, args), Some(&self.dir.0.join(log)))
     }
 
-    fn flood(&self, to: &str) -> anyhow::Result<Value> {
+    /// A keep-alive flood to `to`; `read`: the phones read their answers
+    /// (else nothing does, and the sender has the tester's CPU to itself).
+    fn flood(&self, to: &str, read: bool) -> anyhow::Result<Value> {
         let ms = self.flood_ms.to_string();
-        let args = [
+        let mut args = vec![
             "flood",
             "--to",
             to,
@@ -91,6 +96,9 @@ impl Bench {
             "--duration-ms",
             &ms,
         ];
+        if !read {
+            args.push("--no-receive");
+        }
         self.run_in(&self.tb.ua, &self.probe, &args)
     }
 
@@ -113,31 +121,38 @@ impl Bench {
         Ok(field("InDatagrams") + field("InErrors"))
     }
 
-    /// Packets a second the plain kernel delivers to core on BASELINE (a
-    /// sink reads them there).
-    fn plain_pps(&self) -> anyhow::Result<f64> {
+    /// Packets a second the plain kernel delivers to core on BASELINE, to a
+    /// server that reads them (`read`) or to a socket nobody reads.
+    fn plain_pps_with(&self, read: bool) -> anyhow::Result<f64> {
         let log = self.dir.0.join("sink.json");
         let ms = (self.flood_ms + 2000).to_string();
-        let mut sink = self.spawn_in(
-            &self.tb.core,
-            "sink.json",
-            &self.probe,
-            &["sink", "--bind", BASELINE, "--duration-ms", &ms],
-        )?;
+        let mut args = vec!["sink", "--bind", BASELINE, "--duration-ms", &ms];
+        if !read {
+            args.push("--hold");
+        }
+        let mut sink = self.spawn_in(&self.tb.core, "sink.json", &self.probe, &args)?;
         wait_ready(&log)?;
         let before = self.udp_delivered(&self.tb.core)?;
-        let f = self.flood(BASELINE)?;
+        let f = self.flood(BASELINE, read)?;
         let delivered = self.udp_delivered(&self.tb.core)? - before;
         sink.signal_and_wait("0", Duration::from_millis(self.flood_ms + 10_000))?;
         Ok(delivered / num(&f, "elapsed_s"))
     }
 
+    fn plain_pps(&self) -> anyhow::Result<f64> {
+        self.plain_pps_with(true)
+    }
+
     /// Keep-alives a second the appliance answers (answers the kernel of
-    /// `ua` delivered to the phones' sockets).
-    fn answered_pps(&self) -> anyhow::Result<f64> {
+    /// `ua` delivered to the phones' sockets); `read`: the phones read them.
+    fn answered_pps_with(&self, read: bool) -> anyhow::Result<f64> {
         let before = self.udp_delivered(&self.tb.ua)?;
-        let f = self.flood(SERVER)?;
+        let f = self.flood(SERVER, read)?;
         Ok((self.udp_delivered(&self.tb.ua)? - before) / num(&f, "elapsed_s"))
+    }
+
+    fn answered_pps(&self) -> anyhow::Result<f64> {
+        self.answered_pps_with(true)
     }
 
     /// Round trips with `payload`, alternating SERVER and BASELINE.
@@ -297,6 +312,23 @@ fn main() -> anyhow::Result<()> {
     }
     let (plain, answered_one, ratio) = (Summary::of(&plain), Summary::of(&answered), Summary::of(&ratio));
 
+    // 1b. Capacity: the same with nobody reading (the kernel counts what it
+    // delivered), so the sender is limited by nothing but its CPU and each
+    // side runs at what it can do: the kernel forwarding every packet, the
+    // appliance answering them.
+    progress("capacity: the same floods with nothing reading what arrives");
+    let (mut plain_cap, mut answered_cap, mut ratio_cap) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..pairs {
+        let p = b.plain_pps_with(false)?;
+        let a = b.answered_pps_with(false)?;
+        progress(&format!("  pair {}: plain {p:.0} pps, answered {a:.0} pps, ratio {:.3}", i + 1, a / p));
+        plain_cap.push(p);
+        answered_cap.push(a);
+        ratio_cap.push(a / p);
+    }
+    let (plain_cap, answered_cap, ratio_cap) =
+        (Summary::of(&plain_cap), Summary::of(&answered_cap), Summary::of(&ratio_cap));
+
     // 2. Latency.
     progress(&format!("latency: {} round trips each way per run, alternating intercepted / not", b.rtt_count));
     let wakeups_before = queue_sum(&app.metrics()?, "netserv_queue_wakeups_total");
@@ -443,6 +475,7 @@ fn main() -> anyhow::Result<()> {
     drop(app);
 
     progress(&format!("throughput ratio {}", ratio.show(3)));
+    progress(&format!("capacity ratio {} (answered {} pps)", ratio_cap.show(3), answered_cap.show(0)));
     progress(&format!("added latency p50 {} µs, p99 {} µs", p50.show(1), p99.show(1)));
     progress(&format!(
         "{tenants} tenants: {many_ratio:.3} of one tenant's rate ({many_ratio_normalized:.3} normalized)"
@@ -457,6 +490,9 @@ fn main() -> anyhow::Result<()> {
         "answered_keepalive_pps": answered_one.json(0),
         "throughput_ratio": ratio.json(3),
         "target_throughput_ratio": 0.9,
+        "capacity_plain_pps": plain_cap.json(0),
+        "capacity_answered_pps": answered_cap.json(0),
+        "capacity_ratio": ratio_cap.json(3),
         "added_latency_p50_us": p50.json(1),
         "added_latency_p99_us": p99.json(1),
         "rtt_without_module_p50_us": base50.json(1),

@@ -86,6 +86,14 @@ fn sink(args: &[String]) {
     sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
     // Tell the caller we are bound before counting.
     println!("{}", serde_json::json!({ "ready": bind }));
+    // `--hold`: keep the port bound but read nothing, so that the kernel
+    // delivers (and, its buffer full, drops and counts) without a reader
+    // competing for the CPU; the caller counts at the kernel.
+    if args.iter().any(|a| a == "--hold") {
+        std::thread::sleep(duration);
+        println!("{}", serde_json::json!({ "held": bind }));
+        return;
+    }
     let start = Instant::now();
     let mut received = 0u64;
     let mut first: Option<Instant> = None;
@@ -126,7 +134,13 @@ fn flood(args: &[String]) {
     let clones: Vec<UdpSocket> = socks.iter().map(|s| s.try_clone().expect("clone")).collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_rx = stop.clone();
+    // `--no-receive`: nothing reads the answers (the caller counts them at
+    // the kernel), so the sender has the CPU to itself.
+    let receive = !args.iter().any(|a| a == "--no-receive");
     let receiver = std::thread::spawn(move || {
+        if !receive {
+            return 0;
+        }
         // Non-blocking sweep over all sockets.
         for s in &clones {
             s.set_nonblocking(true).expect("nonblocking");
