@@ -139,10 +139,6 @@ impl Bench {
         Ok(delivered / num(&f, "elapsed_s"))
     }
 
-    fn plain_pps(&self) -> anyhow::Result<f64> {
-        self.plain_pps_with(true)
-    }
-
     /// Keep-alives a second the appliance answers (answers the kernel of
     /// `ua` delivered to the phones' sockets); `read`: the phones read them.
     fn answered_pps_with(&self, read: bool) -> anyhow::Result<f64> {
@@ -151,8 +147,19 @@ impl Bench {
         Ok((self.udp_delivered(&self.tb.ua)? - before) / num(&f, "elapsed_s"))
     }
 
-    fn answered_pps(&self) -> anyhow::Result<f64> {
-        self.answered_pps_with(true)
+    /// `n` alternating pairs of plain delivery and answered floods, with
+    /// readers or not; (plain, answered, answered / plain), each summarized.
+    fn pairs(&self, n: usize, read: bool, label: &str) -> anyhow::Result<(Summary, Summary, Summary)> {
+        let (mut plain, mut answered, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            let p = self.plain_pps_with(read)?;
+            let a = self.answered_pps_with(read)?;
+            progress(&format!("  pair {}: plain {p:.0} pps, answered {a:.0} pps, ratio {:.3}{label}", i + 1, a / p));
+            plain.push(p);
+            answered.push(a);
+            ratio.push(a / p);
+        }
+        Ok((Summary::of(&plain), Summary::of(&answered), Summary::of(&ratio)))
     }
 
     /// Round trips with `payload`, alternating SERVER and BASELINE.
@@ -301,33 +308,14 @@ fn main() -> anyhow::Result<()> {
 
     // 1. Throughput.
     progress(&format!("throughput: plain delivery vs answered, {} ms floods", b.flood_ms));
-    let (mut plain, mut answered, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..pairs {
-        let p = b.plain_pps()?;
-        let a = b.answered_pps()?;
-        progress(&format!("  pair {}: plain {p:.0} pps, answered {a:.0} pps, ratio {:.3}", i + 1, a / p));
-        plain.push(p);
-        answered.push(a);
-        ratio.push(a / p);
-    }
-    let (plain, answered_one, ratio) = (Summary::of(&plain), Summary::of(&answered), Summary::of(&ratio));
+    let (plain, answered_one, ratio) = b.pairs(pairs, true, "")?;
 
     // 1b. Capacity: the same with nobody reading (the kernel counts what it
     // delivered), so the sender is limited by nothing but its CPU and each
     // side runs at what it can do: the kernel forwarding every packet, the
     // appliance answering them.
     progress("capacity: the same floods with nothing reading what arrives");
-    let (mut plain_cap, mut answered_cap, mut ratio_cap) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..pairs {
-        let p = b.plain_pps_with(false)?;
-        let a = b.answered_pps_with(false)?;
-        progress(&format!("  pair {}: plain {p:.0} pps, answered {a:.0} pps, ratio {:.3}", i + 1, a / p));
-        plain_cap.push(p);
-        answered_cap.push(a);
-        ratio_cap.push(a / p);
-    }
-    let (plain_cap, answered_cap, ratio_cap) =
-        (Summary::of(&plain_cap), Summary::of(&answered_cap), Summary::of(&ratio_cap));
+    let (plain_cap, answered_cap, ratio_cap) = b.pairs(pairs, false, "")?;
 
     // 2. Latency.
     progress(&format!("latency: {} round trips each way per run, alternating intercepted / not", b.rtt_count));
@@ -381,7 +369,7 @@ fn main() -> anyhow::Result<()> {
         let measure = |b: &Bench| -> anyhow::Result<Neighbour> {
             let traffic = b.hostile_traffic(b.flood_ms + 3000)?;
             std::thread::sleep(Duration::from_millis(100));
-            let pps = b.answered_pps()?;
+            let pps = b.answered_pps_with(true)?;
             let p99 = num(&b.rtt(&b.notify)?, "p99_us");
             drop(traffic);
             Ok(Neighbour { pps, p99 })
@@ -431,15 +419,7 @@ fn main() -> anyhow::Result<()> {
     // that the machine's drift over the run does not enter the comparison;
     // then install the rest, each with its own filter, and measure again.
     progress(&format!("{tenants} tenants: one tenant's rate first"));
-    let (mut plain_few, mut answered_few) = (Vec::new(), Vec::new());
-    for i in 0..pairs {
-        let p = b.plain_pps()?;
-        let a = b.answered_pps()?;
-        progress(&format!("  pair {}: plain {p:.0} pps, answered {a:.0} pps with 1 tenant", i + 1));
-        plain_few.push(p);
-        answered_few.push(a);
-    }
-    let (plain_few, answered_few) = (Summary::of(&plain_few), Summary::of(&answered_few));
+    let (plain_few, answered_few, _) = b.pairs(pairs, true, " with 1 tenant")?;
     progress(&format!("{tenants} tenants: installing {} more keepalive modules, one filter each", tenants - 1));
     let pid = app.proc.pid();
     let rss_one = rss_kib(pid);
@@ -457,15 +437,7 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     let rss_all = rss_kib(pid);
     let per_tenant_kib = rss_all.saturating_sub(rss_one) as f64 / (tenants - 1) as f64;
-    let (mut plain_many, mut answered_many) = (Vec::new(), Vec::new());
-    for i in 0..pairs {
-        let p = b.plain_pps()?;
-        let a = b.answered_pps()?;
-        progress(&format!("  pair {}: plain {p:.0} pps, answered {a:.0} pps with {tenants} tenants", i + 1));
-        plain_many.push(p);
-        answered_many.push(a);
-    }
-    let (plain_many, answered_many) = (Summary::of(&plain_many), Summary::of(&answered_many));
+    let (plain_many, answered_many, _) = b.pairs(pairs, true, &format!(" with {tenants} tenants"))?;
     let many_ratio = answered_many.median / answered_few.median;
     // The same, normalized by plain delivery in each half (the machine's
     // own speed may drift between them).
