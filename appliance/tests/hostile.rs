@@ -72,8 +72,10 @@ fn a_module_spinning_under_its_deadline_is_throttled_then_quarantined() {
     assert_eq!(s.faults, 0, "{s:?}");
     assert!(s.throttled > 0 && s.throttled_windows >= 3, "{s:?}");
     assert!(reason(&m).contains("CPU budget"), "{}", reason(&m));
-    // The module ran for at most its budget (75 % of 20 ms) per window, three windows.
-    assert!(s.cpu_ns < 3 * 17_000_000, "{} ms in the module over {fed} packets", s.cpu_ns / 1_000_000);
+    // The module ran for at most its budget (75 % of 20 ms: nine 1.8 ms
+    // calls) per window, three windows — however busy the machine is (a
+    // preempted call only takes longer, so fewer fit).
+    assert!(s.accepted <= 3 * 9 + 3, "{} calls ran over {fed} packets: {s:?}", s.accepted);
 }
 
 #[test]

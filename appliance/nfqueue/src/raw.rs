@@ -145,8 +145,9 @@ pub struct RawSender {
     /// `AF_PACKET` socket for link-layer replies (send only: protocol 0
     /// receives nothing).
     link: Option<OwnedFd>,
-    /// Interface index → its link-layer address (None: not Ethernet-like).
-    macs: std::collections::HashMap<u32, Option<[u8; 6]>>,
+    /// Interface index → its link-layer address and MTU (None: not
+    /// Ethernet-like).
+    macs: std::collections::HashMap<u32, Option<([u8; 6], usize)>>,
     addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
@@ -188,13 +189,13 @@ impl RawSender {
         let mut out = Sent::default();
         let mut i = 0;
         while i < batch.packets.len() {
-            let Some(&(_, _, first, _)) = batch.packets.get(i) else { break };
-            let kind = self.out_of(first);
+            let Some(&(_, len, first, _)) = batch.packets.get(i) else { break };
+            let kind = self.out_of(first, len);
             let end = batch
                 .packets
                 .iter()
                 .skip(i)
-                .position(|p| self.out_of(p.2) != kind)
+                .position(|p| self.out_of(p.2, p.1) != kind)
                 .map_or(batch.packets.len(), |n| i + n);
             let run = batch.packets.get(i..end).unwrap_or_default();
             let fd = match kind {
@@ -222,11 +223,16 @@ impl RawSender {
         out
     }
 
-    /// How a packet leaves: a link reply whose interface has no known
-    /// link-layer address (or with no link socket) falls back to routing.
-    fn out_of(&self, way: Way) -> Out {
+    /// How a packet of `len` stored bytes leaves: a link reply whose
+    /// interface has no known link-layer address, that is larger than the
+    /// interface's MTU (a frame is not fragmented; routing does), or with no
+    /// link socket, falls back to routing.
+    fn out_of(&self, way: Way, len: usize) -> Out {
         match way {
-            Way::Link { ifindex, .. } if self.link.is_some() && matches!(self.macs.get(&ifindex), Some(Some(_))) => {
+            Way::Link { ifindex, .. }
+                if self.link.is_some()
+                    && matches!(self.macs.get(&ifindex), Some(Some((_, mtu))) if len.saturating_sub(ETH_HLEN) <= *mtu) =>
+            {
                 Out::Link
             }
             w if w.ip().is_ipv6() => Out::V6,
@@ -243,8 +249,8 @@ impl RawSender {
         for &(at, _, way, _) in &batch.packets {
             let Way::Link { ifindex, .. } = way else { continue };
             let v4 = self.v4.as_raw_fd();
-            let mac = *self.macs.entry(ifindex).or_insert_with(|| interface_mac(v4, ifindex));
-            let Some(mac) = mac else { continue };
+            let link = *self.macs.entry(ifindex).or_insert_with(|| interface_link(v4, ifindex));
+            let Some((mac, _)) = link else { continue };
             let ethertype: u16 = match batch.arena.get(at + ETH_HLEN).map(|b| b >> 4) {
                 Some(6) => 0x86dd,
                 _ => 0x0800,
@@ -323,10 +329,10 @@ impl RawSender {
     }
 }
 
-/// The link-layer address of interface `ifindex` (SIOCGIFNAME, then
-/// SIOCGIFHWADDR on any socket of this network namespace); None when it has
-/// no 6-byte Ethernet-like address.
-fn interface_mac(fd: libc::c_int, ifindex: u32) -> Option<[u8; 6]> {
+/// The link-layer address and MTU of interface `ifindex` (SIOCGIFNAME, then
+/// SIOCGIFHWADDR and SIOCGIFMTU on any socket of this network namespace);
+/// None when it has no 6-byte Ethernet-like address.
+fn interface_link(fd: libc::c_int, ifindex: u32) -> Option<([u8; 6], usize)> {
     // SAFETY: ifreq is plain data; zero is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     req.ifr_ifru.ifru_ifindex = libc::c_int::try_from(ifindex).ok()?;
@@ -346,7 +352,16 @@ fn interface_mac(fd: libc::c_int, ifindex: u32) -> Option<[u8; 6]> {
     }
     let [a, b, c, d, e, f, ..] = hw.sa_data;
     let mac = [a as u8, b as u8, c as u8, d as u8, e as u8, f as u8];
-    (mac != [0; 6]).then_some(mac)
+    if mac == [0; 6] {
+        return None;
+    }
+    // SAFETY: as above; the name still selects the interface.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) } < 0 {
+        return None;
+    }
+    // SAFETY: SIOCGIFMTU filled the mtu member of the union.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    Some((mac, usize::try_from(mtu).unwrap_or(0)))
 }
 
 fn write_sockaddr_ll(

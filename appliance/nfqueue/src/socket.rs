@@ -128,7 +128,9 @@ impl QueueSocket {
             for m in wire::messages(buf.get(..n).unwrap_or_default()).flatten() {
                 match wire::event(&m) {
                     Ok(Event::Ack { errno, seq: s }) if s == seq => answer = Some(errno),
-                    Ok(Event::Packet(p)) => accept.verdict(p.queue, p.id, Verdict::Accept, None),
+                    Ok(Event::Packet(p)) => {
+                        accept.verdict(p.queue, p.id, Verdict::Accept, None);
+                    }
                     _ => {}
                 }
             }

@@ -45,7 +45,8 @@ impl Verdicts {
     /// Accept packet `id` with `payload` (a whole IP packet) in place of the original.
     pub fn push_modified(&mut self, id: u32, payload: &[u8]) {
         self.flush_run();
-        self.out.verdict(self.queue, id, Verdict::Accept, Some(payload));
+        // Too large for one attribute: the original is accepted instead.
+        let _ = self.out.verdict(self.queue, id, Verdict::Accept, Some(payload));
         self.messages += 1;
     }
 
@@ -53,7 +54,9 @@ impl Verdicts {
         match self.run.take() {
             // A run of one is a plain verdict: the batch form would walk the
             // queue's list for the same result.
-            Some((v, id, 1)) => self.out.verdict(self.queue, id, v, None),
+            Some((v, id, 1)) => {
+                self.out.verdict(self.queue, id, v, None);
+            }
             Some((v, last, _)) => self.out.verdict_batch(self.queue, last, v),
             None => return,
         }

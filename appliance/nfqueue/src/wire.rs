@@ -86,6 +86,8 @@ pub const NLMSG_HDRLEN: usize = 16;
 pub const NFGEN_HDRLEN: usize = 4;
 /// Bytes of `struct nlattr`.
 pub const NLA_HDRLEN: usize = 4;
+/// The largest attribute value (`nla_len` is 16 bits, header included).
+pub const MAX_ATTR_VALUE: usize = u16::MAX as usize - NLA_HDRLEN;
 /// Flag bits of `nla_type` that are not part of the type.
 const NLA_TYPE_MASK: u16 = !(0x8000 | 0x4000);
 
@@ -421,8 +423,8 @@ impl Builder {
 
     fn attr(&mut self, kind: u16, value: &[u8]) {
         let len = NLA_HDRLEN + value.len();
-        // Attribute lengths are u16; callers keep values under 64 KiB (the
-        // payload is an IP packet, at most 65535 bytes).
+        // Callers keep values within MAX_ATTR_VALUE (`verdict` checks the
+        // one that could be larger).
         let len16 = u16::try_from(len).unwrap_or(u16::MAX);
         self.buf.extend_from_slice(&len16.to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
@@ -446,13 +448,17 @@ impl Builder {
     }
 
     /// `NFQNL_MSG_VERDICT` for one packet, optionally with a new payload.
-    pub fn verdict(&mut self, queue: u16, id: u32, verdict: Verdict, payload: Option<&[u8]>) {
+    /// A payload longer than one attribute can hold is not sent: the packet
+    /// then gets the plain verdict (returns false).
+    pub fn verdict(&mut self, queue: u16, id: u32, verdict: Verdict, payload: Option<&[u8]>) -> bool {
         let at = self.begin(msg::VERDICT, flags::REQUEST, 0, queue);
         self.attr(attr::VERDICT_HDR, &Self::verdict_hdr(verdict, id));
-        if let Some(p) = payload {
+        let fits = payload.is_none_or(|p| p.len() <= MAX_ATTR_VALUE);
+        if let Some(p) = payload.filter(|_| fits) {
             self.attr(attr::PAYLOAD, p);
         }
         self.finish(at);
+        fits
     }
 
     /// `NFQNL_MSG_VERDICT_BATCH`: `verdict` for every packet of the queue

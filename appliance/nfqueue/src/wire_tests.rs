@@ -138,7 +138,7 @@ fn netlink_errors_and_acks_carry_errno_and_sequence() {
 #[test]
 fn verdicts_are_encoded_as_the_kernel_reads_them() {
     let mut b = Builder::default();
-    b.verdict(77, 2, Verdict::Drop, None);
+    assert!(b.verdict(77, 2, Verdict::Drop, None));
     // nlmsghdr: len 32, type 0x0301, flags REQUEST, seq 0, pid 0;
     // nfgenmsg: AF_UNSPEC, v0, queue 77 (big-endian);
     // NFQA_VERDICT_HDR: len 12, type 2, verdict 0 (big-endian), id 2 (big-endian).
@@ -154,11 +154,23 @@ fn verdicts_are_encoded_as_the_kernel_reads_them() {
     assert_eq!(b.buf, want);
 
     b.clear();
-    b.verdict(1, 9, Verdict::Accept, Some(&[1, 2, 3]));
+    assert!(b.verdict(1, 9, Verdict::Accept, Some(&[1, 2, 3])));
     let m = messages(&b.buf).next().expect("one").expect("ok");
     let attrs: Vec<_> = attrs(&m.body[NFGEN_HDRLEN..]).map(|a| a.expect("attr")).collect();
     assert_eq!(attrs, vec![(attr::VERDICT_HDR, &[0, 0, 0, 1, 0, 0, 0, 9][..]), (attr::PAYLOAD, &[1, 2, 3][..])]);
     assert_eq!(b.buf.len() % 4, 0, "padded to 4 bytes");
+}
+
+#[test]
+fn a_payload_too_large_for_one_attribute_is_not_sent() {
+    let mut b = Builder::default();
+    let huge = vec![0u8; MAX_ATTR_VALUE + 1];
+    assert!(!b.verdict(1, 5, Verdict::Accept, Some(&huge)));
+    let m = messages(&b.buf).next().expect("one").expect("ok");
+    let kinds: Vec<u16> = attrs(&m.body[NFGEN_HDRLEN..]).map(|a| a.expect("attr").0).collect();
+    assert_eq!(kinds, vec![attr::VERDICT_HDR], "the plain verdict, no payload");
+    b.clear();
+    assert!(b.verdict(1, 5, Verdict::Accept, Some(&huge[..MAX_ATTR_VALUE])));
 }
 
 #[test]
@@ -187,7 +199,7 @@ proptest::proptest! {
     #[test]
     fn built_verdicts_parse_back(queue: u16, id: u32, payload in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
         let mut b = Builder::default();
-        b.verdict(queue, id, Verdict::Accept, Some(&payload));
+        proptest::prop_assert!(b.verdict(queue, id, Verdict::Accept, Some(&payload)));
         let m = messages(&b.buf).next().expect("one").expect("ok");
         let got: Vec<_> = attrs(&m.body[NFGEN_HDRLEN..]).map(|a| a.expect("attr")).collect();
         proptest::prop_assert_eq!(got[1], (attr::PAYLOAD, &payload[..]));

@@ -262,6 +262,10 @@ impl Controller {
         };
         let out = info(&record);
         records.insert(id.clone(), record);
+        if let Some(old) = &old {
+            // The replaced module is gone: no more rebuilds for it.
+            old.active.health.retired.store(true, Relaxed);
+        }
         self.publish(&records);
         self.persist(&records);
         tracing::info!(module = %id, sha256 = %out.sha256, replaced = old.is_some(), "module installed");

@@ -164,7 +164,10 @@ impl Iptables {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
         };
-        Some(filter.ports.iter().map(|p| format!("{},{proto}:{p}", filter.destination)).collect())
+        // As the kernel stores it (host bits cleared), so that two filters
+        // naming one prefix differently share one counted entry.
+        let net = filter.destination.trunc();
+        Some(filter.ports.iter().map(|p| format!("{net},{proto}:{p}")).collect())
     }
 
     /// The rule that sends what the family's set matches to the queues.
@@ -439,6 +442,8 @@ mod tests {
         );
         let with_source = Filter { source: Some("198.18.1.0/24".parse().expect("prefix")), ..filter() };
         assert_eq!(ipt.set_entries(&with_source), None);
+        let loose = Filter { destination: "198.18.2.21/24".parse().expect("prefix"), ports: vec![5060], ..filter() };
+        assert_eq!(ipt.set_entries(&loose), Some(vec!["198.18.2.0/24,udp:5060".to_owned()]), "host bits cleared");
         let everything = Filter { destination: "0.0.0.0/0".parse().expect("prefix"), ..filter() };
         assert_eq!(ipt.set_entries(&everything), None, "hash:net cannot hold /0");
         assert_eq!(

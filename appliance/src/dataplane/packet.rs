@@ -62,6 +62,10 @@ pub fn parse(ip: &[u8]) -> Result<Parsed<'_>, PacketError> {
 /// The largest UDP payload an IPv4 datagram carries.
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
+/// The largest payload a `replace` may carry: the rewritten IP packet
+/// (with an IPv6 and a UDP header) must fit one netlink attribute.
+pub const MAX_REPLACED_PAYLOAD: usize = netserv_nfqueue::wire::MAX_ATTR_VALUE - 48;
+
 /// Appends a UDP datagram from `src` to `dst`, as a full IP packet with
 /// checksums, to `out` (no allocation when `out` has room). False, with
 /// `out` unchanged, when the families differ or the payload does not fit.

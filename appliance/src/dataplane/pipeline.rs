@@ -177,7 +177,9 @@ fn run_one(
             Step::End(Decision::Drop)
         }
         CallVerdict::Replace(len) => {
-            if parsed.transport == Transport::Tcp || len > module.policy.reply_max.max(packet::MAX_UDP_PAYLOAD) {
+            // The rewritten packet travels back in one netlink attribute
+            // (at most 65,531 bytes): header room for IPv6 and UDP included.
+            if parsed.transport == Transport::Tcp || len > packet::MAX_REPLACED_PAYLOAD {
                 stats.verdict_errors.fetch_add(1, Relaxed);
                 return Step::Continue;
             }

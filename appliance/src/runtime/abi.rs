@@ -19,6 +19,9 @@ use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceT
 use wasmtime::component::{ComponentType, Func, Lift, TypedFunc};
 use wasmtime::{AsContextMut, ValRaw};
 
+/// The longest payload copied: what one IP packet can carry.
+const MAX_LIFTED: usize = 65_535;
+
 thread_local! {
     /// The bytes of the last lifted `replace` / `reply` payload.
     static LIFTED: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
@@ -38,6 +41,11 @@ impl LiftedBytes {
 
     fn copy(cx: &LiftContext<'_>, ptr: u32, len: u32) -> wasmtime::Result<Self> {
         let (ptr, len) = (ptr as usize, len as usize);
+        // No verdict can use more (the host refuses it by its length), so a
+        // hostile module cannot make this buffer hold its whole memory.
+        if len > MAX_LIFTED {
+            return Ok(Self { len });
+        }
         let bytes = ptr
             .checked_add(len)
             .and_then(|end| cx.memory().get(ptr..end))

@@ -75,13 +75,16 @@ struct CounterBank([AtomicU64; MAX_COUNTER_NAMES]);
 #[derive(Debug)]
 pub struct GuestCounters {
     names: Mutex<Vec<Arc<str>>>,
+    /// How many names are declared: what `add` checks ids against, with no
+    /// lock shared between workers on the packet path.
+    declared: std::sync::atomic::AtomicUsize,
     banks: Box<[CounterBank]>,
 }
 
 impl GuestCounters {
     pub fn new(workers: usize) -> Self {
         let banks = (0..workers.max(1)).map(|_| CounterBank(std::array::from_fn(|_| AtomicU64::new(0)))).collect();
-        Self { names: Mutex::new(Vec::new()), banks }
+        Self { names: Mutex::new(Vec::new()), declared: Default::default(), banks }
     }
 
     /// The id of `name`, declaring it if it is new and fits.
@@ -100,12 +103,13 @@ impl GuestCounters {
             return None;
         }
         names.push(name.into());
+        self.declared.store(names.len(), std::sync::atomic::Ordering::Release);
         u32::try_from(names.len() - 1).ok()
     }
 
     /// Adds on `worker`'s bank; false for an id never declared.
     fn add(&self, worker: usize, id: u32, delta: u64) -> bool {
-        let declared = usize::try_from(id).is_ok_and(|i| i < self.names.lock().len());
+        let declared = usize::try_from(id).is_ok_and(|i| i < self.declared.load(std::sync::atomic::Ordering::Acquire));
         if !declared {
             return false;
         }
@@ -231,6 +235,9 @@ pub struct Limiter {
     usage: Arc<TenantUsage>,
     /// What all instances of this module hold.
     module_memory: Arc<AtomicU64>,
+    /// The growth last approved, taken back if wasmtime then fails it (the
+    /// memory's own maximum, the mapping).
+    pending: usize,
 }
 
 impl Limiter {
@@ -250,9 +257,18 @@ impl wasmtime::ResourceLimiter for Limiter {
         }
         let added = desired.saturating_sub(current);
         self.held += added;
+        self.pending = added;
         self.usage.memory_bytes.fetch_add(added as u64, Relaxed);
         self.module_memory.fetch_add(added as u64, Relaxed);
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        let back = std::mem::take(&mut self.pending);
+        self.held -= back.min(self.held);
+        self.usage.memory_bytes.fetch_sub(back as u64, Relaxed);
+        self.module_memory.fetch_sub(back as u64, Relaxed);
+        Ok(())
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
@@ -317,6 +333,7 @@ impl HostState {
                 held: 0,
                 usage: spec.usage.clone(),
                 module_memory: spec.memory.clone(),
+                pending: 0,
             },
             counters: spec.counters.clone(),
             state: spec.state.clone(),
