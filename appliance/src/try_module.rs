@@ -1,15 +1,15 @@
 //! `netserv-appliance module try`: one packet through one module, exactly as the
 //! dataplane would run it (same runtime, same limits, same `decide`), printed.
 
-use crate::config::{Limits, Tenant};
+use crate::config::Limits;
+use crate::controller::{ModuleSpec, assemble};
 use crate::dataplane::table::{ActiveModule, Filter};
 use crate::dataplane::{Buffers, Decision, Table, WorkerModules, decide, packet};
-use crate::runtime::{GuestCounters, HostSpec, Runtime, Template, TenantState, TenantUsage, Transport};
+use crate::runtime::{Runtime, TenantState, TenantUsage, Transport};
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The outcome, for printing and for tests.
 #[derive(Debug)]
@@ -32,35 +32,25 @@ pub fn standalone(
     limits: &Limits,
 ) -> anyhow::Result<(Arc<ActiveModule>, WorkerModules)> {
     let compiled = runtime.compile(bytes)?;
-    let counters = Arc::new(GuestCounters::new(1));
-    let host = HostSpec {
+    let spec = ModuleSpec {
+        id: "try/try".into(),
         tenant: "try".into(),
-        module: "try".into(),
-        memory_bytes: limits.memory_bytes,
-        counters: counters.clone(),
-        state: Arc::new(TenantState::new(limits.state_max_entries, limits.state_max_bytes)),
-        usage: Arc::new(TenantUsage::default()),
-        memory: Default::default(),
-    };
-    let deadline = Duration::from_millis(limits.cpu_deadline_ms);
-    let template = Template::new(runtime.engine(), compiled, host, props.to_vec(), deadline);
-    let instance = template.instantiate(0)?;
-    let filter = Filter {
-        transport: Transport::Udp,
-        destination: ipnet::IpNet::from(to.ip()),
-        ports: vec![to.port()],
-        source: None,
-    };
-    let tenant = Tenant {
         name: "try".into(),
-        public_key: ed25519_dalek::VerifyingKey::default(),
-        api_token: String::new(),
-        filter_prefixes: Vec::new(),
-        listen_ports: Vec::new(),
+        filter: Filter {
+            transport: Transport::Udp,
+            destination: ipnet::IpNet::from(to.ip()),
+            ports: vec![to.port()],
+            source: None,
+        },
+        properties: props.to_vec(),
         limits: limits.clone(),
+        shared: (
+            Arc::new(TenantState::new(limits.state_max_entries, limits.state_max_bytes)),
+            Arc::new(TenantUsage::default()),
+        ),
+        workers: 1,
     };
-    let policy = crate::controller::module_policy(&crate::config::Runtime::default(), &tenant);
-    let module = Arc::new(ActiveModule::new("try/try".into(), filter, template, policy, counters, vec![instance]));
+    let module = Arc::new(assemble(runtime.engine(), compiled, &crate::config::Runtime::default(), spec)?);
     let mut worker = WorkerModules::new(0, None);
     worker.sync(Arc::new(Table::new(vec![module.clone()])));
     Ok((module, worker))

@@ -11,7 +11,7 @@ pub use persist::StateStore;
 
 pub use types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal, TenantUsageInfo};
 
-use crate::config::{Config, Steering, Tenant};
+use crate::config::{Config, Limits, Steering, Tenant};
 use crate::dataplane::iptables::Iptables;
 use crate::dataplane::{ActiveModule, GuardPolicy, ModulePolicy, Table};
 use crate::runtime::{GuestCounters, HostSpec, Runtime, Template, TenantState, TenantUsage};
@@ -35,7 +35,7 @@ struct Record {
 }
 
 /// What a tenant's modules share on this node: its key-value state and its usage counters.
-type TenantShared = (Arc<TenantState>, Arc<TenantUsage>);
+pub(crate) type TenantShared = (Arc<TenantState>, Arc<TenantUsage>);
 
 pub struct Controller {
     config: ArcSwap<Config>,
@@ -201,36 +201,26 @@ impl Controller {
             .map_err(|e| ControlError::Internal(e.to_string()))?
             .map_err(|e| ControlError::Module(format!("{e:#}")))?;
 
-        let counters = Arc::new(GuestCounters::new(self.workers));
-        let (state, usage) = self.tenant_state(&tenant);
-        let host = HostSpec {
-            tenant: req.tenant.as_str().into(),
-            module: req.name.as_str().into(),
-            memory_bytes: tenant.limits.memory_bytes,
-            counters: counters.clone(),
-            state,
-            usage,
-            memory: Default::default(),
-        };
-        let policy = module_policy(&cfg.runtime, &tenant);
         let props: Vec<(String, String)> = req.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let deadline = Duration::from_millis(tenant.limits.cpu_deadline_ms);
-        let template = Template::new(self.runtime.engine(), compiled, host, props, deadline);
+        let spec = ModuleSpec {
+            id: id.clone(),
+            tenant: req.tenant.clone(),
+            name: req.name.clone(),
+            filter: req.filter.clone(),
+            properties: props,
+            limits: tenant.limits.clone(),
+            shared: self.tenant_state(&tenant),
+            workers: self.workers,
+        };
+        let (engine, rt) = (self.runtime.engine().clone(), cfg.runtime.clone());
         // One instance per worker, each with its `init` run, before the
         // module is published: it serves on every queue from its first
         // packet, and a module whose init fails is refused here.
-        let workers = self.workers;
-        let built = {
-            let template = template.clone();
-            tokio::task::spawn_blocking(move || {
-                (0..workers).map(|w| template.instantiate(w)).collect::<anyhow::Result<Vec<_>>>()
-            })
-        };
-        let instances = built
+        let active = tokio::task::spawn_blocking(move || assemble(&engine, compiled, &rt, spec))
             .await
             .map_err(|e| ControlError::Internal(e.to_string()))?
             .map_err(|e| ControlError::Module(format!("{e:#}")))?;
-        let active = Arc::new(ActiveModule::new(id.clone(), req.filter.clone(), template, policy, counters, instances));
+        let active = Arc::new(active);
 
         let mut records = self.records.lock().await;
         let old = records.remove(&id);
@@ -477,20 +467,63 @@ impl Controller {
     }
 }
 
-/// How the dataplane treats a tenant's modules.
-pub(crate) fn module_policy(rt: &crate::config::Runtime, tenant: &Tenant) -> ModulePolicy {
+/// How the dataplane treats a module with these limits.
+fn module_policy(rt: &crate::config::Runtime, limits: &Limits) -> ModulePolicy {
     let window = Duration::from_millis(rt.budget_window_ms);
     ModulePolicy {
         guard: GuardPolicy {
             window,
-            cpu_budget: window * tenant.limits.cpu_budget_percent / 100,
+            cpu_budget: window * limits.cpu_budget_percent / 100,
             throttle_quarantine_windows: rt.throttle_quarantine_windows,
             fault_window: Duration::from_millis(rt.fault_window_ms),
             fault_quarantine: rt.quarantine_after,
             backoff: Duration::from_millis(rt.reload_backoff_ms),
         },
-        reply_max: tenant.limits.reply_max_bytes as usize,
+        reply_max: limits.reply_max_bytes as usize,
     }
+}
+
+/// What one installed module is made of.
+pub(crate) struct ModuleSpec {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub filter: crate::dataplane::Filter,
+    pub properties: Vec<(String, String)>,
+    pub limits: Limits,
+    /// The tenant's state and usage, shared by its modules.
+    pub shared: TenantShared,
+    /// One instance is built for each.
+    pub workers: usize,
+}
+
+/// Builds a module for the dataplane: its template, and one instance per
+/// worker with `init` run. Blocking (up to `INIT_DEADLINE` per instance):
+/// call it off the packet threads and off the async runtime. The controller
+/// installs with it; `module try` and the benchmarks build their one module
+/// with it too.
+pub(crate) fn assemble(
+    engine: &wasmtime::Engine,
+    compiled: crate::runtime::Compiled,
+    rt: &crate::config::Runtime,
+    spec: ModuleSpec,
+) -> anyhow::Result<ActiveModule> {
+    let counters = Arc::new(GuestCounters::new(spec.workers));
+    let (state, usage) = spec.shared;
+    let host = HostSpec {
+        tenant: spec.tenant.as_str().into(),
+        module: spec.name.as_str().into(),
+        memory_bytes: spec.limits.memory_bytes,
+        counters: counters.clone(),
+        state,
+        usage,
+        memory: Default::default(),
+    };
+    let deadline = Duration::from_millis(spec.limits.cpu_deadline_ms);
+    let template = Template::new(engine, compiled, host, spec.properties, deadline);
+    let instances = (0..spec.workers).map(|w| template.instantiate(w)).collect::<anyhow::Result<Vec<_>>>()?;
+    let policy = module_policy(rt, &spec.limits);
+    Ok(ActiveModule::new(spec.id, spec.filter, template, policy, counters, instances))
 }
 
 fn info(r: &Record) -> ModuleInfo {

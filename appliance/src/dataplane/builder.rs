@@ -52,6 +52,15 @@ impl Builder {
     }
 }
 
+/// Hands a tear-down to `builder`, or does it here when there is none
+/// (tests and `module try`, which have no packet thread to keep light).
+pub fn dispose(builder: Option<&Builder>, job: Job) {
+    match builder {
+        Some(b) => b.send(job),
+        None => run(job),
+    }
+}
+
 fn run(job: Job) {
     match job {
         Job::Rebuild { module, worker } => {

@@ -3,7 +3,7 @@
 //! table snapshot when the controller publishes one; everything a worker
 //! lets go of goes to the builder thread to be torn down.
 
-use super::builder::{Builder, Job};
+use super::builder::{Builder, Job, dispose};
 use super::guard::{AfterFault, Guard};
 use super::table::{ActiveModule, Table};
 use crate::runtime::ModuleInstance;
@@ -94,17 +94,11 @@ impl WorkerModules {
     }
 
     fn discard(&self, instance: ModuleInstance) {
-        match &self.builder {
-            Some(b) => b.send(Job::Drop(instance)),
-            None => drop(instance),
-        }
+        dispose(self.builder.as_ref(), Job::Drop(instance));
     }
 
     fn discard_table(&self, table: Arc<Table>) {
-        match &self.builder {
-            Some(b) => b.send(Job::DropTable(table)),
-            None => drop(table),
-        }
+        dispose(self.builder.as_ref(), Job::DropTable(table));
     }
 }
 
@@ -174,10 +168,7 @@ impl LocalParts<'_> {
     /// The module faulted on this worker at `now` (`why` for logs and the API).
     pub(super) fn fault(&mut self, worker: usize, builder: Option<&Builder>, now: Instant, why: String) {
         if let Some(dead) = self.instance.take() {
-            match builder {
-                Some(b) => b.send(Job::Drop(dead)),
-                None => drop(dead),
-            }
+            dispose(builder, Job::Drop(dead));
         }
         if let Some(slot) = self.module.slot(worker) {
             slot.stats.faults.fetch_add(1, Relaxed);
