@@ -4,15 +4,16 @@
 
 use clap::{Parser, Subcommand};
 use netserv_appliance::{config::Config, node, try_module};
+use netserv_signal::cli::{LogFormat, init_tracing};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "netserv-appliance", version, about = "NetServ edge appliance")]
 struct Cli {
-    /// Log format: `text` or `json`.
-    #[arg(long, global = true, default_value = "text")]
-    log_format: String,
+    /// How log lines are written.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -61,19 +62,9 @@ fn parse_prop(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("`{s}` is not key=value"))
 }
 
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log_format);
+    init_tracing(cli.log_format, "info");
     let result = match cli.cmd {
         Cmd::Run { config } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

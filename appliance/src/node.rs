@@ -28,7 +28,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
 
     let mut queues = Vec::new();
     let sig_stats = Arc::new(SignalingStats::default());
-    let (intercept_tx, intercept_rx) = tokio::sync::mpsc::channel(8192);
+    let mut tap = None;
     let mut placer = None;
     let builder = Builder::spawn().context("spawning the module builder thread")?;
     let iptables = if cfg.dataplane.enabled {
@@ -57,13 +57,9 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         let mut ipt = Iptables::new(&dp.chain, &dp.hooks, dp.queue_base, dp.queues, dp.steering);
         ipt.setup().context("setting up the iptables chain")?;
         if cfg.signaling.enabled {
-            signaling::tap::spawn(
-                cfg.signaling.queue,
-                netserv_nslp::NSLPID,
-                intercept_tx.clone(),
-                sig_stats.tap.clone(),
-                stop.clone(),
-            )?;
+            // Bound now, served once the signaling node exists (below):
+            // Queries that arrive in between wait in the kernel's queue.
+            tap = Some(signaling::tap::open(cfg.signaling.queue)?);
             ipt.add_signaling(cfg.signaling.queue).context("steering GIST queries in transit to NFQUEUE")?;
         }
         placer = placement::Placer::new(homes, &allowed);
@@ -83,9 +79,12 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     }
     let queues = Arc::new(queues);
     let signaling_task = if cfg.signaling.enabled {
-        Some(signaling::spawn(&cfg, controller.clone(), queues.clone(), intercept_rx, sig_stats.clone()).await?)
+        let (node, task) = signaling::spawn(&cfg, controller.clone(), queues.clone(), sig_stats.clone()).await?;
+        if let Some(sock) = tap {
+            signaling::tap::spawn(sock, node, sig_stats.tap.clone(), stop.clone())?;
+        }
+        Some(task)
     } else {
-        drop(intercept_rx);
         None
     };
     let state = AppState { controller: controller.clone(), queues, signaling: sig_stats };

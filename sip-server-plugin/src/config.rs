@@ -85,6 +85,13 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The hosts the server answers OPTIONS keep-alives for besides its
+    /// address: the module's `domains` property, read as the module reads it.
+    pub fn keepalive_domains(&self) -> Vec<String> {
+        let list = self.module.properties.get("domains").map_or("", String::as_str);
+        netserv_sip_scan::keepalive::domain_list(list).map(str::to_ascii_lowercase).collect()
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         Self::parse(&text)

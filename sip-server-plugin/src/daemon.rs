@@ -174,14 +174,9 @@ async fn module_file(State(s): State<Http>, Path(file): Path<String>) -> impl In
 }
 
 fn save(path: &std::path::Path, r: &Registry) {
-    let result = serde_json::to_vec_pretty(r).map_err(std::io::Error::other).and_then(|b| {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, b)?;
-        std::fs::rename(&tmp, path)
-    });
+    let result = serde_json::to_vec_pretty(r)
+        .map_err(std::io::Error::other)
+        .and_then(|b| netserv_signal::files::write_atomically(path, &b));
     if let Err(e) = result {
         tracing::error!(error = %e, path = %path.display(), "could not save the registry");
     }
@@ -251,12 +246,13 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut buf = vec![0u8; 65_536];
+    let mut domains = cfg.keepalive_domains();
     loop {
         tokio::select! {
             r = hep_sock.recv_from(&mut buf) => {
                 let Ok((n, _)) = r else { continue };
                 match hep::decode(buf.get(..n).unwrap_or_default()) {
-                    Ok(h) => match classify(&h) {
+                    Ok(h) => match classify(&h, &domains) {
                         Observation::KeepAlive { phone } => policy.on_keepalive(now_ms(), phone.ip()),
                         Observation::Register { phone, expires } => policy.on_register(now_ms(), phone.ip(), expires),
                         Observation::Other => {}
@@ -270,6 +266,7 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                 match Config::load(&config_path).map_err(anyhow::Error::from).and_then(|c| make_signer(&c).map(|s| (c, s))) {
                     Ok((c, (new_signer, bytes))) => {
                         policy.set_config(c.policy.clone());
+                        domains = c.keepalive_domains();
                         signer = Arc::new(new_signer);
                         let _ = module_tx.send(bytes);
                         tracing::info!(module_url = %signer.url, "configuration reloaded");

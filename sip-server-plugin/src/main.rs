@@ -1,6 +1,7 @@
 //! `netserv-sip-plugin run --config plugin.toml` | `check-config --config plugin.toml`
 
 use clap::{Parser, Subcommand};
+use netserv_signal::cli::{LogFormat, init_tracing};
 use netserv_sip_plugin::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,8 +9,9 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "netserv-sip-plugin", version, about = "Deploys NetServ edge modules from a SIP server's own traffic")]
 struct Cli {
-    #[arg(long, global = true, default_value = "text")]
-    log_format: String,
+    /// How log lines are written.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -28,12 +30,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if cli.log_format == "json" {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    init_tracing(cli.log_format, "info");
     let (Cmd::Run { config } | Cmd::CheckConfig { config }) = &cli.cmd;
     let cfg = match Config::load(config) {
         Ok(c) => c,

@@ -1,6 +1,7 @@
 //! What a mirrored SIP message tells the plugin about a phone.
 
 use crate::hep::{Hep, PROTO_SIP};
+use netserv_sip_scan::keepalive::{self, Server};
 use netserv_sip_scan::{EMPTY_HEADER, HeaderName, StartLine, params_iter, parse_datagram};
 use std::net::SocketAddr;
 
@@ -9,8 +10,8 @@ const DEFAULT_EXPIRES: u32 = 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observation {
-    /// A NAT keep-alive that reached the server: NOTIFY with `Event:
-    /// keep-alive` (the NetServ thesis's form) or an OPTIONS ping.
+    /// A NAT keep-alive that reached the server, by the rule the keepalive
+    /// module answers by ([`keepalive::classify`]).
     KeepAlive { phone: SocketAddr },
     /// A REGISTER; `expires` 0 is an unregistration.
     Register { phone: SocketAddr, expires: u32 },
@@ -19,8 +20,9 @@ pub enum Observation {
 }
 
 /// Classifies one mirrored message; `phone` is where it came from as the
-/// server saw it (the phone's NAT binding).
-pub fn classify(hep: &Hep<'_>) -> Observation {
+/// server saw it (the phone's NAT binding). `domains`: the hosts the server
+/// answers OPTIONS for besides its address (the module's `domains`).
+pub fn classify(hep: &Hep<'_>, domains: &[String]) -> Observation {
     if hep.proto_type != PROTO_SIP {
         return Observation::Other;
     }
@@ -32,15 +34,10 @@ pub fn classify(hep: &Hep<'_>) -> Observation {
         return Observation::Other;
     };
     let phone = hep.source;
+    if keepalive::classify(&msg, &Server { address: hep.destination.ip(), domains }).is_some() {
+        return Observation::KeepAlive { phone };
+    }
     match method {
-        b"NOTIFY" => {
-            let keepalive = msg.header(HeaderName::Event).is_some_and(|h| {
-                let ty = h.value.split(|&b| b == b';' || b == b' ').next().unwrap_or_default();
-                ty.eq_ignore_ascii_case(b"keep-alive")
-            });
-            if keepalive { Observation::KeepAlive { phone } } else { Observation::Other }
-        }
-        b"OPTIONS" => Observation::KeepAlive { phone },
         b"REGISTER" => Observation::Register { phone, expires: register_expires(&msg) },
         _ => Observation::Other,
     }
@@ -93,21 +90,37 @@ From: <sip:a@x>;tag=1\r\nTo: <sip:198.18.2.20>\r\nCall-ID: c\r\nCSeq: 1 NOTIFY\r
         .into_bytes()
     }
 
+    fn observed(h: &Hep<'_>) -> Observation {
+        classify(h, &[])
+    }
+
     #[test]
     fn keepalives_and_registrations() {
         let phone: SocketAddr = "198.18.1.10:5099".parse().expect("addr");
-        assert_eq!(classify(&hep(NOTIFY)), Observation::KeepAlive { phone });
+        assert_eq!(observed(&hep(NOTIFY)), Observation::KeepAlive { phone });
         let r = register("Contact: <sip:a@198.18.1.10:5099>;expires=120\r\nExpires: 600\r\n");
-        assert_eq!(classify(&hep(&r)), Observation::Register { phone, expires: 120 });
+        assert_eq!(observed(&hep(&r)), Observation::Register { phone, expires: 120 });
         let r = register("Contact: <sip:a@198.18.1.10:5099>\r\nExpires: 600\r\n");
-        assert_eq!(classify(&hep(&r)), Observation::Register { phone, expires: 600 });
+        assert_eq!(observed(&hep(&r)), Observation::Register { phone, expires: 600 });
         let r = register("Contact: *\r\nExpires: 0\r\n");
-        assert_eq!(classify(&hep(&r)), Observation::Register { phone, expires: 0 });
+        assert_eq!(observed(&hep(&r)), Observation::Register { phone, expires: 0 });
         let r = register("Contact: <sip:a@198.18.1.10:5099>\r\n");
-        assert_eq!(classify(&hep(&r)), Observation::Register { phone, expires: DEFAULT_EXPIRES });
+        assert_eq!(observed(&hep(&r)), Observation::Register { phone, expires: DEFAULT_EXPIRES });
         let other_event = String::from_utf8_lossy(NOTIFY).replace("keep-alive", "presence");
-        assert_eq!(classify(&hep(other_event.as_bytes())), Observation::Other);
-        assert_eq!(classify(&hep(b"SIP/2.0 200 OK\r\n\r\n")), Observation::Other);
-        assert_eq!(classify(&hep(b"garbage")), Observation::Other);
+        assert_eq!(observed(&hep(other_event.as_bytes())), Observation::Other);
+        assert_eq!(observed(&hep(b"SIP/2.0 200 OK\r\n\r\n")), Observation::Other);
+        assert_eq!(observed(&hep(b"garbage")), Observation::Other);
+        // OPTIONS: a keep-alive when it names the server (by the HEP
+        // destination's address, or a configured domain), not a user.
+        let options = |uri: &str| {
+            String::from_utf8_lossy(NOTIFY)
+                .replace("NOTIFY sip:198.18.2.20", &format!("OPTIONS {uri}"))
+                .replace("1 NOTIFY", "1 OPTIONS")
+        };
+        assert_eq!(observed(&hep(options("sip:198.18.2.20").as_bytes())), Observation::KeepAlive { phone });
+        assert_eq!(observed(&hep(options("sip:bob@198.18.9.9").as_bytes())), Observation::Other);
+        let for_domain = options("sip:voip.example");
+        assert_eq!(classify(&hep(for_domain.as_bytes()), &["voip.example".into()]), Observation::KeepAlive { phone });
+        assert_eq!(observed(&hep(for_domain.as_bytes())), Observation::Other);
     }
 }

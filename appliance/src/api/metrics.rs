@@ -208,12 +208,6 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
             sig.tap.taken.load(Relaxed),
         ),
         (
-            "netserv_signaling_queries_overflow_total",
-            "counter",
-            "GIST queries let through untouched because the signaling service was busy.",
-            sig.tap.overflow.load(Relaxed),
-        ),
-        (
             "netserv_signaling_bad_cookies_total",
             "counter",
             "Confirms refused because their responder cookie did not verify.",

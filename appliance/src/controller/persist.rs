@@ -56,15 +56,16 @@ impl StateStore {
         if path.exists() {
             return;
         }
-        if let Err(e) = write_atomically(&path, bytes) {
+        if let Err(e) = netserv_signal::files::write_atomically(&path, bytes) {
             tracing::warn!(error = %e, path = %path.display(), "could not cache module bytes");
         }
     }
 
     pub fn save(&self, saved: &[Saved]) {
         let path = self.dir.join("modules.json");
-        let result =
-            serde_json::to_vec_pretty(saved).map_err(io::Error::other).and_then(|json| write_atomically(&path, &json));
+        let result = serde_json::to_vec_pretty(saved)
+            .map_err(io::Error::other)
+            .and_then(|json| netserv_signal::files::write_atomically(&path, &json));
         if let Err(e) = result {
             tracing::error!(error = %e, path = %path.display(), "could not save the installed modules");
         }
@@ -77,12 +78,6 @@ impl StateStore {
             Err(e) => Err(e),
         }
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

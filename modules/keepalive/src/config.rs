@@ -64,8 +64,7 @@ impl Config {
                 "stun" => c.stun = flag("stun", v)?,
                 "probes" => c.probes = flag("probes", v)?,
                 "domains" => {
-                    c.domains =
-                        v.split(',').map(str::trim).filter(|d| !d.is_empty()).map(str::to_ascii_lowercase).collect();
+                    c.domains = netserv_sip_scan::keepalive::domain_list(v).map(str::to_ascii_lowercase).collect();
                 }
                 "server" => c.server = Some(header_value("server", v)?),
                 "allow" => c.allow = Some(header_value("allow", v)?),

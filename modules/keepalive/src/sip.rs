@@ -4,8 +4,9 @@
 //! Call-ID and CSeq copied, To copied with a tag added when absent.
 
 use crate::{Config, Kind};
+use netserv_sip_scan::keepalive::{self, KeepAlive, Server};
 use netserv_sip_scan::{
-    EMPTY_HEADER, Header, HeaderName, StartLine, first_via, name_addr_tag, params_iter, parse_datagram, unfold,
+    EMPTY_HEADER, Header, HeaderName, first_via, name_addr_tag, params_iter, parse_datagram, unfold,
 };
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -27,15 +28,11 @@ pub(crate) fn answer(
     }
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
     let msg = parse_datagram(payload, &mut headers).ok()?;
-    let StartLine::Request { method, uri, .. } = msg.start else {
-        return None;
-    };
-    let kind = if method == b"NOTIFY" && cfg.notify && is_keepalive_event(msg.header(HeaderName::Event)?) {
-        Kind::Notify
-    } else if method == b"OPTIONS" && cfg.options && addressed_to_server(cfg, uri, destination) {
-        Kind::Options
-    } else {
-        return None;
+    let server = Server { address: destination.ip(), domains: &cfg.domains };
+    let kind = match keepalive::classify(&msg, &server)? {
+        KeepAlive::Notify if cfg.notify => Kind::Notify,
+        KeepAlive::Options if cfg.options => Kind::Options,
+        _ => return None,
     };
     msg.check_semantics().ok()?;
     let mut out = Vec::with_capacity(payload.len().min(1024) + 64);
@@ -74,47 +71,6 @@ pub(crate) fn answer(
     }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     Some((out, kind))
-}
-
-fn is_keepalive_event(h: &Header<'_>) -> bool {
-    let ty = h.value.split(|&b| b == b';' || b == b' ' || b == b'\t').next().unwrap_or_default();
-    ty.eq_ignore_ascii_case(b"keep-alive")
-}
-
-/// Whether an OPTIONS Request-URI names the server itself, not a user behind it
-/// (which a proxy would forward): its host is the packet's destination address
-/// or one of the configured `domains`.
-fn addressed_to_server(cfg: &Config, uri: &[u8], destination: SocketAddr) -> bool {
-    let Some(rest) = strip_scheme(uri) else {
-        return false;
-    };
-    let hostport = match rest.iter().position(|&b| b == b'@') {
-        Some(at) => rest.get(at + 1..).unwrap_or_default(),
-        None => rest,
-    };
-    let host = if hostport.first() == Some(&b'[') {
-        let end = hostport.iter().position(|&b| b == b']').unwrap_or(hostport.len());
-        hostport.get(1..end).unwrap_or_default()
-    } else {
-        let end = hostport.iter().position(|&b| matches!(b, b':' | b';' | b'?')).unwrap_or(hostport.len());
-        hostport.get(..end).unwrap_or_default()
-    };
-    let Ok(host) = std::str::from_utf8(host) else {
-        return false;
-    };
-    if host.parse::<IpAddr>().is_ok_and(|ip| ip == destination.ip()) {
-        return true;
-    }
-    cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(host))
-}
-
-fn strip_scheme(uri: &[u8]) -> Option<&[u8]> {
-    for scheme in [&b"sip:"[..], b"sips:"] {
-        if uri.len() >= scheme.len() && uri.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme)) {
-            return uri.get(scheme.len()..);
-        }
-    }
-    None
 }
 
 /// The top Via, with `received` and a filled `rport` (RFC 3581 §4): the

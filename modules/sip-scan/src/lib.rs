@@ -15,6 +15,8 @@
 //! - checks the grammar of the header fields it knows (Via, From, To, Contact,
 //!   Route, CSeq, Call-ID, Max-Forwards, Content-Length, Date, Event), so that
 //!   every message of RFC 4475 §3.1.2 is rejected with a precise [`Error`];
+//! - says which requests are NAT keep-alives ([`keepalive`]: the one rule the
+//!   keepalive module and the SIP server plugin share);
 //! - offers [`Message::check_semantics`] for the rules that RFC 4475 §3.3 puts
 //!   above the parser (missing or repeated singleton headers, conflicting
 //!   Content-Length).
@@ -29,6 +31,7 @@ mod chars;
 mod error;
 mod grammar;
 mod header;
+pub mod keepalive;
 mod message;
 mod start_line;
 

@@ -5,10 +5,12 @@
 //!   and the response with its per-node stack);
 //! - [`sign`]: Ed25519 signatures over the canonical encoding, and the
 //!   [`sign::Verified`] proof that only verification can produce;
-//! - [`replay`]: the timestamp window and nonce cache that refuse replays.
+//! - [`replay`]: the timestamp window and nonce cache that refuse replays;
+//! - [`core`]: the appliance's sans-IO node over GIST: checks, sends on,
+//!   asks its shell to act, builds the response stack hop by hop, turns a
+//!   TRIGGER around at the last node.
 //!
-//! No I/O and no clock: callers pass time in (milliseconds since the Unix
-//! epoch). The headers follow the NetServ thesis (dependencies, filter-port,
+//! No I/O and no clock: callers pass time in. The headers follow the NetServ thesis (dependencies, filter-port,
 //! filter-proto, notification, node-id, probe, properties, ttl, signature,
 //! user) plus what it lacked: the module URL, its sha256, a version, the
 //! filtered address prefix, a timestamp and a nonce.
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 
+pub mod core;
 pub mod replay;
 pub mod sign;
 pub mod wire;

@@ -3,10 +3,16 @@
 //! and a signaling client (what the CLI and the SIP server plugin run).
 //! The protocol state lives in `netserv-gist` and `netserv-nslp`; this crate
 //! only carries their datagrams and reads the clock.
+//!
+//! It also holds the shell pieces every NetServ binary shares (the appliance,
+//! the plugin and this CLI all link it): [`cli`], the `--log-format` and
+//! tracing preamble, and [`files`], crash-safe file replacement.
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod client;
+pub mod files;
 pub mod icmp;
 pub mod keys;
 pub mod net;

@@ -15,6 +15,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::SigningKey;
 use netserv_nslp::wire::{Request, RequestKind, Response, Status};
+use netserv_signal::cli::{LogFormat, init_tracing};
 use netserv_signal::client::{self, ClientOptions, Outcome};
 use netserv_signal::keys::read_signing_key;
 use netserv_signal::net::unix_ms;
@@ -31,6 +32,9 @@ struct Cli {
     /// Print the outcome as one JSON object.
     #[arg(long, global = true)]
     json: bool,
+    /// How log lines (on stderr) are written.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -288,11 +292,9 @@ async fn send(
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .init();
     let cli = Cli::parse();
+    // Its answer goes to stdout; only warnings to stderr unless RUST_LOG says.
+    init_tracing(cli.log_format, "warn");
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
