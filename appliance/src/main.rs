@@ -55,6 +55,13 @@ enum ModuleCmd {
         /// File holding the UDP payload.
         #[arg(long)]
         payload: PathBuf,
+        /// A node's config: run with its runtime policy and `--tenant`'s limits
+        /// (default: the built-in defaults).
+        #[arg(long, requires = "tenant")]
+        config: Option<PathBuf>,
+        /// The tenant of `--config` whose limits apply.
+        #[arg(long, requires = "config")]
+        tenant: Option<String>,
     },
 }
 
@@ -77,9 +84,16 @@ fn main() -> std::process::ExitCode {
                 println!("{}: ok (node `{}`, {} tenants)", config.display(), c.node_id, c.tenants.len());
             })
             .map_err(anyhow::Error::from),
-        Cmd::Module { cmd: ModuleCmd::Try { module, props, from, to, payload } } => std::fs::read(&payload)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", payload.display()))
-            .and_then(|p| try_module::run(&module, &props, from, to, &p))
+        Cmd::Module { cmd: ModuleCmd::Try { module, props, from, to, payload, config, tenant } } => config
+            .as_deref()
+            .map(Config::load)
+            .transpose()
+            .map_err(anyhow::Error::from)
+            .and_then(|cfg| {
+                let p = std::fs::read(&payload).map_err(|e| anyhow::anyhow!("reading {}: {e}", payload.display()))?;
+                let node = cfg.as_ref().zip(tenant.as_deref());
+                try_module::run(&module, &props, from, to, &p, node)
+            })
             .map(|r| {
                 println!("verdict: {}", r.verdict);
                 if let Some((src, dst, bytes)) = &r.reply {

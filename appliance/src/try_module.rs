@@ -1,7 +1,7 @@
 //! `netserv-appliance module try`: one packet through one module, exactly as the
 //! dataplane would run it (same runtime, same limits, same `decide`), printed.
 
-use crate::config::Limits;
+use crate::config::{Config, Limits};
 use crate::controller::{ModuleSpec, assemble};
 use crate::dataplane::table::{ActiveModule, Filter};
 use crate::dataplane::{Buffers, Decision, Table, WorkerModules, decide, packet};
@@ -22,14 +22,27 @@ pub struct TryReport {
 }
 
 /// One module installed for one worker with `limits` (and the default
-/// runtime policy), outside any node: what `module try`, the `call_cost`
-/// example and the allocation test run. Its filter takes UDP to `to`.
+/// runtime policy), outside any node: what the `call_cost` example and the
+/// allocation and hostile-module tests run. Its filter takes UDP to `to`.
 pub fn standalone(
     runtime: &Runtime,
     bytes: &[u8],
     props: &[(String, String)],
     to: SocketAddr,
     limits: &Limits,
+) -> anyhow::Result<(Arc<ActiveModule>, WorkerModules)> {
+    standalone_with(runtime, bytes, props, to, limits, &crate::config::Runtime::default())
+}
+
+/// [`standalone`] with a node's runtime policy (fault window, CPU budget
+/// window, quarantine thresholds) instead of the default one.
+pub fn standalone_with(
+    runtime: &Runtime,
+    bytes: &[u8],
+    props: &[(String, String)],
+    to: SocketAddr,
+    limits: &Limits,
+    policy: &crate::config::Runtime,
 ) -> anyhow::Result<(Arc<ActiveModule>, WorkerModules)> {
     let compiled = runtime.compile(bytes)?;
     let spec = ModuleSpec {
@@ -50,7 +63,7 @@ pub fn standalone(
         ),
         workers: 1,
     };
-    let module = Arc::new(assemble(runtime.engine(), compiled, &crate::config::Runtime::default(), spec)?);
+    let module = Arc::new(assemble(runtime.engine(), compiled, policy, spec)?);
     let mut worker = WorkerModules::new(0, None);
     worker.sync(Arc::new(Table::new(vec![module.clone()])));
     Ok((module, worker))
@@ -62,10 +75,22 @@ pub fn run(
     from: SocketAddr,
     to: SocketAddr,
     payload: &[u8],
+    node: Option<(&Config, &str)>,
 ) -> anyhow::Result<TryReport> {
     let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
     let runtime = Runtime::new()?;
-    let (module, mut worker) = standalone(&runtime, &bytes, props, to, &Limits::default())?;
+    // A node's config: that tenant's limits and the node's runtime policy,
+    // as its dataplane would run the module; else the defaults.
+    let (limits, policy) = match node {
+        Some((cfg, tenant)) => {
+            let t = cfg
+                .tenant(tenant)
+                .ok_or_else(|| anyhow::anyhow!("--tenant `{tenant}` is not a tenant of that config"))?;
+            (t.limits.clone(), cfg.runtime.clone())
+        }
+        None => (Limits::default(), crate::config::Runtime::default()),
+    };
+    let (module, mut worker) = standalone_with(&runtime, &bytes, props, to, &limits, &policy)?;
     let ip = packet::build_udp(from, to, 64, payload).context("--from and --to must be the same IP family")?;
     let mut out = Buffers::new();
     let decision = decide(&mut worker, &ip, false, &mut out);
@@ -111,7 +136,7 @@ mod tests {
     fn a_keepalive_is_answered_from_the_server_address() {
         let payload = b"OPTIONS sip:198.18.2.20 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:198.18.2.20>\r\nCall-ID: t1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
         let (from, to) = ("198.18.1.10:40000".parse().expect("from"), "198.18.2.20:5060".parse().expect("to"));
-        let r = run(&module("netserv_keepalive"), &[], from, to, payload).expect("runs");
+        let r = run(&module("netserv_keepalive"), &[], from, to, payload, None).expect("runs");
         assert_eq!(r.verdict, "reply");
         let (src, dst, bytes) = r.reply.expect("a reply");
         assert_eq!((src, dst), (to, from));
@@ -124,9 +149,39 @@ mod tests {
         let (from, to) = ("198.18.1.10:40000".parse().expect("from"), "198.18.2.20:5070".parse().expect("to"));
         for mode in ["trap", "spin"] {
             let props = [("mode".to_owned(), mode.to_owned())];
-            let r = run(&module("netserv_fault_injector"), &props, from, to, b"anything").expect("runs");
+            let r = run(&module("netserv_fault_injector"), &props, from, to, b"anything", None).expect("runs");
             assert!(r.verdict.starts_with("accept (fail-open"), "{mode}: {}", r.verdict);
             assert_eq!(r.faults, 1, "{mode}");
         }
+    }
+
+    #[test]
+    fn a_node_config_brings_its_tenant_limits() {
+        // A 1,000-byte reply: within the default 1,400 bytes, over this
+        // tenant's 500.
+        let cfg = Config::parse(
+            r#"node_id = "edge-1"
+[api]
+listen = "127.0.0.1:8270"
+admin_token = "admin-token-0123456789"
+[[tenants]]
+name = "tight"
+public_key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+api_token = "tenant-token-0123456789"
+filter_prefixes = ["198.18.2.0/24"]
+[tenants.limits]
+reply_max_bytes = 500
+"#,
+        )
+        .expect("config");
+        let (from, to) = ("198.18.1.10:40000".parse().expect("from"), "198.18.2.20:5070".parse().expect("to"));
+        let props = [("mode".to_owned(), "max-reply".to_owned()), ("reply_bytes".to_owned(), "1000".to_owned())];
+        let m = module("netserv_fault_injector");
+        let default = run(&m, &props, from, to, b"x", None).expect("runs");
+        assert_eq!(default.verdict, "reply");
+        let tight = run(&m, &props, from, to, b"x", Some((&cfg, "tight"))).expect("runs");
+        assert_eq!(tight.verdict, "accept", "the reply is refused and the original passes");
+        let e = run(&m, &props, from, to, b"x", Some((&cfg, "nobody"))).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("--tenant `nobody`")));
     }
 }

@@ -45,6 +45,9 @@ fn ask(tb: &Testbed, to: &str, payload: &str, count: u32, timeout_ms: u32) -> Va
 
 #[test]
 fn keepalives_are_answered_at_the_edge_and_faults_stay_contained() {
+    if !netserv_e2e::e2e_ready("keepalives_are_answered_at_the_edge_and_faults_stay_contained") {
+        return;
+    }
     let tb = Testbed::new("ka").expect("testbed (run as root)");
     let logs = TempDir::new("ka-logs").expect("tmp");
     let uas_log = logs.0.join("uas_messages.log");
@@ -170,6 +173,9 @@ fn keepalives_are_answered_at_the_edge_and_faults_stay_contained() {
 
 #[test]
 fn sigterm_drains_and_removes_every_rule() {
+    if !netserv_e2e::e2e_ready("sigterm_drains_and_removes_every_rule") {
+        return;
+    }
     let tb = Testbed::new("term").expect("testbed (run as root)");
     let mut app = Appliance::start(&tb, &test_config("")).expect("appliance starts");
     app.install(&keepalive_install(None)).expect("install");
@@ -183,6 +189,9 @@ fn sigterm_drains_and_removes_every_rule() {
 
 #[test]
 fn stale_rules_from_a_killed_run_are_removed_at_start_up() {
+    if !netserv_e2e::e2e_ready("stale_rules_from_a_killed_run_are_removed_at_start_up") {
+        return;
+    }
     let tb = Testbed::new("stale").expect("testbed (run as root)");
     let mut app = Appliance::start(&tb, &test_config("")).expect("appliance starts");
     app.install(&keepalive_install(None)).expect("install");
@@ -195,6 +204,9 @@ fn stale_rules_from_a_killed_run_are_removed_at_start_up() {
 
 #[test]
 fn ttl_expiry_removes_the_module_without_any_request() {
+    if !netserv_e2e::e2e_ready("ttl_expiry_removes_the_module_without_any_request") {
+        return;
+    }
     let tb = Testbed::new("ttl").expect("testbed (run as root)");
     // Workers that always block (busy polling off): the same answers as the
     // default adaptive polling ones, from the server's address.
@@ -219,6 +231,9 @@ fn ttl_expiry_removes_the_module_without_any_request() {
 /// CPU overruns, refused and counted for floods and oversized replies.
 #[test]
 fn hostile_modules_cost_the_neighbour_nothing() {
+    if !netserv_e2e::e2e_ready("hostile_modules_cost_the_neighbour_nothing") {
+        return;
+    }
     let tb = Testbed::new("hostile").expect("testbed (run as root)");
     tb.add_ua_address("198.18.1.50").expect("hostile phone address");
     let dir = TempDir::new("hostile").expect("tmp");

@@ -19,6 +19,9 @@ const KEEPALIVES: u32 = 30;
 
 #[test]
 fn kamailio_and_the_plugin_deploy_refresh_and_retire_on_their_own() {
+    if !netserv_e2e::e2e_ready("kamailio_and_the_plugin_deploy_refresh_and_retire_on_their_own") {
+        return;
+    }
     let tb = Testbed::new("plug").expect("testbed (run as root)");
     let dir = TempDir::new("plugin").expect("tmp");
     let kam =

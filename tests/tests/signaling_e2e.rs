@@ -158,6 +158,9 @@ fn statuses(v: &Value) -> Vec<String> {
 
 #[test]
 fn setup_probe_serve_and_remove_along_the_path() {
+    if !netserv_e2e::e2e_ready("setup_probe_serve_and_remove_along_the_path") {
+        return;
+    }
     let mut e = env("sigpath");
     let (v, code) = e.setup(&e.key, &["--ttl", "120"]);
     assert_eq!(code, 0, "{v}\n{}", e.logs());
@@ -210,6 +213,9 @@ fn setup_probe_serve_and_remove_along_the_path() {
 
 #[test]
 fn a_short_ttl_expires_without_signaling() {
+    if !netserv_e2e::e2e_ready("a_short_ttl_expires_without_signaling") {
+        return;
+    }
     let e = env("sigttl");
     let (v, code) = e.setup(&e.key, &["--ttl", "3"]);
     assert_eq!(code, 0, "{v}\n{}", e.logs());
@@ -221,6 +227,9 @@ fn a_short_ttl_expires_without_signaling() {
 
 #[test]
 fn refusals_answer_with_the_reason_and_install_nothing() {
+    if !netserv_e2e::e2e_ready("refusals_answer_with_the_reason_and_install_nothing") {
+        return;
+    }
     let e = env("sigref");
     // A key the appliances do not know for itsp-a.
     let (v, code) = e.setup(&e.wrong_key, &[]);
@@ -253,6 +262,9 @@ fn refusals_answer_with_the_reason_and_install_nothing() {
 
 #[test]
 fn trigger_installs_along_the_return_path() {
+    if !netserv_e2e::e2e_ready("trigger_installs_along_the_return_path") {
+        return;
+    }
     let e = env("sigtrig");
     let (v, code) = e.signal(&[
         "trigger",

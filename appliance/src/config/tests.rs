@@ -103,3 +103,16 @@ fn steering_defaults_to_cpu_with_a_queue_per_cpu() {
     let c = Config::parse(&flow).expect("valid");
     assert_eq!((c.dataplane.steering, c.dataplane.queues), (Steering::Flow, 3));
 }
+
+/// The README's minimal config is what a newcomer copies first: it must be
+/// a config this node accepts as it stands.
+#[test]
+fn the_readme_minimal_config_is_accepted() {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("A minimal config:").expect("the README shows a minimal config");
+    let rest = readme.get(start..).unwrap_or_default();
+    let body = rest.split("```toml\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a toml block");
+    let cfg = Config::parse(body).unwrap_or_else(|e| panic!("the README's minimal config is refused: {e}"));
+    assert_eq!(cfg.node_id, "edge-1");
+    assert!(!cfg.tenants.is_empty());
+}
