@@ -16,10 +16,10 @@ use axum::routing::get;
 use ed25519_dalek::SigningKey;
 use netserv_nslp::wire::{Request, RequestKind, Status};
 use netserv_signal::client::{self, ClientOptions};
+use netserv_signal::metrics::{CONTENT_TYPE, Exposition};
 use netserv_signal::net::unix_ms as now_ms;
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -119,49 +119,40 @@ async fn metrics(State(s): State<Http>) -> impl IntoResponse {
     let r = s.registry.borrow().clone();
     let c = r.counters;
     let served = r.phones.values().filter(|p| p.appliance.is_some()).count();
-    let mut out = String::new();
-    for (name, kind, help, v) in [
+    let mut x = Exposition::new();
+    for (counter, name, help, v) in [
         (
-            "netserv_plugin_keepalives_at_server_total",
-            "counter",
+            true,
+            "netserv_plugin_keepalives_at_server",
             "Keep-alives that reached the SIP server (mirrored by Kamailio).",
             c.keepalives_seen,
         ),
         (
+            false,
             "netserv_plugin_keepalives_offloaded",
-            "gauge",
             "Keep-alives the serving appliances answered for the server, as of the last signaling exchange with each.",
             r.deployments.values().map(|d| d.answered).sum::<u64>(),
         ),
-        ("netserv_plugin_registers_total", "counter", "REGISTERs seen.", c.registers_seen),
-        ("netserv_plugin_deployments_total", "counter", "Modules deployed towards phones (SETUP).", c.deployments),
+        (true, "netserv_plugin_registers", "REGISTERs seen.", c.registers_seen),
+        (true, "netserv_plugin_deployments", "Modules deployed towards phones (SETUP).", c.deployments),
+        (true, "netserv_plugin_joined", "Phones that joined an existing deployment (learned from PROBE).", c.joined),
+        (true, "netserv_plugin_refreshes", "Deployments refreshed before their TTL.", c.refreshes),
+        (true, "netserv_plugin_removals", "Deployments removed (REMOVE) when their phones went idle.", c.removals),
+        (true, "netserv_plugin_expiries", "Deployments left to expire.", c.expiries),
+        (true, "netserv_plugin_failures", "Signaling that failed or was refused.", c.failures),
         (
-            "netserv_plugin_joined_total",
-            "counter",
-            "Phones that joined an existing deployment (learned from PROBE).",
-            c.joined,
-        ),
-        ("netserv_plugin_refreshes_total", "counter", "Deployments refreshed before their TTL.", c.refreshes),
-        (
-            "netserv_plugin_removals_total",
-            "counter",
-            "Deployments removed (REMOVE) when their phones went idle.",
-            c.removals,
-        ),
-        ("netserv_plugin_expiries_total", "counter", "Deployments left to expire.", c.expiries),
-        ("netserv_plugin_failures_total", "counter", "Signaling that failed or was refused.", c.failures),
-        (
+            false,
             "netserv_plugin_appliances_known",
-            "gauge",
             "Appliances serving this ITSP's phones.",
             r.deployments.len() as u64,
         ),
-        ("netserv_plugin_phones", "gauge", "Phones known.", r.phones.len() as u64),
-        ("netserv_plugin_phones_served", "gauge", "Phones whose keep-alives are answered at the edge.", served as u64),
+        (false, "netserv_plugin_phones", "Phones known.", r.phones.len() as u64),
+        (false, "netserv_plugin_phones_served", "Phones whose keep-alives are answered at the edge.", served as u64),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        let mut f = if counter { x.counter(name, help) } else { x.gauge(name, help) };
+        f.sample(&[], v);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], x.render())
 }
 
 async fn module_file(State(s): State<Http>, Path(file): Path<String>) -> impl IntoResponse {

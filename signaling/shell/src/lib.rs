@@ -6,7 +6,8 @@
 //!
 //! It also holds the shell pieces every NetServ binary shares (the appliance,
 //! the plugin and this CLI all link it): [`cli`], the `--log-format` and
-//! tracing preamble, and [`files`], crash-safe file replacement.
+//! tracing preamble, [`files`], crash-safe file replacement, and
+//! [`metrics`], the one Prometheus exposition.
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ pub mod client;
 pub mod files;
 pub mod icmp;
 pub mod keys;
+pub mod metrics;
 pub mod net;
 
 pub use netserv_gist as gist;
