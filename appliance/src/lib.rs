@@ -5,8 +5,12 @@
 //! threads on `netserv-nfqueue`, packet parsing, the filter index, CPU
 //! budgets and fault quarantine, iptables), `controller` (the one path that
 //! installs and removes modules, for the admin API and on-path signaling),
-//! `signaling` (GIST / NSLP shell), `api` (axum admin API, metrics, health),
-//! `store` (fetching and checking module bytes).
+//! `installed` (an installed module as the workers serve it: its template,
+//! per-worker slots, health and guard policy), `signaling` (the shell around
+//! the sans-IO NSLP node), `api` (axum admin API, metrics, health), `store`
+//! (fetching and checking module bytes), `daemon` (the running node: wires
+//! the parts, serves until SIGTERM, reloads on SIGHUP), `try_module`
+//! (`module try`).
 
 // `unsafe` is denied everywhere but `runtime::abi` (the allocation-free
 // component call), which allows it with each invariant written down. The
@@ -16,8 +20,9 @@
 pub mod api;
 pub mod config;
 pub mod controller;
+pub mod daemon;
 pub mod dataplane;
-pub mod node;
+pub mod installed;
 pub mod runtime;
 pub mod signaling;
 pub mod store;

@@ -3,8 +3,8 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use netserv_appliance::{config::Config, node, try_module};
-use netserv_signal::cli::{LogFormat, init_tracing};
+use netserv_appliance::{config::Config, daemon, try_module};
+use netserv_shell::cli::{LogFormat, init_tracing};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -78,7 +78,7 @@ fn main() -> std::process::ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(node::run(config))),
+            .and_then(|rt| rt.block_on(daemon::run(config))),
         Cmd::CheckConfig { config } => Config::load(&config)
             .map(|c| {
                 println!("{}: ok (node `{}`, {} tenants)", config.display(), c.node_id, c.tenants.len());

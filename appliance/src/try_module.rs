@@ -3,9 +3,11 @@
 
 use crate::config::{Config, Limits};
 use crate::controller::{ModuleSpec, assemble};
-use crate::dataplane::table::{ActiveModule, Filter};
+use crate::dataplane::Filter;
+use crate::dataplane::Transport;
 use crate::dataplane::{Buffers, Decision, Table, WorkerModules, decide, packet};
-use crate::runtime::{Runtime, TenantState, TenantUsage, Transport};
+use crate::installed::ActiveModule;
+use crate::runtime::{Runtime, TenantState, TenantUsage};
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -62,6 +64,7 @@ pub fn standalone_with(
             Arc::new(TenantUsage::default()),
         ),
         workers: 1,
+        quarantines: None,
     };
     let module = Arc::new(assemble(runtime.engine(), compiled, policy, spec)?);
     let mut worker = WorkerModules::new(0, None);

@@ -8,7 +8,8 @@ mod common;
 
 use common::{NOTIFY, SERVER, addr, module, udp};
 use netserv_appliance::config::Limits;
-use netserv_appliance::dataplane::{ActiveModule, Buffers, Decision, WorkerModules, decide};
+use netserv_appliance::dataplane::{Buffers, Decision, WorkerModules, decide};
+use netserv_appliance::installed::ActiveModule;
 use netserv_appliance::runtime::Runtime;
 use netserv_appliance::try_module::standalone;
 use std::sync::Arc;

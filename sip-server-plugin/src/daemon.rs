@@ -15,9 +15,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use ed25519_dalek::SigningKey;
 use netserv_nslp::wire::{Request, RequestKind, Status};
-use netserv_signal::client::{self, ClientOptions};
-use netserv_signal::metrics::{CONTENT_TYPE, Exposition};
-use netserv_signal::net::unix_ms as now_ms;
+use netserv_shell::client::{self, ClientOptions};
+use netserv_shell::metrics::{CONTENT_TYPE, Exposition};
+use netserv_shell::net::unix_ms as now_ms;
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -167,7 +167,7 @@ async fn module_file(State(s): State<Http>, Path(file): Path<String>) -> impl In
 fn save(path: &std::path::Path, r: &Registry) {
     let result = serde_json::to_vec_pretty(r)
         .map_err(std::io::Error::other)
-        .and_then(|b| netserv_signal::files::write_atomically(path, &b));
+        .and_then(|b| netserv_shell::files::write_atomically(path, &b));
     if let Err(e) = result {
         tracing::error!(error = %e, path = %path.display(), "could not save the registry");
     }
@@ -176,7 +176,7 @@ fn save(path: &std::path::Path, r: &Registry) {
 /// The signing key, the module bytes and what is signed about them, from the
 /// config (at start-up and on SIGHUP).
 fn make_signer(cfg: &Config) -> anyhow::Result<(Signer, Arc<Vec<u8>>)> {
-    let key = netserv_signal::keys::read_signing_key(&cfg.key_file).context("key_file")?;
+    let key = netserv_shell::keys::read_signing_key(&cfg.key_file).context("key_file")?;
     let module_bytes = std::fs::read(&cfg.module.file)
         .with_context(|| format!("reading module.file {}", cfg.module.file.display()))?;
     let signer = Signer {

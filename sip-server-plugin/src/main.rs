@@ -1,7 +1,7 @@
 //! `netserv-sip-plugin run --config plugin.toml` | `check-config --config plugin.toml`
 
 use clap::{Parser, Subcommand};
-use netserv_signal::cli::{LogFormat, init_tracing};
+use netserv_shell::cli::{LogFormat, init_tracing};
 use netserv_sip_plugin::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -38,10 +38,10 @@
 //!
 //! Run: `PROFILE=release bash scripts/build.sh && target/release/netserv-bench-keepalive`
 
-use netserv_e2e::appliance::{TempDir, extra_tenants, keepalive_install, node_config};
-use netserv_e2e::bench::{Summary, env_u64, json_line, num, progress, round1, round3};
-use netserv_e2e::netns::UA_IP;
-use netserv_e2e::{Appliance, Testbed, paths, rss_kib};
+use netserv_tests::appliance::{TempDir, extra_tenants, keepalive_install, node_config};
+use netserv_tests::bench::{Summary, env_u64, json_line, num, progress, round1, round3};
+use netserv_tests::netns::UA_IP;
+use netserv_tests::{Appliance, Testbed, paths, rss_kib};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,7 @@ impl Bench {
         Ok(json_line(&self.tb.output(ns, "taskset", &self.pinned(program, args))?))
     }
 
-    fn spawn_in(&self, ns: &str, log: &str, program: &str, args: &[&str]) -> anyhow::Result<netserv_e2e::Proc> {
+    fn spawn_in(&self, ns: &str, log: &str, program: &str, args: &[&str]) -> anyhow::Result<netserv_tests::Proc> {
         self.tb.spawn(ns, "taskset", &self.pinned(program, args), Some(&self.dir.0.join(log)))
     }
 
@@ -203,7 +203,7 @@ impl Bench {
     }
 
     /// The hostile tenant's traffic for `ms`, and a sink for what passes.
-    fn hostile_traffic(&self, ms: u64) -> anyhow::Result<(netserv_e2e::Proc, netserv_e2e::Proc)> {
+    fn hostile_traffic(&self, ms: u64) -> anyhow::Result<(netserv_tests::Proc, netserv_tests::Proc)> {
         let sink_ms = (ms + 2000).to_string();
         let sink = self.spawn_in(
             &self.tb.core,
@@ -406,7 +406,7 @@ fn main() -> anyhow::Result<()> {
             let with = measure(&b)?;
             let m = app.module("itsp-b", "hostile")?;
             let (code, v) =
-                app.api("DELETE", "/api/v1/modules/itsp-b/hostile", None, netserv_e2e::appliance::ADMIN_TOKEN)?;
+                app.api("DELETE", "/api/v1/modules/itsp-b/hostile", None, netserv_tests::appliance::ADMIN_TOKEN)?;
             anyhow::ensure!(code == 200, "remove hostile: {code} {v}");
             let after = measure(&b)?;
             let alone = Neighbour { pps: (before.pps + after.pps) / 2.0, p99: (before.p99 + after.p99) / 2.0 };
@@ -471,7 +471,7 @@ fn main() -> anyhow::Result<()> {
     progress(&format!("{tenants} tenants: removing the {} again", tenants - 1));
     for i in 0..tenants - 1 {
         let (code, v) =
-            app.api("DELETE", &format!("/api/v1/modules/t{i}/keepalive"), None, netserv_e2e::appliance::ADMIN_TOKEN)?;
+            app.api("DELETE", &format!("/api/v1/modules/t{i}/keepalive"), None, netserv_tests::appliance::ADMIN_TOKEN)?;
         anyhow::ensure!(code == 200, "remove t{i}: {code} {v}");
     }
     std::thread::sleep(Duration::from_millis(500));

@@ -13,9 +13,9 @@
 //! Progress on stderr; the last line on stdout is a JSON object with the
 //! figures. Needs root and python3 (the module origin). Every load is bounded.
 
-use netserv_e2e::appliance::TempDir;
-use netserv_e2e::path::{PathTestbed, SEED_A, UA_IP, appliance_config};
-use netserv_e2e::{Appliance, paths, rss_kib};
+use netserv_tests::appliance::TempDir;
+use netserv_tests::path::{PathTestbed, SEED_A, UA_IP, appliance_config};
+use netserv_tests::{Appliance, paths, rss_kib};
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -2,9 +2,11 @@
 //! sipp phone in `ua`, the appliance forwarding in `edge` with NFQUEUE, a sipp
 //! UAS standing in for the SIP server in `core`. Needs root, iptables and sipp.
 
-use netserv_e2e::appliance::{ADMIN_TOKEN, TENANT_A_TOKEN, TempDir, keepalive_install, test_config, test_config_with};
-use netserv_e2e::netns::CORE_IP;
-use netserv_e2e::{Appliance, Testbed, paths, sipp, wait_for};
+use netserv_tests::appliance::{
+    ADMIN_TOKEN, TENANT_A_TOKEN, TempDir, keepalive_install, test_config, test_config_with,
+};
+use netserv_tests::netns::CORE_IP;
+use netserv_tests::{Appliance, Testbed, paths, sipp, wait_for};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -45,7 +47,7 @@ fn ask(tb: &Testbed, to: &str, payload: &str, count: u32, timeout_ms: u32) -> Va
 
 #[test]
 fn keepalives_are_answered_at_the_edge_and_faults_stay_contained() {
-    if !netserv_e2e::e2e_ready("keepalives_are_answered_at_the_edge_and_faults_stay_contained") {
+    if !netserv_tests::e2e_ready("keepalives_are_answered_at_the_edge_and_faults_stay_contained") {
         return;
     }
     let tb = Testbed::new("ka").expect("testbed (run as root)");
@@ -173,7 +175,7 @@ fn keepalives_are_answered_at_the_edge_and_faults_stay_contained() {
 
 #[test]
 fn sigterm_drains_and_removes_every_rule() {
-    if !netserv_e2e::e2e_ready("sigterm_drains_and_removes_every_rule") {
+    if !netserv_tests::e2e_ready("sigterm_drains_and_removes_every_rule") {
         return;
     }
     let tb = Testbed::new("term").expect("testbed (run as root)");
@@ -189,7 +191,7 @@ fn sigterm_drains_and_removes_every_rule() {
 
 #[test]
 fn stale_rules_from_a_killed_run_are_removed_at_start_up() {
-    if !netserv_e2e::e2e_ready("stale_rules_from_a_killed_run_are_removed_at_start_up") {
+    if !netserv_tests::e2e_ready("stale_rules_from_a_killed_run_are_removed_at_start_up") {
         return;
     }
     let tb = Testbed::new("stale").expect("testbed (run as root)");
@@ -204,7 +206,7 @@ fn stale_rules_from_a_killed_run_are_removed_at_start_up() {
 
 #[test]
 fn ttl_expiry_removes_the_module_without_any_request() {
-    if !netserv_e2e::e2e_ready("ttl_expiry_removes_the_module_without_any_request") {
+    if !netserv_tests::e2e_ready("ttl_expiry_removes_the_module_without_any_request") {
         return;
     }
     let tb = Testbed::new("ttl").expect("testbed (run as root)");
@@ -231,7 +233,7 @@ fn ttl_expiry_removes_the_module_without_any_request() {
 /// CPU overruns, refused and counted for floods and oversized replies.
 #[test]
 fn hostile_modules_cost_the_neighbour_nothing() {
-    if !netserv_e2e::e2e_ready("hostile_modules_cost_the_neighbour_nothing") {
+    if !netserv_tests::e2e_ready("hostile_modules_cost_the_neighbour_nothing") {
         return;
     }
     let tb = Testbed::new("hostile").expect("testbed (run as root)");

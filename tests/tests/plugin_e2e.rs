@@ -8,10 +8,10 @@
 //!
 //! Needs root, iptables, sipp and kamailio.
 
-use netserv_e2e::appliance::{ADMIN_TOKEN, TempDir, test_config};
-use netserv_e2e::kamailio::{Kamailio, phone_scenario};
-use netserv_e2e::plugin::{self, PHONES, SERVER, call_through, metric};
-use netserv_e2e::{Appliance, Testbed, netns, wait_for};
+use netserv_tests::appliance::{ADMIN_TOKEN, TempDir, test_config};
+use netserv_tests::kamailio::{Kamailio, phone_scenario};
+use netserv_tests::plugin::{self, PHONES, SERVER, call_through, metric};
+use netserv_tests::{Appliance, Testbed, netns, wait_for};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ const KEEPALIVES: u32 = 30;
 
 #[test]
 fn kamailio_and_the_plugin_deploy_refresh_and_retire_on_their_own() {
-    if !netserv_e2e::e2e_ready("kamailio_and_the_plugin_deploy_refresh_and_retire_on_their_own") {
+    if !netserv_tests::e2e_ready("kamailio_and_the_plugin_deploy_refresh_and_retire_on_their_own") {
         return;
     }
     let tb = Testbed::new("plug").expect("testbed (run as root)");

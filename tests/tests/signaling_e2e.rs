@@ -7,9 +7,9 @@
 //! ```
 //! Needs root, iptables and python3 (its http.server is the module origin).
 
-use netserv_e2e::appliance::{ADMIN_TOKEN, TempDir};
-use netserv_e2e::path::{PathTestbed, SEED_A, UA_IP, appliance_config};
-use netserv_e2e::{Appliance, netns, paths, wait_for};
+use netserv_tests::appliance::{ADMIN_TOKEN, TempDir};
+use netserv_tests::path::{PathTestbed, SEED_A, UA_IP, appliance_config};
+use netserv_tests::{Appliance, netns, paths, wait_for};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -158,7 +158,7 @@ fn statuses(v: &Value) -> Vec<String> {
 
 #[test]
 fn setup_probe_serve_and_remove_along_the_path() {
-    if !netserv_e2e::e2e_ready("setup_probe_serve_and_remove_along_the_path") {
+    if !netserv_tests::e2e_ready("setup_probe_serve_and_remove_along_the_path") {
         return;
     }
     let mut e = env("sigpath");
@@ -213,7 +213,7 @@ fn setup_probe_serve_and_remove_along_the_path() {
 
 #[test]
 fn a_short_ttl_expires_without_signaling() {
-    if !netserv_e2e::e2e_ready("a_short_ttl_expires_without_signaling") {
+    if !netserv_tests::e2e_ready("a_short_ttl_expires_without_signaling") {
         return;
     }
     let e = env("sigttl");
@@ -227,7 +227,7 @@ fn a_short_ttl_expires_without_signaling() {
 
 #[test]
 fn refusals_answer_with_the_reason_and_install_nothing() {
-    if !netserv_e2e::e2e_ready("refusals_answer_with_the_reason_and_install_nothing") {
+    if !netserv_tests::e2e_ready("refusals_answer_with_the_reason_and_install_nothing") {
         return;
     }
     let e = env("sigref");
@@ -262,7 +262,7 @@ fn refusals_answer_with_the_reason_and_install_nothing() {
 
 #[test]
 fn trigger_installs_along_the_return_path() {
-    if !netserv_e2e::e2e_ready("trigger_installs_along_the_return_path") {
+    if !netserv_tests::e2e_ready("trigger_installs_along_the_return_path") {
         return;
     }
     let e = env("sigtrig");

@@ -1,13 +1,13 @@
 //! `/metrics`: the node's live counters, through the shared exposition
-//! (`netserv_signal::metrics`, OpenMetrics text by `prometheus-client`).
+//! (`netserv_shell::metrics`, OpenMetrics text by `prometheus-client`).
 
 use super::AppState;
 use crate::controller::Principal;
-use crate::dataplane::worker::QueueStats;
+use crate::dataplane::QueueStats;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use netserv_signal::metrics::{CONTENT_TYPE, Exposition};
+use netserv_shell::metrics::{CONTENT_TYPE, Exposition};
 use std::sync::atomic::Ordering::Relaxed;
 
 pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
@@ -41,7 +41,7 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
          counter: bool,
          name: &str,
          help: &str,
-         value: &dyn Fn(&crate::controller::ModuleInfo) -> netserv_signal::metrics::Value| {
+         value: &dyn Fn(&crate::controller::ModuleInfo) -> netserv_shell::metrics::Value| {
             let mut f = if counter { x.counter(name, help) } else { x.gauge(name, help) };
             for m in &modules {
                 f.sample(&[("tenant", &m.tenant), ("module", &m.name)], value(m));

@@ -13,7 +13,7 @@ mod metrics;
 mod tests;
 
 use crate::controller::{ControlError, Controller, InstallRequest, Principal};
-use crate::dataplane::worker::QueueStats;
+use crate::dataplane::QueueStats;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};

@@ -13,7 +13,8 @@ pub use types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Princi
 
 use crate::config::{Config, Limits, Steering, Tenant};
 use crate::dataplane::iptables::Iptables;
-use crate::dataplane::{ActiveModule, GuardPolicy, ModulePolicy, Table};
+use crate::dataplane::{GuardPolicy, Table};
+use crate::installed::{ActiveModule, ModulePolicy, QuarantineTx};
 use crate::runtime::{GuestCounters, HostSpec, Runtime, Template, TenantState, TenantUsage};
 use crate::store;
 use arc_swap::ArcSwap;
@@ -50,6 +51,9 @@ pub struct Controller {
     next_seq: std::sync::atomic::AtomicU64,
     /// Installed modules and module bytes on disk (none in tests / try-out).
     state: Option<StateStore>,
+    /// Modules say here when they are quarantined; [`Controller::watch_quarantines`] listens.
+    quarantine_tx: QuarantineTx,
+    quarantine_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
 
 fn module_id(tenant: &str, name: &str) -> String {
@@ -72,6 +76,7 @@ impl Controller {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default();
+        let (quarantine_tx, quarantine_rx) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Self {
             config: ArcSwap::from_pointee(config),
             runtime,
@@ -83,6 +88,8 @@ impl Controller {
             http,
             next_seq: std::sync::atomic::AtomicU64::new(0),
             state,
+            quarantine_tx,
+            quarantine_rx: Mutex::new(Some(quarantine_rx)),
         })
     }
 
@@ -211,6 +218,7 @@ impl Controller {
             limits: tenant.limits.clone(),
             shared: self.tenant_state(&tenant),
             workers: self.workers,
+            quarantines: Some(self.quarantine_tx.clone()),
         };
         let (engine, rt) = (self.runtime.engine().clone(), cfg.runtime.clone());
         // One instance per worker, each with its `init` run, before the
@@ -335,32 +343,37 @@ impl Controller {
         }
         let records = self.records.lock().await;
         let rules = records.values().filter(|r| r.rule_installed).map(|r| (&r.request.filter, r.active.id.as_str()));
-        match ipt.restyle(to, rules) {
+        match ipt.resteer(to, rules) {
             Ok(()) => tracing::info!(steering = ?to, overloaded, "module rules re-steered"),
             Err(e) => tracing::warn!(error = %e, "re-steering the module rules failed"),
         }
     }
 
-    /// Removes modules whose TTL ran out, and the rules of quarantined
-    /// modules (their packets would only detour through NFQUEUE to be passed
-    /// untouched). Returns how many modules expired.
-    pub async fn expire(&self, now: Instant) -> usize {
-        let mut records = self.records.lock().await;
-        if let Some(ipt) = &self.iptables {
-            for r in records.values_mut().filter(|r| r.rule_installed) {
-                if r.active.is_quarantined() {
-                    match ipt.remove(&r.request.filter, &r.active.id) {
-                        Ok(()) => {
-                            tracing::warn!(module = %r.active.id, "quarantined: its rule is removed, its traffic flows past the appliance")
-                        }
-                        Err(e) => {
-                            tracing::warn!(module = %r.active.id, error = %e, "removing a quarantined module's rule failed")
-                        }
+    /// Takes the rule of each module out as it is quarantined (its packets
+    /// would only detour through NFQUEUE to be passed untouched). Start once;
+    /// runs for the life of the node.
+    pub async fn watch_quarantines(self: Arc<Self>) {
+        let Some(mut rx) = self.quarantine_rx.lock().take() else { return };
+        while let Some(id) = rx.recv().await {
+            let mut records = self.records.lock().await;
+            let Some(ipt) = &self.iptables else { continue };
+            // The id may name a newer module by now (a replacement): only a
+            // quarantined one loses its rule.
+            if let Some(r) = records.get_mut(&id).filter(|r| r.rule_installed && r.active.is_quarantined()) {
+                match ipt.remove(&r.request.filter, &r.active.id) {
+                    Ok(()) => {
+                        tracing::warn!(module = %id, "quarantined: its rule is removed, its traffic flows past the appliance")
                     }
-                    r.rule_installed = false;
+                    Err(e) => tracing::warn!(module = %id, error = %e, "removing a quarantined module's rule failed"),
                 }
+                r.rule_installed = false;
             }
         }
+    }
+
+    /// Removes modules whose TTL ran out. Returns how many expired.
+    pub async fn expire(&self, now: Instant) -> usize {
+        let mut records = self.records.lock().await;
         let expired: Vec<String> =
             records.iter().filter(|(_, r)| r.expires_at.is_some_and(|t| t <= now)).map(|(k, _)| k.clone()).collect();
         for id in &expired {
@@ -495,6 +508,8 @@ pub(crate) struct ModuleSpec {
     pub shared: TenantShared,
     /// One instance is built for each.
     pub workers: usize,
+    /// Where it says it was quarantined.
+    pub quarantines: Option<QuarantineTx>,
 }
 
 /// Builds a module for the dataplane: its template, and one instance per
@@ -523,7 +538,8 @@ pub(crate) fn assemble(
     let template = Template::new(engine, compiled, host, spec.properties, deadline);
     let instances = (0..spec.workers).map(|w| template.instantiate(w)).collect::<anyhow::Result<Vec<_>>>()?;
     let policy = module_policy(rt, &spec.limits);
-    Ok(ActiveModule::new(spec.id, spec.filter, template, policy, counters, instances))
+    Ok(ActiveModule::new(spec.id, spec.filter, template, policy, counters, instances)
+        .with_quarantine_channel(spec.quarantines))
 }
 
 fn info(r: &Record) -> ModuleInfo {

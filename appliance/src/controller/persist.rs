@@ -56,7 +56,7 @@ impl StateStore {
         if path.exists() {
             return;
         }
-        if let Err(e) = netserv_signal::files::write_atomically(&path, bytes) {
+        if let Err(e) = netserv_shell::files::write_atomically(&path, bytes) {
             tracing::warn!(error = %e, path = %path.display(), "could not cache module bytes");
         }
     }
@@ -65,7 +65,7 @@ impl StateStore {
         let path = self.dir.join("modules.json");
         let result = serde_json::to_vec_pretty(saved)
             .map_err(io::Error::other)
-            .and_then(|json| netserv_signal::files::write_atomically(&path, &json));
+            .and_then(|json| netserv_shell::files::write_atomically(&path, &json));
         if let Err(e) = result {
             tracing::error!(error = %e, path = %path.display(), "could not save the installed modules");
         }

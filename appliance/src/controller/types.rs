@@ -37,7 +37,7 @@ pub struct InstallRequest {
 pub struct ModuleCounters {
     /// Packets by outcome, faults, throttling, time in the module (ns).
     #[serde(flatten)]
-    pub packets: crate::dataplane::StatsSum,
+    pub packets: crate::installed::StatsSum,
     /// Linear memory of its live instances, bytes (one per worker).
     pub memory_bytes: u64,
 }

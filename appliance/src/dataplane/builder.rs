@@ -4,7 +4,8 @@
 //! thread. Until a worker's new instance is ready, that module's packets
 //! on that worker fail open.
 
-use super::table::{ActiveModule, Table};
+use super::table::Table;
+use crate::installed::ActiveModule;
 use crate::runtime::ModuleInstance;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

@@ -17,7 +17,6 @@
 
 use super::table::Filter;
 use crate::config::Steering;
-use crate::runtime::Transport;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -160,10 +159,7 @@ impl Iptables {
         if !self.sets || filter.source.is_some() || filter.destination.prefix_len() == 0 {
             return None;
         }
-        let proto = match filter.transport {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        };
+        let proto = filter.transport.as_str();
         // As the kernel stores it (host bits cleared), so that two filters
         // naming one prefix differently share one counted entry.
         let net = filter.destination.trunc();
@@ -206,10 +202,7 @@ impl Iptables {
         let mut a = vec![
             self.chain.clone(),
             "-p".into(),
-            match filter.transport {
-                Transport::Udp => "udp".into(),
-                Transport::Tcp => "tcp".into(),
-            },
+            filter.transport.as_str().into(),
             "-d".into(),
             filter.destination.to_string(),
         ];
@@ -376,7 +369,7 @@ impl Iptables {
     /// Rewrites the given module rules with another steering: each new rule
     /// goes in before its old one comes out, so no packet passes unexamined.
     /// The caller holds the controller's lock, so no rule changes meanwhile.
-    pub fn restyle<'a>(
+    pub fn resteer<'a>(
         &self,
         to: Steering,
         rules: impl IntoIterator<Item = (&'a Filter, &'a str)>,
@@ -406,6 +399,7 @@ impl Iptables {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::Transport;
 
     fn filter() -> Filter {
         Filter {

@@ -5,7 +5,8 @@
 
 use super::builder::{Builder, Job, dispose};
 use super::guard::{AfterFault, Guard};
-use super::table::{ActiveModule, Table};
+use super::table::Table;
+use crate::installed::ActiveModule;
 use crate::runtime::ModuleInstance;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -15,10 +15,13 @@ pub mod local;
 pub mod packet;
 pub mod pipeline;
 pub mod placement;
+pub mod stats;
 pub mod table;
 pub mod worker;
 
 pub use guard::GuardPolicy;
 pub use local::WorkerModules;
+pub use packet::Transport;
 pub use pipeline::{Buffers, Decision, decide};
-pub use table::{ActiveModule, Filter, ModulePolicy, StatsSum, Table};
+pub use stats::QueueStats;
+pub use table::{Filter, Table};

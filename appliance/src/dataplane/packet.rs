@@ -1,6 +1,5 @@
 //! IP packet parsing and building (etherparse). No I/O.
 
-use crate::runtime::Transport;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use std::net::{IpAddr, SocketAddr};
 
@@ -12,6 +11,41 @@ pub enum PacketError {
     OtherTransport,
     #[error("IP fragment (only the first fragment carries ports)")]
     Fragment,
+}
+
+/// A packet's or a filter's transport. The dataplane's own type: the
+/// WIT-generated one stays at the guest boundary (`runtime`), so that the
+/// parser, the filters and the persisted JSON do not change with the
+/// module contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+impl serde::Serialize for Transport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Transport {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match <std::borrow::Cow<'de, str>>::deserialize(d)?.as_ref() {
+            "udp" => Ok(Self::Udp),
+            "tcp" => Ok(Self::Tcp),
+            other => Err(serde::de::Error::custom(format!("transport `{other}` is not udp or tcp"))),
+        }
+    }
 }
 
 /// The parts of an intercepted packet a module and a verdict need.
@@ -89,12 +123,4 @@ pub fn write_udp(out: &mut Vec<u8>, src: SocketAddr, dst: SocketAddr, hop_limit:
 pub fn build_udp(src: SocketAddr, dst: SocketAddr, hop_limit: u8, payload: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     write_udp(&mut out, src, dst, hop_limit, payload).then_some(out)
-}
-
-/// Parses one generic packet for tests and the try-out command.
-pub fn transport_name(t: Transport) -> &'static str {
-    match t {
-        Transport::Udp => "udp",
-        Transport::Tcp => "tcp",
-    }
 }

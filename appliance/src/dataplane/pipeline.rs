@@ -7,8 +7,9 @@
 use super::builder::Builder;
 use super::guard::Admit;
 use super::local::{LocalParts, WorkerModules};
+use super::packet::Transport;
 use super::packet::{self, Parsed};
-use crate::runtime::{CallVerdict, IpAddress, LiftedBytes, PacketMeta, SocketAddress, Transport};
+use crate::runtime::{self, CallVerdict, IpAddress, LiftedBytes, PacketMeta, SocketAddress};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -39,6 +40,14 @@ impl Buffers {
     }
 }
 
+/// The guest's view of the transport (the WIT contract's type).
+fn wit_transport(t: Transport) -> runtime::Transport {
+    match t {
+        Transport::Udp => runtime::Transport::Udp,
+        Transport::Tcp => runtime::Transport::Tcp,
+    }
+}
+
 fn wit_addr(a: SocketAddr) -> SocketAddress {
     let address = match a.ip() {
         IpAddr::V4(v4) => {
@@ -54,7 +63,11 @@ fn wit_addr(a: SocketAddr) -> SocketAddress {
 }
 
 pub fn meta_of(p: &Parsed<'_>) -> PacketMeta {
-    PacketMeta { source: wit_addr(p.source), destination: wit_addr(p.destination), transport: p.transport }
+    PacketMeta {
+        source: wit_addr(p.source),
+        destination: wit_addr(p.destination),
+        transport: wit_transport(p.transport),
+    }
 }
 
 /// Runs the modules whose filter matches, in install order. Accept passes to

@@ -131,7 +131,7 @@ pub struct Placer {
 }
 
 struct Placed {
-    stats: std::sync::Arc<super::worker::QueueStats>,
+    stats: std::sync::Arc<super::stats::QueueStats>,
     home: Vec<usize>,
     spill_to: Vec<usize>,
     /// Opened once the worker has pinned itself and published its tid.
@@ -143,7 +143,7 @@ impl Placer {
     /// `workers`: each queue's stats and home CPUs; `allowed`: the process's
     /// CPUs. None when no worker has a home (flow steering): nothing to place.
     pub fn new(
-        workers: Vec<(std::sync::Arc<super::worker::QueueStats>, Vec<usize>)>,
+        workers: Vec<(std::sync::Arc<super::stats::QueueStats>, Vec<usize>)>,
         allowed: &[usize],
     ) -> Option<Self> {
         // A worker with no other CPU to go to (the process is confined to
@@ -403,7 +403,7 @@ mod tests {
         assert_eq!(spill_cpus(&[0], &[0]), vec![0], "one CPU: nowhere else to go");
         // ... so such a worker is not placed at all (it would spill onto its
         // own CPU and switch the rules to flow hashing for nothing).
-        let stats = std::sync::Arc::new(super::super::worker::QueueStats::default());
+        let stats = std::sync::Arc::new(super::super::stats::QueueStats::default());
         assert!(Placer::new(vec![(stats.clone(), vec![0])], &[0]).is_none());
         assert!(Placer::new(vec![(stats, vec![0])], &[0, 1]).is_some());
     }

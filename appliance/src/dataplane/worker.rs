@@ -13,30 +13,14 @@ use super::builder::Builder;
 use super::local::WorkerModules;
 use super::pipeline::{Buffers, Decision, decide};
 use super::placement;
+use super::stats::QueueStats;
 use super::table::Table;
 use arc_swap::ArcSwap;
-use netserv_nfqueue::{Disposition, Handler, LoopConfig, LoopStats, Out, Packet, QueueOptions, QueueSocket, RawSender};
+use netserv_nfqueue::{Disposition, Handler, LoopConfig, Out, Packet, QueueOptions, QueueSocket, RawSender};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// Counters of one queue.
-#[derive(Debug, Default)]
-pub struct QueueStats {
-    pub queue: u16,
-    /// The queue loop's own counters (packets, verdicts, replies, errors, wake-ups).
-    pub io: LoopStats,
-    /// Packets passed unexamined: cut at the copy range, or a UDP GSO super-packet.
-    pub unexamined: AtomicU64,
-    /// Times the worker left its home CPUs because they were contended.
-    pub spills: AtomicU64,
-    /// 1 while spilled, else 0.
-    pub spilled: AtomicU64,
-    /// The worker thread's id once it pinned itself home (0: unpinned), for
-    /// the placement task that moves it (`placement::Placer`).
-    pub pinned_tid: AtomicU64,
-}
 
 /// How one worker is set up.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 
 use crate::controller::{ControlError, Controller, InstallRequest, Principal};
 use crate::dataplane::Filter;
-use crate::runtime::Transport;
+use crate::dataplane::Transport;
 use crate::store::{FetchError, ModuleSource};
 use netserv_nslp::sign::Verified;
 use netserv_nslp::wire::{NodeEntry, Request, RequestKind, Status};

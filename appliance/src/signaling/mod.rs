@@ -18,11 +18,11 @@ pub mod tap;
 
 use crate::config::Config;
 use crate::controller::Controller;
-use crate::dataplane::worker::QueueStats;
+use crate::dataplane::QueueStats;
 use ed25519_dalek::VerifyingKey;
 use netserv_nslp::core::{self as nslp, Disposition, Env, Event, Key, Time};
 use netserv_nslp::wire::NodeEntry;
-use netserv_signal::net::{local_toward, unix_ms};
+use netserv_shell::net::{local_toward, unix_ms};
 use parking_lot::Mutex;
 use rand_core::OsRng;
 use std::net::{IpAddr, SocketAddr};
@@ -160,7 +160,7 @@ pub async fn spawn(
         stats,
     };
     tracing::info!(listen = %s.listen, queue = s.queue, "on-path signaling running");
-    Ok((shared, tokio::spawn(service.run(sock, done_rx, netserv_signal::icmp::spawn()))))
+    Ok((shared, tokio::spawn(service.run(sock, done_rx, netserv_shell::icmp::spawn()))))
 }
 
 /// The GIST socket, with a receive buffer deep enough for bursts of

@@ -13,10 +13,10 @@
 //! many keep-alives reached it before and after deployment, a call through
 //! the edge, and the plugin retiring the module once the phones stop.
 
-use netserv_e2e::appliance::{TempDir, test_config};
-use netserv_e2e::kamailio::{Kamailio, phone_scenario};
-use netserv_e2e::plugin::{self, PHONES, SERVER, call_through, metric};
-use netserv_e2e::{Appliance, Testbed, netns};
+use netserv_tests::appliance::{TempDir, test_config};
+use netserv_tests::kamailio::{Kamailio, phone_scenario};
+use netserv_tests::plugin::{self, PHONES, SERVER, call_through, metric};
+use netserv_tests::{Appliance, Testbed, netns};
 use std::time::{Duration, Instant};
 
 const KEEPALIVES: u32 = 12;

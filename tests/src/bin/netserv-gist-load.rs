@@ -22,7 +22,7 @@ fn main() {
     let count: u64 = arg(&args, "--count").and_then(|v| v.parse().ok()).unwrap_or(1000).min(1_000_000);
     let window: usize = arg(&args, "--window").and_then(|v| v.parse().ok()).unwrap_or(256).clamp(1, 5000);
     let timeout = Duration::from_millis(arg(&args, "--timeout-ms").and_then(|v| v.parse().ok()).unwrap_or(60_000));
-    let local = netserv_signal::net::local_toward(target).expect("route to the target");
+    let local = netserv_shell::net::local_toward(target).expect("route to the target");
     let sock = UdpSocket::bind(SocketAddr::new(local, 0)).expect("bind");
     sock.set_read_timeout(Some(Duration::from_millis(5))).expect("timeout");
     let start = Instant::now();

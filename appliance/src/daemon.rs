@@ -1,15 +1,16 @@
-//! Running node: wires config, runtime, dataplane, controller and API, then
+//! The running node (the daemon; not GIST's `Node`): wires config, runtime, dataplane, controller and API, then
 //! serves until SIGTERM/SIGINT (drain: stop taking requests, remove every
 //! rule so traffic flows untouched, exit) while SIGHUP reloads the config.
 
 use crate::api::{self, AppState};
 use crate::config::{Config, Steering};
 use crate::controller::{Controller, StateStore};
+use crate::dataplane::QueueStats;
 use crate::dataplane::Table;
 use crate::dataplane::builder::Builder;
 use crate::dataplane::iptables::Iptables;
 use crate::dataplane::placement;
-use crate::dataplane::worker::{self, QueueStats, WorkerSpec};
+use crate::dataplane::worker::{self, WorkerSpec};
 use crate::runtime::Runtime;
 use crate::signaling::{self, SignalingStats};
 use anyhow::Context as _;
@@ -93,6 +94,9 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("binding the API on {}", cfg.api_listen))?;
     tracing::info!(node_id = %cfg.node_id, api = %cfg.api_listen, queues = cfg.dataplane.queues, "appliance running");
 
+    // A quarantined module's rule comes out as soon as it is quarantined.
+    let quarantines = tokio::spawn(controller.clone().watch_quarantines());
+
     // Soft state: expire modules whose TTL ran out.
     let expiry = {
         let c = controller.clone();
@@ -149,6 +153,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     };
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;
     expiry.abort();
+    quarantines.abort();
     steering.abort();
     reloader.abort();
     if let Some(t) = signaling_task {
