@@ -35,6 +35,9 @@
 //! NSLP data goes straight to the peer in a Data message.
 
 mod cookie;
+mod errors;
+mod querier;
+mod responder;
 mod routing;
 #[cfg(test)]
 mod tests;
@@ -241,81 +244,6 @@ impl Node {
         }
     }
 
-    /// Sends NSLP data towards `side` for (session, mri): as Data over fresh
-    /// routing state, else (towards the target) through a Query handshake.
-    /// `hops` is the count left from the message that caused this one, if any.
-    #[allow(clippy::too_many_arguments)]
-    pub fn send(
-        &mut self,
-        now: Instant,
-        local: IpAddr,
-        side: Toward,
-        session: SessionId,
-        mri: Mri,
-        data: Vec<u8>,
-        hops: Option<u8>,
-        rng: &mut impl RngCore,
-    ) -> Result<(), SendError> {
-        let hops = match hops {
-            Some(0) => return Err(SendError::HopLimit),
-            Some(h) => h,
-            None => self.cfg.initial_hops,
-        };
-        let key = (session, mri);
-        let fresh = self.routing.get(&key).and_then(|s| s.peer(side)).filter(|p| {
-            // Over half its validity left: use it; otherwise refresh it by a
-            // new handshake (towards the target) so both sides renew.
-            side == Toward::Origin || p.expires.saturating_duration_since(now) > self.cfg.validity / 2
-        });
-        if let Some(peer) = fresh {
-            let to = peer.address;
-            let mut m = Message::new(MessageType::Data, self.cfg.nslpid, hops);
-            m.mri = Some(key.1.clone());
-            m.session = Some(session);
-            m.nli = Some(self.nli(local));
-            m.nslp_data = Some(&data);
-            let payload = m.encode(Encapsulation::DMode).ok_or(SendError::Encoding)?;
-            self.stats.data_sent += 1;
-            self.push(to, local, Encapsulation::DMode, payload);
-            return Ok(());
-        }
-        if side == Toward::Origin {
-            return Err(SendError::NoRoutingState);
-        }
-        if self.pending.len() >= self.cfg.max_pending_queries && !self.pending.contains_key(&key) {
-            return Err(SendError::Overloaded);
-        }
-        let mut cookie = [0u8; 16];
-        rng.fill_bytes(&mut cookie);
-        let mut q = Message::new(MessageType::Query, self.cfg.nslpid, hops);
-        q.mri = Some(key.1.clone());
-        q.session = Some(session);
-        q.nli = Some(self.nli(local));
-        q.query_cookie = Some(&cookie);
-        let payload = q.encode(Encapsulation::QMode).ok_or(SendError::Encoding)?;
-        // The data must also fit the Confirm that will carry it.
-        if !data.len().is_multiple_of(4) || data.len() > wire::object_type::MAX_NSLP_DATA {
-            return Err(SendError::Encoding);
-        }
-        let target = SocketAddr::new(key.1.query_target(), GIST_PORT);
-        self.stats.queries_sent += 1;
-        self.push(target, local, Encapsulation::QMode, payload.clone());
-        self.pending.insert(
-            key,
-            PendingQuery {
-                cookie,
-                data,
-                source_ip: local,
-                hops,
-                attempts: 1,
-                interval: self.cfg.t1,
-                next_at: now + self.cfg.t1,
-                payload,
-            },
-        );
-        Ok(())
-    }
-
     /// One received GIST datagram. `local` is the address it arrived on (for
     /// an intercepted Query: this node's address towards `from`).
     pub fn handle_datagram(
@@ -375,139 +303,6 @@ impl Node {
         Disposition::Consumed
     }
 
-    fn on_query(&mut self, now: Instant, local: IpAddr, from: SocketAddr, raw: &[u8], q: &Message<'_>) {
-        let (Some(mri), Some(sid), Some(qc)) = (q.mri.clone(), q.session, q.query_cookie) else {
-            return; // the decoder guarantees these for a Query
-        };
-        if q.header.hops == 0 {
-            let e = (ErrorClass::PermanentFailure, ErrorCode::HopLimitExceeded, 0);
-            self.send_error(local, from, raw, e, Some(sid), Some(mri));
-            return;
-        }
-        let cookie = self.cookies.make(self.epoch(now), from, &sid, &mri);
-        let mut r = Message::new(MessageType::Response, self.cfg.nslpid, self.cfg.initial_hops);
-        r.header.r_flag = true;
-        r.mri = Some(mri);
-        r.session = Some(sid);
-        r.nli = Some(self.nli(local));
-        r.query_cookie = Some(qc);
-        r.responder_cookie = Some(&cookie);
-        r.forward = q.forward.clone();
-        if let Some(payload) = r.encode(Encapsulation::DMode) {
-            self.stats.responses_sent += 1;
-            self.push(from, local, Encapsulation::DMode, payload);
-        }
-    }
-
-    fn on_response(&mut self, now: Instant, local: IpAddr, from: SocketAddr, r: &Message<'_>) {
-        let (Some(mri), Some(sid), Some(nli)) = (r.mri.clone(), r.session, r.nli.as_ref()) else {
-            return;
-        };
-        let key = (sid, mri);
-        // Only the Response to our own Query counts (its cookie echoed).
-        let matches = self.pending.get(&key).is_some_and(|p| r.query_cookie == Some(&p.cookie[..]));
-        if !matches {
-            return;
-        }
-        let Some(p) = self.pending.remove(&key) else {
-            return;
-        };
-        let mut c = Message::new(MessageType::Confirm, self.cfg.nslpid, p.hops);
-        c.mri = Some(key.1.clone());
-        c.session = Some(sid);
-        c.nli = Some(self.nli(local));
-        c.responder_cookie = r.responder_cookie;
-        if !p.data.is_empty() {
-            c.nslp_data = Some(&p.data);
-        }
-        if let Some(payload) = c.encode(Encapsulation::DMode) {
-            self.push(from, p.source_ip, Encapsulation::DMode, payload);
-        }
-        let validity = Duration::from_millis(u64::from(nli.validity_ms)).min(self.cfg.validity * 4);
-        let peer = Peer { address: from, identity: nli.peer_identity.clone(), expires: now + validity };
-        if self.routing.len() < self.cfg.max_routing_states || self.routing.contains(&key) {
-            self.routing.set_peer(key, Toward::Target, peer);
-        } else {
-            self.stats.refused_full += 1;
-        }
-    }
-
-    fn on_confirm(&mut self, now: Instant, local: IpAddr, from: SocketAddr, raw: &[u8], c: &Message<'_>) {
-        let (Some(mri), Some(sid), Some(nli)) = (c.mri.clone(), c.session, c.nli.as_ref()) else {
-            return;
-        };
-        let valid = c.responder_cookie.is_some_and(|rc| self.cookies.check(self.epoch(now), rc, from, &sid, &mri));
-        if !valid {
-            self.stats.bad_cookies += 1;
-            let e = (ErrorClass::ProtocolError, ErrorCode::ObjectValue, wire::ObjectValueError::InvalidCookie as u8);
-            self.send_error(local, from, raw, e, Some(sid), Some(mri));
-            return;
-        }
-        let key = (sid, mri);
-        if self.routing.len() >= self.cfg.max_routing_states && !self.routing.contains(&key) {
-            self.stats.refused_full += 1;
-            return;
-        }
-        self.stats.confirms_accepted += 1;
-        let validity = Duration::from_millis(u64::from(nli.validity_ms)).min(self.cfg.validity * 4);
-        let peer = Peer { address: from, identity: nli.peer_identity.clone(), expires: now + validity };
-        self.routing.set_peer(key.clone(), Toward::Origin, peer);
-        if let Some(data) = c.nslp_data {
-            self.events.push_back(Event::Received {
-                session: sid,
-                mri: key.1,
-                from: Toward::Origin,
-                peer: from,
-                peer_identity: nli.peer_identity.clone(),
-                hops: c.header.hops.saturating_sub(1),
-                data: data.to_vec(),
-            });
-        }
-    }
-
-    fn on_data(&mut self, local: IpAddr, from: SocketAddr, raw: &[u8], d: &Message<'_>) {
-        let (Some(mri), Some(sid), Some(data)) = (d.mri.clone(), d.session, d.nslp_data) else {
-            return;
-        };
-        let key = (sid, mri);
-        let side = self.routing.get(&key).and_then(|s| {
-            [Toward::Origin, Toward::Target]
-                .into_iter()
-                .find(|&side| s.peer(side).is_some_and(|p| p.address == from))
-                .map(|side| (side, s.peer(side).map(|p| p.identity.clone()).unwrap_or_default()))
-        });
-        let Some((side, identity)) = side else {
-            let e = (ErrorClass::ProtocolError, ErrorCode::NoRoutingState, 0);
-            self.send_error(local, from, raw, e, Some(sid), Some(key.1));
-            return;
-        };
-        self.stats.data_received += 1;
-        self.events.push_back(Event::Received {
-            session: sid,
-            mri: key.1,
-            from: side,
-            peer: from,
-            peer_identity: identity,
-            hops: d.header.hops.saturating_sub(1),
-            data: data.to_vec(),
-        });
-    }
-
-    fn on_error(&mut self, from: SocketAddr, m: Message<'_>) {
-        let Some(error) = m.error else {
-            return;
-        };
-        let session = error.session;
-        // An Error about one of our Queries ends it: whoever sent it is no
-        // peer of ours for this NSLP (Endpoint Found, Hop Limit, ...).
-        if let (Some(sid), Some(mri)) = (error.session, error.mri.clone())
-            && let Some(p) = self.pending.remove(&(sid, mri.clone()))
-        {
-            self.events.push_back(Event::NoPeer { session: sid, mri, data: p.data, icmp: false });
-        }
-        self.events.push_back(Event::PeerError { session, peer: from, error });
-    }
-
     /// An ICMP destination/port unreachable for a datagram this node sent to
     /// `target`:`270`: no GIST listens there, so Queries towards it end now.
     pub fn handle_icmp_unreachable(&mut self, target: IpAddr) {
@@ -549,51 +344,5 @@ impl Node {
 
     fn push(&mut self, destination: SocketAddr, source_ip: IpAddr, encapsulation: Encapsulation, payload: Vec<u8>) {
         self.transmits.push_back(Transmit { destination, source_ip, encapsulation, payload });
-    }
-
-    /// Answers a message with a GIST Error (never an Error with an Error).
-    fn send_error(
-        &mut self,
-        local: IpAddr,
-        to: SocketAddr,
-        original: &[u8],
-        (class, code, subcode): (ErrorClass, ErrorCode, u8),
-        session: Option<SessionId>,
-        mri: Option<Mri>,
-    ) {
-        let q_mode = original.starts_with(&wire::Q_MODE_MAGIC.to_be_bytes());
-        let header_bytes = if q_mode { original.get(4..) } else { Some(original) };
-        let mut original_header = [0u8; COMMON_HEADER_LEN];
-        if let Some(h) = header_bytes.and_then(|b| b.get(..COMMON_HEADER_LEN)) {
-            original_header.copy_from_slice(h);
-        }
-        if original_header.get(6).is_some_and(|t| t & 0x7f == MessageType::Error as u8) {
-            return;
-        }
-        let mut m = Message::new(MessageType::Error, self.cfg.nslpid, self.cfg.initial_hops);
-        m.nli = Some(self.nli(local));
-        m.error = Some(ErrorObject {
-            class,
-            code,
-            subcode,
-            d_mode: true,
-            q_mode,
-            original_header,
-            // §A.4.4.1: no MRI or Session ID with a header parse error.
-            session: session.filter(|_| code != ErrorCode::CommonHeaderParse),
-            mri: mri.filter(|_| code != ErrorCode::CommonHeaderParse),
-            info: Vec::new(),
-            comment: None,
-        });
-        if let Some(payload) = m.encode(Encapsulation::DMode) {
-            self.stats.errors_sent += 1;
-            self.push(to, local, Encapsulation::DMode, payload);
-        }
-    }
-}
-
-impl From<DecodeError> for SendError {
-    fn from(_: DecodeError) -> Self {
-        SendError::Encoding
     }
 }
