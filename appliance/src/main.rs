@@ -4,16 +4,15 @@
 
 use clap::{Parser, Subcommand};
 use netserv_appliance::{config::Config, daemon, try_module};
-use netserv_shell::cli::{LogFormat, init_tracing};
+use netserv_shell::cli::CommonArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "netserv-appliance", version, about = "NetServ edge appliance")]
 struct Cli {
-    /// How log lines are written.
-    #[arg(long, global = true, value_enum, default_value_t)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    common: CommonArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -71,7 +70,7 @@ fn parse_prop(s: &str) -> Result<(String, String), String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format, "info");
+    cli.common.init_tracing("info");
     let result = match cli.cmd {
         Cmd::Run { config } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -1,7 +1,7 @@
 //! `netserv-sip-plugin run --config plugin.toml` | `check-config --config plugin.toml`
 
 use clap::{Parser, Subcommand};
-use netserv_shell::cli::{LogFormat, init_tracing};
+use netserv_shell::cli::CommonArgs;
 use netserv_sip_plugin::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,9 +9,8 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "netserv-sip-plugin", version, about = "Deploys NetServ edge modules from a SIP server's own traffic")]
 struct Cli {
-    /// How log lines are written.
-    #[arg(long, global = true, value_enum, default_value_t)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    common: CommonArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -30,7 +29,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format, "info");
+    cli.common.init_tracing("info");
     let (Cmd::Run { config } | Cmd::CheckConfig { config }) = &cli.cmd;
     let cfg = match Config::load(config) {
         Ok(c) => c,

@@ -1,7 +1,7 @@
 //! The admin / feedback HTTP API (axum). `app(state)` builds the router with no
 //! sockets, so tests drive it with `oneshot`.
 //!
-//! Routes: `GET /healthz`, `GET /metrics` (Prometheus text), and under
+//! Routes: `GET /healthz`, `GET /metrics` (OpenMetrics text), and under
 //! `/api/v1` (bearer token: the admin token, or a tenant's token which sees
 //! only that tenant's modules): `GET /modules`, `POST /modules`,
 //! `GET|DELETE /modules/{tenant}/{name}`, `GET /tenants` (admin), `GET /usage`

@@ -1,7 +1,7 @@
 //! The controller: the one path through which modules are installed, refreshed
-//! and removed — the admin API calls it today, on-path signaling will call the
-//! same functions. It owns module lifetimes (TTL), the iptables rules and the
-//! dataplane's table.
+//! and removed — the admin API and on-path signaling (`signaling::actions`)
+//! call the same functions. It owns module lifetimes (TTL), the iptables
+//! rules and the dataplane's table.
 
 mod assemble;
 mod authz;

@@ -11,6 +11,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// The flags every NetServ binary takes (`#[command(flatten)]` them).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// How log lines (on stderr) are written.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub log_format: LogFormat,
+}
+
+impl CommonArgs {
+    /// Installs tracing as these flags say; see [`init_tracing`].
+    pub fn init_tracing(&self, default_filter: &str) {
+        init_tracing(self.log_format, default_filter);
+    }
+}
+
 /// Installs the global subscriber: `RUST_LOG` if set, else `default_filter`
 /// (e.g. "info" for daemons, "warn" for a CLI whose output is its answer).
 pub fn init_tracing(format: LogFormat, default_filter: &str) {

@@ -15,7 +15,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::SigningKey;
 use netserv_nslp::wire::{Request, RequestKind, Response, Status};
-use netserv_shell::cli::{LogFormat, init_tracing};
+use netserv_shell::cli::CommonArgs;
 use netserv_shell::client::{self, ClientOptions, Outcome};
 use netserv_shell::keys::read_signing_key;
 use netserv_shell::net::unix_ms;
@@ -32,9 +32,8 @@ struct Cli {
     /// Print the outcome as one JSON object.
     #[arg(long, global = true)]
     json: bool,
-    /// How log lines (on stderr) are written.
-    #[arg(long, global = true, value_enum, default_value_t)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    common: CommonArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -294,7 +293,7 @@ async fn send(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Its answer goes to stdout; only warnings to stderr unless RUST_LOG says.
-    init_tracing(cli.log_format, "warn");
+    cli.common.init_tracing("warn");
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
