@@ -8,7 +8,13 @@ use netserv_sip_plugin::{hep, observe};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(h) = hep::decode(data) {
-        let _ = observe::classify(&h);
+        let rule = observe::KeepaliveRule {
+            server: h.destination.ip(),
+            domains: vec!["voip.example".into()],
+            notify: true,
+            options: true,
+        };
+        let _ = observe::classify(&h, &rule);
         let again = hep::encode(&h);
         let back = hep::decode(&again).expect("re-encoded HEP decodes");
         assert_eq!(back.payload, h.payload);

@@ -85,11 +85,19 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The hosts the server answers OPTIONS keep-alives for besides its
-    /// address: the module's `domains` property, read as the module reads it.
-    pub fn keepalive_domains(&self) -> Vec<String> {
-        let list = self.module.properties.get("domains").map_or("", String::as_str);
-        netserv_sip_scan::keepalive::domain_list(list).map(str::to_ascii_lowercase).collect()
+    /// What the deployed keepalive module will answer, read from its
+    /// properties as the module reads them (`domains`, `notify`, `options`;
+    /// both switches on unless set off).
+    pub fn keepalive_rule(&self) -> crate::observe::KeepaliveRule {
+        use netserv_sip_scan::keepalive::{domain_list, flag_value};
+        let p = &self.module.properties;
+        let on = |k: &str| p.get(k).and_then(|v| flag_value(v)).unwrap_or(true);
+        crate::observe::KeepaliveRule {
+            server: self.server.ip(),
+            domains: domain_list(p.get("domains").map_or("", String::as_str)).map(str::to_ascii_lowercase).collect(),
+            notify: on("notify"),
+            options: on("options"),
+        }
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {

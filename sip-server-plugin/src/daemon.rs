@@ -152,7 +152,13 @@ async fn metrics(State(s): State<Http>) -> impl IntoResponse {
         let mut f = if counter { x.counter(name, help) } else { x.gauge(name, help) };
         f.sample(&[], v);
     }
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], x.render())
+    match x.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(_) => {
+            tracing::error!("the metrics exposition did not encode");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 async fn module_file(State(s): State<Http>, Path(file): Path<String>) -> impl IntoResponse {
@@ -237,13 +243,13 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut buf = vec![0u8; 65_536];
-    let mut domains = cfg.keepalive_domains();
+    let mut keepalives = cfg.keepalive_rule();
     loop {
         tokio::select! {
             r = hep_sock.recv_from(&mut buf) => {
                 let Ok((n, _)) = r else { continue };
                 match hep::decode(buf.get(..n).unwrap_or_default()) {
-                    Ok(h) => match classify(&h, &domains) {
+                    Ok(h) => match classify(&h, &keepalives) {
                         Observation::KeepAlive { phone } => policy.on_keepalive(now_ms(), phone.ip()),
                         Observation::Register { phone, expires } => policy.on_register(now_ms(), phone.ip(), expires),
                         Observation::Other => {}
@@ -257,7 +263,7 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                 match Config::load(&config_path).map_err(anyhow::Error::from).and_then(|c| make_signer(&c).map(|s| (c, s))) {
                     Ok((c, (new_signer, bytes))) => {
                         policy.set_config(c.policy.clone());
-                        domains = c.keepalive_domains();
+                        keepalives = c.keepalive_rule();
                         signer = Arc::new(new_signer);
                         let _ = module_tx.send(bytes);
                         tracing::info!(module_url = %signer.url, "configuration reloaded");

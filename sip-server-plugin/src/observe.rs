@@ -1,7 +1,7 @@
 //! What a mirrored SIP message tells the plugin about a phone.
 
 use crate::hep::{Hep, PROTO_SIP};
-use netserv_sip_scan::keepalive::{self, Server};
+use netserv_sip_scan::keepalive::{self, KeepAlive, Server};
 use netserv_sip_scan::{EMPTY_HEADER, HeaderName, StartLine, params_iter, parse_datagram};
 use std::net::SocketAddr;
 
@@ -19,10 +19,22 @@ pub enum Observation {
     Other,
 }
 
+/// What the deployed keepalive module answers, so that the plugin deploys
+/// it for exactly those keep-alives: the server address the phones reach
+/// (the module's filter; not the address Kamailio sees, which differs
+/// behind a NAT), the module's `domains`, and its `notify` / `options`
+/// switches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepaliveRule {
+    pub server: std::net::IpAddr,
+    pub domains: Vec<String>,
+    pub notify: bool,
+    pub options: bool,
+}
+
 /// Classifies one mirrored message; `phone` is where it came from as the
-/// server saw it (the phone's NAT binding). `domains`: the hosts the server
-/// answers OPTIONS for besides its address (the module's `domains`).
-pub fn classify(hep: &Hep<'_>, domains: &[String]) -> Observation {
+/// server saw it (the phone's NAT binding).
+pub fn classify(hep: &Hep<'_>, rule: &KeepaliveRule) -> Observation {
     if hep.proto_type != PROTO_SIP {
         return Observation::Other;
     }
@@ -34,8 +46,11 @@ pub fn classify(hep: &Hep<'_>, domains: &[String]) -> Observation {
         return Observation::Other;
     };
     let phone = hep.source;
-    if keepalive::classify(&msg, &Server { address: hep.destination.ip(), domains }).is_some() {
-        return Observation::KeepAlive { phone };
+    let server = Server { address: rule.server, domains: &rule.domains };
+    match keepalive::classify(&msg, &server) {
+        Some(KeepAlive::Notify) if rule.notify => return Observation::KeepAlive { phone },
+        Some(KeepAlive::Options) if rule.options => return Observation::KeepAlive { phone },
+        _ => {}
     }
     match method {
         b"REGISTER" => Observation::Register { phone, expires: register_expires(&msg) },
@@ -90,8 +105,12 @@ From: <sip:a@x>;tag=1\r\nTo: <sip:198.18.2.20>\r\nCall-ID: c\r\nCSeq: 1 NOTIFY\r
         .into_bytes()
     }
 
+    fn rule() -> KeepaliveRule {
+        KeepaliveRule { server: "198.18.2.20".parse().expect("ip"), domains: Vec::new(), notify: true, options: true }
+    }
+
     fn observed(h: &Hep<'_>) -> Observation {
-        classify(h, &[])
+        classify(h, &rule())
     }
 
     #[test]
@@ -120,7 +139,19 @@ From: <sip:a@x>;tag=1\r\nTo: <sip:198.18.2.20>\r\nCall-ID: c\r\nCSeq: 1 NOTIFY\r
         assert_eq!(observed(&hep(options("sip:198.18.2.20").as_bytes())), Observation::KeepAlive { phone });
         assert_eq!(observed(&hep(options("sip:bob@198.18.9.9").as_bytes())), Observation::Other);
         let for_domain = options("sip:voip.example");
-        assert_eq!(classify(&hep(for_domain.as_bytes()), &["voip.example".into()]), Observation::KeepAlive { phone });
+        let with_domain = KeepaliveRule { domains: vec!["voip.example".into()], ..rule() };
+        assert_eq!(classify(&hep(for_domain.as_bytes()), &with_domain), Observation::KeepAlive { phone });
         assert_eq!(observed(&hep(for_domain.as_bytes())), Observation::Other);
+        // What the module is told not to answer is not deployed for.
+        let no_options = KeepaliveRule { options: false, ..rule() };
+        assert_eq!(classify(&hep(options("sip:198.18.2.20").as_bytes()), &no_options), Observation::Other);
+        let no_notify = KeepaliveRule { notify: false, ..rule() };
+        assert_eq!(classify(&hep(NOTIFY), &no_notify), Observation::Other);
+        // The server as the phones reach it, not as Kamailio sees itself
+        // (behind a NAT the HEP destination is the private address).
+        let ping = options("sip:198.18.2.20");
+        let mut natted = hep(ping.as_bytes());
+        natted.destination = "10.0.0.5:5060".parse().expect("addr");
+        assert_eq!(classify(&natted, &rule()), Observation::KeepAlive { phone });
     }
 }

@@ -1,25 +1,34 @@
 //! `/metrics`: the node's live counters, through the shared exposition
 //! (`netserv_shell::metrics`, OpenMetrics text by `prometheus-client`).
+//!
+//! Authenticated like the rest of the API (Prometheus sends the token with
+//! `authorization: { credentials: ... }`): the admin sees the whole node; a
+//! tenant sees its own modules and usage only — not another tenant's, and
+//! not the node-wide queue and signaling counters, which would show the
+//! others' traffic.
 
 use super::AppState;
+use super::Caller;
 use crate::controller::Principal;
 use crate::dataplane::QueueStats;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use netserv_shell::metrics::{CONTENT_TYPE, Exposition};
 use std::sync::atomic::Ordering::Relaxed;
 
-pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
+pub async fn render(State(s): State<AppState>, Caller(who): Caller) -> impl IntoResponse {
     let mut x = Exposition::new();
     let cfg = s.controller.config();
-    let modules = s.controller.list(&Principal::Admin).await;
-    let usage = s.controller.usage(&Principal::Admin).await;
+    let modules = s.controller.list(&who).await;
+    let usage = s.controller.usage(&who).await;
     let node = [("node", cfg.node_id.as_str())];
 
     x.gauge("netserv_modules_installed", "Modules installed on this node.").sample(&node, modules.len());
-    x.gauge("netserv_compiled_modules_cached", "Compiled modules in the cache (by sha256).")
-        .sample(&node, s.controller.runtime().cached());
+    if who == Principal::Admin {
+        x.gauge("netserv_compiled_modules_cached", "Compiled modules in the cache (by sha256).")
+            .sample(&node, s.controller.runtime().cached());
+    }
 
     let mut f = x.counter("netserv_module_packets", "Packets handled by a module, by outcome.");
     for m in &modules {
@@ -95,6 +104,20 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
     for u in &usage {
         f.sample(&[("tenant", &u.tenant)], u.memory_bytes);
     }
+    if who == Principal::Admin {
+        node_wide(&mut x, &s, &node);
+    }
+    match x.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(_) => {
+            tracing::error!("the metrics exposition did not encode");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// The queues' and signaling's counters: the node's, the admin's to see.
+fn node_wide(x: &mut Exposition, s: &AppState, node: &[(&str, &str)]) {
     let mut f = x.counter("netserv_queue_packets", "Packets through each NFQUEUE, by verdict.");
     for q in s.queues.iter() {
         let queue = q.queue.to_string();
@@ -172,6 +195,12 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
         (true, "netserv_signaling_queries_intercepted", "GIST queries taken off the wire in transit.", &sig.tap.taken),
         (
             true,
+            "netserv_signaling_queries_overflow",
+            "GIST queries let through untouched because the signaling node was busy.",
+            &sig.tap.overflow,
+        ),
+        (
+            true,
             "netserv_signaling_bad_cookies",
             "Confirms refused because their responder cookie did not verify.",
             &sig.bad_cookies,
@@ -186,7 +215,6 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
         (false, "netserv_signaling_pending", "Requests waiting for the rest of the path.", &sig.pending),
     ] {
         let mut f = if counter { x.counter(name, help) } else { x.gauge(name, help) };
-        f.sample(&node, v.load(Relaxed));
+        f.sample(node, v.load(Relaxed));
     }
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], x.render())
 }

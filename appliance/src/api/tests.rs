@@ -114,13 +114,22 @@ async fn tenants_see_and_manage_only_their_own_modules() {
         StatusCode::NOT_FOUND
     );
 
+    // Metrics: as the rest of the API, only with a token; the admin sees the
+    // node, a tenant its own modules only.
     let (code, _) = call(&s, "GET", "/metrics", None, None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, text) = call(&s, "GET", "/metrics", Some(ADMIN), None).await;
     assert_eq!(code, StatusCode::OK);
-    let (_, text) = call(&s, "GET", "/metrics", None, None).await;
-    assert!(
-        text.as_str().unwrap_or_default().contains("netserv_modules_installed{node=\"edge-api-test\"} 1"),
-        "{text}"
-    );
+    let text = text.as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("netserv_modules_installed{node=\"edge-api-test\"} 1"), "{text}");
+    assert!(text.contains("tenant=\"itsp-a\""), "{text}");
+    assert!(text.contains("netserv_queue_") || text.contains("netserv_signaling_requests"), "{text}");
+    let (code, own) = call(&s, "GET", "/metrics", Some(TENANT_B), None).await;
+    assert_eq!(code, StatusCode::OK);
+    let own = own.as_str().unwrap_or_default().to_owned();
+    assert!(own.contains("netserv_modules_installed{node=\"edge-api-test\"} 0"), "{own}");
+    assert!(!own.contains("itsp-a"), "tenant B sees nothing of tenant A: {own}");
+    assert!(!own.contains("netserv_signaling_") && !own.contains("netserv_queue_"), "no node-wide counters: {own}");
 
     // Usage: one instance per worker (two here), seen by the admin for
     // every tenant and by a tenant for itself only.

@@ -241,9 +241,12 @@ impl Controller {
                 tracing::warn!(module = %id, error = %e, "removing the replaced module's rule failed");
             }
             if let Err(e) = ipt.add(&req.filter, &id) {
-                // Put the old module back: a failed install changes nothing.
+                // Put the old module back: a failed install changes nothing
+                // (a quarantined one had no rule, and gets none back).
                 if let Some(old) = old {
-                    let _ = ipt.add(&old.request.filter, &id);
+                    if old.rule_installed {
+                        let _ = ipt.add(&old.request.filter, &id);
+                    }
                     records.insert(id.clone(), old);
                 }
                 return Err(ControlError::Dataplane(e.to_string()));

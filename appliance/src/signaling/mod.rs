@@ -11,7 +11,11 @@
 //!
 //! The node sits behind a mutex shared with the tap's thread: an intercepted
 //! datagram is decoded once, by the node, whose disposition is the verdict.
-//! The lock is never held across I/O or an await.
+//! The lock is never held across an await; under it the node verifies
+//! signatures and asks the routing table for local addresses (a connect on
+//! a fresh UDP socket), so the tap waits for it only briefly
+//! ([`Shared::TAP_WAIT`]) and otherwise lets the Query go on to the next
+//! node, which answers instead.
 
 mod actions;
 pub mod tap;
@@ -20,7 +24,7 @@ use crate::config::Config;
 use crate::controller::Controller;
 use crate::dataplane::QueueStats;
 use ed25519_dalek::VerifyingKey;
-use netserv_nslp::core::{self as nslp, Disposition, Env, Event, Key, Time};
+use netserv_nslp::core::{self as nslp, ActionId, Disposition, Env, Event, Time};
 use netserv_nslp::wire::NodeEntry;
 use netserv_shell::net::{local_toward, unix_ms};
 use parking_lot::Mutex;
@@ -77,20 +81,26 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A Query taken off the wire in transit: the node's disposition is
-    /// the packet's verdict.
-    pub fn intercepted(&self, from: SocketAddr, datagram: &[u8]) -> Disposition {
-        let d = self.node.lock().handle_datagram(now(), &self.env, &mut OsRng, from, datagram, true);
+    /// The longest the tap waits for the node before passing a Query on.
+    pub const TAP_WAIT: Duration = Duration::from_millis(5);
+
+    /// A Query taken off the wire in transit: the node's disposition is the
+    /// packet's verdict. None: the node was busy for longer than
+    /// [`Self::TAP_WAIT`]; the caller lets the Query continue.
+    pub fn intercepted(&self, from: SocketAddr, datagram: &[u8]) -> Option<Disposition> {
+        let mut node = self.node.try_lock_for(Self::TAP_WAIT)?;
+        let d = node.handle_datagram(now(), &self.env, &mut OsRng, from, datagram, true);
+        drop(node);
         if d == Disposition::Consumed {
             self.wake.notify_one();
         }
-        d
+        Some(d)
     }
 }
 
 /// The outcome of an action, for the node.
 struct Done {
-    key: Key,
+    action: ActionId,
     entry: NodeEntry,
 }
 
@@ -208,7 +218,7 @@ impl Service {
                     shared.node.lock().handle_icmp_unreachable(now(), env, &mut OsRng, dst);
                 }
                 Some(d) = done_rx.recv() => {
-                    shared.node.lock().handle_done(now(), env, &mut OsRng, d.key, d.entry);
+                    shared.node.lock().handle_done(now(), env, &mut OsRng, d.action, d.entry);
                 }
                 () = tokio::time::sleep_until(next.into()) => {
                     shared.node.lock().handle_timeout(now(), env, &mut OsRng);
@@ -251,7 +261,7 @@ impl Service {
         };
         for ev in events {
             match ev {
-                Event::Act { key, address, request } => self.act(key, address, *request),
+                Event::Act { action, address, request } => self.act(action, address, *request),
                 Event::Accepted { session, kind, id, user, module } => {
                     tracing::info!(%session, request = kind.as_str(), id, %user, ?module, "NSLP request verified");
                 }
@@ -285,13 +295,18 @@ impl Service {
     }
 
     /// Carries out `req` here, off the event loop; its entry goes back to
-    /// the node as a [`Done`] for `key`.
-    fn act(&mut self, key: Key, address: IpAddr, req: netserv_nslp::sign::Verified<netserv_nslp::wire::Request>) {
+    /// the node as a [`Done`] for `action`.
+    fn act(
+        &mut self,
+        action: ActionId,
+        address: IpAddr,
+        req: netserv_nslp::sign::Verified<netserv_nslp::wire::Request>,
+    ) {
         let (controller, node_id, done) = (self.controller.clone(), self.node_id.clone(), self.done_tx.clone());
         let load = self.load.pps();
         tokio::spawn(async move {
             let entry = actions::perform(&controller, &node_id, address, load, &req).await;
-            let _ = done.send(Done { key, entry });
+            let _ = done.send(Done { action, entry });
         });
     }
 }

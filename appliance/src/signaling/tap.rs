@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 pub struct TapStats {
     pub seen: AtomicU64,
     pub taken: AtomicU64,
+    /// Let through because the signaling node was busy (the next node answers).
+    pub overflow: AtomicU64,
 }
 
 /// The tap's decision for each packet of its queue: the node's.
@@ -28,11 +30,15 @@ impl Handler for Tap {
         self.stats.seen.fetch_add(1, Relaxed);
         let Ok(ip) = packet::parse(p.payload) else { return Verdict::Accept };
         match self.node.intercepted(ip.source, ip.payload) {
-            Disposition::Consumed => {
+            Some(Disposition::Consumed) => {
                 self.stats.taken.fetch_add(1, Relaxed);
                 Verdict::Drop
             }
-            Disposition::PassOn => Verdict::Accept,
+            Some(Disposition::PassOn) => Verdict::Accept,
+            None => {
+                self.stats.overflow.fetch_add(1, Relaxed);
+                Verdict::Accept
+            }
         }
     }
 

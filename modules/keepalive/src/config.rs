@@ -42,11 +42,7 @@ pub enum ConfigError {
 }
 
 fn flag(key: &'static str, v: &str) -> Result<bool, ConfigError> {
-    match v {
-        "on" | "true" | "yes" | "1" => Ok(true),
-        "off" | "false" | "no" | "0" => Ok(false),
-        _ => Err(ConfigError::NotABool(key)),
-    }
+    netserv_sip_scan::keepalive::flag_value(v).ok_or(ConfigError::NotABool(key))
 }
 
 fn header_value(key: &'static str, v: &str) -> Result<String, ConfigError> {

@@ -78,6 +78,15 @@ pub fn domain_list(list: &str) -> impl Iterator<Item = &str> {
     list.split(',').map(str::trim).filter(|d| !d.is_empty())
 }
 
+/// An on/off setting as the module's properties write it.
+pub fn flag_value(v: &str) -> Option<bool> {
+    match v {
+        "on" | "true" | "yes" | "1" => Some(true),
+        "off" | "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 fn strip_scheme(uri: &[u8]) -> Option<&[u8]> {
     for scheme in [&b"sip:"[..], b"sips:"] {
         if uri.len() >= scheme.len() && uri.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme)) {
@@ -143,6 +152,11 @@ mod tests {
 Call-ID: c\r\nCSeq: 1 OPTIONS\r\nEvent: keep-alive\r\nContent-Length: 0\r\n\r\n";
         let msg = parse_datagram(raw, &mut headers).expect("parses");
         assert_eq!(classify(&msg, &Server { address: SERVER, domains: &[] as &[&str] }), None);
+    }
+
+    #[test]
+    fn flags() {
+        assert_eq!([flag_value("on"), flag_value("0"), flag_value("maybe")], [Some(true), Some(false), None]);
     }
 
     #[test]

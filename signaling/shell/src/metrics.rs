@@ -98,15 +98,15 @@ impl Exposition {
         Samples(&mut self.families[last])
     }
 
-    /// The OpenMetrics text.
-    pub fn render(self) -> String {
+    /// The OpenMetrics text, or an error when the encoder refused a name
+    /// or value: a cut-off exposition (no `# EOF`) would make the scraper
+    /// reject it anyway, so the caller answers 500 instead.
+    pub fn render(self) -> Result<String, std::fmt::Error> {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(self));
         let mut out = String::new();
-        // Writing into a String cannot fail; an encoder error would be a
-        // bug in a name, and the scrape then shows what was encoded.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        out
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
     }
 }
 
@@ -139,7 +139,9 @@ fn encode_value(
     match (kind, value) {
         (Kind::Counter, Value::Int(v)) => ConstCounter::new(v).encode(encoder),
         (Kind::Counter, Value::Float(v)) => ConstCounter::new(v).encode(encoder),
-        (Kind::Gauge, Value::Int(v)) => ConstGauge::new(v).encode(encoder),
+        // OpenMetrics gauges are signed: the encoder refuses a u64 above
+        // i64::MAX, which no gauge of ours can honestly reach.
+        (Kind::Gauge, Value::Int(v)) => ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(encoder),
         (Kind::Gauge, Value::Float(v)) => ConstGauge::new(v).encode(encoder),
     }
 }
@@ -176,7 +178,8 @@ mod tests {
             .sample(&[("tenant", "x\"} 1\nnetserv_forged_total 9\\")], 5u64);
         x.gauge("netserv_level", "A level.").sample(&[], 1.5);
         x.counter("netserv_none", "Nothing yet.");
-        let text = x.render();
+        x.gauge("netserv_huge", "Beyond i64.").sample(&[], u64::MAX);
+        let text = x.render().expect("renders");
         assert!(text.contains("# HELP netserv_things Things done.\n# TYPE netserv_things counter\n"), "{text}");
         assert!(text.contains("netserv_things_total{tenant=\"a\\\"b\"} 3\n"), "{text}");
         assert!(text.contains("netserv_things_total{tenant=\"c\"} 4\n"), "{text}");
@@ -185,6 +188,7 @@ mod tests {
         assert!(!text.lines().any(|l| l.starts_with("netserv_forged")), "{text}");
         assert!(text.contains("# TYPE netserv_level gauge\nnetserv_level 1.5\n"), "{text}");
         assert!(text.contains("# TYPE netserv_none counter\n"), "{text}");
+        assert!(text.contains("netserv_huge 9223372036854775807\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

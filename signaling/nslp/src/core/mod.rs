@@ -81,6 +81,15 @@ impl Config {
     }
 }
 
+/// One action the node asked for: its result goes back with it, so that a
+/// late result for a request that has since been answered (or replaced by
+/// a newer one in the same session) changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionId {
+    key: Key,
+    seq: u64,
+}
+
 /// The two clocks: `now` for timers, `unix_ms` for signed timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Time {
@@ -100,9 +109,9 @@ pub trait Env {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Carry out `request` here; give its outcome to [`Node::handle_done`]
-    /// with `key`. `address`: this node's address towards the requester,
+    /// with `action`. `address`: this node's address towards the requester,
     /// for its entry.
-    Act { key: Key, address: IpAddr, request: Box<Verified<Request>> },
+    Act { action: ActionId, address: IpAddr, request: Box<Verified<Request>> },
     /// A request passed its checks.
     Accepted { session: SessionId, kind: RequestKind, id: u32, user: String, module: Option<String> },
     /// A request was refused here (and is not sent on).
@@ -134,6 +143,8 @@ pub struct Stats {
 
 struct Pending {
     kind: RequestKind,
+    /// The action this node's entry waits for (0: none asked).
+    action: u64,
     /// The verified request, kept while a TRIGGER's forward leg is out: the
     /// last appliance turns it around.
     trigger: Option<(Vec<u8>, Verified<Request>)>,
@@ -161,6 +172,7 @@ pub struct Node {
     /// Return-leg session -> the forward-leg session it answers.
     return_legs: HashMap<Key, Key>,
     events: VecDeque<Event>,
+    next_action: u64,
     pub stats: Stats,
 }
 
@@ -175,6 +187,7 @@ impl Node {
             pending: HashMap::new(),
             return_legs: HashMap::new(),
             events: VecDeque::new(),
+            next_action: 0,
             stats: Stats::default(),
         }
     }
@@ -225,11 +238,19 @@ impl Node {
     }
 
     /// The outcome of an [`Event::Act`].
-    pub fn handle_done(&mut self, t: Time, env: &impl Env, rng: &mut impl RngCore, key: Key, entry: NodeEntry) {
-        if let Some(p) = self.pending.get_mut(&key) {
-            p.local = Some(Some(entry));
-        }
-        self.maybe_complete(t, env, rng, key);
+    pub fn handle_done(&mut self, t: Time, env: &impl Env, rng: &mut impl RngCore, action: ActionId, entry: NodeEntry) {
+        let Some(p) = self.pending.get_mut(&action.key).filter(|p| p.action == action.seq) else {
+            return;
+        };
+        p.local = Some(Some(entry));
+        self.maybe_complete(t, env, rng, action.key);
+    }
+
+    fn act(&mut self, key: Key, address: IpAddr, request: Verified<Request>) -> u64 {
+        self.next_action += 1;
+        let seq = self.next_action;
+        self.events.push_back(Event::Act { action: ActionId { key, seq }, address, request: Box::new(request) });
+        seq
     }
 
     pub fn handle_timeout(&mut self, t: Time, env: &impl Env, rng: &mut impl RngCore) {
@@ -334,6 +355,7 @@ impl Node {
         };
         let mut pending = Pending {
             kind,
+            action: 0,
             trigger: None,
             id,
             hops,
@@ -376,11 +398,7 @@ impl Node {
             pending.local = Some(None);
             pending.trigger = Some((forward_copy, req));
         } else if req.node_id.as_deref().is_none_or(|n| n == self.cfg.node_id) {
-            self.events.push_back(Event::Act {
-                key: key.clone(),
-                address: env.local_toward(origin.ip()),
-                request: Box::new(req),
-            });
+            pending.action = self.act(key.clone(), env.local_toward(origin.ip()), req);
         } else {
             pending.local = Some(None);
         }
@@ -418,11 +436,12 @@ impl Node {
             }
         }
         // This node is on the return path too: it acts, as for a SETUP.
+        let address = env.local_toward(origin.map_or(back.1.query_target(), |o| o.ip()));
+        let seq = self.act(forward.clone(), address, req);
         if let Some(p) = self.pending.get_mut(&forward) {
             p.local = None;
+            p.action = seq;
         }
-        let address = env.local_toward(origin.map_or(back.1.query_target(), |o| o.ip()));
-        self.events.push_back(Event::Act { key: forward, address, request: Box::new(req) });
     }
 
     /// Answers upstream once this node and the rest of the path are done.
@@ -434,6 +453,8 @@ impl Node {
         let Some(p) = self.pending.remove(&key) else {
             return;
         };
+        // A return leg still out for it answers nothing now.
+        self.return_legs.retain(|_, forward| *forward != key);
         let mut stack: Vec<NodeEntry> = p.local.flatten().into_iter().collect();
         stack.extend(p.downstream.unwrap_or_default());
         let entries = stack.len();

@@ -51,7 +51,7 @@ struct Appliance {
     node: Node,
     env: Here,
     /// The actions it was asked for, not yet done.
-    acts: Vec<(Key, Box<Verified<Request>>)>,
+    acts: Vec<(ActionId, Box<Verified<Request>>)>,
     events: Vec<Event>,
 }
 
@@ -151,8 +151,8 @@ impl Sim {
             }
             while let Some(ev) = self.e[i].node.poll_event() {
                 moved = true;
-                if let Event::Act { key, request, .. } = &ev {
-                    self.e[i].acts.push((key.clone(), request.clone()));
+                if let Event::Act { action, request, .. } = &ev {
+                    self.e[i].acts.push((action.clone(), request.clone()));
                 }
                 self.e[i].events.push(ev);
             }
@@ -203,9 +203,9 @@ impl Sim {
     fn finish(&mut self, i: usize, status: Status) {
         let time = self.time();
         let a = &mut self.e[i];
-        let (key, _) = a.acts.remove(0);
+        let (action, _) = a.acts.remove(0);
         let id = a.node.cfg.node_id.clone();
-        a.node.handle_done(time, &a.env, &mut self.rng, key, NodeEntry::new(id, status, "done"));
+        a.node.handle_done(time, &a.env, &mut self.rng, action, NodeEntry::new(id, status, "done"));
     }
 
     fn ids(r: &Response) -> Vec<(&str, Status)> {
@@ -333,7 +333,8 @@ fn trigger_turns_around_at_the_last_node_and_installs_on_the_way_back() {
     });
     let back = back.expect("E2 turned the TRIGGER around");
     assert_eq!(s.e[1].acts.len(), 1);
-    let [(key, _)] = s.e[0].acts.as_slice() else { panic!("E1 acts once, on the return leg") };
+    let [(action, _)] = s.e[0].acts.as_slice() else { panic!("E1 acts once, on the return leg") };
+    let key = &action.key;
     assert_eq!((key.0, key.1.direction), (back, Direction::Upstream));
     assert_eq!(key.1.query_target(), R);
     // The return leg's Queries towards R are lost (R answers none): E1 is
@@ -346,6 +347,28 @@ fn trigger_turns_around_at_the_last_node_and_installs_on_the_way_back() {
     assert_eq!((answer.kind, answer.id), (RequestKind::Trigger, 7));
     // The forward leg's answer: E2's entry, then the return path's (E1's).
     assert_eq!(Sim::ids(answer), [("e2", Status::Ok), ("e1", Status::Ok)]);
+    assert_eq!((s.e[0].node.pending(), s.e[1].node.pending()), (0, 0));
+    assert!(s.e[1].node.return_legs.is_empty(), "the return leg is forgotten with its answer");
+}
+
+#[test]
+fn a_trigger_answered_by_timeout_forgets_its_return_leg() {
+    let mut s = Sim::new();
+    s.icmp_at_ua = true;
+    let unix = s.time().unix_ms;
+    s.request(sid(1), signed(RequestKind::Trigger, 9, unix, 1, &tenant()));
+    s.run_for(Duration::from_millis(10));
+    assert_eq!(s.e[1].node.return_legs.len(), 1);
+    // Nobody finishes: the forward leg is answered at its deadline, and
+    // what the return leg would have answered has nowhere to go.
+    s.run_for(Duration::from_secs(11));
+    assert_eq!(s.answers.len(), 1);
+    assert!(s.e[1].node.return_legs.is_empty());
+    // The late results change nothing.
+    s.finish(1, Status::Ok);
+    s.finish(0, Status::Ok);
+    s.run_for(Duration::from_secs(5));
+    assert_eq!(s.answers.len(), 1);
     assert_eq!((s.e[0].node.pending(), s.e[1].node.pending()), (0, 0));
 }
 
