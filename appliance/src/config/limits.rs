@@ -10,7 +10,9 @@ pub struct Limits {
     /// Linear memory per module instance, bytes.
     pub memory_bytes: u64,
     /// Wall time one `on-packet` call may take before it is interrupted
-    /// (a fault: the packet passes, the instance is rebuilt).
+    /// (a fault: the packet passes, the instance is rebuilt). Checked at
+    /// the runtime's 1 ms epoch tick: a call gets at least this long and
+    /// at most one tick more.
     pub cpu_deadline_ms: u64,
     /// Share of one worker's time a module's calls may take per window
     /// (`runtime.budget_window_ms`); past it, its packets pass untouched
