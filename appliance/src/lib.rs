@@ -8,7 +8,8 @@
 //! `installed` (an installed module as the workers serve it: its template,
 //! per-worker slots, health and guard policy), `signaling` (the shell around
 //! the sans-IO NSLP node), `api` (axum admin API, metrics, health), `store`
-//! (fetching and checking module bytes), `daemon` (the running node: wires
+//! (fetching and checking module bytes), `relay` (the media relay's building
+//! block: so far its peer policy), `daemon` (the running node: wires
 //! the parts, serves until SIGTERM, reloads on SIGHUP), `try_module`
 //! (`module try`).
 
@@ -23,6 +24,7 @@ pub mod controller;
 pub mod daemon;
 pub mod dataplane;
 pub mod installed;
+pub mod relay;
 pub mod runtime;
 pub mod signaling;
 pub mod store;
