@@ -1,7 +1,7 @@
 //! STUN message codec (RFC 8489): a borrowing parser and a small encoder.
 //!
 //! Contains no networking code and keeps no state; TURN (RFC 8656) builds on
-//! it. Parsing goes through bounded reads only: peer bytes never panic.
+//! it, and [`framing`] tells STUN from ChannelData on a relay's sockets. Parsing goes through bounded reads only: peer bytes never panic.
 //! Not done here: MESSAGE-INTEGRITY verification (needs credentials; the relay
 //! module's business) and RFC 3489 "classic" STUN without the magic cookie.
 
@@ -10,6 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+pub mod framing;
 #[cfg(test)]
 mod tests;
 
