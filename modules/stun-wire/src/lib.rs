@@ -2,8 +2,9 @@
 //!
 //! Contains no networking code and keeps no state; TURN (RFC 8656) builds on
 //! it, and [`framing`] tells STUN from ChannelData on a relay's sockets. Parsing goes through bounded reads only: peer bytes never panic.
-//! Not done here: MESSAGE-INTEGRITY verification (needs credentials; the relay
-//! module's business) and RFC 3489 "classic" STUN without the magic cookie.
+//! [`integrity`] checks and writes MESSAGE-INTEGRITY(-SHA256) with a key the
+//! caller derives from its credentials. Not done here: RFC 3489 "classic"
+//! STUN without the magic cookie.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
@@ -11,6 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub mod framing;
+pub mod integrity;
 #[cfg(test)]
 mod tests;
 
