@@ -6,11 +6,16 @@
 
 use libfuzzer_sys::fuzz_target;
 use netserv_stun_wire::integrity::{Integrity, long_term_key_md5};
+use netserv_stun_wire::turn::attr as turn;
 use netserv_stun_wire::{Builder, Class, METHOD_BINDING, Message};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Message::parse(data) {
         let _ = (m.class(), m.method(), m.attributes().count());
+        // TURN's readers: a value or a named error, never a panic.
+        let _ = (m.lifetime(), m.requested_transport(), m.channel_number(), m.data(), m.even_port());
+        let _ = (m.reservation_token(), m.dont_fragment(), m.requested_address_family(), m.connection_id(), m.error_code());
+        let _ = m.xor_addresses(turn::XOR_PEER_ADDRESS).count();
         let key = long_term_key_md5("user", "realm", "pass");
         let _ = m.verify_integrity(&key);
         assert!(m.authenticated_attributes().count() <= m.attributes().count());

@@ -15,6 +15,7 @@ pub mod framing;
 pub mod integrity;
 #[cfg(test)]
 mod tests;
+pub mod turn;
 
 /// RFC 8489 §5: the fixed magic cookie.
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
@@ -218,7 +219,7 @@ fn fingerprint(covered: &[u8], fp_offset: usize) -> u32 {
     h.finalize() ^ FINGERPRINT_XOR
 }
 
-fn decode_xor_address(v: &[u8], tx: &[u8; 12]) -> Option<SocketAddr> {
+pub(crate) fn decode_xor_address(v: &[u8], tx: &[u8; 12]) -> Option<SocketAddr> {
     let family = *v.get(1)?;
     let port = be16(v, 2)? ^ (MAGIC_COOKIE >> 16) as u16;
     let ip = match family {
@@ -282,6 +283,12 @@ impl Builder {
 
     /// XOR-MAPPED-ADDRESS for `addr` (RFC 8489 §14.2).
     pub fn xor_mapped_address(self, addr: SocketAddr) -> Self {
+        self.xor_address(attr::XOR_MAPPED_ADDRESS, addr)
+    }
+
+    /// An address attribute of the XOR kind (`kind`: XOR-MAPPED-ADDRESS,
+    /// or TURN's XOR-PEER-ADDRESS / XOR-RELAYED-ADDRESS), encoded as §14.2 says.
+    pub fn xor_address(self, kind: u16, addr: SocketAddr) -> Self {
         let mut v = Vec::with_capacity(20);
         v.push(0);
         let port = addr.port() ^ (MAGIC_COOKIE >> 16) as u16;
@@ -299,7 +306,7 @@ impl Builder {
                 v.extend(ip.octets().iter().zip(key).map(|(b, k)| b ^ k));
             }
         }
-        self.attribute(attr::XOR_MAPPED_ADDRESS, &v)
+        self.attribute(kind, &v)
     }
 
     /// Appends FINGERPRINT (must be last) and returns the bytes.
