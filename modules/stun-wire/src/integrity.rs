@@ -50,24 +50,23 @@ pub fn short_term_key(password: &str) -> Vec<u8> {
 
 /// Long-term credential key (§9.2.2) for MD5: MD5(username ":" realm ":" password).
 pub fn long_term_key_md5(username: &str, realm: &str, password: &str) -> [u8; 16] {
-    let mut h = Md5::new();
-    h.update(username.as_bytes());
-    h.update(b":");
-    h.update(realm.as_bytes());
-    h.update(b":");
-    h.update(password.as_bytes());
-    h.finalize().into()
+    user_realm_password::<Md5>(username, realm, password).into()
 }
 
 /// Long-term credential key (§9.2.2) when PASSWORD-ALGORITHM is SHA-256.
 pub fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(username.as_bytes());
-    h.update(b":");
-    h.update(realm.as_bytes());
-    h.update(b":");
-    h.update(password.as_bytes());
-    h.finalize().into()
+    user_realm_password::<Sha256>(username, realm, password).into()
+}
+
+fn user_realm_password<D: Digest>(username: &str, realm: &str, password: &str) -> md5::digest::Output<D> {
+    let mut h = D::new();
+    for (i, part) in [username, realm, password].into_iter().enumerate() {
+        if i > 0 {
+            h.update(b":");
+        }
+        h.update(part.as_bytes());
+    }
+    h.finalize()
 }
 
 /// The bytes an integrity attribute at `offset` with a value of `value_len`
