@@ -162,27 +162,14 @@ mod tests {
     fn a_node_config_brings_its_tenant_limits() {
         // A 1,000-byte reply: within the default 1,400 bytes, over this
         // tenant's 500.
-        let cfg = Config::parse(
-            r#"node_id = "edge-1"
-[api]
-listen = "127.0.0.1:8270"
-admin_token = "admin-token-0123456789"
-[[tenants]]
-name = "tight"
-public_key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
-api_token = "tenant-token-0123456789"
-filter_prefixes = ["198.18.2.0/24"]
-[tenants.limits]
-reply_max_bytes = 500
-"#,
-        )
-        .expect("config");
+        let cfg =
+            Config::parse(&crate::config::tests::base("[tenants.limits]\nreply_max_bytes = 500")).expect("config");
         let (from, to) = ("198.18.1.10:40000".parse().expect("from"), "198.18.2.20:5070".parse().expect("to"));
         let props = [("mode".to_owned(), "max-reply".to_owned()), ("reply_bytes".to_owned(), "1000".to_owned())];
         let m = module("netserv_fault_injector");
         let default = run(&m, &props, from, to, b"x", None).expect("runs");
         assert_eq!(default.verdict, "reply");
-        let tight = run(&m, &props, from, to, b"x", Some((&cfg, "tight"))).expect("runs");
+        let tight = run(&m, &props, from, to, b"x", Some((&cfg, "itsp-a"))).expect("runs");
         assert_eq!(tight.verdict, "accept", "the reply is refused and the original passes");
         let e = run(&m, &props, from, to, b"x", Some((&cfg, "nobody"))).err().map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("--tenant `nobody`")));

@@ -4,7 +4,7 @@
 mod limits;
 mod signaling;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use limits::Limits;
 pub use signaling::Signaling;

@@ -2,7 +2,8 @@ use super::*;
 
 const KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
 
-fn base(tenant_extra: &str) -> String {
+/// A valid config with one tenant, `itsp-a`, and `tenant_extra` in its table.
+pub(crate) fn base(tenant_extra: &str) -> String {
     format!(
         r#"node_id = "edge-1"
 [api]

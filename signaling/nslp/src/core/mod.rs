@@ -364,13 +364,15 @@ impl Node {
             downstream: None,
             deadline: t.now + self.cfg.response_timeout,
         };
+        // This node's address towards the requester: its entry names it.
+        let toward_origin = env.local_toward(origin.ip());
         let req = match self.check(t, env, &key, &data) {
             Ok(v) => v,
             Err((status, reason)) => {
                 self.stats.refused += 1;
                 self.events.push_back(Event::Refused { session: key.0, status, reason: reason.clone() });
                 let mut entry = NodeEntry::new(self.cfg.node_id.clone(), status, reason);
-                entry.address = Some(env.local_toward(origin.ip()));
+                entry.address = Some(toward_origin);
                 pending.local = Some(Some(entry));
                 pending.downstream = Some(Vec::new());
                 self.pending.insert(key.clone(), pending);
@@ -398,7 +400,7 @@ impl Node {
             pending.local = Some(None);
             pending.trigger = Some((forward_copy, req));
         } else if req.node_id.as_deref().is_none_or(|n| n == self.cfg.node_id) {
-            pending.action = self.act(key.clone(), env.local_toward(origin.ip()), req);
+            pending.action = self.act(key.clone(), toward_origin, req);
         } else {
             pending.local = Some(None);
         }
