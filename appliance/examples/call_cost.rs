@@ -1,11 +1,12 @@
 //! Measures what one packet costs in the pure part of the data path: parsing,
 //! filter lookup, the module call and building the reply, with no NFQUEUE.
 //! `cargo run --release --example call_cost -- <module.wasm> <payload-file>`
+//! (`NEIGHBOURS=999`: with that many other tenants' modules installed after it).
 
 use netserv_appliance::config::Limits;
 use netserv_appliance::dataplane::{Buffers, decide, packet};
 use netserv_appliance::runtime::Runtime;
-use netserv_appliance::try_module::standalone;
+use netserv_appliance::try_module::standalone_among;
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
@@ -21,7 +22,8 @@ fn main() -> anyhow::Result<()> {
     // A benchmark loop is the module at 100 % of a worker: lift the CPU
     // budget, which would (rightly) throttle it.
     let limits = Limits { cpu_budget_percent: 100, ..Limits::default() };
-    let (module, mut worker) = standalone(&runtime, &bytes, &[], to, &limits)?;
+    let neighbours: u16 = std::env::var("NEIGHBOURS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let (module, mut worker) = standalone_among(&runtime, &bytes, to, &limits, neighbours)?;
     let ip = packet::build_udp(from, to, 64, &payload).ok_or_else(|| anyhow::anyhow!("build"))?;
     let mut out = Buffers::new();
     let n: u32 = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
@@ -38,6 +40,6 @@ fn main() -> anyhow::Result<()> {
         stats.fail_open == 0 && stats.throttled == 0 && stats.faults == 0,
         "the module did not run every packet: {stats:?}"
     );
-    println!("decide(): {per:.2} µs per packet ({:.0} packets/s on one core)", 1e6 / per);
+    println!("decide(): {per:.2} µs per packet ({:.0} packets/s on one core), {neighbours} neighbours", 1e6 / per);
     Ok(())
 }

@@ -72,6 +72,48 @@ pub fn standalone_with(
     Ok((module, worker))
 }
 
+/// [`standalone`], installed first, with
+/// `neighbours` more tenants' instances of the same module behind it, each
+/// filtering its own port (10000 + i) on the same address, as the
+/// 1,000-tenant benchmark installs them: what a worker pays per packet for
+/// the modules it holds but does not run.
+pub fn standalone_among(
+    runtime: &Runtime,
+    bytes: &[u8],
+    to: SocketAddr,
+    limits: &Limits,
+    neighbours: u16,
+) -> anyhow::Result<(Arc<ActiveModule>, WorkerModules)> {
+    let (module, mut worker) = standalone(runtime, bytes, &[], to, limits)?;
+    let compiled = runtime.compile(bytes)?;
+    let mut modules = vec![module.clone()];
+    for i in 0..neighbours {
+        let tenant = format!("n{i}");
+        let spec = ModuleSpec {
+            id: format!("{tenant}/try"),
+            tenant: tenant.clone(),
+            name: "try".into(),
+            filter: Filter {
+                transport: Transport::Udp,
+                destination: ipnet::IpNet::from(to.ip()),
+                ports: vec![10_000u16.saturating_add(i)],
+                source: None,
+            },
+            properties: Vec::new(),
+            limits: limits.clone(),
+            shared: (
+                Arc::new(TenantState::new(limits.state_max_entries, limits.state_max_bytes)),
+                Arc::new(TenantUsage::default()),
+            ),
+            workers: 1,
+            quarantines: None,
+        };
+        modules.push(Arc::new(assemble(runtime.engine(), compiled.clone(), &crate::config::Runtime::default(), spec)?));
+    }
+    worker.sync(Arc::new(Table::new(modules)));
+    Ok((module, worker))
+}
+
 pub fn run(
     module: &Path,
     props: &[(String, String)],

@@ -4,12 +4,23 @@
 //! server-module world, and the bytes it relays never enter wasm (the host's
 //! relay building block, `appliance/src/relay/`, forwards them).
 //!
-//! Built so far: [`credentials`] — coturn-compatible TURN REST credentials
-//! (`use-auth-secret`) and the stateless, expiring nonce of the long-term
-//! credential mechanism. No clock and no randomness of its own: the time and
-//! the server's key are arguments.
+//! - [`server`]: the TURN control logic, sans-IO — a client's request in,
+//!   the answer out, the host's relay building block ([`relay::Relay`])
+//!   told what to allocate, permit and bind;
+//! - [`credentials`]: coturn-compatible TURN REST credentials
+//!   (`use-auth-secret`) and the stateless, expiring nonce;
+//! - [`config`]: the deployment's properties.
+//!
+//! No clock and no randomness of its own: the time and the nonce key are
+//! arguments.
 
-#![forbid(unsafe_code)]
+#![cfg_attr(not(target_arch = "wasm32"), forbid(unsafe_code))]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 
+pub mod config;
 pub mod credentials;
+pub mod relay;
+pub mod server;
+
+#[cfg(target_arch = "wasm32")]
+mod guest;

@@ -131,6 +131,25 @@ impl<'a> Message<'a> {
             .map_err(|_| IntegrityError::Mismatch)
     }
 
+    /// The message as far as its integrity attributes vouch for it (the
+    /// whole message when it has none): readers on it never see what
+    /// follows MESSAGE-INTEGRITY(-SHA256), which must be ignored (§14.5),
+    /// and `verify_integrity` on it checks the same bytes.
+    pub fn authenticated(&self) -> Message<'a> {
+        let mut end = None;
+        for a in self.attributes().filter_map(Result::ok) {
+            if matches!(a.kind, attr::MESSAGE_INTEGRITY | attr::MESSAGE_INTEGRITY_SHA256) {
+                end = Some(a.offset + 4 + a.value.len().div_ceil(4) * 4);
+            } else if end.is_some() {
+                break;
+            }
+        }
+        match end.and_then(|e| self.raw.get(..e)) {
+            Some(raw) => Message { raw, ..*self },
+            None => *self,
+        }
+    }
+
     /// The attributes an integrity check vouches for: those up to and with
     /// the integrity attributes (all of them when there are none). What
     /// follows — but FINGERPRINT — must be ignored (§14.5).
@@ -277,6 +296,10 @@ mod tests {
         let vouched: Vec<u16> = m.authenticated_attributes().filter_map(Result::ok).map(|a| a.kind).collect();
         assert_eq!(vouched, [attr::USERNAME, attr::MESSAGE_INTEGRITY]);
         assert!(m.attribute(attr::SOFTWARE).is_some(), "the raw iterator still sees it");
+        let a = m.authenticated();
+        assert!(a.attribute(attr::SOFTWARE).is_none(), "the authenticated view does not");
+        assert_eq!(a.attribute(attr::USERNAME).map(|x| x.value), Some(&b"bob"[..]));
+        assert_eq!(a.verify_integrity(&key), Ok(Integrity::Sha1), "and checks the same bytes");
         // Without integrity attributes the iterator gives all of them.
         let plain = Builder::new(Class::Request, 0x003, &TX).attribute(attr::SOFTWARE, b"x").finish();
         assert_eq!(Message::parse(&plain).expect("parses").authenticated_attributes().count(), 1);
