@@ -2,10 +2,16 @@
 //! for a media-relay module so that relayed bytes never enter wasm and a
 //! guest can never reach a peer the operator did not open.
 //!
-//! Built so far: [`peer_policy`], the one check every peer address a guest
-//! names goes through. The forwarding fast path, the server-module world
-//! and the guest come next, on top of it.
+//! - [`peer_policy`]: the one check every peer address a guest names goes
+//!   through (CreatePermission, ChannelBind, Send);
+//! - [`engine`]: allocations, permissions, channels, lifetimes and the fast
+//!   path, sans-IO;
+//! - [`ports`]: the tenant's relay ports; [`rate`]: bps limits;
+//! - [`shell`]: the thread that owns the module's sockets and its instance.
 
+pub mod engine;
 pub mod peer_policy;
+pub mod ports;
+pub mod rate;
 
 pub use peer_policy::{Denied, PeerPolicy};
