@@ -26,6 +26,7 @@ pub mod dataplane;
 pub mod installed;
 pub mod relay;
 pub mod runtime;
+pub mod secrets;
 pub mod signaling;
 pub mod store;
 pub mod try_module;

@@ -13,5 +13,6 @@ pub mod engine;
 pub mod peer_policy;
 pub mod ports;
 pub mod rate;
+pub mod shell;
 
 pub use peer_policy::{Denied, PeerPolicy};

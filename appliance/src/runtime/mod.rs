@@ -9,6 +9,7 @@
 mod abi;
 pub mod host;
 mod instance;
+pub mod server_world;
 
 pub use abi::LiftedBytes;
 pub use host::{GuestCounters, HostSpec, HostState, TenantState, TenantUsage};
@@ -140,6 +141,17 @@ impl Runtime {
         let compiled = Compiled { hash, pre };
         self.cache.lock().insert(hash, (compiled.clone(), std::time::Instant::now()));
         Ok(compiled)
+    }
+
+    /// Compiles a server module (`server-module` world). Not cached: a
+    /// tenant runs one or two, and installs them rarely.
+    pub fn compile_server(
+        &self,
+        bytes: &[u8],
+    ) -> anyhow::Result<(ModuleHash, server_world::ServerModulePre<server_world::ServerData>)> {
+        let hash = ModuleHash::of(bytes);
+        let component = Component::new(&self.engine, bytes).ctx("not a valid wasm component")?;
+        Ok((hash, server_world::pre(&self.engine, &component)?))
     }
 
     /// Drops cached modules no installed module uses, but for the

@@ -9,6 +9,18 @@ use std::path::Path;
 /// file beside it, flushed to disk, renamed over it, and the directory
 /// flushed so the rename itself is durable. Creates the directory if needed.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write(path, bytes, None)
+}
+
+/// [`write_atomically`] for a file only its owner may read (secrets): the
+/// temporary file is created with mode 0600, so the bytes are never
+/// readable by others, not even for a moment.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write(path, bytes, Some(0o600))
+}
+
+fn write(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -17,7 +29,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     let tmp = dir.join(name);
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true).truncate(true);
+    if let Some(m) = mode {
+        // A leftover of a crash keeps its old mode: start afresh.
+        let _ = std::fs::remove_file(&tmp);
+        open.mode(m);
+    }
+    let mut f = open.open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);

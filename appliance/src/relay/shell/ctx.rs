@@ -1,0 +1,250 @@
+//! What a server module's host imports act on: the relay engine, the
+//! module's sockets, the tenant's secrets, its timers. It lives in the
+//! module's wasmtime store, so a host call reaches it without a lock; only
+//! the module's own thread ever touches it.
+
+use super::convert::{client_from_wit, ip_from_wit, socket_addr, wit_addr};
+use crate::relay::engine::{AllocateError, Client, Engine, PeerError, RelayId};
+use crate::relay::ports::PortPool;
+use crate::runtime::server_world::{secrets, server, timers};
+use crate::secrets::TenantSecrets;
+use mio::net::UdpSocket;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// Timers a module may hold at once.
+pub const MAX_TIMERS: usize = 64;
+/// Messages one guest call may queue for clients.
+const MAX_OUTBOX: usize = 256;
+/// Ports tried when binding a relay socket fails (a port taken by another process).
+const BIND_ATTEMPTS: usize = 8;
+
+/// Mio tokens: the waker, the listeners, the relay sockets.
+pub const WAKER: mio::Token = mio::Token(0);
+pub const RELAY_TOKEN_BASE: usize = 1 << 20;
+
+pub fn relay_token(id: RelayId) -> mio::Token {
+    mio::Token(RELAY_TOKEN_BASE + id as usize)
+}
+
+pub struct Listener {
+    pub socket: UdpSocket,
+    pub local: SocketAddr,
+}
+
+pub struct Ctx {
+    pub engine: Engine,
+    pub ports: PortPool,
+    /// The address relay sockets bind to and allocations announce.
+    address: IpAddr,
+    registry: mio::Registry,
+    pub relays: HashMap<RelayId, UdpSocket>,
+    pub listeners: Vec<Listener>,
+    /// What the guest sent during a call, for the shell to put on the wire.
+    pub outbox: Vec<(Client, Vec<u8>)>,
+    secrets: Arc<TenantSecrets>,
+    instance_key: [u8; 32],
+    /// Timer id -> due (ms on the shell's clock).
+    pub timers: BTreeMap<u32, u64>,
+    /// The shell's clock (ms since the module started), set before each call.
+    pub now_ms: u64,
+    next_token: u64,
+}
+
+impl Ctx {
+    pub fn new(
+        engine: Engine,
+        ports: PortPool,
+        address: IpAddr,
+        registry: mio::Registry,
+        listeners: Vec<Listener>,
+        secrets: Arc<TenantSecrets>,
+        instance_key: [u8; 32],
+    ) -> Self {
+        let next_token = u64::from_le_bytes(instance_key[..8].try_into().unwrap_or([1; 8]));
+        Self {
+            engine,
+            ports,
+            address,
+            registry,
+            relays: HashMap::new(),
+            listeners,
+            outbox: Vec::new(),
+            secrets,
+            instance_key,
+            timers: BTreeMap::new(),
+            now_ms: 0,
+            next_token,
+        }
+    }
+
+    /// Closes a relay socket the engine no longer has, and frees its port.
+    pub fn close_relay(&mut self, relay: RelayId, relayed: SocketAddr) {
+        if let Some(mut s) = self.relays.remove(&relay) {
+            let _ = self.registry.deregister(&mut s);
+        }
+        self.ports.give_back(relayed.port());
+    }
+
+    /// Ends every allocation (after the guest lost its state in a fault).
+    pub fn clear(&mut self) {
+        let ids: Vec<RelayId> = self.relays.keys().copied().collect();
+        for id in ids {
+            if let Some(a) = self.engine.remove(id) {
+                self.close_relay(id, a.relayed);
+            }
+        }
+        self.timers.clear();
+        self.outbox.clear();
+    }
+
+    fn bind(&mut self, port: u16, dont_fragment: bool) -> std::io::Result<UdpSocket> {
+        let addr = SocketAddr::new(self.address, port);
+        let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+        let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        s.set_nonblocking(true)?;
+        if dont_fragment && addr.is_ipv4() {
+            // IP_MTU_DISCOVER = IP_PMTUDISC_DO: the DF bit on every datagram.
+            rustix::net::sockopt::set_ip_mtu_discover(&s, rustix::net::sockopt::Ipv4PathMtuDiscovery::DO)?;
+        }
+        s.bind(&addr.into())?;
+        Ok(UdpSocket::from_std(s.into()))
+    }
+
+    fn allocate(&mut self, r: &server::RelayRequest) -> Result<server::RelayGrant, server::RelayError> {
+        use server::RelayError as E;
+        let wants_v6 = matches!(r.family, server::AddressFamily::Ipv6);
+        if wants_v6 != self.address.is_ipv6() {
+            return Err(E::FamilyUnsupported);
+        }
+        let client = client_from_wit(&r.client);
+        self.engine.check_new(&client).map_err(|e| match e {
+            AllocateError::Exists => E::Exists,
+            AllocateError::QuotaReached => E::QuotaReached,
+        })?;
+        let mut reservation = None;
+        let mut port = match r.reservation {
+            Some(token) => Some(self.ports.redeem(token, self.now_ms).ok_or(E::BadReservation)?),
+            None if r.even_port && r.reserve_next => {
+                self.next_token = self.next_token.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                reservation = Some(self.next_token);
+                self.ports.take_pair(self.next_token, self.now_ms)
+            }
+            None => self.ports.take(r.even_port),
+        };
+        for _ in 0..BIND_ATTEMPTS {
+            let Some(p) = port else { break };
+            match self.bind(p, r.dont_fragment) {
+                Ok(mut socket) => {
+                    let relayed = SocketAddr::new(self.address, p);
+                    let id = self
+                        .engine
+                        .insert(client, relayed, r.lifetime_ms, r.max_bps, r.dont_fragment, self.now_ms)
+                        .map_err(|_| E::QuotaReached)?;
+                    if self.registry.register(&mut socket, relay_token(id), mio::Interest::READABLE).is_err() {
+                        self.engine.remove(id);
+                        self.ports.give_back(p);
+                        return Err(E::NoPort);
+                    }
+                    self.relays.insert(id, socket);
+                    return Ok(server::RelayGrant { id, relayed: wit_addr(relayed), reservation });
+                }
+                Err(e) => {
+                    tracing::debug!(port = p, error = %e, "relay port not bindable; trying another");
+                    // Not back into the pool now: it is busy elsewhere.
+                    port = if r.reservation.is_some() { None } else { self.ports.take(r.even_port) };
+                }
+            }
+        }
+        Err(if self.ports.available() == 0 { E::QuotaReached } else { E::NoPort })
+    }
+}
+
+fn refusal(e: PeerError) -> server::PeerRefused {
+    match e {
+        PeerError::Forbidden(why) => server::PeerRefused::Forbidden(why.as_str().to_owned()),
+        PeerError::NoRelay => server::PeerRefused::NoRelay,
+        PeerError::QuotaReached => server::PeerRefused::QuotaReached,
+        PeerError::Conflict => server::PeerRefused::Conflict,
+    }
+}
+
+impl server::Host for Ctx {
+    fn send(&mut self, to: server::Client, data: Vec<u8>) -> bool {
+        if self.outbox.len() >= MAX_OUTBOX {
+            return false;
+        }
+        let client = client_from_wit(&to);
+        if let Client::Udp { listener, .. } = client
+            && usize::try_from(listener).map_or(true, |l| l >= self.listeners.len())
+        {
+            return false;
+        }
+        self.outbox.push((client, data));
+        true
+    }
+
+    fn allocate(&mut self, request: server::RelayRequest) -> Result<server::RelayGrant, server::RelayError> {
+        Ctx::allocate(self, &request)
+    }
+
+    fn refresh(&mut self, relay: u32, lifetime_ms: u64) -> bool {
+        match self.engine.refresh(relay, lifetime_ms, self.now_ms) {
+            None => false,
+            Some(None) => true,
+            Some(Some(ended)) => {
+                self.close_relay(relay, ended.relayed);
+                true
+            }
+        }
+    }
+
+    fn permit(
+        &mut self,
+        relay: u32,
+        peers: Vec<server::IpAddress>,
+        lifetime_ms: u64,
+    ) -> Result<(), server::PeerRefused> {
+        let peers: Vec<IpAddr> = peers.iter().map(ip_from_wit).collect();
+        self.engine.permit(relay, &peers, lifetime_ms, self.now_ms).map_err(refusal)
+    }
+
+    fn bind_channel(
+        &mut self,
+        relay: u32,
+        channel: u16,
+        peer: server::SocketAddress,
+        lifetime_ms: u64,
+    ) -> Result<(), server::PeerRefused> {
+        self.engine.bind_channel(relay, channel, socket_addr(&peer), lifetime_ms, self.now_ms).map_err(refusal)
+    }
+
+    fn usage(&mut self, relay: u32) -> Option<server::RelayUsage> {
+        self.engine.allocation(relay).map(|a| super::convert::wit_usage(&a.usage))
+    }
+}
+
+impl secrets::Host for Ctx {
+    fn get(&mut self, name: String) -> Option<Vec<u8>> {
+        self.secrets.get(&name)
+    }
+
+    fn instance_key(&mut self) -> Vec<u8> {
+        self.instance_key.to_vec()
+    }
+}
+
+impl timers::Host for Ctx {
+    fn set(&mut self, id: u32, after_ms: u64) -> bool {
+        if self.timers.len() >= MAX_TIMERS && !self.timers.contains_key(&id) {
+            return false;
+        }
+        self.timers.insert(id, self.now_ms.saturating_add(after_ms));
+        true
+    }
+
+    fn cancel(&mut self, id: u32) {
+        self.timers.remove(&id);
+    }
+}

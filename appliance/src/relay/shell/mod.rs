@@ -1,0 +1,416 @@
+//! The shell of a server module: one thread per installed module that owns
+//! its listeners, its relay sockets and its wasm instance, on a mio event
+//! loop. Relayed bytes go through the engine's fast path and never enter
+//! wasm; STUN requests go to the guest, whose host calls act on [`Ctx`].
+//!
+//! A module has its own thread so that nothing it does — a slow guest, a
+//! flood on its ports — is on another tenant's path. A fault (trap, blown
+//! deadline, memory limit) poisons the instance: the shell counts it, ends
+//! the module's allocations (the guest's state is gone with it) and builds
+//! a fresh instance; too many faults within the window quarantine the
+//! module (its sockets close).
+
+mod batch;
+pub mod convert;
+pub mod ctx;
+mod stats;
+
+pub use ctx::Ctx;
+pub use stats::{ServerStats, StatsSnapshot};
+
+use super::engine::{Engine, FromClient, Limits, RelayId};
+use super::peer_policy::PeerPolicy;
+use super::ports::PortPool;
+use crate::runtime::server_world::{ServerData, ServerInstance, ServerModulePre, server};
+use crate::runtime::{HostSpec, Transport};
+use crate::secrets::TenantSecrets;
+use batch::{Rx, Tx};
+use convert::{wit_addr, wit_client, wit_usage};
+use ctx::{Listener, RELAY_TOKEN_BASE, WAKER};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A listener the install asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub transport: crate::dataplane::Transport,
+    pub port: u16,
+}
+
+/// Everything a server module's thread needs.
+pub struct ServerSpec {
+    pub id: String,
+    pub engine: wasmtime::Engine,
+    pub pre: ServerModulePre<ServerData>,
+    pub host: HostSpec,
+    pub properties: Vec<(String, String)>,
+    pub deadline: Duration,
+    pub address: IpAddr,
+    pub listen: Vec<Listen>,
+    pub relay_ports: RangeInclusive<u16>,
+    pub policy: PeerPolicy,
+    pub limits: Limits,
+    pub secrets: Arc<TenantSecrets>,
+    /// Faults within `fault_window` that quarantine the module.
+    pub quarantine_after: u32,
+    pub fault_window: Duration,
+}
+
+/// A running server module; dropping it stops the thread and closes its sockets.
+pub struct ServerHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<mio::Waker>,
+    thread: Option<JoinHandle<()>>,
+    pub stats: Arc<ServerStats>,
+    pub local: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle").field("local", &self.local).finish_non_exhaustive()
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn random_key() -> [u8; 32] {
+    use rand_core::{OsRng, RngCore};
+    let mut k = [0u8; 32];
+    OsRng.fill_bytes(&mut k);
+    k
+}
+
+/// Binds the listeners and starts the module's thread; returns once its
+/// instance has run `init` (an error refuses the install). Blocking: call
+/// it off the async runtime.
+pub fn start(spec: ServerSpec) -> anyhow::Result<ServerHandle> {
+    if spec.listen.iter().any(|l| l.transport != crate::dataplane::Transport::Udp) {
+        anyhow::bail!("`listen`: only UDP listeners are served so far (TCP client transport is not built yet)");
+    }
+    let poll = mio::Poll::new()?;
+    let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
+    let mut listeners = Vec::new();
+    for (i, l) in spec.listen.iter().enumerate() {
+        let addr = SocketAddr::new(spec.address, l.port);
+        let mut socket =
+            mio::net::UdpSocket::bind(addr).map_err(|e| anyhow::anyhow!("`listen[{i}]`: binding UDP {addr}: {e}"))?;
+        poll.registry().register(&mut socket, mio::Token(1 + i), mio::Interest::READABLE)?;
+        let local = socket.local_addr()?;
+        listeners.push(Listener { socket, local });
+    }
+    let local: Vec<SocketAddr> = listeners.iter().map(|l| l.local).collect();
+    let stats = Arc::new(ServerStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = {
+        let (stats, stop) = (stats.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("srv-{}", spec.id.replace('/', "-")).chars().take(15).collect())
+            .spawn(move || run(spec, poll, listeners, stats, stop, ready_tx))?
+    };
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(ServerHandle { stop, waker, thread: Some(thread), stats, local }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            anyhow::bail!("the server module's thread ended before it was ready")
+        }
+    }
+}
+
+/// The module's thread: its instance and sockets.
+struct Shell {
+    spec: ServerSpec,
+    instance: Option<ServerInstance>,
+    wit_listeners: Vec<server::Listener>,
+    stats: Arc<ServerStats>,
+    started: Instant,
+    faults: std::collections::VecDeque<Instant>,
+    rx: Rx,
+    tx: Tx,
+    /// Scratch for a message to a client.
+    out: Vec<u8>,
+}
+
+impl Shell {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn ctx(&mut self) -> Option<&mut Ctx> {
+        self.instance.as_mut().map(|i| &mut i.store.data_mut().ctx)
+    }
+
+    fn instantiate(&self, ctx: Ctx) -> anyhow::Result<ServerInstance> {
+        ServerInstance::new(
+            &self.spec.engine,
+            &self.spec.pre,
+            &self.spec.host,
+            ctx,
+            &self.spec.properties,
+            &self.wit_listeners,
+            self.spec.deadline,
+        )
+    }
+
+    /// A guest call failed: count it, start afresh or quarantine.
+    fn fault(&mut self, why: String) {
+        let Some(dead) = self.instance.take() else { return };
+        let mut ctx = dead.store.into_data().ctx;
+        ctx.clear();
+        self.stats.faults.fetch_add(1, Relaxed);
+        tracing::warn!(module = %self.spec.id, error = %why, "server module fault; its allocations end");
+        *self.stats.last_fault.lock() = Some(why);
+        let now = Instant::now();
+        self.faults.push_back(now);
+        while self.faults.front().is_some_and(|t| now.duration_since(*t) > self.spec.fault_window) {
+            self.faults.pop_front();
+        }
+        if self.faults.len() >= self.spec.quarantine_after as usize {
+            let reason = format!(
+                "it faulted too often: {} faults within {} ms",
+                self.faults.len(),
+                self.spec.fault_window.as_millis()
+            );
+            tracing::warn!(module = %self.spec.id, %reason, "server module quarantined; its sockets close");
+            *self.stats.quarantined.lock() = Some(reason);
+            return;
+        }
+        match self.instantiate(ctx) {
+            Ok(i) => self.instance = Some(i),
+            Err(e) => {
+                let reason = format!("its rebuild failed: {e:#}");
+                *self.stats.quarantined.lock() = Some(reason);
+            }
+        }
+    }
+
+    /// Calls the guest, then puts what it sent on the wire.
+    fn call(&mut self, f: impl FnOnce(&mut ServerInstance) -> Result<(), String>) {
+        let now = self.now_ms();
+        let Some(inst) = self.instance.as_mut() else { return };
+        inst.store.data_mut().ctx.now_ms = now;
+        let t = Instant::now();
+        let result = f(inst);
+        self.stats.guest_calls.fetch_add(1, Relaxed);
+        self.stats.guest_ns.fetch_add(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        if let Some(inst) = self.instance.as_mut() {
+            let ctx = &mut inst.store.data_mut().ctx;
+            for (client, bytes) in ctx.outbox.drain(..) {
+                if let super::engine::Client::Udp { listener, from } = client
+                    && let Some(l) = ctx.listeners.get(listener as usize)
+                {
+                    let _ = l.socket.send_to(&bytes, from);
+                }
+            }
+        }
+        if let Err(why) = result {
+            self.fault(why);
+        }
+    }
+
+    /// Everything waiting on listener `i`.
+    fn drain_listener(&mut self, i: usize) {
+        loop {
+            let now = self.now_ms();
+            let Some(inst) = self.instance.as_mut() else { return };
+            let Some(l) = inst.store.data().ctx.listeners.get(i) else { return };
+            let n = match self.rx.recv(&l.socket) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(_) => return,
+            };
+            for k in 0..n {
+                let Some((from, len)) = self.rx.meta(k) else { continue };
+                let client = super::engine::Client::Udp { listener: i as u32, from };
+                let Some(ctx) = self.instance.as_mut().map(|x| &mut x.store.data_mut().ctx) else { return };
+                let data = self.rx.data(k, len);
+                match ctx.engine.from_client(&client, data, now) {
+                    FromClient::ToPeer { relay, peer, payload } => {
+                        if let Some(bytes) = data.get(payload) {
+                            self.tx.queue_to_peer(relay, peer, bytes);
+                        }
+                    }
+                    FromClient::Dropped => {}
+                    FromClient::ToGuest => {
+                        self.tx.flush_peers(&ctx.relays);
+                        let msg = data.to_vec();
+                        self.stats.to_guest.fetch_add(1, Relaxed);
+                        self.call(|inst| inst.on_message(wit_client(client), wit_addr(from), &msg));
+                    }
+                }
+            }
+            if let Some(ctx) = self.instance.as_mut().map(|x| &mut x.store.data_mut().ctx) {
+                self.tx.flush_peers(&ctx.relays);
+            }
+            if n < batch::BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Everything waiting on relay socket `relay`.
+    fn drain_relay(&mut self, relay: RelayId) {
+        loop {
+            let now = self.now_ms();
+            let Some(ctx) = self.instance.as_mut().map(|x| &mut x.store.data_mut().ctx) else { return };
+            let Some(sock) = ctx.relays.get(&relay) else { return };
+            let n = match self.rx.recv(sock) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            for k in 0..n {
+                let Some((peer, len)) = self.rx.meta(k) else { continue };
+                let data = self.rx.data(k, len);
+                if let Some(super::engine::Client::Udp { listener, from }) =
+                    ctx.engine.from_peer(relay, peer, data, now, &mut self.out)
+                {
+                    self.tx.queue_to_client(listener, from, &self.out);
+                }
+            }
+            self.tx.flush_clients(&ctx.listeners);
+            if n < batch::BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Lifetimes that ran out, timers that are due.
+    fn housekeeping(&mut self) {
+        let now = self.now_ms();
+        let mut ended = Vec::new();
+        if let Some(ctx) = self.ctx() {
+            ctx.engine.expire(now, &mut ended);
+            ctx.ports.expire(now);
+            for (id, a) in &ended {
+                ctx.close_relay(*id, a.relayed);
+            }
+        }
+        for (id, a) in ended {
+            let usage = wit_usage(&a.usage);
+            self.call(|inst| inst.on_relay_closed(id, usage));
+        }
+        let due: Vec<u32> = self
+            .ctx()
+            .map(|c| c.timers.iter().filter(|(_, at)| **at <= now).map(|(id, _)| *id).collect())
+            .unwrap_or_default();
+        for id in due {
+            if let Some(c) = self.ctx() {
+                c.timers.remove(&id);
+            }
+            self.call(|inst| inst.on_timer(id));
+        }
+        let memory = self.instance.as_ref().map_or(0, ServerInstance::memory_bytes);
+        if let Some(ctx) = self.ctx() {
+            let snapshot = StatsSnapshot::of(&ctx.engine, now, memory);
+            *self.stats.snapshot.lock() = snapshot;
+        }
+    }
+
+    /// When the loop must wake next at the latest.
+    fn next_deadline(&mut self) -> Duration {
+        let now = self.now_ms();
+        let next = self.ctx().and_then(|c| {
+            let timers = c.timers.values().min().copied();
+            [c.engine.poll_timeout(), timers].into_iter().flatten().min()
+        });
+        let wait = next.map_or(250, |t| t.saturating_sub(now)).min(250);
+        Duration::from_millis(wait)
+    }
+}
+
+fn run(
+    spec: ServerSpec,
+    mut poll: mio::Poll,
+    listeners: Vec<Listener>,
+    stats: Arc<ServerStats>,
+    stop: Arc<AtomicBool>,
+    ready: std::sync::mpsc::Sender<anyhow::Result<()>>,
+) {
+    let registry = match poll.registry().try_clone() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return;
+        }
+    };
+    let wit_listeners: Vec<server::Listener> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| server::Listener { id: i as u32, transport: Transport::Udp, local: wit_addr(l.local) })
+        .collect();
+    let engine = Engine::new(
+        spec.policy.clone(),
+        spec.limits,
+        u64::from_le_bytes(random_key()[..8].try_into().unwrap_or([7; 8])),
+    );
+    let ctx = Ctx::new(
+        engine,
+        PortPool::new(spec.relay_ports.clone()),
+        spec.address,
+        registry,
+        listeners,
+        spec.secrets.clone(),
+        random_key(),
+    );
+    let mut shell = Shell {
+        spec,
+        instance: None,
+        wit_listeners,
+        stats,
+        started: Instant::now(),
+        faults: Default::default(),
+        rx: Rx::new(),
+        tx: Tx::new(),
+        out: Vec::with_capacity(2048),
+    };
+    match shell.instantiate(ctx) {
+        Ok(i) => shell.instance = Some(i),
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    }
+    let _ = ready.send(Ok(()));
+    tracing::info!(module = %shell.spec.id, "server module serving");
+    let mut events = mio::Events::with_capacity(1024);
+    while !stop.load(Relaxed) && shell.instance.is_some() {
+        let wait = shell.next_deadline();
+        if let Err(e) = poll.poll(&mut events, Some(wait))
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            tracing::error!(module = %shell.spec.id, error = %e, "server module poll failed; it stops");
+            break;
+        }
+        for ev in &events {
+            match ev.token() {
+                WAKER => {}
+                mio::Token(t) if t >= RELAY_TOKEN_BASE => {
+                    shell.drain_relay(RelayId::try_from(t - RELAY_TOKEN_BASE).unwrap_or(0));
+                }
+                mio::Token(t) => shell.drain_listener(t - 1),
+            }
+        }
+        shell.housekeeping();
+    }
+    if let Some(ctx) = shell.ctx() {
+        ctx.clear();
+    }
+    tracing::info!(module = %shell.spec.id, "server module stopped");
+}
