@@ -89,6 +89,7 @@ pub async fn render(State(s): State<AppState>, Caller(who): Caller) -> impl Into
             f.sample(&[("tenant", &m.tenant), ("module", &m.name), ("name", k)], *v);
         }
     }
+    relays(&mut x, &modules);
     let mut f = x.counter("netserv_tenant_refused", "What a tenant's modules were refused, by kind.");
     for u in &usage {
         for (kind, v) in [
@@ -112,6 +113,55 @@ pub async fn render(State(s): State<AppState>, Caller(who): Caller) -> impl Into
         Err(_) => {
             tracing::error!("the metrics exposition did not encode");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// The relay building block of each server module the caller may see.
+fn relays(x: &mut Exposition, modules: &[crate::controller::ModuleInfo]) {
+    let relays: Vec<(&crate::controller::ModuleInfo, &crate::controller::RelayInfo)> =
+        modules.iter().filter_map(|m| m.relay.as_ref().map(|r| (m, r))).collect();
+    type Gauge = fn(&crate::controller::RelayInfo) -> u64;
+    let gauges: [(&str, &str, Gauge); 3] = [
+        ("netserv_relay_allocations", "TURN allocations a relay holds.", |r| r.stats.allocations as u64),
+        ("netserv_relay_permissions", "Live permissions over a relay's allocations.", |r| r.stats.permissions as u64),
+        ("netserv_relay_channels", "Live channel bindings over a relay's allocations.", |r| r.stats.channels as u64),
+    ];
+    for (name, help, value) in gauges {
+        let mut f = x.gauge(name, help);
+        for (m, r) in &relays {
+            f.sample(&[("tenant", &m.tenant), ("module", &m.name)], value(r));
+        }
+    }
+    let mut f = x.counter("netserv_relay_packets", "Datagrams relayed natively (without entering wasm), by direction.");
+    for (m, r) in &relays {
+        let u = &r.stats.usage;
+        for (dir, v) in [("to_peers", u.packets_to_peers), ("to_clients", u.packets_to_client)] {
+            f.sample(&[("tenant", &m.tenant), ("module", &m.name), ("direction", dir)], v);
+        }
+    }
+    let mut f = x.counter("netserv_relay_bytes", "Application bytes relayed natively, by direction.");
+    for (m, r) in &relays {
+        let u = &r.stats.usage;
+        for (dir, v) in [("to_peers", u.bytes_to_peers), ("to_clients", u.bytes_to_client)] {
+            f.sample(&[("tenant", &m.tenant), ("module", &m.name), ("direction", dir)], v);
+        }
+    }
+    let mut f = x.counter("netserv_relay_dropped", "Relay datagrams dropped, by reason.");
+    for (m, r) in &relays {
+        let s = &r.stats;
+        for (why, v) in [
+            ("no_permission", s.dropped_no_permission),
+            ("over_rate", s.dropped_over_rate),
+            ("no_allocation", s.dropped_no_allocation),
+        ] {
+            f.sample(&[("tenant", &m.tenant), ("module", &m.name), ("reason", why)], v);
+        }
+    }
+    let mut f = x.counter("netserv_relay_peers_refused", "Peers the host's peer policy refused, by path and rule.");
+    for (m, r) in &relays {
+        for p in &r.refused {
+            f.sample(&[("tenant", &m.tenant), ("module", &m.name), ("path", p.path), ("reason", p.reason)], p.count);
         }
     }
 }

@@ -6,9 +6,12 @@
 //! only that tenant's modules): `GET /modules`, `POST /modules`,
 //! `GET|DELETE /modules/{tenant}/{name}`, `GET /tenants` (admin), `GET /usage`
 //! (what each tenant's modules use and were refused: memory, logs, counter
-//! names, state; a tenant sees its own).
+//! names, state; a tenant sees its own), `GET /tenants/{t}/secrets` and
+//! `PUT|DELETE /tenants/{t}/secrets/{name}` (a tenant's own secrets, which
+//! its modules read; values are never returned).
 
 mod metrics;
+mod secrets;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +40,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/modules", get(list).post(install))
         .route("/api/v1/modules/{tenant}/{name}", get(get_one).delete(remove))
         .route("/api/v1/tenants", get(tenants))
+        .route("/api/v1/tenants/{tenant}/secrets", get(secrets::list))
+        .route("/api/v1/tenants/{tenant}/secrets/{name}", axum::routing::put(secrets::set).delete(secrets::remove))
         .route("/api/v1/usage", get(usage))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -144,6 +149,8 @@ async fn tenants(State(s): State<AppState>, Caller(p): Caller) -> Result<Respons
                 "name": t.name,
                 "filter_prefixes": t.filter_prefixes,
                 "listen_ports": t.listen_ports,
+                "relay_ports": t.relay_ports.as_ref().map(|r| format!("{}-{}", r.start(), r.end())),
+                "peer_allow": t.peer_allow,
                 "limits": {
                     "memory_bytes": t.limits.memory_bytes,
                     "cpu_deadline_ms": t.limits.cpu_deadline_ms,

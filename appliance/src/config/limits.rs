@@ -28,6 +28,11 @@ pub struct Limits {
     pub state_max_bytes: u64,
     /// Longest TTL a deployment may ask for, seconds.
     pub max_ttl_secs: u64,
+    /// Relay allocations a server module may hold at once (its relay
+    /// ports bound it too).
+    pub relay_allocations_max: u32,
+    /// Bytes per second a server module may relay in all; 0: no limit.
+    pub relay_bps_max: u64,
 }
 
 impl Default for Limits {
@@ -41,6 +46,8 @@ impl Default for Limits {
             state_max_entries: 4096,
             state_max_bytes: 1 << 20,
             max_ttl_secs: 7 * 24 * 3600,
+            relay_allocations_max: 16_384,
+            relay_bps_max: 0,
         }
     }
 }
@@ -64,6 +71,9 @@ impl Limits {
         }
         if self.max_ttl_secs == 0 {
             return Err(invalid(format!("{at}.max_ttl_secs"), "must be at least 1"));
+        }
+        if self.relay_allocations_max > 1 << 20 {
+            return Err(invalid(format!("{at}.relay_allocations_max"), "must be at most 1048576"));
         }
         Ok(())
     }

@@ -2,17 +2,20 @@
 //! socket binds or rule is written. Every error names the field.
 
 mod limits;
+mod servers;
 mod signaling;
 #[cfg(test)]
 pub(crate) mod tests;
 
 pub use limits::Limits;
+pub use servers::Servers;
 pub use signaling::Signaling;
 
 use base64::Engine as _;
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 /// A configuration error, naming the field it is about.
@@ -45,6 +48,8 @@ struct RawConfig {
     runtime: Runtime,
     #[serde(default)]
     signaling: Signaling,
+    #[serde(default)]
+    servers: Servers,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -164,6 +169,12 @@ struct RawTenant {
     filter_prefixes: Vec<String>,
     #[serde(default)]
     listen_ports: Vec<u16>,
+    /// The tenant's relay ports, "first-last".
+    #[serde(default)]
+    relay_ports: Option<String>,
+    /// Peers its relay may reach that the peer policy denies by default.
+    #[serde(default)]
+    peer_allow: Vec<String>,
     #[serde(default)]
     limits: Option<Limits>,
 }
@@ -178,6 +189,10 @@ pub struct Tenant {
     pub filter_prefixes: Vec<IpNet>,
     /// Ports this tenant may filter on or listen on.
     pub listen_ports: Vec<u16>,
+    /// Ports its relay allocations may use (none: it may not relay).
+    pub relay_ports: Option<RangeInclusive<u16>>,
+    /// Prefixes its relay may reach although the peer policy denies them.
+    pub peer_allow: Vec<IpNet>,
     pub limits: Limits,
 }
 
@@ -192,6 +207,7 @@ pub struct Config {
     pub dataplane: Dataplane,
     pub runtime: Runtime,
     pub signaling: Signaling,
+    pub servers: Servers,
     pub tenants: Vec<Tenant>,
 }
 
@@ -289,12 +305,22 @@ impl Config {
             }
             let limits = t.limits.unwrap_or_else(|| raw.limits.clone());
             limits.validate(&at("limits"))?;
+            let relay_ports =
+                t.relay_ports.as_deref().map(|r| servers::parse_port_range(&at("relay_ports"), r)).transpose()?;
+            if let Some(r) = &relay_ports
+                && t.listen_ports.iter().any(|p| r.contains(p))
+            {
+                return Err(invalid(at("relay_ports"), "overlaps the tenant's listen_ports"));
+            }
+            let peer_allow = servers::parse_prefixes(&at("peer_allow"), &t.peer_allow)?;
             tenants.push(Tenant {
                 name: t.name,
                 public_key,
                 api_token: t.api_token,
                 filter_prefixes,
                 listen_ports: t.listen_ports,
+                relay_ports,
+                peer_allow,
                 limits,
             });
         }
@@ -306,6 +332,7 @@ impl Config {
             dataplane: raw.dataplane,
             runtime: raw.runtime,
             signaling: raw.signaling,
+            servers: raw.servers,
             tenants,
         })
     }

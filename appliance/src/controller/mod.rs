@@ -6,12 +6,13 @@
 mod assemble;
 mod authz;
 mod persist;
+mod servers;
 mod types;
 
 pub use persist::StateStore;
 
 pub(crate) use assemble::{ModuleSpec, assemble};
-pub use types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal, TenantUsageInfo};
+pub use types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal, RelayInfo, TenantUsageInfo};
 
 use crate::config::{Config, Steering, Tenant};
 use crate::dataplane::Table;
@@ -56,6 +57,10 @@ pub struct Controller {
     /// Modules say here when they are quarantined; [`Controller::watch_quarantines`] listens.
     quarantine_tx: QuarantineTx,
     quarantine_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// Server modules, each on a thread of its own (`relay::shell`).
+    servers: Mutex<BTreeMap<String, servers::ServerRecord>>,
+    /// Tenants' secrets (set over the API, read by their modules).
+    secrets: crate::secrets::Secrets,
 }
 
 fn module_id(tenant: &str, name: &str) -> String {
@@ -79,6 +84,7 @@ impl Controller {
             .build()
             .unwrap_or_default();
         let (quarantine_tx, quarantine_rx) = tokio::sync::mpsc::unbounded_channel();
+        let secrets = crate::secrets::Secrets::new(state.as_ref().map(|s| s.dir().join("secrets")));
         Arc::new(Self {
             config: ArcSwap::from_pointee(config),
             runtime,
@@ -92,6 +98,8 @@ impl Controller {
             state,
             quarantine_tx,
             quarantine_rx: Mutex::new(Some(quarantine_rx)),
+            servers: Mutex::new(BTreeMap::new()),
+            secrets,
         })
     }
 
@@ -101,6 +109,19 @@ impl Controller {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    pub fn secrets(&self) -> &crate::secrets::Secrets {
+        &self.secrets
+    }
+
+    async fn packet_count(&self, tenant: &str) -> usize {
+        self.records.lock().await.values().filter(|r| *r.active.tenant == *tenant).count()
+    }
+
+    async fn persist_now(&self) {
+        let records = self.records.lock().await;
+        self.persist(&records);
     }
 
     /// Which principal a bearer token belongs to (constant-time comparisons).
@@ -144,7 +165,8 @@ impl Controller {
                 let u = |f: fn(&TenantUsage) -> u64| usage.as_deref().map_or(0, f);
                 TenantUsageInfo {
                     tenant: t.name.clone(),
-                    modules: records.values().filter(|r| *r.active.tenant == *t.name).count(),
+                    modules: records.values().filter(|r| *r.active.tenant == *t.name).count()
+                        + self.server_count(&t.name),
                     memory_bytes: u(|u| u.memory_bytes.load(Relaxed)),
                     memory_refused: u(|u| u.memory_refused.load(Relaxed)),
                     log_lines: u(|u| u.log_lines.load(Relaxed)),
@@ -164,6 +186,10 @@ impl Controller {
         let cfg = self.config.load_full();
         let tenant = cfg.tenant(&req.tenant).ok_or_else(|| ControlError::UnknownTenant(req.tenant.clone()))?.clone();
         authz::check(principal, &tenant, &req)?;
+        if !req.listen.is_empty() {
+            return self.install_server(&cfg, &tenant, req).await;
+        }
+        let filter = req.filter.clone().ok_or_else(|| ControlError::Invalid("`filter` is required".into()))?;
         let id = module_id(&req.tenant, &req.name);
 
         // A refresh: same bytes (by the hash the caller names), filter, properties.
@@ -184,7 +210,8 @@ impl Controller {
                     return Ok(out);
                 }
             } else {
-                let count = records.values().filter(|r| *r.active.tenant == *req.tenant).count();
+                let count = records.values().filter(|r| *r.active.tenant == *req.tenant).count()
+                    + self.server_count(&req.tenant);
                 if count >= tenant.limits.max_modules as usize {
                     return Err(ControlError::Limit(format!(
                         "tenant `{}` may run at most {} modules",
@@ -215,7 +242,7 @@ impl Controller {
             id: id.clone(),
             tenant: req.tenant.clone(),
             name: req.name.clone(),
-            filter: req.filter.clone(),
+            filter: filter.clone(),
             properties: props,
             limits: tenant.limits.clone(),
             shared: self.tenant_state(&tenant),
@@ -236,16 +263,16 @@ impl Controller {
         let old = records.remove(&id);
         if let Some(ipt) = &self.iptables {
             if let Some(old) = old.as_ref().filter(|o| o.rule_installed)
-                && let Err(e) = ipt.remove(&old.request.filter, &id)
+                && let Err(e) = ipt.remove(&old.active.filter, &id)
             {
                 tracing::warn!(module = %id, error = %e, "removing the replaced module's rule failed");
             }
-            if let Err(e) = ipt.add(&req.filter, &id) {
+            if let Err(e) = ipt.add(&filter, &id) {
                 // Put the old module back: a failed install changes nothing
                 // (a quarantined one had no rule, and gets none back).
                 if let Some(old) = old {
                     if old.rule_installed {
-                        let _ = ipt.add(&old.request.filter, &id);
+                        let _ = ipt.add(&old.active.filter, &id);
                     }
                     records.insert(id.clone(), old);
                 }
@@ -284,7 +311,11 @@ impl Controller {
         }
         let id = module_id(tenant, name);
         let mut records = self.records.lock().await;
-        let record = records.remove(&id).ok_or_else(|| ControlError::NotFound(id.clone()))?;
+        let Some(record) = records.remove(&id) else {
+            let out = self.server_remove(&id, "removed").ok_or_else(|| ControlError::NotFound(id.clone()))?;
+            self.persist(&records);
+            return Ok(out);
+        };
         self.retire(&record, "removed");
         self.publish(&records);
         self.persist(&records);
@@ -294,7 +325,7 @@ impl Controller {
     fn retire(&self, record: &Record, why: &str) {
         record.active.health.retired.store(true, Relaxed);
         if let Some(ipt) = self.iptables.as_ref().filter(|_| record.rule_installed)
-            && let Err(e) = ipt.remove(&record.request.filter, &record.active.id)
+            && let Err(e) = ipt.remove(&record.active.filter, &record.active.id)
         {
             tracing::warn!(module = %record.active.id, error = %e, "removing the module's rule failed");
         }
@@ -312,15 +343,17 @@ impl Controller {
 
     pub async fn list(&self, principal: &Principal) -> Vec<ModuleInfo> {
         let records = self.records.lock().await;
-        let mut v: Vec<&Record> = records
+        let v: Vec<&Record> = records
             .values()
             .filter(|r| match principal {
                 Principal::Admin => true,
                 Principal::Tenant(t) => *r.active.tenant == **t,
             })
             .collect();
-        v.sort_by_key(|r| r.seq);
-        v.into_iter().map(info).collect()
+        let mut all: Vec<(u64, ModuleInfo)> = v.into_iter().map(|r| (r.seq, info(r))).collect();
+        all.extend(self.server_infos(principal));
+        all.sort_by_key(|(seq, _)| *seq);
+        all.into_iter().map(|(_, m)| m).collect()
     }
 
     pub async fn get(&self, principal: &Principal, tenant: &str, name: &str) -> Result<ModuleInfo, ControlError> {
@@ -329,7 +362,8 @@ impl Controller {
         match (records.get(&id), principal) {
             (Some(r), Principal::Admin) => Ok(info(r)),
             (Some(r), Principal::Tenant(t)) if *r.active.tenant == **t => Ok(info(r)),
-            _ => Err(ControlError::NotFound(id)),
+            (Some(_), _) => Err(ControlError::NotFound(id)),
+            (None, _) => self.server_get(principal, &id).ok_or(ControlError::NotFound(id)),
         }
     }
 
@@ -347,7 +381,7 @@ impl Controller {
             return;
         }
         let records = self.records.lock().await;
-        let rules = records.values().filter(|r| r.rule_installed).map(|r| (&r.request.filter, r.active.id.as_str()));
+        let rules = records.values().filter(|r| r.rule_installed).map(|r| (&r.active.filter, r.active.id.as_str()));
         match ipt.resteer(to, rules) {
             Ok(()) => tracing::info!(steering = ?to, overloaded, "module rules re-steered"),
             Err(e) => tracing::warn!(error = %e, "re-steering the module rules failed"),
@@ -365,7 +399,7 @@ impl Controller {
             // The id may name a newer module by now (a replacement): only a
             // quarantined one loses its rule.
             if let Some(r) = records.get_mut(&id).filter(|r| r.rule_installed && r.active.is_quarantined()) {
-                match ipt.remove(&r.request.filter, &r.active.id) {
+                match ipt.remove(&r.active.filter, &r.active.id) {
                     Ok(()) => {
                         tracing::warn!(module = %id, "quarantined: its rule is removed, its traffic flows past the appliance")
                     }
@@ -386,11 +420,14 @@ impl Controller {
                 self.retire(&r, "ttl expired");
             }
         }
+        let servers = self.servers_expire(now);
         if !expired.is_empty() {
             self.publish(&records);
+        }
+        if !expired.is_empty() || servers > 0 {
             self.persist(&records);
         }
-        expired.len()
+        expired.len() + servers
     }
 
     /// Applies a new configuration (SIGHUP): modules whose tenant is gone or no
@@ -420,18 +457,22 @@ impl Controller {
     fn persist(&self, records: &BTreeMap<String, Record>) {
         let Some(state) = &self.state else { return };
         let (now, now_sys) = (Instant::now(), SystemTime::now());
-        let mut rs: Vec<&Record> = records.values().collect();
-        rs.sort_by_key(|r| r.seq);
-        let saved: Vec<persist::Saved> = rs
-            .into_iter()
-            .map(|r| persist::Saved {
-                request: r.request.clone(),
-                expires_at_unix_ms: r.expires_at.map(|t| {
-                    let at = now_sys + t.saturating_duration_since(now);
-                    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-                }),
+        let mut all: Vec<(u64, persist::Saved)> = records
+            .values()
+            .map(|r| {
+                let saved = persist::Saved {
+                    request: r.request.clone(),
+                    expires_at_unix_ms: r.expires_at.map(|t| {
+                        let at = now_sys + t.saturating_duration_since(now);
+                        at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+                    }),
+                };
+                (r.seq, saved)
             })
             .collect();
+        all.extend(self.servers_saved(now, now_sys));
+        all.sort_by_key(|(seq, _)| *seq);
+        let saved: Vec<persist::Saved> = all.into_iter().map(|(_, s)| s).collect();
         state.save(&saved);
     }
 
@@ -479,6 +520,7 @@ impl Controller {
         let mut records = self.records.lock().await;
         records.clear();
         self.publish(&records);
+        self.servers_shutdown();
         if let Some(ipt) = &self.iptables {
             ipt.teardown();
         }
@@ -502,7 +544,10 @@ fn info(r: &Record) -> ModuleInfo {
         tenant: a.tenant.to_string(),
         name: a.name.to_string(),
         sha256: a.hash.to_hex(),
-        filter: a.filter.clone(),
+        kind: "packet",
+        filter: Some(a.filter.clone()),
+        listen: Vec::new(),
+        relay: None,
         properties: r.request.properties.clone(),
         ttl_remaining_secs: r.expires_at.map(|t| t.saturating_duration_since(Instant::now()).as_secs()),
         installed_at_unix: r.installed_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),

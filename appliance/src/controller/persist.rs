@@ -34,6 +34,10 @@ pub struct StateStore {
 }
 
 impl StateStore {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn open(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir.join("cache"))?;
         Ok(Self { dir: dir.to_owned() })

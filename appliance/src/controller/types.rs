@@ -24,7 +24,12 @@ pub struct InstallRequest {
     /// Expected sha256 of the module bytes (hex). Required for URLs.
     #[serde(default)]
     pub sha256: Option<String>,
-    pub filter: Filter,
+    /// A packet module's traffic (what NFQUEUE intercepts for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
+    /// A server module's listeners (ports the tenant is authorized for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<crate::relay::shell::Listen>,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     /// Soft-state lifetime; absent means until removed.
@@ -49,7 +54,15 @@ pub struct ModuleInfo {
     pub tenant: String,
     pub name: String,
     pub sha256: String,
-    pub filter: Filter,
+    /// `packet` (in the data path) or `server` (own sockets).
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<crate::relay::shell::Listen>,
+    /// A server module's relay: its sockets, allocations and what they relayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayInfo>,
     pub properties: BTreeMap<String, String>,
     pub ttl_remaining_secs: Option<u64>,
     pub installed_at_unix: u64,
@@ -63,6 +76,27 @@ pub struct ModuleInfo {
     pub counters: ModuleCounters,
     /// Counters the module itself exports.
     pub module_counters: BTreeMap<String, u64>,
+}
+
+/// A server module's relay as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RelayInfo {
+    /// Where its listeners are bound.
+    pub listening: Vec<std::net::SocketAddr>,
+    #[serde(flatten)]
+    pub stats: crate::relay::shell::StatsSnapshot,
+    /// Peers the policy refused: `{path, reason, count}`.
+    pub refused: Vec<RefusedPeers>,
+    /// Messages the guest handled, and its calls' time (ns).
+    pub guest_calls: u64,
+    pub guest_ns: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RefusedPeers {
+    pub path: &'static str,
+    pub reason: &'static str,
+    pub count: u64,
 }
 
 /// Why a request was refused. Each names its reason; nothing was installed.

@@ -10,9 +10,11 @@
 //! - [`shell`]: the thread that owns the module's sockets and its instance.
 
 pub mod engine;
+mod local;
 pub mod peer_policy;
 pub mod ports;
 pub mod rate;
 pub mod shell;
 
+pub use local::local_addresses;
 pub use peer_policy::{Denied, PeerPolicy};

@@ -52,8 +52,13 @@ impl PortPool {
         Some(port)
     }
 
+    /// No ports at all (a tenant without `relay_ports`: it allocates nothing).
+    pub fn empty() -> Self {
+        Self { free: VecDeque::new(), is_free: Vec::new(), range: 1..=1, reserved: BTreeMap::new() }
+    }
+
     pub fn capacity(&self) -> usize {
-        self.range.clone().count()
+        self.is_free.len()
     }
 
     pub fn available(&self) -> usize {
@@ -126,6 +131,10 @@ mod tests {
         assert_eq!(p.take(false), None, "exhausted");
         p.give_back(9);
         assert_eq!(p.available(), 0, "a port outside the range is not taken in");
+        let mut none = PortPool::empty();
+        assert_eq!((none.capacity(), none.take(false)), (0, None));
+        none.give_back(1);
+        assert_eq!(none.available(), 0);
     }
 
     #[test]

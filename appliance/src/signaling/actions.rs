@@ -5,6 +5,7 @@
 use crate::controller::{ControlError, Controller, InstallRequest, Principal};
 use crate::dataplane::Filter;
 use crate::dataplane::Transport;
+use crate::relay::shell::Listen;
 use crate::store::{FetchError, ModuleSource};
 use netserv_nslp::sign::Verified;
 use netserv_nslp::wire::{NodeEntry, Request, RequestKind, Status};
@@ -34,20 +35,34 @@ pub fn install_request(r: &Request) -> Result<InstallRequest, String> {
     let name = r.module.clone().ok_or_else(|| format!("{kind} without a module name"))?;
     let url = r.module_url.clone().ok_or_else(|| format!("{kind} without a module URL"))?;
     let sha = r.sha256.ok_or_else(|| format!("{kind} without the module's sha256"))?;
-    let (addr, len) =
-        r.filter_addr.ok_or_else(|| format!("{kind} without filter-addr (the traffic's destination prefix)"))?;
-    let destination = ipnet::IpNet::new(addr, len).map_err(|e| format!("filter-addr: {e}"))?.trunc();
     let transport = match r.filter_proto.unwrap_or(17) {
         17 => Transport::Udp,
         6 => Transport::Tcp,
         p => return Err(format!("filter-proto {p} is neither UDP (17) nor TCP (6)")),
+    };
+    // A SETUP without filter-addr is for a server module: its filter-port
+    // are the ports it listens on.
+    let (filter, listen) = match r.filter_addr {
+        Some((addr, len)) => {
+            let destination = ipnet::IpNet::new(addr, len).map_err(|e| format!("filter-addr: {e}"))?.trunc();
+            (Some(Filter { transport, destination, ports: r.filter_ports.clone(), source: None }), Vec::new())
+        }
+        None if !r.filter_ports.is_empty() => {
+            (None, r.filter_ports.iter().map(|&port| Listen { transport, port }).collect())
+        }
+        None => {
+            return Err(format!(
+                "{kind} without filter-addr (a packet module's traffic) or filter-port (a server module's listeners)"
+            ));
+        }
     };
     Ok(InstallRequest {
         tenant: r.user.clone(),
         name,
         source: ModuleSource::Url(url),
         sha256: Some(hex::encode(sha)),
-        filter: Filter { transport, destination, ports: r.filter_ports.clone(), source: None },
+        filter,
+        listen,
         properties: r.properties.iter().cloned().collect(),
         ttl_secs: r.ttl_secs.map(u64::from),
     })

@@ -52,7 +52,8 @@ pub struct ServerSpec {
     pub deadline: Duration,
     pub address: IpAddr,
     pub listen: Vec<Listen>,
-    pub relay_ports: RangeInclusive<u16>,
+    /// The tenant's relay ports (None: it allocates nothing).
+    pub relay_ports: Option<RangeInclusive<u16>>,
     pub policy: PeerPolicy,
     pub limits: Limits,
     pub secrets: Arc<TenantSecrets>,
@@ -362,7 +363,7 @@ fn run(
     );
     let ctx = Ctx::new(
         engine,
-        PortPool::new(spec.relay_ports.clone()),
+        spec.relay_ports.clone().map_or_else(PortPool::empty, PortPool::new),
         spec.address,
         registry,
         listeners,

@@ -1,0 +1,271 @@
+//! Server modules (the media relay): installed, listed, refreshed and
+//! removed through the same controller calls as packet modules, but served
+//! by a thread of their own (`relay::shell`) instead of the dataplane's
+//! table, with no iptables rule: clients address them.
+
+use super::types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal, RefusedPeers, RelayInfo};
+use super::{Controller, module_id, persist};
+use crate::config::{Config, Tenant};
+use crate::relay::engine::Limits;
+use crate::relay::shell::{ServerHandle, ServerSpec};
+use crate::relay::{PeerPolicy, local_addresses};
+use crate::runtime::{GuestCounters, HostSpec, ModuleHash};
+use crate::store;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub(super) struct ServerRecord {
+    pub seq: u64,
+    pub handle: ServerHandle,
+    pub request: InstallRequest,
+    pub expires_at: Option<Instant>,
+    pub installed_at: SystemTime,
+    pub hash: ModuleHash,
+    pub counters: Arc<GuestCounters>,
+}
+
+/// Stops a server module's thread off the async runtime (it joins).
+fn stop(handle: ServerHandle) {
+    tokio::task::spawn_blocking(move || drop(handle));
+}
+
+impl Controller {
+    pub(super) fn server_count(&self, tenant: &str) -> usize {
+        self.servers.lock().values().filter(|r| r.request.tenant == tenant).count()
+    }
+
+    pub(super) async fn install_server(
+        &self,
+        cfg: &Arc<Config>,
+        tenant: &Tenant,
+        req: InstallRequest,
+    ) -> Result<ModuleInfo, ControlError> {
+        let id = module_id(&req.tenant, &req.name);
+        if self.records.lock().await.contains_key(&id) {
+            return Err(ControlError::Invalid(format!("`{id}` is installed as a packet module; remove it first")));
+        }
+        let address = cfg.servers.address.ok_or_else(|| {
+            ControlError::Invalid("this node serves no server modules: its config has no `servers.address`".into())
+        })?;
+        let packet_modules = self.packet_count(&req.tenant).await;
+        let refreshed = {
+            let mut servers = self.servers.lock();
+            match servers.get_mut(&id) {
+                Some(r) => {
+                    let same_hash = req.sha256.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(&r.hash.to_hex()));
+                    let same = same_hash
+                        && r.request.listen == req.listen
+                        && r.request.properties == req.properties
+                        && r.request.source == req.source;
+                    same.then(|| {
+                        r.expires_at = req.ttl_secs.map(|s| Instant::now() + Duration::from_secs(s));
+                        r.request.ttl_secs = req.ttl_secs;
+                        server_info(r)
+                    })
+                }
+                None => {
+                    let count = servers.values().filter(|r| r.request.tenant == req.tenant).count() + packet_modules;
+                    if count >= tenant.limits.max_modules as usize {
+                        return Err(ControlError::Limit(format!(
+                            "tenant `{}` may run at most {} modules",
+                            tenant.name, tenant.limits.max_modules
+                        )));
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(out) = refreshed {
+            tracing::info!(module = %id, ttl_secs = ?req.ttl_secs, "server module refreshed");
+            self.persist_now().await;
+            return Ok(out);
+        }
+        let cached = self.state.as_ref().zip(req.sha256.as_deref()).and_then(|(s, h)| s.cached(h));
+        let bytes = match cached {
+            Some(b) => b,
+            None => store::fetch(&self.http, &req.source, cfg.runtime.module_size_max).await?,
+        };
+        let hash = store::verify(&bytes, req.sha256.as_deref())?;
+        if let Some(s) = &self.state {
+            s.cache(&hash, &bytes);
+        }
+        let runtime = self.runtime.clone();
+        let (_, pre) = tokio::task::spawn_blocking(move || runtime.compile_server(&bytes))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(|e| ControlError::Module(format!("{e:#}")))?;
+
+        let (state, usage) = self.tenant_state(tenant);
+        let counters = Arc::new(GuestCounters::new(1));
+        let host = HostSpec {
+            tenant: req.tenant.as_str().into(),
+            module: req.name.as_str().into(),
+            memory_bytes: tenant.limits.memory_bytes,
+            counters: counters.clone(),
+            state,
+            usage,
+            memory: Default::default(),
+        };
+        let policy = PeerPolicy::new(local_addresses(), tenant.peer_allow.iter().copied());
+        let spec = ServerSpec {
+            id: id.clone(),
+            engine: self.runtime.engine().clone(),
+            pre,
+            host,
+            properties: req.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            deadline: Duration::from_millis(tenant.limits.cpu_deadline_ms),
+            address,
+            listen: req.listen.clone(),
+            // No relay ports configured: the module runs, but allocates nothing.
+            relay_ports: tenant.relay_ports.clone(),
+            policy,
+            limits: Limits {
+                max_allocations: tenant.limits.relay_allocations_max as usize,
+                total_bps: tenant.limits.relay_bps_max,
+                ..Limits::default()
+            },
+            secrets: self.secrets.tenant(&tenant.name),
+            quarantine_after: cfg.runtime.quarantine_after,
+            fault_window: Duration::from_millis(cfg.runtime.fault_window_ms),
+        };
+        // A replacement takes over the ports: the old one stops first.
+        let old = self.servers.lock().remove(&id);
+        if let Some(old) = old {
+            tokio::task::spawn_blocking(move || drop(old.handle))
+                .await
+                .map_err(|e| ControlError::Internal(e.to_string()))?;
+        }
+        let handle = tokio::task::spawn_blocking(move || crate::relay::shell::start(spec))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(|e| ControlError::Module(format!("{e:#}")))?;
+        let record = ServerRecord {
+            seq: self.next_seq.fetch_add(1, Relaxed),
+            handle,
+            expires_at: req.ttl_secs.map(|s| Instant::now() + Duration::from_secs(s)),
+            request: req,
+            installed_at: SystemTime::now(),
+            hash,
+            counters,
+        };
+        let out = server_info(&record);
+        tracing::info!(module = %id, sha256 = %out.sha256, listening = ?record.handle.local, "server module installed");
+        self.servers.lock().insert(id, record);
+        self.persist_now().await;
+        Ok(out)
+    }
+
+    /// The tenant's server modules (all for the admin), with their install order.
+    pub(super) fn server_infos(&self, principal: &Principal) -> Vec<(u64, ModuleInfo)> {
+        self.servers
+            .lock()
+            .values()
+            .filter(|r| match principal {
+                Principal::Admin => true,
+                Principal::Tenant(t) => r.request.tenant == *t,
+            })
+            .map(|r| (r.seq, server_info(r)))
+            .collect()
+    }
+
+    pub(super) fn server_get(&self, principal: &Principal, id: &str) -> Option<ModuleInfo> {
+        let servers = self.servers.lock();
+        let r = servers.get(id)?;
+        match principal {
+            Principal::Tenant(t) if r.request.tenant != *t => None,
+            _ => Some(server_info(r)),
+        }
+    }
+
+    /// Removes a server module: its thread stops, its sockets close.
+    pub(super) fn server_remove(&self, id: &str, why: &str) -> Option<ModuleInfo> {
+        let r = self.servers.lock().remove(id)?;
+        let out = server_info(&r);
+        tracing::info!(module = %id, reason = why, "server module retired");
+        stop(r.handle);
+        Some(out)
+    }
+
+    pub(super) fn servers_expire(&self, now: Instant) -> usize {
+        let expired: Vec<String> = self
+            .servers
+            .lock()
+            .iter()
+            .filter(|(_, r)| r.expires_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in &expired {
+            self.server_remove(id, "ttl expired");
+        }
+        expired.len()
+    }
+
+    /// Server modules as saved, with their install order.
+    pub(super) fn servers_saved(&self, now: Instant, now_sys: SystemTime) -> Vec<(u64, persist::Saved)> {
+        self.servers
+            .lock()
+            .values()
+            .map(|r| {
+                let saved = persist::Saved {
+                    request: r.request.clone(),
+                    expires_at_unix_ms: r.expires_at.map(|t| {
+                        let at = now_sys + t.saturating_duration_since(now);
+                        at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+                    }),
+                };
+                (r.seq, saved)
+            })
+            .collect()
+    }
+
+    pub(super) fn servers_shutdown(&self) {
+        let all: Vec<ServerRecord> = std::mem::take(&mut *self.servers.lock()).into_values().collect();
+        for r in all {
+            drop(r.handle);
+        }
+    }
+}
+
+fn server_info(r: &ServerRecord) -> ModuleInfo {
+    let stats = &r.handle.stats;
+    let snapshot = stats.snapshot.lock().clone();
+    let quarantine_reason = stats.quarantined.lock().clone();
+    let refused = snapshot
+        .refused
+        .iter()
+        .map(|(p, d, n)| RefusedPeers { path: p.as_str(), reason: d.as_str(), count: *n })
+        .collect();
+    ModuleInfo {
+        id: module_id(&r.request.tenant, &r.request.name),
+        tenant: r.request.tenant.clone(),
+        name: r.request.name.clone(),
+        sha256: r.hash.to_hex(),
+        kind: "server",
+        filter: None,
+        listen: r.request.listen.clone(),
+        properties: r.request.properties.clone(),
+        ttl_remaining_secs: r.expires_at.map(|t| t.saturating_duration_since(Instant::now()).as_secs()),
+        installed_at_unix: r.installed_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        state: if quarantine_reason.is_some() { "quarantined" } else { "active" },
+        last_fault: stats.last_fault.lock().clone(),
+        quarantine_reason,
+        counters: ModuleCounters {
+            packets: crate::installed::StatsSum {
+                packets: stats.to_guest.load(Relaxed),
+                cpu_ns: stats.guest_ns.load(Relaxed),
+                faults: stats.faults.load(Relaxed),
+                ..Default::default()
+            },
+            memory_bytes: snapshot.memory_bytes,
+        },
+        relay: Some(RelayInfo {
+            listening: r.handle.local.clone(),
+            stats: snapshot,
+            refused,
+            guest_calls: stats.guest_calls.load(Relaxed),
+            guest_ns: stats.guest_ns.load(Relaxed),
+        }),
+        module_counters: r.counters.snapshot().into_iter().collect(),
+    }
+}
