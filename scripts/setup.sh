@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine (root):
-# sipp (sip-tester), kamailio, iptables, ipset, iproute2, curl, python3, and the
+# sipp (sip-tester), kamailio, coturn, iptables, ipset, iproute2, curl, python3, and the
 # wasm32-wasip2 target.
 set -euo pipefail
 need=()
@@ -15,6 +15,9 @@ command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3)
 # The ITSP's SIP server in the plugin tests and the demo.
 command -v kamailio >/dev/null || need+=(kamailio)
+# coturn's own TURN clients test the media relay (turnutils_uclient,
+# turnutils_peer); its turnserver is the relay benchmark's anchor.
+command -v turnutils_uclient >/dev/null || need+=(coturn)
 if ((${#need[@]})); then
   echo "[setup] apt-get install ${need[*]}"
   apt-get update -qq

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod path;
 pub mod paths;
 pub mod plugin;
+pub mod relay;
 pub mod sipp;
 
 pub use appliance::Appliance;

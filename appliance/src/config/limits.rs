@@ -28,6 +28,10 @@ pub struct Limits {
     pub state_max_bytes: u64,
     /// Longest TTL a deployment may ask for, seconds.
     pub max_ttl_secs: u64,
+    /// Wall time one call of a server module may take (it answers a
+    /// client's request, with its cryptography, on the module's own
+    /// thread: no other tenant waits for it).
+    pub server_deadline_ms: u64,
     /// Relay allocations a server module may hold at once (its relay
     /// ports bound it too).
     pub relay_allocations_max: u32,
@@ -46,6 +50,7 @@ impl Default for Limits {
             state_max_entries: 4096,
             state_max_bytes: 1 << 20,
             max_ttl_secs: 7 * 24 * 3600,
+            server_deadline_ms: 50,
             relay_allocations_max: 16_384,
             relay_bps_max: 0,
         }
@@ -71,6 +76,9 @@ impl Limits {
         }
         if self.max_ttl_secs == 0 {
             return Err(invalid(format!("{at}.max_ttl_secs"), "must be at least 1"));
+        }
+        if self.server_deadline_ms == 0 || self.server_deadline_ms > 10_000 {
+            return Err(invalid(format!("{at}.server_deadline_ms"), "must be 1..=10000"));
         }
         if self.relay_allocations_max > 1 << 20 {
             return Err(invalid(format!("{at}.relay_allocations_max"), "must be at most 1048576"));

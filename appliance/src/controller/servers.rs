@@ -107,14 +107,15 @@ impl Controller {
             usage,
             memory: Default::default(),
         };
-        let policy = PeerPolicy::new(local_addresses(), tenant.peer_allow.iter().copied());
+        let policy = PeerPolicy::new(local_addresses(), tenant.peer_allow.iter().copied())
+            .with_relay_ports(tenant.relay_ports.clone());
         let spec = ServerSpec {
             id: id.clone(),
             engine: self.runtime.engine().clone(),
             pre,
             host,
             properties: req.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            deadline: Duration::from_millis(tenant.limits.cpu_deadline_ms),
+            deadline: Duration::from_millis(tenant.limits.server_deadline_ms),
             address,
             listen: req.listen.clone(),
             // No relay ports configured: the module runs, but allocates nothing.

@@ -322,7 +322,7 @@ impl Engine {
     pub fn permit(&mut self, relay: RelayId, peers: &[IpAddr], lifetime_ms: u64, now_ms: u64) -> Result<(), PeerError> {
         let mut checked = Vec::with_capacity(peers.len());
         for p in peers {
-            match self.policy.check(*p) {
+            match self.policy.check_permission(*p) {
                 Ok(ip) => checked.push(ip),
                 Err(why) => {
                     *self.counts.refused.entry((PeerPath::CreatePermission, why)).or_default() += 1;
@@ -356,8 +356,8 @@ impl Engine {
         lifetime_ms: u64,
         now_ms: u64,
     ) -> Result<(), PeerError> {
-        let ip = match self.policy.check(peer.ip()) {
-            Ok(ip) => ip,
+        let peer = match self.policy.check_addr(peer) {
+            Ok(p) => p,
             Err(why) => {
                 *self.counts.refused.entry((PeerPath::ChannelBind, why)).or_default() += 1;
                 return Err(PeerError::Forbidden(why));
@@ -366,7 +366,7 @@ impl Engine {
         if !(framing::CHANNEL_MIN..=framing::CHANNEL_MAX).contains(&number) {
             return Err(PeerError::Conflict);
         }
-        let peer = SocketAddr::new(ip, peer.port());
+        let ip = peer.ip();
         let limit = self.limits.channels_per_allocation;
         let a = self.allocations.get_mut(&relay).ok_or(PeerError::NoRelay)?;
         a.channels.retain(|c| c.expires_ms > now_ms);
@@ -435,13 +435,14 @@ impl Engine {
             self.counts.dropped_no_allocation += 1;
             return FromClient::Dropped;
         };
-        let ip = match self.policy.check(peer.ip()) {
-            Ok(ip) => ip,
+        let peer = match self.policy.check_addr(peer) {
+            Ok(p) => p,
             Err(why) => {
                 *self.counts.refused.entry((PeerPath::Send, why)).or_default() += 1;
                 return FromClient::Dropped;
             }
         };
+        let ip = peer.ip();
         let Some(a) = self.allocations.get_mut(&relay) else { return FromClient::Dropped };
         if !a.permitted(ip, now_ms) {
             a.usage.dropped += 1;
@@ -456,7 +457,7 @@ impl Engine {
         a.usage.bytes_to_peers += payload.len() as u64;
         // The payload borrows `whole`: its offset there.
         let start = (payload.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
-        FromClient::ToPeer { relay, peer: SocketAddr::new(ip, peer.port()), payload: start..start + payload.len() }
+        FromClient::ToPeer { relay, peer, payload: start..start + payload.len() }
     }
 
     /// A datagram from `peer` on `relay`'s socket: the message for the

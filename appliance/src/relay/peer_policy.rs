@@ -64,6 +64,10 @@ pub struct PeerPolicy {
     own: Vec<IpAddr>,
     /// Prefixes the operator opened for this tenant (normalized).
     allow: Vec<IpNet>,
+    /// The tenant's relay ports: on the node's own addresses, these and only
+    /// these are peers — another allocation of the same relay (two phones
+    /// behind one edge calling each other), never the node's services.
+    relay_ports: Option<std::ops::RangeInclusive<u16>>,
 }
 
 impl PeerPolicy {
@@ -79,7 +83,36 @@ impl PeerPolicy {
                 n => n.trunc(),
             })
             .collect();
-        Self { own: own.into_iter().map(normalize).collect(), allow }
+        Self { own: own.into_iter().map(normalize).collect(), allow, relay_ports: None }
+    }
+
+    /// The tenant's relay ports become reachable on the node's own addresses.
+    pub fn with_relay_ports(mut self, ports: Option<std::ops::RangeInclusive<u16>>) -> Self {
+        self.relay_ports = ports;
+        self
+    }
+
+    /// The address to send to (normalized), or why this tenant may not:
+    /// [`PeerPolicy::check`], except that on the node's own addresses the
+    /// tenant's relay ports are open (ChannelBind and Send name a port).
+    pub fn check_addr(&self, peer: std::net::SocketAddr) -> Result<std::net::SocketAddr, Denied> {
+        match self.check(peer.ip()) {
+            Ok(ip) => Ok(std::net::SocketAddr::new(ip, peer.port())),
+            Err(Denied::ThisNode) if self.relay_ports.as_ref().is_some_and(|r| r.contains(&peer.port())) => {
+                Ok(std::net::SocketAddr::new(normalize(peer.ip()), peer.port()))
+            }
+            Err(why) => Err(why),
+        }
+    }
+
+    /// For a permission (an address without a port): the node's own
+    /// addresses pass when the tenant has relay ports — what may then be
+    /// sent there is checked by [`PeerPolicy::check_addr`], port included.
+    pub fn check_permission(&self, peer: IpAddr) -> Result<IpAddr, Denied> {
+        match self.check(peer) {
+            Err(Denied::ThisNode) if self.relay_ports.is_some() => Ok(normalize(peer)),
+            other => other,
+        }
     }
 
     /// The address to relay to (normalized: the IPv4 address an embedded
@@ -189,6 +222,23 @@ mod tests {
 
     fn policy() -> PeerPolicy {
         PeerPolicy::new([ip("198.18.1.1"), ip("2001:db8:e::1")], [])
+    }
+
+    #[test]
+    fn on_the_nodes_own_addresses_only_relay_ports_are_peers() {
+        let p = policy().with_relay_ports(Some(49152..=49407));
+        let own = |port| std::net::SocketAddr::new(ip("198.18.1.1"), port);
+        assert_eq!(p.check_addr(own(49200)), Ok(own(49200)), "another allocation of the relay");
+        assert_eq!(p.check_addr(own(22)), Err(Denied::ThisNode), "the node's services");
+        assert_eq!(p.check_addr(own(8270)), Err(Denied::ThisNode));
+        let mapped = std::net::SocketAddr::new(ip("::ffff:198.18.1.1"), 22);
+        assert_eq!(p.check_addr(mapped), Err(Denied::ThisNode), "in any of its forms");
+        assert_eq!(p.check_permission(ip("198.18.1.1")), Ok(ip("198.18.1.1")));
+        let loopback = std::net::SocketAddr::new(ip("127.0.0.1"), 49200);
+        assert_eq!(p.check_addr(loopback), Err(Denied::Loopback), "loopback is never one of them");
+        // Without relay ports, the node's addresses are closed.
+        assert_eq!(policy().check_permission(ip("198.18.1.1")), Err(Denied::ThisNode));
+        assert_eq!(policy().check_addr(own(49200)), Err(Denied::ThisNode));
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct Config {
     /// without credentials are dropped (counted).
     pub unauthorized_per_s: u32,
     pub software: String,
+    /// Bind channels 0x4000-0x4FFF only (RFC 8656 §12); otherwise also
+    /// RFC 5766's 0x5000-0x7FFF, as coturn does and its clients and
+    /// libwebrtc need.
+    pub strict_channels: bool,
 }
 
 impl Default for Config {
@@ -56,6 +60,7 @@ impl Default for Config {
             nonce_lifetime_s: crate::credentials::NONCE_LIFETIME_SECS,
             unauthorized_per_s: 10,
             software: "NetServ media-relay".into(),
+            strict_channels: false,
         }
     }
 }
@@ -115,6 +120,13 @@ impl Config {
                 "nonce_lifetime_s" => c.nonce_lifetime_s = number(k, v)?,
                 "unauthorized_per_s" => c.unauthorized_per_s = number(k, v)?,
                 "software" => c.software = v.chars().take(127).collect(),
+                "strict_channels" => {
+                    c.strict_channels = match v {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad(k, "must be `true` or `false`")),
+                    }
+                }
                 other => return Err(ConfigError::Unknown(other.into())),
             }
         }

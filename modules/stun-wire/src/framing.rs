@@ -10,17 +10,21 @@
 //! ```
 //!
 //! The first two bits decide (RFC 7983 §7): `00` STUN, `01` ChannelData
-//! (channel numbers 0x4000–0x4FFF; 0x5000–0x7FFF are reserved and dropped),
-//! anything else is not ours. Over UDP the datagram may carry padding after
+//! (channel numbers 0x4000–0x7FFF, see [`CHANNEL_MAX`]), anything else is
+//! not ours. Over UDP the datagram may carry padding after
 //! the data; it must not be shorter than the Length says. Over TCP every
 //! ChannelData message is padded to a multiple of four bytes, and frames
 //! follow each other with nothing between.
 
 use crate::HEADER_LEN;
 
-/// Channel numbers a client may bind (RFC 8656 §12).
+/// Channel numbers a client may bind. RFC 8656 §12 narrowed them to
+/// 0x4000–0x4FFF ([`CHANNEL_MAX_RFC8656`]); RFC 5766's 0x4000–0x7FFF is what
+/// coturn accepts and its clients and libwebrtc pick from, so the framing
+/// takes the whole range and the relay decides which it binds.
 pub const CHANNEL_MIN: u16 = 0x4000;
-pub const CHANNEL_MAX: u16 = 0x4FFF;
+pub const CHANNEL_MAX: u16 = 0x7FFF;
+pub const CHANNEL_MAX_RFC8656: u16 = 0x4FFF;
 pub const CHANNEL_HEADER_LEN: usize = 4;
 /// The largest frame either kind can be: a 16-bit length plus its header.
 pub const MAX_FRAME: usize = HEADER_LEN + 0xFFFF;
@@ -37,7 +41,7 @@ pub enum Frame<'a> {
 pub enum FrameError {
     #[error("shorter than the header or than the length it claims")]
     Truncated,
-    #[error("channel number {0:#06x} is reserved (valid: 0x4000-0x4fff)")]
+    #[error("channel number {0:#06x} is outside 0x4000-0x7fff")]
     ReservedChannel(u16),
     #[error("neither STUN nor ChannelData (first byte {0:#04x})")]
     NotTurn(u8),
@@ -151,8 +155,9 @@ mod tests {
         let mut stun = RFC5769_REQUEST_HEAD.to_vec();
         stun.resize(HEADER_LEN + 0x58, 0);
         assert_eq!(parse_datagram(&stun), Ok(Frame::Stun(&stun)));
-        assert_eq!(parse_datagram(&[0x50, 0x00, 0, 0]), Err(FrameError::ReservedChannel(0x5000)));
-        assert_eq!(parse_datagram(&[0x7f, 0xff, 0, 0]), Err(FrameError::ReservedChannel(0x7fff)));
+        // RFC 5766's upper range, which coturn's clients use.
+        assert_eq!(parse_datagram(&[0x50, 0x00, 0, 0]), Ok(Frame::ChannelData { channel: 0x5000, data: b"" }));
+        assert_eq!(parse_datagram(&[0x7f, 0xff, 0, 0]), Ok(Frame::ChannelData { channel: 0x7fff, data: b"" }));
         assert_eq!(parse_datagram(&[0x80, 0, 0, 0]), Err(FrameError::NotTurn(0x80)));
         assert_eq!(
             parse_datagram(&[0x16, 0x03, 0x01, 0x00]),
@@ -194,14 +199,14 @@ mod tests {
         }
         // Out of step: the connection is closed, not waited on.
         assert_eq!(next_stream_frame(&[0xc0]), Err(FrameError::NotTurn(0xc0)));
-        assert_eq!(next_stream_frame(&[0x50, 0x00]), Err(FrameError::ReservedChannel(0x5000)));
+        assert_eq!(next_stream_frame(&[0x50, 0x00]), Ok(None), "a header still arriving");
     }
 
     #[test]
     fn what_cannot_be_written_is_refused() {
         let mut out = Vec::new();
         assert_eq!(write_channel_data(&mut out, 0x3fff, b"x", false), Err(FrameError::ReservedChannel(0x3fff)));
-        assert_eq!(write_channel_data(&mut out, 0x5000, b"x", false), Err(FrameError::ReservedChannel(0x5000)));
+        assert_eq!(write_channel_data(&mut out, 0x8000, b"x", false), Err(FrameError::ReservedChannel(0x8000)));
         let big = vec![0u8; 0x1_0000];
         assert_eq!(write_channel_data(&mut out, 0x4000, &big, false), Err(FrameError::TooLong(0x1_0000)));
         assert!(out.is_empty(), "nothing half-written");

@@ -22,7 +22,7 @@ use crate::relay::{AddressFamily, Client, Grant, PeerRefused, Relay, RelayError,
 use auth::{Authenticated, authenticate};
 use keyed::{Keyed, Map};
 use netserv_stun_wire::turn::{Family, TRANSPORT_UDP, attr as tattr, method};
-use netserv_stun_wire::{Class, METHOD_BINDING, Message, attr};
+use netserv_stun_wire::{Class, METHOD_BINDING, Message, attr, framing};
 use respond::Answer;
 use std::net::{IpAddr, SocketAddr};
 
@@ -496,9 +496,10 @@ impl Server {
         a: &Allocation,
     ) -> Result<(Vec<respond::Attr>, Count), Refusal> {
         let bad = |reason| Refusal::Error { code: 400, reason, count: Count::BadRequest };
+        let max = if self.cfg.strict_channels { framing::CHANNEL_MAX_RFC8656 } else { framing::CHANNEL_MAX };
         let channel = match m.channel_number() {
-            Some(Ok(c)) if (0x4000..=0x4FFF).contains(&c) => c,
-            Some(_) => return Err(bad("channel number outside 0x4000-0x4FFF")),
+            Some(Ok(c)) if (framing::CHANNEL_MIN..=max).contains(&c) => c,
+            Some(_) => return Err(bad("channel number outside the range this relay binds")),
             None => return Err(bad("CHANNEL-NUMBER is required")),
         };
         let peers = Self::peers(m, a)?;

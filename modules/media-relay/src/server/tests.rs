@@ -419,3 +419,17 @@ proptest! {
         let _ = send(&mut s, &mut m, &raw);
     }
 }
+
+#[test]
+fn channel_numbers_of_rfc5766_unless_strict() {
+    for (strict, want) in [("false", Count::ChannelBound), ("true", Count::BadRequest)] {
+        let cfg = Config::from_properties([("strict_channels", strict)]).expect("config");
+        let mut s = Server::new(cfg, [1; 32]);
+        let mut m = Model::default();
+        let (n, _) = allocate(&mut s, &mut m);
+        let mut c = Req::new(method::CHANNEL_BIND, &n);
+        c.extra.push((tattr::CHANNEL_NUMBER, vec![0x5a, 0x00, 0, 0]));
+        c.peers.push("198.18.2.20:3480".parse().expect("peer"));
+        assert_eq!(send(&mut s, &mut m, &c.bytes()).count, want, "strict_channels = {strict}");
+    }
+}

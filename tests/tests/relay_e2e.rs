@@ -1,0 +1,198 @@
+//! The media relay end to end: the appliance in `edge` serves the TURN
+//! module on 198.18.1.1:3478; coturn's own client (`turnutils_uclient`) in
+//! `ua` allocates there and relays to coturn's `turnutils_peer` in `core`,
+//! which echoes. Needs root and Debian's `coturn` package.
+
+use netserv_tests::appliance::{ADMIN_TOKEN, TENANT_B_TOKEN};
+use netserv_tests::netns::{CORE_IP, EDGE_CORE_IP, EDGE_UA_IP};
+use netserv_tests::relay::{self, PASSWORD, REST_SECRET, USER};
+use netserv_tests::{Appliance, Testbed, wait_for};
+use serde_json::Value;
+use std::time::Duration;
+
+fn relay_stats(app: &Appliance) -> Value {
+    app.module("itsp-a", "relay").expect("the relay module")
+}
+
+#[test]
+fn coturn_clients_relay_through_the_edge_in_every_udp_mode() {
+    if !netserv_tests::e2e_ready("coturn_clients_relay_through_the_edge_in_every_udp_mode") {
+        return;
+    }
+    let tb = Testbed::new("turn").expect("testbed (run as root)");
+    let app = Appliance::start(&tb, &relay::relay_config("")).expect("appliance starts");
+    relay::set_secrets(&app).expect("secrets");
+    let installed = app.install(&relay::relay_install()).expect("install the relay");
+    assert_eq!(installed["kind"], "server");
+    assert_eq!(installed["relay"]["listening"][0], format!("{EDGE_UA_IP}:{}", relay::RELAY_PORT));
+    let _peer = relay::peer(&tb).expect("turnutils_peer");
+    std::thread::sleep(Duration::from_millis(200));
+
+    let static_user = ["-u", USER, "-w", PASSWORD];
+    // Channels (the default), Send indications, client to client, DONT-FRAGMENT,
+    // no RTCP pair, several clients at once, and TURN REST credentials.
+    let modes: [(&str, Vec<&str>); 7] = [
+        ("channels", vec![]),
+        ("send indications (-s)", vec!["-s"]),
+        ("client to client (-y)", vec!["-y"]),
+        ("DONT-FRAGMENT (-g)", vec!["-g"]),
+        ("no RTCP (-c)", vec!["-c"]),
+        ("4 clients (-m 4)", vec!["-m", "4"]),
+        ("REST secret (-W)", vec!["-W", REST_SECRET, "-u", "phone-0001"]),
+    ];
+    for (what, flags) in modes {
+        let mut args = vec!["-n", "30", "-l", "160", "-z", "5"];
+        if !flags.contains(&"-W") {
+            args.extend(static_user);
+        }
+        args.extend(flags.iter().copied());
+        let run = relay::uclient(&tb, &args, CORE_IP).expect("turnutils_uclient");
+        assert!(run.sent > 0, "{what}: nothing sent\n{}\n{}", run.output, app.log());
+        assert_eq!(run.received, run.sent, "{what}: bytes received must equal bytes sent\n{}", run.output);
+        assert_eq!(run.lost, 0, "{what}: lost packets\n{}", run.output);
+        assert!(run.errors.is_empty(), "{what}: the client saw errors: {:?}", run.errors);
+    }
+
+    // The relayed bytes went through the host's fast path, counted per
+    // module; the guest never faulted.
+    let m = wait_for("the relay's counters", Duration::from_secs(3), || {
+        let m = relay_stats(&app);
+        (m["relay"]["usage"]["packets_to_peers"].as_u64().unwrap_or(0) > 0).then_some(m)
+    });
+    assert_eq!(m["counters"]["faults"], 0, "{m}");
+    let usage = &m["relay"]["usage"];
+    assert!(usage["bytes_to_peers"].as_u64().unwrap_or(0) >= 30 * 160, "{m}");
+    assert!(usage["bytes_to_client"].as_u64().unwrap_or(0) >= 30 * 160, "{m}");
+    assert!(m["module_counters"]["allocations"].as_u64().unwrap_or(0) >= 7, "{m}");
+    assert!(m["module_counters"]["channel_bindings"].as_u64().unwrap_or(0) > 0, "{m}");
+    let metrics = app.metrics().expect("metrics");
+    assert!(
+        metrics.contains("netserv_relay_bytes_total{tenant=\"itsp-a\",module=\"relay\",direction=\"to_peers\"}"),
+        "{metrics}"
+    );
+
+    // Another tenant sees nothing of it.
+    let (code, v) = app.api("GET", "/api/v1/modules", None, TENANT_B_TOKEN).expect("api");
+    assert_eq!((code, v.as_array().map(Vec::len)), (200, Some(0)), "{v}");
+    let (code, _) = app.api("GET", "/api/v1/tenants/itsp-a/secrets", None, TENANT_B_TOKEN).expect("api");
+    assert_eq!(code, 404, "another tenant's secrets do not exist for it");
+    let (code, v) = app.api("GET", "/api/v1/tenants/itsp-a/secrets", None, ADMIN_TOKEN).expect("api");
+    assert_eq!(code, 200);
+    assert!(!v.to_string().contains(REST_SECRET), "names only, never values: {v}");
+
+    // Removed: the port closes, the client gets nowhere.
+    let (code, _) = app.api("DELETE", "/api/v1/modules/itsp-a/relay", None, ADMIN_TOKEN).expect("api");
+    assert_eq!(code, 200);
+    let mut args = vec!["-n", "5"];
+    args.extend(static_user);
+    let run = relay::uclient(&tb, &args, CORE_IP).expect("turnutils_uclient");
+    assert_eq!(run.received, 0, "{}", run.output);
+}
+
+#[test]
+fn the_peer_policy_refuses_forbidden_peers_with_403_and_counts_them() {
+    if !netserv_tests::e2e_ready("the_peer_policy_refuses_forbidden_peers_with_403_and_counts_them") {
+        return;
+    }
+    let tb = Testbed::new("turnpol").expect("testbed (run as root)");
+    let app = Appliance::start(&tb, &relay::relay_config("")).expect("appliance starts");
+    relay::set_secrets(&app).expect("secrets");
+    app.install(&relay::relay_install()).expect("install the relay");
+    std::thread::sleep(Duration::from_millis(200));
+
+    // DESIGN.md §4.3's deny-by-default list, as a client names the peer
+    // (turnutils_uclient -e): CreatePermission and ChannelBind are refused.
+    let forbidden: [(&str, &str); 8] = [
+        ("127.0.0.1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("192.168.1.1", "private"),
+        ("172.16.0.1", "private"),
+        ("169.254.169.254", "link_local"),
+        ("224.0.0.1", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        (EDGE_CORE_IP, "this_node"),
+    ];
+    for (peer, rule) in forbidden {
+        for mode in [vec![], vec!["-s"]] {
+            let mut args = vec!["-n", "3", "-u", USER, "-w", PASSWORD];
+            args.extend(mode.iter().copied());
+            let run = relay::uclient(&tb, &args, peer).expect("turnutils_uclient");
+            assert_eq!(run.received, 0, "{peer}: nothing may come back\n{}", run.output);
+            // The node's own address is permitted as a peer *address* (its
+            // relay ports are other allocations), so with Send indications
+            // no request is refused: the host drops each Send and counts it.
+            let silent = rule == "this_node" && !mode.is_empty();
+            if !silent {
+                assert!(
+                    run.errors.iter().any(|e| e.contains("403")),
+                    "{peer} ({rule}) {mode:?}: no 403\n{}",
+                    run.output
+                );
+            }
+        }
+    }
+    let expected: Vec<(&str, &str)> = forbidden
+        .iter()
+        .flat_map(|(_, rule)| {
+            let permission = if *rule == "this_node" { "send" } else { "create_permission" };
+            [(permission, *rule), ("channel_bind", *rule)]
+        })
+        .collect();
+    let m = wait_for("the refusals counted", Duration::from_secs(3), || {
+        let m = relay_stats(&app);
+        let refused = m["relay"]["refused"].as_array().cloned().unwrap_or_default();
+        expected
+            .iter()
+            .all(|(path, rule)| {
+                refused.iter().any(|r| r["path"] == *path && r["reason"] == *rule && r["count"].as_u64() > Some(0))
+            })
+            .then_some(m)
+    });
+    assert_eq!(m["module_counters"]["refused_forbidden_peer"].as_u64().map(|n| n >= 15), Some(true), "{m}");
+    let metrics = app.metrics().expect("metrics");
+    assert!(metrics.contains("netserv_relay_peers_refused_total{tenant=\"itsp-a\",module=\"relay\",path=\"create_permission\",reason=\"loopback\"}"), "{metrics}");
+
+    // The operator opens a prefix for this tenant: the same peer is allowed.
+    drop(app);
+    let app = Appliance::start(&tb, &relay::relay_config("peer_allow = [\"198.18.2.1/32\"]")).expect("restart");
+    relay::set_secrets(&app).expect("secrets");
+    app.install(&relay::relay_install()).expect("install the relay");
+    let _peer = netserv_tests::netns::spawn(&tb.edge, "turnutils_peer", &["-L", EDGE_CORE_IP, "-p", "3480"], None)
+        .expect("peer on the edge");
+    std::thread::sleep(Duration::from_millis(200));
+    let run = relay::uclient(&tb, &["-n", "5", "-u", USER, "-w", PASSWORD], EDGE_CORE_IP).expect("turnutils_uclient");
+    assert!(run.sent > 0 && run.received == run.sent, "allowed by peer_allow:\n{}", run.output);
+}
+
+#[test]
+fn malformed_turn_input_is_answered_or_dropped_and_the_relay_keeps_serving() {
+    if !netserv_tests::e2e_ready("malformed_turn_input_is_answered_or_dropped_and_the_relay_keeps_serving") {
+        return;
+    }
+    let tb = Testbed::new("turnbad").expect("testbed (run as root)");
+    let app = Appliance::start(&tb, &relay::relay_config("")).expect("appliance starts");
+    relay::set_secrets(&app).expect("secrets");
+    app.install(&relay::relay_install()).expect("install the relay");
+    let _peer = relay::peer(&tb).expect("turnutils_peer");
+    // coturn's negative protocol tests (-R: broken requests) and
+    // negative tests (-N).
+    for flag in ["-R", "-N"] {
+        let _ = relay::uclient(&tb, &["-n", "5", "-u", USER, "-w", PASSWORD, flag], CORE_IP).expect("uclient");
+    }
+    // Random datagrams at the port, then a real client still gets through.
+    let out = netserv_tests::netns::cmd(&tb.ua, "python3")
+        .args([
+            "-c",
+            "import os,socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             for i in range(300):\n  n=os.urandom(1)[0]\n  s.sendto(os.urandom(n), ('198.18.1.1', 3478))\n\
+             s.sendto(b'\\x00\\x03\\x00\\x08\\x21\\x12\\xa4\\x42'+b'a'*12+b'\\x00\\x06\\x00\\x40', ('198.18.1.1', 3478))\n",
+        ])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = relay::uclient(&tb, &["-n", "10", "-u", USER, "-w", PASSWORD], CORE_IP).expect("uclient");
+    assert!(run.sent > 0 && run.received == run.sent, "{}\n{}", run.output, app.log());
+    let m = relay_stats(&app);
+    assert_eq!(m["counters"]["faults"], 0, "no input may fault the guest: {m}");
+    assert_eq!(m["state"], "active");
+}
