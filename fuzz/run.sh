@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 secs="${1:-10}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-for target in sip_scan stun_wire keepalive gist_wire nslp_wire hep nfqueue_wire turn_framing relay_credentials; do
+for target in sip_scan stun_wire keepalive gist_wire nslp_wire hep nfqueue_wire turn_framing relay_credentials relay_server; do
   seeds=seeds/sip
   [[ $target == stun_wire ]] && seeds=seeds/stun
   [[ $target == gist_wire ]] && seeds=seeds/gist
@@ -16,6 +16,7 @@ for target in sip_scan stun_wire keepalive gist_wire nslp_wire hep nfqueue_wire 
   [[ $target == nfqueue_wire ]] && seeds=seeds/nfqueue
   [[ $target == turn_framing ]] && seeds=seeds/turn
   [[ $target == relay_credentials ]] && seeds=seeds/relay
+  [[ $target == relay_server ]] && seeds=seeds/turn
   corpus="$(mktemp -d)"
   trap 'rm -rf "$corpus"' EXIT
   echo "[fuzz] $target for ${secs}s"

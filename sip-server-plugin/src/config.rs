@@ -29,6 +29,55 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub signaling: SignalingConfig,
+    /// The media relay: deployed towards phones when they REGISTER.
+    #[serde(default)]
+    pub relay: Option<RelayConfig>,
+}
+
+/// `[relay]`: the media relay module, and the TURN REST credentials the
+/// plugin hands phones (`GET /turn`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    #[serde(default = "default_relay_name")]
+    pub name: String,
+    /// The module file (served at `/modules/<name>.wasm` unless `url` is set).
+    pub file: PathBuf,
+    pub url: Option<String>,
+    /// The port relays listen on (UDP); the tenant must be authorized for it.
+    #[serde(default = "default_turn_port")]
+    pub port: u16,
+    /// The TURN REST shared secret: the same the tenant sets on its
+    /// appliances as the secret `turn-secret`.
+    pub shared_secret: String,
+    /// How long the credentials `/turn` hands out are valid.
+    #[serde(default = "default_credential_ttl")]
+    pub credential_ttl_secs: u32,
+    /// The ITSP's own relays, for phones no edge relay serves.
+    #[serde(default)]
+    pub fallback_uris: Vec<String>,
+    /// Module properties (`realm`, quotas, lifetimes …).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// The relay deployments' registry (survives restarts).
+    #[serde(default = "default_relay_registry")]
+    pub registry: PathBuf,
+}
+
+fn default_relay_name() -> String {
+    "relay".into()
+}
+
+fn default_turn_port() -> u16 {
+    3478
+}
+
+fn default_credential_ttl() -> u32 {
+    86_400
+}
+
+fn default_relay_registry() -> PathBuf {
+    PathBuf::from("/var/lib/netserv-plugin/relay-registry.json")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +173,23 @@ impl Config {
         if p.keepalive_threshold == 0 {
             return bad("policy.keepalive_threshold", "must be at least 1");
         }
+        if let Some(r) = &c.relay {
+            if r.url.is_none() && c.module.http_advertise.is_none() {
+                return bad("relay.url", "set it, or set module.http_advertise so the plugin serves the module");
+            }
+            if r.shared_secret.len() < 16 {
+                return bad("relay.shared_secret", "must be at least 16 characters");
+            }
+            if r.port == 0 {
+                return bad("relay.port", "must not be 0");
+            }
+            if r.credential_ttl_secs == 0 {
+                return bad("relay.credential_ttl_secs", "must be at least 1");
+            }
+            if r.name == c.module.name {
+                return bad("relay.name", "must differ from module.name");
+            }
+        }
         if c.signaling.query_attempts == 0 || c.signaling.timeout_ms == 0 {
             return bad("signaling", "query_attempts and timeout_ms must be at least 1");
         }
@@ -131,6 +197,16 @@ impl Config {
     }
 
     /// The module's download URL.
+    /// Where appliances download the relay module.
+    pub fn relay_url(&self) -> Option<String> {
+        let r = self.relay.as_ref()?;
+        Some(match (&r.url, self.module.http_advertise) {
+            (Some(u), _) => u.clone(),
+            (None, Some(a)) => format!("http://{a}/modules/{}.wasm", r.name),
+            (None, None) => String::new(),
+        })
+    }
+
     pub fn module_url(&self) -> String {
         match (&self.module.url, self.module.http_advertise) {
             (Some(u), _) => u.clone(),
@@ -170,5 +246,10 @@ http_advertise = "198.18.2.20:8280"
             "policy.refresh_before_secs"
         );
         assert!(matches!(Config::parse(&format!("{BASE}bogus = 1\n")), Err(ConfigError::Syntax(_))));
+        let relay = format!("{BASE}[relay]\nfile = \"/r.wasm\"\nshared_secret = \"north-wind-shared-secret\"\n");
+        let c = Config::parse(&relay).expect("valid relay");
+        assert_eq!(c.relay_url().as_deref(), Some("http://198.18.2.20:8280/modules/relay.wasm"));
+        assert_eq!(field(&relay.replace("north-wind-shared-secret", "short")), "relay.shared_secret");
+        assert_eq!(field(&format!("{relay}name = \"keepalive\"\n")), "relay.name");
     }
 }

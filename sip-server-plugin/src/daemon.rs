@@ -24,12 +24,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+/// What a signer deploys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deploys {
+    /// The keepalive module, filtering the SIP server's traffic.
+    Keepalive,
+    /// The media relay, a server module listening on the relay port.
+    Relay,
+}
+
 struct Signer {
     cfg: Config,
     key: SigningKey,
     sha256: [u8; 32],
     url: String,
     opts: ClientOptions,
+    deploys: Deploys,
 }
 
 impl Signer {
@@ -37,15 +47,25 @@ impl Signer {
         let mut nonce = [0u8; 16];
         OsRng.fill_bytes(&mut nonce);
         let mut r = Request::new(kind, OsRng.next_u32(), self.cfg.tenant.clone(), now_ms(), nonce);
-        r.module = Some(self.cfg.module.name.clone());
+        let relay = self.cfg.relay.as_ref().filter(|_| self.deploys == Deploys::Relay);
+        r.module = Some(relay.map_or(&self.cfg.module.name, |c| &c.name).clone());
         if kind == RequestKind::Setup {
             r.module_url = Some(self.url.clone());
             r.sha256 = Some(self.sha256);
             r.filter_proto = Some(17);
-            r.filter_ports = vec![self.cfg.server.port()];
-            r.filter_addr = Some((self.cfg.server.ip(), if self.cfg.server.is_ipv4() { 32 } else { 128 }));
-            r.properties = self.cfg.module.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             r.ttl_secs = Some(self.cfg.policy.ttl_secs);
+            match relay {
+                // A server module: no filter-addr, its ports are its listeners.
+                Some(c) => {
+                    r.filter_ports = vec![c.port];
+                    r.properties = c.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                }
+                None => {
+                    r.filter_ports = vec![self.cfg.server.port()];
+                    r.filter_addr = Some((self.cfg.server.ip(), if self.cfg.server.is_ipv4() { 32 } else { 128 }));
+                    r.properties = self.cfg.module.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                }
+            }
         }
         if kind == RequestKind::Probe {
             r.module = None;
@@ -75,8 +95,13 @@ impl Signer {
                         .map(|e| Hop {
                             ok: e.status == Status::Ok
                                 || (kind == RequestKind::Remove && e.status == Status::NotInstalled),
+                            // A relay is reached where the appliance's server
+                            // modules listen, which it advertises.
+                            address: match self.deploys {
+                                Deploys::Relay => server_address(&e.capabilities).or(e.address),
+                                Deploys::Keepalive => e.address,
+                            },
                             node_id: e.node_id,
-                            address: e.address,
                             modules: e.modules,
                             answered: e.answered,
                         })
@@ -96,11 +121,22 @@ impl Signer {
     }
 }
 
+/// The address an appliance's server modules listen on, from its
+/// capabilities (`server-address=<ip>`).
+fn server_address(capabilities: &[String]) -> Option<std::net::IpAddr> {
+    capabilities.iter().find_map(|c| c.strip_prefix("server-address=")?.parse().ok())
+}
+
+/// Module files the plugin serves, by file name.
+type ModuleFiles = Arc<Vec<(String, Vec<u8>)>>;
+
 #[derive(Clone)]
 struct Http {
     registry: watch::Receiver<Registry>,
-    module: watch::Receiver<Arc<Vec<u8>>>,
-    module_file: String,
+    relay_registry: watch::Receiver<Registry>,
+    /// Module files served by name (`keepalive.wasm`, `relay.wasm`).
+    modules: watch::Receiver<ModuleFiles>,
+    config: watch::Receiver<Arc<Config>>,
 }
 
 async fn status(State(s): State<Http>) -> impl IntoResponse {
@@ -112,6 +148,11 @@ async fn status(State(s): State<Http>) -> impl IntoResponse {
             "expires_in_s": d.expires_ms.saturating_sub(now_ms()) / 1000, "refreshes": d.refreshes, "keepalives_offloaded": d.answered,
         })).collect::<Vec<_>>(),
         "phones": r.phones,
+        "relays": s.relay_registry.borrow().deployments.values().map(|d| serde_json::json!({
+            "node_id": d.appliance, "address": d.address, "phones": d.phones,
+            "expires_in_s": d.expires_ms.saturating_sub(now_ms()) / 1000, "refreshes": d.refreshes,
+        })).collect::<Vec<_>>(),
+        "relay_users": s.relay_registry.borrow().users.len(),
     }))
 }
 
@@ -162,12 +203,64 @@ async fn metrics(State(s): State<Http>) -> impl IntoResponse {
 }
 
 async fn module_file(State(s): State<Http>, Path(file): Path<String>) -> impl IntoResponse {
-    if file == s.module_file {
-        let bytes = s.module.borrow().as_ref().clone();
-        ([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response()
-    } else {
-        StatusCode::NOT_FOUND.into_response()
+    let modules = s.modules.borrow().clone();
+    match modules.iter().find(|(name, _)| *name == file) {
+        Some((_, bytes)) => ([(header::CONTENT_TYPE, "application/wasm")], bytes.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct TurnQuery {
+    service: Option<String>,
+    username: Option<String>,
+}
+
+/// `GET /turn?service=turn&username=<user>`: short-lived TURN REST
+/// credentials (draft-uberti-behave-turn-rest) naming the relay at the
+/// edge nearest the user's phone, or the ITSP's own relays when none
+/// serves it.
+async fn turn(State(s): State<Http>, axum::extract::Query(q): axum::extract::Query<TurnQuery>) -> impl IntoResponse {
+    let cfg = s.config.borrow().clone();
+    let bad = |why: &str| (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "error": why }))).into_response();
+    let Some(relay) = cfg.relay.as_ref() else {
+        return (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "error": "this plugin deploys no relay" })))
+            .into_response();
+    };
+    if q.service.as_deref().is_some_and(|v| v != "turn") {
+        return bad("`service` must be `turn`");
+    }
+    let Some(user) =
+        q.username.filter(|u| crate::observe::uri_user(format!("sip:{u}@x").as_bytes()).as_deref() == Some(u))
+    else {
+        return bad("`username` must be 1-64 characters of a SIP user part");
+    };
+    let edge = s.relay_registry.borrow().serving(&user).and_then(|d| d.address);
+    let uris: Vec<String> = match edge {
+        Some(ip) => {
+            let host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+            vec![format!("turn:{host}:{}?transport=udp", relay.port)]
+        }
+        None => relay.fallback_uris.clone(),
+    };
+    if uris.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "error": "no relay serves this user" })),
+        )
+            .into_response();
+    }
+    let expiry = now_ms() / 1000 + u64::from(relay.credential_ttl_secs);
+    let username = format!("{expiry}:{user}");
+    let password = netserv_media_relay::credentials::rest_password(relay.shared_secret.as_bytes(), &username);
+    axum::Json(serde_json::json!({
+        "username": username,
+        "password": password,
+        "ttl": relay.credential_ttl_secs,
+        "uris": uris,
+        "edge": edge.is_some(),
+    }))
+    .into_response()
 }
 
 fn save(path: &std::path::Path, r: &Registry) {
@@ -180,53 +273,89 @@ fn save(path: &std::path::Path, r: &Registry) {
 }
 
 /// The signing key, the module bytes and what is signed about them, from the
-/// config (at start-up and on SIGHUP).
-fn make_signer(cfg: &Config) -> anyhow::Result<(Signer, Arc<Vec<u8>>)> {
+/// config (at start-up and on SIGHUP): the keepalive module's signer, and
+/// the relay's when the config has a `[relay]`.
+fn make_signers(cfg: &Config) -> anyhow::Result<Signers> {
     let key = netserv_shell::keys::read_signing_key(&cfg.key_file).context("key_file")?;
+    let opts = ClientOptions {
+        node_id: format!("plugin-{}", cfg.tenant),
+        query_attempts: cfg.signaling.query_attempts,
+        timeout: Duration::from_millis(cfg.signaling.timeout_ms),
+        ..ClientOptions::default()
+    };
     let module_bytes = std::fs::read(&cfg.module.file)
         .with_context(|| format!("reading module.file {}", cfg.module.file.display()))?;
-    let signer = Signer {
-        key,
+    let keepalive = Signer {
+        key: key.clone(),
         sha256: Sha256::digest(&module_bytes).into(),
         url: cfg.module_url(),
-        opts: ClientOptions {
-            node_id: format!("plugin-{}", cfg.tenant),
-            query_attempts: cfg.signaling.query_attempts,
-            timeout: Duration::from_millis(cfg.signaling.timeout_ms),
-            ..ClientOptions::default()
-        },
+        opts: opts.clone(),
         cfg: cfg.clone(),
+        deploys: Deploys::Keepalive,
     };
-    Ok((signer, Arc::new(module_bytes)))
+    let mut files = vec![(format!("{}.wasm", cfg.module.name), module_bytes)];
+    let relay = match &cfg.relay {
+        None => None,
+        Some(r) => {
+            let bytes = std::fs::read(&r.file).with_context(|| format!("reading relay.file {}", r.file.display()))?;
+            let signer = Signer {
+                key,
+                sha256: Sha256::digest(&bytes).into(),
+                url: cfg.relay_url().unwrap_or_default(),
+                opts,
+                cfg: cfg.clone(),
+                deploys: Deploys::Relay,
+            };
+            files.push((format!("{}.wasm", r.name), bytes));
+            Some(Arc::new(signer))
+        }
+    };
+    Ok(Signers { keepalive: Arc::new(keepalive), relay, files: Arc::new(files) })
+}
+
+struct Signers {
+    keepalive: Arc<Signer>,
+    relay: Option<Arc<Signer>>,
+    files: ModuleFiles,
+}
+
+fn load_registry(path: &std::path::Path) -> anyhow::Result<Registry> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("registry {} is corrupt", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
+        Err(e) => Err(e).with_context(|| format!("reading registry {}", path.display())),
+    }
 }
 
 /// Runs until SIGTERM. SIGHUP re-reads `config_path`: the policy, the key,
-/// the module and its properties change; the listening addresses and the
-/// registry file stay (a bad file keeps the running config).
+/// the modules and their properties change; the listening addresses and the
+/// registry files stay (a bad file keeps the running config).
 pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
     let cfg = Config::load(&config_path)?;
-    let (signer, module_bytes) = make_signer(&cfg)?;
-    let mut signer = Arc::new(signer);
-    let (module_tx, module_rx) = watch::channel(module_bytes);
-    let registry: Registry = match std::fs::read(&cfg.registry) {
-        Ok(b) => {
-            serde_json::from_slice(&b).with_context(|| format!("registry {} is corrupt", cfg.registry.display()))?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry::default(),
-        Err(e) => return Err(e).with_context(|| format!("reading registry {}", cfg.registry.display())),
+    let mut signers = make_signers(&cfg)?;
+    let (modules_tx, modules_rx) = watch::channel(signers.files.clone());
+    let (config_tx, config_rx) = watch::channel(Arc::new(cfg.clone()));
+    let mut policy = Policy::new(cfg.policy.clone(), &cfg.tenant, &cfg.module.name, load_registry(&cfg.registry)?);
+    // The relay's deployments are a policy of their own: PROBE / SETUP on a
+    // phone's REGISTER, refreshed while it stays registered.
+    let mut relay_policy = match &cfg.relay {
+        Some(r) => Some(Policy::new(cfg.policy.clone(), &cfg.tenant, &r.name, load_registry(&r.registry)?)),
+        None => None,
     };
-    let mut policy = Policy::new(cfg.policy.clone(), &cfg.tenant, &cfg.module.name, registry);
     let (reg_tx, reg_rx) = watch::channel(policy.registry.clone());
+    let (relay_reg_tx, relay_reg_rx) =
+        watch::channel(relay_policy.as_ref().map(|p| p.registry.clone()).unwrap_or_default());
 
     let hep_sock = tokio::net::UdpSocket::bind(cfg.hep_listen)
         .await
         .with_context(|| format!("binding hep_listen {}", cfg.hep_listen))?;
-    let http = Http { registry: reg_rx, module: module_rx, module_file: format!("{}.wasm", cfg.module.name) };
+    let http = Http { registry: reg_rx, relay_registry: relay_reg_rx, modules: modules_rx, config: config_rx };
     let app = Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/modules/{file}", get(module_file))
+        .route("/turn", get(turn))
         .with_state(http);
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
@@ -236,14 +365,21 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    tracing::info!(hep = %cfg.hep_listen, http = %cfg.http_listen, server = %cfg.server, module_url = %signer.url, "plugin running");
+    tracing::info!(hep = %cfg.hep_listen, http = %cfg.http_listen, server = %cfg.server, module_url = %signers.keepalive.url, relay = ?cfg.relay_url(), "plugin running");
 
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outcome>();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(Deploys, Outcome)>();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut buf = vec![0u8; 65_536];
     let mut keepalives = cfg.keepalive_rule();
+    let relay_registry_path = cfg.relay.as_ref().map(|r| r.registry.clone());
+    let save_all = |policy: &Policy, relay_policy: &Option<Policy>| {
+        save(&cfg.registry, &policy.registry);
+        if let (Some(p), Some(path)) = (relay_policy, &relay_registry_path) {
+            save(path, &p.registry);
+        }
+    };
     loop {
         tokio::select! {
             r = hep_sock.recv_from(&mut buf) => {
@@ -251,47 +387,88 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                 match hep::decode(buf.get(..n).unwrap_or_default()) {
                     Ok(h) => match classify(&h, &keepalives) {
                         Observation::KeepAlive { phone } => policy.on_keepalive(now_ms(), phone.ip()),
-                        Observation::Register { phone, expires } => policy.on_register(now_ms(), phone.ip(), expires),
+                        Observation::Register { phone, expires, user } => {
+                            policy.on_register(now_ms(), phone.ip(), expires);
+                            if let Some(rp) = relay_policy.as_mut() {
+                                rp.on_register(now_ms(), phone.ip(), expires);
+                                if let Some(u) = &user {
+                                    rp.on_user(u, phone.ip());
+                                }
+                                if expires > 0 {
+                                    rp.want(now_ms(), phone.ip());
+                                }
+                            }
+                        }
                         Observation::Other => {}
                     },
                     Err(e) => tracing::debug!(error = %e, "not a HEP3 datagram"),
                 }
             }
-            Some(o) = out_rx.recv() => policy.on_outcome(now_ms(), o),
-            _ = tick.tick() => policy.handle_timeout(now_ms()),
+            Some((which, o)) = out_rx.recv() => match (which, relay_policy.as_mut()) {
+                (Deploys::Relay, Some(rp)) => rp.on_outcome(now_ms(), o),
+                (Deploys::Relay, None) => {}
+                (Deploys::Keepalive, _) => policy.on_outcome(now_ms(), o),
+            },
+            _ = tick.tick() => {
+                policy.handle_timeout(now_ms());
+                if let Some(rp) = relay_policy.as_mut() {
+                    rp.handle_timeout(now_ms());
+                }
+            }
             _ = hup.recv() => {
-                match Config::load(&config_path).map_err(anyhow::Error::from).and_then(|c| make_signer(&c).map(|s| (c, s))) {
-                    Ok((c, (new_signer, bytes))) => {
+                match Config::load(&config_path).map_err(anyhow::Error::from).and_then(|c| make_signers(&c).map(|s| (c, s))) {
+                    Ok((c, new)) => {
                         policy.set_config(c.policy.clone());
+                        if let Some(rp) = relay_policy.as_mut() {
+                            rp.set_config(c.policy.clone());
+                        }
                         keepalives = c.keepalive_rule();
-                        signer = Arc::new(new_signer);
-                        let _ = module_tx.send(bytes);
-                        tracing::info!(module_url = %signer.url, "configuration reloaded");
+                        let _ = modules_tx.send(new.files.clone());
+                        signers = new;
+                        let _ = config_tx.send(Arc::new(c));
+                        tracing::info!(module_url = %signers.keepalive.url, "configuration reloaded");
                     }
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "configuration reload failed; keeping the running one"),
                 }
             }
             _ = term.recv() => {
-                tracing::info!("SIGTERM: saving the registry and stopping");
-                save(&cfg.registry, &policy.registry);
+                tracing::info!("SIGTERM: saving the registries and stopping");
+                save_all(&policy, &relay_policy);
                 return Ok(());
             }
             _ = tokio::signal::ctrl_c() => {
-                save(&cfg.registry, &policy.registry);
+                save_all(&policy, &relay_policy);
                 return Ok(());
             }
         }
+        let mut pending: Vec<(Arc<Signer>, Action)> = Vec::new();
         while let Some(action) = policy.poll_action() {
-            tracing::info!(?action, "signaling");
-            let (s, tx) = (signer.clone(), out_tx.clone());
+            pending.push((signers.keepalive.clone(), action));
+        }
+        if let (Some(rp), Some(rs)) = (relay_policy.as_mut(), signers.relay.as_ref()) {
+            while let Some(action) = rp.poll_action() {
+                pending.push((rs.clone(), action));
+            }
+        }
+        for (signer, action) in pending {
+            tracing::info!(?action, deploys = ?signer.deploys, "signaling");
+            let tx = out_tx.clone();
             tokio::spawn(async move {
-                let _ = tx.send(s.run(action).await);
+                let which = signer.deploys;
+                let _ = tx.send((which, signer.run(action).await));
             });
         }
         if policy.dirty {
             policy.dirty = false;
             save(&cfg.registry, &policy.registry);
             let _ = reg_tx.send(policy.registry.clone());
+        }
+        if let (Some(rp), Some(path)) = (relay_policy.as_mut(), &relay_registry_path)
+            && rp.dirty
+        {
+            rp.dirty = false;
+            save(path, &rp.registry);
+            let _ = relay_reg_tx.send(rp.registry.clone());
         }
     }
 }

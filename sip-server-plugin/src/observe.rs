@@ -13,8 +13,10 @@ pub enum Observation {
     /// A NAT keep-alive that reached the server, by the rule the keepalive
     /// module answers by ([`keepalive::classify`]).
     KeepAlive { phone: SocketAddr },
-    /// A REGISTER; `expires` 0 is an unregistration.
-    Register { phone: SocketAddr, expires: u32 },
+    /// A REGISTER; `expires` 0 is an unregistration. `user`: the user part
+    /// of its To URI (the address of record), which the TURN credentials
+    /// endpoint is asked by.
+    Register { phone: SocketAddr, expires: u32, user: Option<String> },
     /// Anything else (calls, responses, unparseable messages).
     Other,
 }
@@ -53,9 +55,27 @@ pub fn classify(hep: &Hep<'_>, rule: &KeepaliveRule) -> Observation {
         _ => {}
     }
     match method {
-        b"REGISTER" => Observation::Register { phone, expires: register_expires(&msg) },
+        b"REGISTER" => Observation::Register {
+            phone,
+            expires: register_expires(&msg),
+            user: msg.header(HeaderName::To).and_then(|h| uri_user(h.value)),
+        },
         _ => Observation::Other,
     }
+}
+
+/// The user part of a To / From value's SIP URI (`<sip:alice@host>;tag=…`),
+/// when it is a plain token (letters, digits, `-_.+!~*'()`, at most 64).
+pub fn uri_user(value: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(value).ok()?;
+    let uri = text.split(['<', '>']).find(|p| p.contains("sip:") || p.contains("sips:")).unwrap_or(text);
+    let after = uri.split_once("sips:").or_else(|| uri.split_once("sip:"))?.1;
+    let (user, _) = after.split_once('@')?;
+    let user = user.split(';').next()?;
+    let ok = !user.is_empty()
+        && user.len() <= 64
+        && user.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.+!~*'()".contains(&b));
+    ok.then(|| user.to_owned())
 }
 
 /// The lifetime a REGISTER asks for: the first Contact's `expires` parameter,
@@ -114,17 +134,30 @@ From: <sip:a@x>;tag=1\r\nTo: <sip:198.18.2.20>\r\nCall-ID: c\r\nCSeq: 1 NOTIFY\r
     }
 
     #[test]
+    fn the_address_of_record_user() {
+        assert_eq!(uri_user(b"<sip:phone-0001@198.18.2.20>;tag=x").as_deref(), Some("phone-0001"));
+        assert_eq!(uri_user(b"\"Alice\" <sips:alice@example.com>").as_deref(), Some("alice"));
+        assert_eq!(uri_user(b"sip:bob@host;transport=udp").as_deref(), Some("bob"));
+        assert_eq!(uri_user(b"<sip:198.18.2.20>"), None, "no user part");
+        assert_eq!(uri_user(b"<sip:a b@x>"), None, "not a token");
+        assert_eq!(uri_user(&[0xff, b'@']), None);
+    }
+
+    #[test]
     fn keepalives_and_registrations() {
         let phone: SocketAddr = "198.18.1.10:5099".parse().expect("addr");
         assert_eq!(observed(&hep(NOTIFY)), Observation::KeepAlive { phone });
         let r = register("Contact: <sip:a@198.18.1.10:5099>;expires=120\r\nExpires: 600\r\n");
-        assert_eq!(observed(&hep(&r)), Observation::Register { phone, expires: 120 });
+        assert_eq!(observed(&hep(&r)), Observation::Register { phone, expires: 120, user: Some("a".into()) });
         let r = register("Contact: <sip:a@198.18.1.10:5099>\r\nExpires: 600\r\n");
-        assert_eq!(observed(&hep(&r)), Observation::Register { phone, expires: 600 });
+        assert_eq!(observed(&hep(&r)), Observation::Register { phone, expires: 600, user: Some("a".into()) });
         let r = register("Contact: *\r\nExpires: 0\r\n");
-        assert_eq!(observed(&hep(&r)), Observation::Register { phone, expires: 0 });
+        assert_eq!(observed(&hep(&r)), Observation::Register { phone, expires: 0, user: Some("a".into()) });
         let r = register("Contact: <sip:a@198.18.1.10:5099>\r\n");
-        assert_eq!(observed(&hep(&r)), Observation::Register { phone, expires: DEFAULT_EXPIRES });
+        assert_eq!(
+            observed(&hep(&r)),
+            Observation::Register { phone, expires: DEFAULT_EXPIRES, user: Some("a".into()) }
+        );
         let other_event = String::from_utf8_lossy(NOTIFY).replace("keep-alive", "presence");
         assert_eq!(observed(&hep(other_event.as_bytes())), Observation::Other);
         assert_eq!(observed(&hep(b"SIP/2.0 200 OK\r\n\r\n")), Observation::Other);

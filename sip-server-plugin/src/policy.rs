@@ -115,6 +115,18 @@ pub struct Registry {
     pub phones: BTreeMap<IpAddr, Phone>,
     pub deployments: BTreeMap<String, Deployment>,
     pub counters: Counters,
+    /// Address-of-record users and the phone each last registered from.
+    #[serde(default)]
+    pub users: BTreeMap<String, IpAddr>,
+}
+
+impl Registry {
+    /// The deployment serving `user`'s phone, if one does.
+    pub fn serving(&self, user: &str) -> Option<&Deployment> {
+        let phone = self.users.get(user)?;
+        let appliance = self.phones.get(phone)?.appliance.as_ref()?;
+        self.deployments.get(appliance)
+    }
 }
 
 pub struct Policy {
@@ -167,11 +179,17 @@ impl Policy {
         p.keepalives_at_server += 1;
         p.last_keepalive_ms = now;
         self.dirty = true;
-        let wants = p.appliance.is_none()
-            && !p.in_flight
-            && now >= p.retry_at_ms
-            && p.keepalives_at_server >= u64::from(self.cfg.keepalive_threshold);
-        if !wants {
+        if p.keepalives_at_server >= u64::from(self.cfg.keepalive_threshold) {
+            self.want(now, phone);
+        }
+    }
+
+    /// Serve `phone` at the edge: PROBE towards it (then SETUP, or join the
+    /// deployment the probe finds), unless it is served already, being
+    /// served, or waiting to retry.
+    pub fn want(&mut self, now: u64, phone: IpAddr) {
+        let p = self.registry.phones.entry(phone).or_default();
+        if p.appliance.is_some() || p.in_flight || now < p.retry_at_ms {
             return;
         }
         if self.registry.phones.values().any(|p| p.in_flight) {
@@ -203,6 +221,22 @@ impl Policy {
         let p = self.registry.phones.entry(phone).or_default();
         p.registered_until_ms = now + u64::from(expires_secs) * 1000;
         self.dirty = true;
+    }
+
+    /// A REGISTER of address-of-record user `user` from `phone`: who the
+    /// TURN credentials endpoint is asked about (bounded: the oldest goes).
+    pub fn on_user(&mut self, user: &str, phone: IpAddr) {
+        const MAX_USERS: usize = 100_000;
+        if self.registry.users.get(user) != Some(&phone) {
+            if self.registry.users.len() >= MAX_USERS && !self.registry.users.contains_key(user) {
+                let first = self.registry.users.keys().next().cloned();
+                if let Some(k) = first {
+                    self.registry.users.remove(&k);
+                }
+            }
+            self.registry.users.insert(user.to_owned(), phone);
+            self.dirty = true;
+        }
     }
 
     fn active(&self, now: u64, phone: &IpAddr) -> bool {

@@ -43,12 +43,29 @@ timeout_ms = 8000
     )
 }
 
+/// [`config`] with a `[relay]`: the media relay deployed on REGISTER, and
+/// `/turn` handing out credentials for it (`shared_secret` is what the
+/// tenant sets as `turn-secret` on its appliances).
+pub fn config_with_relay(dir: &Path, shared_secret: &str, fallback: &str) -> String {
+    format!(
+        "{}\n[relay]\nfile = {:?}\nshared_secret = \"{shared_secret}\"\nregistry = {:?}\ncredential_ttl_secs = 600\nfallback_uris = [\"{fallback}\"]\nproperties = {{ realm = \"itsp-a.example\" }}\n",
+        config(dir),
+        paths::module("netserv_media_relay"),
+        dir.join("relay-registry.json"),
+    )
+}
+
 /// Writes the key and config into `dir` and starts the plugin in core.
 pub fn start(tb: &Testbed, dir: &Path) -> anyhow::Result<Proc> {
+    start_with(tb, dir, &config(dir))
+}
+
+/// [`start`] with a config of the caller's.
+pub fn start_with(tb: &Testbed, dir: &Path, config_text: &str) -> anyhow::Result<Proc> {
     tb.add_ua_address(PHONES[1])?;
     std::fs::write(dir.join("itsp-a.key"), SEED_A)?;
     let cfg = dir.join("plugin.toml");
-    std::fs::write(&cfg, config(dir))?;
+    std::fs::write(&cfg, config_text)?;
     let cfg = cfg.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
     let p =
         tb.spawn(&tb.core, paths::bin("netserv-sip-plugin"), &["run", "--config", cfg], Some(&dir.join("plugin.log")))?;

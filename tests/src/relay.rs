@@ -28,13 +28,13 @@ pub fn relay_config(extra_itsp_a: &str) -> String {
     format!("{with}\n[servers]\naddress = \"{EDGE_UA_IP}\"\n")
 }
 
-/// The relay's install request (UDP listener on RELAY_PORT, REST and static users).
+/// The relay's install request (UDP and TCP listeners on RELAY_PORT, REST and static users).
 pub fn relay_install() -> Value {
     json!({
         "tenant": "itsp-a",
         "name": "relay",
         "source": { "path": paths::module("netserv_media_relay") },
-        "listen": [{ "transport": "udp", "port": RELAY_PORT }],
+        "listen": [{ "transport": "udp", "port": RELAY_PORT }, { "transport": "tcp", "port": RELAY_PORT }],
         "properties": { "auth": "rest,static", "realm": "itsp-a.example" },
     })
 }

@@ -15,8 +15,8 @@ fn relay_stats(app: &Appliance) -> Value {
 }
 
 #[test]
-fn coturn_clients_relay_through_the_edge_in_every_udp_mode() {
-    if !netserv_tests::e2e_ready("coturn_clients_relay_through_the_edge_in_every_udp_mode") {
+fn coturn_clients_relay_through_the_edge_in_every_mode_but_tcp_relaying() {
+    if !netserv_tests::e2e_ready("coturn_clients_relay_through_the_edge_in_every_mode_but_tcp_relaying") {
         return;
     }
     let tb = Testbed::new("turn").expect("testbed (run as root)");
@@ -25,14 +25,17 @@ fn coturn_clients_relay_through_the_edge_in_every_udp_mode() {
     let installed = app.install(&relay::relay_install()).expect("install the relay");
     assert_eq!(installed["kind"], "server");
     assert_eq!(installed["relay"]["listening"][0], format!("{EDGE_UA_IP}:{}", relay::RELAY_PORT));
+    assert_eq!(installed["relay"]["listening"][1], format!("{EDGE_UA_IP}:{}", relay::RELAY_PORT), "and TCP");
     let _peer = relay::peer(&tb).expect("turnutils_peer");
     std::thread::sleep(Duration::from_millis(200));
 
     let static_user = ["-u", USER, "-w", PASSWORD];
     // Channels (the default), Send indications, client to client, DONT-FRAGMENT,
     // no RTCP pair, several clients at once, and TURN REST credentials.
-    let modes: [(&str, Vec<&str>); 7] = [
+    let modes: [(&str, Vec<&str>); 9] = [
         ("channels", vec![]),
+        ("TCP client transport (-t)", vec!["-t"]),
+        ("TCP with Send indications (-t -s)", vec!["-t", "-s"]),
         ("send indications (-s)", vec!["-s"]),
         ("client to client (-y)", vec!["-y"]),
         ("DONT-FRAGMENT (-g)", vec!["-g"]),
@@ -63,7 +66,7 @@ fn coturn_clients_relay_through_the_edge_in_every_udp_mode() {
     let usage = &m["relay"]["usage"];
     assert!(usage["bytes_to_peers"].as_u64().unwrap_or(0) >= 30 * 160, "{m}");
     assert!(usage["bytes_to_client"].as_u64().unwrap_or(0) >= 30 * 160, "{m}");
-    assert!(m["module_counters"]["allocations"].as_u64().unwrap_or(0) >= 7, "{m}");
+    assert!(m["module_counters"]["allocations"].as_u64().unwrap_or(0) >= 9, "{m}");
     assert!(m["module_counters"]["channel_bindings"].as_u64().unwrap_or(0) > 0, "{m}");
     let metrics = app.metrics().expect("metrics");
     assert!(
@@ -195,4 +198,76 @@ fn malformed_turn_input_is_answered_or_dropped_and_the_relay_keeps_serving() {
     let m = relay_stats(&app);
     assert_eq!(m["counters"]["faults"], 0, "no input may fault the guest: {m}");
     assert_eq!(m["state"], "active");
+}
+
+/// The plugin's part: a phone REGISTERs through Kamailio; the plugin
+/// deploys the relay on the edge towards it by itself (on-path SETUP), and
+/// `GET /turn` hands out credentials naming that relay, with which coturn's
+/// client relays through it. A user no edge relay serves gets the ITSP's own.
+#[test]
+fn a_registration_deploys_the_relay_and_turn_credentials_name_it() {
+    use netserv_tests::appliance::TempDir;
+    use netserv_tests::kamailio::{Kamailio, phone_scenario};
+    use netserv_tests::plugin::{self, SERVER};
+    if !netserv_tests::e2e_ready("a_registration_deploys_the_relay_and_turn_credentials_name_it") {
+        return;
+    }
+    let tb = Testbed::new("turnplug").expect("testbed (run as root)");
+    let dir = TempDir::new("turnplug").expect("tmp");
+    let kam =
+        Kamailio::start(&tb.core, SERVER, "sip:127.0.0.1:9060", &dir.0.join("kamailio")).expect("kamailio starts");
+    let fallback = "turn:198.18.2.20:3478?transport=udp";
+    let cfg = plugin::config_with_relay(&dir.0, REST_SECRET, fallback);
+    let _plugin = plugin::start_with(&tb, &dir.0, &cfg).expect("plugin starts");
+    let app = Appliance::start(&tb, &relay::relay_config("")).expect("appliance starts");
+    relay::set_secrets(&app).expect("the tenant's TURN secret on its appliance");
+    let _peer = relay::peer(&tb).expect("turnutils_peer");
+    let logs = || {
+        format!(
+            "--- plugin\n{}\n--- appliance\n{}\n--- kamailio\n{}",
+            std::fs::read_to_string(dir.0.join("plugin.log")).unwrap_or_default(),
+            app.log(),
+            std::fs::read_to_string(&kam.log).unwrap_or_default()
+        )
+    };
+
+    // The phone registers (no keep-alives: only the relay is for it).
+    let xml = dir.0.join("phone.xml");
+    std::fs::write(&xml, phone_scenario("phone-0001", 0, 500, 4, 120)).expect("scenario");
+    let out = netserv_tests::netns::cmd(&tb.ua, "sipp")
+        .args([SERVER, "-sf", xml.to_str().expect("utf-8"), "-i", netserv_tests::netns::UA_IP, "-p", "5070"])
+        .args(["-m", "1", "-recv_timeout", "3000", "-timeout", "20s", "-timeout_error", "-nostdin"])
+        .output()
+        .expect("sipp");
+    assert!(out.status.success(), "the REGISTER failed: {}\n{}", String::from_utf8_lossy(&out.stderr), logs());
+
+    let m = wait_for("the plugin to deploy the relay", Duration::from_secs(30), || app.module("itsp-a", "relay").ok());
+    assert_eq!(m["kind"], "server", "{m}");
+    let creds: Value = wait_for("credentials naming the edge relay", Duration::from_secs(10), || {
+        let v: Value = serde_json::from_str(&plugin::get(&tb, "/turn?service=turn&username=phone-0001")).ok()?;
+        (v["edge"] == true).then_some(v)
+    });
+    assert_eq!(creds["uris"][0], format!("turn:{EDGE_UA_IP}:{}?transport=udp", relay::RELAY_PORT), "{creds}");
+    assert_eq!(creds["ttl"], 600);
+    let (user, pass) = (creds["username"].as_str().expect("username"), creds["password"].as_str().expect("password"));
+    assert!(user.ends_with(":phone-0001"), "{creds}");
+    let run = relay::uclient(&tb, &["-n", "20", "-u", user, "-w", pass], CORE_IP).expect("turnutils_uclient");
+    assert!(
+        run.sent > 0 && run.received == run.sent,
+        "relaying with the plugin's credentials:\n{}\n{}",
+        run.output,
+        logs()
+    );
+
+    // A user no edge relay serves gets the ITSP's own; a bad request, a 400.
+    let other: Value = serde_json::from_str(&plugin::get(&tb, "/turn?service=turn&username=stranger")).expect("json");
+    assert_eq!(
+        (other["edge"].clone(), other["uris"][0].clone()),
+        (Value::Bool(false), Value::from(fallback)),
+        "{other}"
+    );
+    let bad = plugin::get(&tb, "/turn?service=turn&username=a%20b");
+    assert!(bad.contains("error"), "{bad}");
+    let status: Value = serde_json::from_str(&plugin::get(&tb, "/status")).expect("status");
+    assert_eq!(status["relays"][0]["node_id"], "edge-test", "{status}");
 }

@@ -223,6 +223,11 @@ impl Engine {
         self.allocations.get(&relay)
     }
 
+    /// The relay `client` holds, if any.
+    pub fn relay_of(&self, client: &Client) -> Option<RelayId> {
+        self.by_client.get(client).copied()
+    }
+
     pub fn has_client(&self, client: &Client) -> bool {
         self.by_client.contains_key(client)
     }

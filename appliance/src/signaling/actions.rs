@@ -13,7 +13,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 /// What this node can do, for PROBE.
-pub const CAPABILITIES: &[&str] = &["gist-dmode", "netserv-nslp/1", "wasm-packet-module", "nfqueue", "ipv4", "ipv6"];
+pub const CAPABILITIES: &[&str] =
+    &["gist-dmode", "netserv-nslp/1", "wasm-packet-module", "wasm-server-module", "nfqueue", "ipv4", "ipv6"];
 
 pub fn status_of(e: &ControlError) -> Status {
     match e {
@@ -113,6 +114,11 @@ pub async fn perform(
     // (never another tenant's), its load.
     let modules = controller.list(&who).await;
     entry.capabilities = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    // Where this node's server modules (relays) listen: what a plugin hands
+    // its phones.
+    if let Some(a) = controller.config().servers.address {
+        entry.capabilities.push(format!("server-address={a}"));
+    }
     entry.active_modules = u32::try_from(modules.len()).unwrap_or(u32::MAX);
     entry.modules = modules.iter().map(|m| format!("{}@{}", m.id, m.sha256.get(..12).unwrap_or_default())).collect();
     entry.load_pps = load_pps;

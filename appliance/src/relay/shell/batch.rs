@@ -191,8 +191,8 @@ impl Tx {
 
     /// Sends the datagrams queued for peers, one `sendmmsg` per run of one relay socket.
     pub fn flush_peers(&mut self, relays: &HashMap<RelayId, UdpSocket>) {
-        let q = std::mem::take(&mut self.to_peers);
-        self.send_runs(&q, |s| relays.get(&u32::try_from(s).unwrap_or(0)).map(AsRawFd::as_raw_fd));
+        let mut q = std::mem::take(&mut self.to_peers);
+        self.send_runs(&mut q, |s| relays.get(&u32::try_from(s).unwrap_or(0)).map(AsRawFd::as_raw_fd));
         self.to_peers = q;
         self.to_peers.clear();
         if self.to_clients.is_empty() {
@@ -202,8 +202,10 @@ impl Tx {
 
     /// Sends the datagrams queued for clients, one `sendmmsg` per listener run.
     pub fn flush_clients(&mut self, listeners: &[Listener]) {
-        let q = std::mem::take(&mut self.to_clients);
-        self.send_runs(&q, |s| listeners.get(usize::try_from(s).unwrap_or(usize::MAX)).map(|l| l.socket.as_raw_fd()));
+        let mut q = std::mem::take(&mut self.to_clients);
+        self.send_runs(&mut q, |s| {
+            listeners.get(usize::try_from(s).unwrap_or(usize::MAX)).and_then(Listener::udp).map(AsRawFd::as_raw_fd)
+        });
         self.to_clients = q;
         self.to_clients.clear();
         if self.to_peers.is_empty() {
@@ -211,7 +213,11 @@ impl Tx {
         }
     }
 
-    fn send_runs(&mut self, q: &[Queued], fd_of: impl Fn(u64) -> Option<std::os::fd::RawFd>) {
+    fn send_runs(&mut self, q: &mut [Queued], fd_of: impl Fn(u64) -> Option<std::os::fd::RawFd>) {
+        // Grouped by socket (stable: each socket's datagrams keep their
+        // order), so one sendmmsg carries all of a socket's.
+        q.sort_by_key(|x| x.socket);
+        let q: &[Queued] = q;
         let mut start = 0;
         while start < q.len() {
             let socket = q.get(start).map_or(0, |x| x.socket);

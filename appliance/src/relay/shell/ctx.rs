@@ -4,6 +4,7 @@
 //! the module's own thread ever touches it.
 
 use super::convert::{client_from_wit, ip_from_wit, socket_addr, wit_addr};
+use super::streams::Stream;
 use crate::relay::engine::{AllocateError, Client, Engine, PeerError, RelayId};
 use crate::relay::ports::PortPool;
 use crate::runtime::server_world::{secrets, server, timers};
@@ -28,9 +29,30 @@ pub fn relay_token(id: RelayId) -> mio::Token {
     mio::Token(RELAY_TOKEN_BASE + id as usize)
 }
 
+pub enum ListenerSocket {
+    Udp(UdpSocket),
+    Tcp(mio::net::TcpListener),
+}
+
 pub struct Listener {
-    pub socket: UdpSocket,
+    pub socket: ListenerSocket,
     pub local: SocketAddr,
+}
+
+impl Listener {
+    pub fn udp(&self) -> Option<&UdpSocket> {
+        match &self.socket {
+            ListenerSocket::Udp(s) => Some(s),
+            ListenerSocket::Tcp(_) => None,
+        }
+    }
+}
+
+/// Mio tokens of TCP client connections (below the relay sockets').
+pub const STREAM_TOKEN_BASE: usize = 1 << 19;
+
+pub fn stream_token(id: u32) -> mio::Token {
+    mio::Token(STREAM_TOKEN_BASE + id as usize)
 }
 
 pub struct Ctx {
@@ -41,6 +63,9 @@ pub struct Ctx {
     registry: mio::Registry,
     pub relays: HashMap<RelayId, UdpSocket>,
     pub listeners: Vec<Listener>,
+    /// TCP clients' connections, by stream id.
+    pub streams: HashMap<u32, Stream>,
+    next_stream: u32,
     /// What the guest sent during a call, for the shell to put on the wire.
     pub outbox: Vec<(Client, Vec<u8>)>,
     secrets: Arc<TenantSecrets>,
@@ -70,6 +95,8 @@ impl Ctx {
             registry,
             relays: HashMap::new(),
             listeners,
+            streams: HashMap::new(),
+            next_stream: 0,
             outbox: Vec::new(),
             secrets,
             instance_key,
@@ -87,6 +114,51 @@ impl Ctx {
         self.ports.give_back(relayed.port());
     }
 
+    /// Registers a new TCP client; None when the module holds as many as it may.
+    pub fn add_stream(&mut self, mut socket: mio::net::TcpStream, peer: SocketAddr) -> Option<u32> {
+        if self.streams.len() >= super::streams::MAX_STREAMS {
+            return None;
+        }
+        let span = u32::try_from(RELAY_TOKEN_BASE - STREAM_TOKEN_BASE).unwrap_or(u32::MAX);
+        let id = loop {
+            self.next_stream = (self.next_stream + 1) % span;
+            if !self.streams.contains_key(&self.next_stream) {
+                break self.next_stream;
+            }
+        };
+        let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+        self.registry.register(&mut socket, stream_token(id), interest).ok()?;
+        self.streams.insert(id, Stream::new(socket, peer));
+        Some(id)
+    }
+
+    /// Forgets a TCP client (its socket closes); the allocation it held, if any.
+    pub fn remove_stream(&mut self, id: u32) -> Option<(RelayId, crate::relay::engine::Allocation)> {
+        if let Some(mut s) = self.streams.remove(&id) {
+            let _ = self.registry.deregister(&mut s.socket);
+        }
+        let relay = self.engine.relay_of(&Client::Tcp(id))?;
+        let a = self.engine.remove(relay)?;
+        self.close_relay(relay, a.relayed);
+        Some((relay, a))
+    }
+
+    /// Puts `bytes` on the wire to `client` (one message).
+    pub fn deliver(&mut self, client: Client, bytes: &[u8]) {
+        match client {
+            Client::Udp { listener, from } => {
+                if let Some(s) = self.listeners.get(listener as usize).and_then(Listener::udp) {
+                    let _ = s.send_to(bytes, from);
+                }
+            }
+            Client::Tcp(id) => {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.write(bytes);
+                }
+            }
+        }
+    }
+
     /// Ends every allocation (after the guest lost its state in a fault).
     pub fn clear(&mut self) {
         let ids: Vec<RelayId> = self.relays.keys().copied().collect();
@@ -97,6 +169,10 @@ impl Ctx {
         }
         self.timers.clear();
         self.outbox.clear();
+        let streams: Vec<u32> = self.streams.keys().copied().collect();
+        for id in streams {
+            self.remove_stream(id);
+        }
     }
 
     fn bind(&mut self, port: u16, dont_fragment: bool) -> std::io::Result<UdpSocket> {
@@ -176,9 +252,11 @@ impl server::Host for Ctx {
             return false;
         }
         let client = client_from_wit(&to);
-        if let Client::Udp { listener, .. } = client
-            && usize::try_from(listener).map_or(true, |l| l >= self.listeners.len())
-        {
+        let known = match client {
+            Client::Udp { listener, .. } => self.listeners.get(listener as usize).is_some_and(|l| l.udp().is_some()),
+            Client::Tcp(id) => self.streams.contains_key(&id),
+        };
+        if !known {
             return false;
         }
         self.outbox.push((client, data));

@@ -14,6 +14,7 @@ mod batch;
 pub mod convert;
 pub mod ctx;
 mod stats;
+mod streams;
 
 pub use ctx::Ctx;
 pub use stats::{ServerStats, StatsSnapshot};
@@ -26,7 +27,7 @@ use crate::runtime::{HostSpec, Transport};
 use crate::secrets::TenantSecrets;
 use batch::{Rx, Tx};
 use convert::{wit_addr, wit_client, wit_usage};
-use ctx::{Listener, RELAY_TOKEN_BASE, WAKER};
+use ctx::{Listener, ListenerSocket, RELAY_TOKEN_BASE, STREAM_TOKEN_BASE, WAKER};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -98,18 +99,28 @@ fn random_key() -> [u8; 32] {
 /// instance has run `init` (an error refuses the install). Blocking: call
 /// it off the async runtime.
 pub fn start(spec: ServerSpec) -> anyhow::Result<ServerHandle> {
-    if spec.listen.iter().any(|l| l.transport != crate::dataplane::Transport::Udp) {
-        anyhow::bail!("`listen`: only UDP listeners are served so far (TCP client transport is not built yet)");
-    }
     let poll = mio::Poll::new()?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
     let mut listeners = Vec::new();
     for (i, l) in spec.listen.iter().enumerate() {
         let addr = SocketAddr::new(spec.address, l.port);
-        let mut socket =
-            mio::net::UdpSocket::bind(addr).map_err(|e| anyhow::anyhow!("`listen[{i}]`: binding UDP {addr}: {e}"))?;
-        poll.registry().register(&mut socket, mio::Token(1 + i), mio::Interest::READABLE)?;
-        let local = socket.local_addr()?;
+        let token = mio::Token(1 + i);
+        let (socket, local) = match l.transport {
+            crate::dataplane::Transport::Udp => {
+                let mut s = mio::net::UdpSocket::bind(addr)
+                    .map_err(|e| anyhow::anyhow!("`listen[{i}]`: binding UDP {addr}: {e}"))?;
+                poll.registry().register(&mut s, token, mio::Interest::READABLE)?;
+                let local = s.local_addr()?;
+                (ListenerSocket::Udp(s), local)
+            }
+            crate::dataplane::Transport::Tcp => {
+                let mut s = mio::net::TcpListener::bind(addr)
+                    .map_err(|e| anyhow::anyhow!("`listen[{i}]`: binding TCP {addr}: {e}"))?;
+                poll.registry().register(&mut s, token, mio::Interest::READABLE)?;
+                let local = s.local_addr()?;
+                (ListenerSocket::Tcp(s), local)
+            }
+        };
         listeners.push(Listener { socket, local });
     }
     let local: Vec<SocketAddr> = listeners.iter().map(|l| l.local).collect();
@@ -147,7 +158,12 @@ struct Shell {
     tx: Tx,
     /// Scratch for a message to a client.
     out: Vec<u8>,
+    /// When the stats snapshot was last taken (the shell's ms).
+    last_snapshot: Option<u64>,
 }
+
+/// How often the API's and metrics' view of the relay is refreshed.
+const SNAPSHOT_EVERY_MS: u64 = 250;
 
 impl Shell {
     fn now_ms(&self) -> u64 {
@@ -213,12 +229,9 @@ impl Shell {
         self.stats.guest_ns.fetch_add(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX), Relaxed);
         if let Some(inst) = self.instance.as_mut() {
             let ctx = &mut inst.store.data_mut().ctx;
-            for (client, bytes) in ctx.outbox.drain(..) {
-                if let super::engine::Client::Udp { listener, from } = client
-                    && let Some(l) = ctx.listeners.get(listener as usize)
-                {
-                    let _ = l.socket.send_to(&bytes, from);
-                }
+            let out = std::mem::take(&mut ctx.outbox);
+            for (client, bytes) in &out {
+                ctx.deliver(*client, bytes);
             }
         }
         if let Err(why) = result {
@@ -231,8 +244,8 @@ impl Shell {
         loop {
             let now = self.now_ms();
             let Some(inst) = self.instance.as_mut() else { return };
-            let Some(l) = inst.store.data().ctx.listeners.get(i) else { return };
-            let n = match self.rx.recv(&l.socket) {
+            let Some(sock) = inst.store.data().ctx.listeners.get(i).and_then(Listener::udp) else { return };
+            let n = match self.rx.recv(sock) {
                 Ok(0) => return,
                 Ok(n) => n,
                 Err(_) => return,
@@ -279,10 +292,12 @@ impl Shell {
             for k in 0..n {
                 let Some((peer, len)) = self.rx.meta(k) else { continue };
                 let data = self.rx.data(k, len);
-                if let Some(super::engine::Client::Udp { listener, from }) =
-                    ctx.engine.from_peer(relay, peer, data, now, &mut self.out)
-                {
-                    self.tx.queue_to_client(listener, from, &self.out);
+                match ctx.engine.from_peer(relay, peer, data, now, &mut self.out) {
+                    Some(super::engine::Client::Udp { listener, from }) => {
+                        self.tx.queue_to_client(listener, from, &self.out);
+                    }
+                    Some(tcp) => ctx.deliver(tcp, &self.out),
+                    None => {}
                 }
             }
             self.tx.flush_clients(&ctx.listeners);
@@ -290,6 +305,73 @@ impl Shell {
                 return;
             }
         }
+    }
+
+    /// New TCP clients on listener `i`.
+    fn accept(&mut self, i: usize) {
+        let Some(ctx) = self.ctx() else { return };
+        loop {
+            let Some(Listener { socket: ListenerSocket::Tcp(l), .. }) = ctx.listeners.get(i) else { return };
+            match l.accept() {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    if ctx.add_stream(stream, peer).is_none() {
+                        tracing::debug!(%peer, "TCP client refused: the module holds as many as it may");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// A TCP client's connection is ready: flush what waits, cut what came.
+    fn drain_stream(&mut self, id: u32, readable: bool, writable: bool) {
+        let now = self.now_ms();
+        let Some(ctx) = self.ctx() else { return };
+        let Some(s) = ctx.streams.get_mut(&id) else { return };
+        if writable {
+            s.flush();
+        }
+        if !readable {
+            return;
+        }
+        let peer_of_stream = s.peer;
+        let frames = match s.read() {
+            streams::Read::Frames(f) => f,
+            streams::Read::Closed => {
+                self.close_stream(id);
+                return;
+            }
+        };
+        let client = super::engine::Client::Tcp(id);
+        for frame in frames {
+            let Some(ctx) = self.ctx() else { return };
+            match ctx.engine.from_client(&client, &frame, now) {
+                FromClient::ToPeer { relay, peer, payload } => {
+                    if let (Some(sock), Some(bytes)) = (ctx.relays.get(&relay), frame.get(payload)) {
+                        let _ = sock.send_to(bytes, peer);
+                    }
+                }
+                FromClient::Dropped => {}
+                FromClient::ToGuest => {
+                    self.stats.to_guest.fetch_add(1, Relaxed);
+                    self.call(|inst| inst.on_message(wit_client(client), wit_addr(peer_of_stream), &frame));
+                }
+            }
+        }
+    }
+
+    /// A TCP client went away: its allocation ends with it (RFC 8656 §12.5).
+    fn close_stream(&mut self, id: u32) {
+        let Some(ctx) = self.ctx() else { return };
+        let ended = ctx.remove_stream(id);
+        if let Some((relay, a)) = ended {
+            let usage = wit_usage(&a.usage);
+            self.call(|inst| inst.on_relay_closed(relay, usage));
+        }
+        self.call(|inst| inst.on_stream_closed(id));
     }
 
     /// Lifetimes that ran out, timers that are due.
@@ -317,6 +399,12 @@ impl Shell {
             }
             self.call(|inst| inst.on_timer(id));
         }
+        // The snapshot walks every allocation: a few times a second, not
+        // on every wake of a busy relay.
+        if self.last_snapshot.is_some_and(|t| now.saturating_sub(t) < SNAPSHOT_EVERY_MS) {
+            return;
+        }
+        self.last_snapshot = Some(now);
         let memory = self.instance.as_ref().map_or(0, ServerInstance::memory_bytes);
         if let Some(ctx) = self.ctx() {
             let snapshot = StatsSnapshot::of(&ctx.engine, now, memory);
@@ -354,7 +442,14 @@ fn run(
     let wit_listeners: Vec<server::Listener> = listeners
         .iter()
         .enumerate()
-        .map(|(i, l)| server::Listener { id: i as u32, transport: Transport::Udp, local: wit_addr(l.local) })
+        .map(|(i, l)| server::Listener {
+            id: i as u32,
+            transport: match l.socket {
+                ListenerSocket::Udp(_) => Transport::Udp,
+                ListenerSocket::Tcp(_) => Transport::Tcp,
+            },
+            local: wit_addr(l.local),
+        })
         .collect();
     let engine = Engine::new(
         spec.policy.clone(),
@@ -380,6 +475,7 @@ fn run(
         rx: Rx::new(),
         tx: Tx::new(),
         out: Vec::with_capacity(2048),
+        last_snapshot: None,
     };
     match shell.instantiate(ctx) {
         Ok(i) => shell.instance = Some(i),
@@ -405,7 +501,18 @@ fn run(
                 mio::Token(t) if t >= RELAY_TOKEN_BASE => {
                     shell.drain_relay(RelayId::try_from(t - RELAY_TOKEN_BASE).unwrap_or(0));
                 }
-                mio::Token(t) => shell.drain_listener(t - 1),
+                mio::Token(t) if t >= STREAM_TOKEN_BASE => {
+                    let id = u32::try_from(t - STREAM_TOKEN_BASE).unwrap_or(0);
+                    let closed = ev.is_read_closed() || ev.is_error();
+                    shell.drain_stream(id, ev.is_readable() || closed, ev.is_writable());
+                }
+                mio::Token(t) => {
+                    let tcp = shell
+                        .ctx()
+                        .and_then(|c| c.listeners.get(t - 1))
+                        .is_some_and(|l| matches!(l.socket, ListenerSocket::Tcp(_)));
+                    if tcp { shell.accept(t - 1) } else { shell.drain_listener(t - 1) }
+                }
             }
         }
         shell.housekeeping();

@@ -1,0 +1,119 @@
+//! TURN over TCP (RFC 8656 §12.5): a client's connection to a listener
+//! carries STUN messages and ChannelData frames back to back; this cuts
+//! them out (`stun-wire`'s framing) and buffers what the socket cannot take
+//! yet. Both buffers are bounded: a client that sends faster than frames
+//! can be cut, or reads slower than its relay delivers, loses what does not
+//! fit (as a UDP client would) instead of holding memory.
+
+use netserv_stun_wire::framing::{self, FrameError};
+use std::io::{self, Read as _, Write as _};
+use std::net::SocketAddr;
+
+/// Bytes buffered per direction per connection.
+pub const MAX_BUFFER: usize = 256 * 1024;
+/// Connections a server module holds at once.
+pub const MAX_STREAMS: usize = 16_384;
+
+pub struct Stream {
+    pub socket: mio::net::TcpStream,
+    pub peer: SocketAddr,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    /// Outbound bytes dropped because the client did not read.
+    pub dropped: u64,
+}
+
+/// After a read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read {
+    /// Frames cut so far (whole STUN messages or ChannelData frames).
+    Frames(Vec<Vec<u8>>),
+    /// The client closed, or sent what is not TURN framing: close it.
+    Closed,
+}
+
+impl Stream {
+    pub fn new(socket: mio::net::TcpStream, peer: SocketAddr) -> Self {
+        Self { socket, peer, inbuf: Vec::new(), outbuf: Vec::new(), dropped: 0 }
+    }
+
+    /// Reads what the socket has and cuts every whole frame.
+    pub fn read(&mut self) -> Read {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.socket.read(&mut chunk) {
+                Ok(0) => return Read::Closed,
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    if self.inbuf.len() > MAX_BUFFER + framing::MAX_FRAME {
+                        return Read::Closed;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Read::Closed,
+            }
+        }
+        match cut(&mut self.inbuf) {
+            Ok(frames) => Read::Frames(frames),
+            Err(_) => Read::Closed,
+        }
+    }
+
+    /// Sends `bytes` (one whole message), buffering what the socket does not take now.
+    pub fn write(&mut self, bytes: &[u8]) {
+        if self.outbuf.len() + bytes.len() > MAX_BUFFER {
+            self.dropped += 1;
+            return;
+        }
+        self.outbuf.extend_from_slice(bytes);
+        self.flush();
+    }
+
+    /// Writes out what is buffered, as far as the socket takes it.
+    pub fn flush(&mut self) {
+        while !self.outbuf.is_empty() {
+            match self.socket.write(&self.outbuf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.outbuf.drain(..n.min(self.outbuf.len()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Takes every whole frame off the front of `buf`.
+pub fn cut(buf: &mut Vec<u8>) -> Result<Vec<Vec<u8>>, FrameError> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while let Some((_, taken)) = framing::next_stream_frame(buf.get(at..).unwrap_or_default())? {
+        frames.push(buf.get(at..at + taken).unwrap_or_default().to_vec());
+        at += taken;
+    }
+    buf.drain(..at);
+    Ok(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_cut_across_reads() {
+        let stun = netserv_stun_wire::Builder::new(netserv_stun_wire::Class::Request, 1, &[1; 12]).finish();
+        let mut chan = Vec::new();
+        framing::write_channel_data(&mut chan, 0x4001, b"abcde", true).expect("frame");
+        let mut wire: Vec<u8> = [stun.clone(), chan.clone(), stun.clone()].concat();
+        let tail = wire.split_off(wire.len() - 7);
+        let mut buf = wire;
+        assert_eq!(cut(&mut buf), Ok(vec![stun.clone(), chan]));
+        buf.extend_from_slice(&tail);
+        assert_eq!(cut(&mut buf), Ok(vec![stun]));
+        assert!(buf.is_empty());
+        let mut junk = vec![0xff, 1, 2, 3];
+        assert!(cut(&mut junk).is_err(), "not TURN framing: the connection is out of step");
+    }
+}
