@@ -35,18 +35,29 @@ pub enum SecretError {
 pub struct TenantSecrets {
     values: RwLock<BTreeMap<String, Vec<u8>>>,
     file: Option<PathBuf>,
+    /// The file did not parse: nothing is written over it.
+    corrupt: bool,
 }
 
 impl TenantSecrets {
     /// Loads `file` (absent: none yet); None: in memory only.
     pub fn open(file: Option<PathBuf>) -> Self {
-        let values = file
-            .as_ref()
-            .and_then(|f| std::fs::read(f).ok())
-            .and_then(|b| serde_json::from_slice::<BTreeMap<String, String>>(&b).ok())
-            .map(|m| m.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
-            .unwrap_or_default();
-        Self { values: RwLock::new(values), file }
+        let mut corrupt = false;
+        let values = match file.as_ref().map(std::fs::read) {
+            None => BTreeMap::new(),
+            Some(Err(_)) => BTreeMap::new(),
+            Some(Ok(b)) => match serde_json::from_slice::<BTreeMap<String, String>>(&b) {
+                Ok(m) => m.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+                Err(e) => {
+                    // Never overwrite what cannot be read: every write is
+                    // refused until the operator repairs or removes it.
+                    tracing::error!(file = ?file, error = %e, "tenant secrets file is corrupt; it is left as it is and no secret can be set");
+                    corrupt = true;
+                    BTreeMap::new()
+                }
+            },
+        };
+        Self { values: RwLock::new(values), file, corrupt }
     }
 
     pub fn get(&self, name: &str) -> Option<Vec<u8>> {
@@ -68,20 +79,29 @@ impl TenantSecrets {
         if v.len() >= MAX_SECRETS && !v.contains_key(name) {
             return Err(SecretError::TooMany);
         }
-        v.insert(name.to_owned(), value);
-        self.save(&v)
+        // On disk first: a secret the API says failed is not live either.
+        let mut next = v.clone();
+        next.insert(name.to_owned(), value);
+        self.save(&next)?;
+        *v = next;
+        Ok(())
     }
 
     /// Whether it was there.
     pub fn remove(&self, name: &str) -> Result<bool, SecretError> {
         let mut v = self.values.write();
-        let had = v.remove(name).is_some();
-        self.save(&v)?;
+        let mut next = v.clone();
+        let had = next.remove(name).is_some();
+        self.save(&next)?;
+        *v = next;
         Ok(had)
     }
 
     fn save(&self, v: &BTreeMap<String, Vec<u8>>) -> Result<(), SecretError> {
         let Some(file) = &self.file else { return Ok(()) };
+        if self.corrupt {
+            return Err(SecretError::Io(format!("{} is corrupt: repair or remove it", file.display())));
+        }
         // Stored as text: secrets are set as UTF-8 through the API.
         let text: BTreeMap<&str, String> =
             v.iter().map(|(k, b)| (k.as_str(), String::from_utf8_lossy(b).into_owned())).collect();
@@ -136,6 +156,12 @@ mod tests {
         let mode = std::fs::metadata(dir.join("itsp-a.json")).expect("file").permissions().mode();
         assert_eq!(mode & 0o077, 0, "readable by the node's user only");
         assert_eq!(again.remove("turn-secret"), Ok(true));
+        // A file that does not parse is never written over.
+        std::fs::write(dir.join("itsp-c.json"), b"{not json").expect("write");
+        let c = Secrets::new(Some(dir.clone())).tenant("itsp-c");
+        assert!(matches!(c.set("turn-secret", b"x".to_vec()), Err(SecretError::Io(_))));
+        assert_eq!(c.get("turn-secret"), None, "nor is the value live");
+        assert_eq!(std::fs::read(dir.join("itsp-c.json")).expect("read"), b"{not json");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -62,6 +62,9 @@ pub struct RelayConfig {
     /// The relay deployments' registry (survives restarts).
     #[serde(default = "default_relay_registry")]
     pub registry: PathBuf,
+    /// When set, `GET /turn` needs `Authorization: Bearer <turn_token>`.
+    #[serde(default)]
+    pub turn_token: Option<String>,
 }
 
 fn default_relay_name() -> String {
@@ -188,6 +191,9 @@ impl Config {
             }
             if r.name == c.module.name {
                 return bad("relay.name", "must differ from module.name");
+            }
+            if r.turn_token.as_ref().is_some_and(|t| t.len() < 16) {
+                return bad("relay.turn_token", "must be at least 16 characters");
             }
         }
         if c.signaling.query_attempts == 0 || c.signaling.timeout_ms == 0 {

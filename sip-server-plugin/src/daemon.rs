@@ -220,13 +220,32 @@ struct TurnQuery {
 /// credentials (draft-uberti-behave-turn-rest) naming the relay at the
 /// edge nearest the user's phone, or the ITSP's own relays when none
 /// serves it.
-async fn turn(State(s): State<Http>, axum::extract::Query(q): axum::extract::Query<TurnQuery>) -> impl IntoResponse {
+async fn turn(
+    State(s): State<Http>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<TurnQuery>,
+) -> impl IntoResponse {
     let cfg = s.config.borrow().clone();
     let bad = |why: &str| (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "error": why }))).into_response();
     let Some(relay) = cfg.relay.as_ref() else {
         return (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "error": "this plugin deploys no relay" })))
             .into_response();
     };
+    if let Some(token) = &relay.turn_token {
+        use subtle::ConstantTimeEq as _;
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({ "error": "a valid bearer token is required" })),
+            )
+                .into_response();
+        }
+    }
     if q.service.as_deref().is_some_and(|v| v != "turn") {
         return bad("`service` must be `turn`");
     }
@@ -366,6 +385,9 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
         }
     });
     tracing::info!(hep = %cfg.hep_listen, http = %cfg.http_listen, server = %cfg.server, module_url = %signers.keepalive.url, relay = ?cfg.relay_url(), "plugin running");
+    if cfg.relay.as_ref().is_some_and(|r| r.turn_token.is_none()) {
+        tracing::warn!(http = %cfg.http_listen, "relay.turn_token is not set: anyone who reaches http_listen may get TURN credentials");
+    }
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(Deploys, Outcome)>();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -17,6 +17,7 @@ pub mod paths;
 pub mod plugin;
 pub mod relay;
 pub mod sipp;
+pub mod turn_client;
 
 pub use appliance::Appliance;
 pub use netns::{Proc, Testbed};

@@ -154,6 +154,7 @@ fn relays(x: &mut Exposition, modules: &[crate::controller::ModuleInfo]) {
             ("no_permission", s.dropped_no_permission),
             ("over_rate", s.dropped_over_rate),
             ("no_allocation", s.dropped_no_allocation),
+            ("not_turn", s.dropped_not_turn),
         ] {
             f.sample(&[("tenant", &m.tenant), ("module", &m.name), ("reason", why)], v);
         }

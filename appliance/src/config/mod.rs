@@ -274,6 +274,11 @@ impl Config {
             return Err(invalid("dataplane.batch", "must be 1..=1024"));
         }
         raw.limits.validate("limits")?;
+        if let Some(a) = raw.servers.address
+            && (a.is_unspecified() || a.is_multicast())
+        {
+            return Err(invalid("servers.address", "must be one address of this node, not unspecified or multicast"));
+        }
         let mut tenants: Vec<Tenant> = Vec::with_capacity(raw.tenants.len());
         for (i, t) in raw.tenants.into_iter().enumerate() {
             let at = |f: &str| format!("tenants[{i}].{f}");

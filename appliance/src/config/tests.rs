@@ -117,3 +117,20 @@ fn the_readme_minimal_config_is_accepted() {
     assert_eq!(cfg.node_id, "edge-1");
     assert!(!cfg.tenants.is_empty());
 }
+
+#[test]
+fn relay_settings_are_checked_and_named() {
+    let c = Config::parse(&format!(
+        "{}\n[servers]\naddress = \"198.18.1.1\"\n",
+        base("relay_ports = \"49152-49407\"\npeer_allow = [\"10.9.9.0/24\"]\n")
+    ))
+    .expect("valid");
+    let t = c.tenant("itsp-a").expect("tenant");
+    assert_eq!(t.relay_ports, Some(49152..=49407));
+    assert_eq!(t.peer_allow, ["10.9.9.0/24".parse::<IpNet>().expect("net")]);
+    assert_eq!(c.servers.address, Some("198.18.1.1".parse().expect("ip")));
+    assert_eq!(field_of(&base("relay_ports = \"50000\"\n")), "tenants[0].relay_ports");
+    assert_eq!(field_of(&base("relay_ports = \"60000-50000\"\n")), "tenants[0].relay_ports");
+    assert_eq!(field_of(&base("peer_allow = [\"10.9.9.1/24\"]\n")), "tenants[0].peer_allow[0]");
+    assert_eq!(field_of(&format!("{}\n[servers]\naddress = \"0.0.0.0\"\n", base(""))), "servers.address");
+}

@@ -447,10 +447,20 @@ impl Controller {
                 self.retire(&r, "no longer authorized after reload");
             }
         }
+        // Server modules too: a tenant gone, or its listen ports withdrawn.
+        // (Changed relay settings — ports, peer_allow, limits — apply to a
+        // server module when it is next installed.)
+        let servers_doomed = self.servers_unauthorized(|tenant, req| match new.tenant(tenant) {
+            None => true,
+            Some(t) => authz::check(&Principal::Admin, t, req).is_err(),
+        });
+        for id in &servers_doomed {
+            self.server_remove(id, "no longer authorized after reload");
+        }
         self.config.store(Arc::new(new));
         self.publish(&records);
         self.persist(&records);
-        doomed.len()
+        doomed.len() + servers_doomed.len()
     }
 
     /// Writes the installed modules to the state directory.

@@ -107,8 +107,7 @@ impl Controller {
             usage,
             memory: Default::default(),
         };
-        let policy = PeerPolicy::new(local_addresses(), tenant.peer_allow.iter().copied())
-            .with_relay_ports(tenant.relay_ports.clone());
+        let policy = PeerPolicy::new(local_addresses(), tenant.peer_allow.iter().copied());
         let spec = ServerSpec {
             id: id.clone(),
             engine: self.runtime.engine().clone(),
@@ -217,6 +216,16 @@ impl Controller {
                 };
                 (r.seq, saved)
             })
+            .collect()
+    }
+
+    /// Ids of the server modules `doomed` says must go.
+    pub(super) fn servers_unauthorized(&self, doomed: impl Fn(&str, &InstallRequest) -> bool) -> Vec<String> {
+        self.servers
+            .lock()
+            .iter()
+            .filter(|(_, r)| doomed(&r.request.tenant, &r.request))
+            .map(|(k, _)| k.clone())
             .collect()
     }
 

@@ -17,6 +17,9 @@ use std::ops::Range;
 
 pub type RelayId = u32;
 
+/// The lifetime of the permission a channel binding installs (RFC 8656 §9).
+pub const PERMISSION_LIFETIME_MS: u64 = 300_000;
+
 /// Where a client's messages come from and its relayed data goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Client {
@@ -170,6 +173,8 @@ pub struct Counts {
     pub dropped_no_permission: u64,
     pub dropped_over_rate: u64,
     pub dropped_no_allocation: u64,
+    /// Client datagrams that were neither a request nor relay data.
+    pub dropped_not_turn: u64,
 }
 
 pub struct Engine {
@@ -182,6 +187,8 @@ pub struct Engine {
     /// (expiry, relay), lazily: an entry whose relay was refreshed or freed is skipped.
     expiries: BinaryHeap<Reverse<(u64, RelayId)>>,
     pub counts: Counts,
+    /// Relayed addresses of the live allocations.
+    relayed: std::collections::HashSet<SocketAddr>,
     /// Usage of allocations that ended (the module's totals are this plus the live ones').
     pub ended: Usage,
     /// Transaction ids of Data indications (splitmix64).
@@ -206,6 +213,7 @@ impl Engine {
             next_id: 1,
             expiries: BinaryHeap::new(),
             counts: Counts::default(),
+            relayed: std::collections::HashSet::new(),
             ended: Usage::default(),
             tx_state: seed,
         }
@@ -251,6 +259,32 @@ impl Engine {
         })
     }
 
+    /// The one exception to "never the node's own addresses": another live
+    /// allocation of this relay (two phones behind one edge calling each
+    /// other through it). Its exact relayed address, nothing else of the node.
+    fn own_relay(&self, checked: Result<SocketAddr, Denied>, peer: SocketAddr) -> Result<SocketAddr, Denied> {
+        match checked {
+            Err(Denied::ThisNode) => {
+                let peer = SocketAddr::new(super::peer_policy::normalize(peer.ip()), peer.port());
+                if self.relayed.contains(&peer) { Ok(peer) } else { Err(Denied::ThisNode) }
+            }
+            other => other,
+        }
+    }
+
+    /// For a permission (an address, no port): the node's own address is a
+    /// peer when it is this relay's (what may be *sent* there is then
+    /// checked port and all by [`Engine::own_relay`]).
+    fn own_relay_ip(&self, checked: Result<IpAddr, Denied>, peer: IpAddr) -> Result<IpAddr, Denied> {
+        match checked {
+            Err(Denied::ThisNode) => {
+                let ip = super::peer_policy::normalize(peer);
+                if self.relayed.iter().any(|r| r.ip() == ip) { Ok(ip) } else { Err(Denied::ThisNode) }
+            }
+            other => other,
+        }
+    }
+
     /// Whether another allocation fits the limits (checked before a port is bound).
     pub fn check_new(&self, client: &Client) -> Result<(), AllocateError> {
         if self.by_client.contains_key(client) {
@@ -289,6 +323,7 @@ impl Engine {
             },
         );
         self.by_client.insert(client, id);
+        self.relayed.insert(relayed);
         self.expiries.push(Reverse((expires_ms, id)));
         Ok(id)
     }
@@ -312,6 +347,7 @@ impl Engine {
         let a = self.allocations.get_mut(&relay)?;
         a.expires_ms = now_ms.saturating_add(lifetime_ms);
         self.expiries.push(Reverse((a.expires_ms, relay)));
+        self.compact_expiries();
         Some(None)
     }
 
@@ -319,6 +355,7 @@ impl Engine {
     pub fn remove(&mut self, relay: RelayId) -> Option<Allocation> {
         let a = self.allocations.remove(&relay)?;
         self.by_client.remove(&a.client);
+        self.relayed.remove(&a.relayed);
         self.ended.add(&a.usage);
         Some(a)
     }
@@ -327,7 +364,7 @@ impl Engine {
     pub fn permit(&mut self, relay: RelayId, peers: &[IpAddr], lifetime_ms: u64, now_ms: u64) -> Result<(), PeerError> {
         let mut checked = Vec::with_capacity(peers.len());
         for p in peers {
-            match self.policy.check_permission(*p) {
+            match self.own_relay_ip(self.policy.check(*p), *p) {
                 Ok(ip) => checked.push(ip),
                 Err(why) => {
                     *self.counts.refused.entry((PeerPath::CreatePermission, why)).or_default() += 1;
@@ -361,7 +398,7 @@ impl Engine {
         lifetime_ms: u64,
         now_ms: u64,
     ) -> Result<(), PeerError> {
-        let peer = match self.policy.check_addr(peer) {
+        let peer = match self.own_relay(self.policy.check_addr(peer), peer) {
             Ok(p) => p,
             Err(why) => {
                 *self.counts.refused.entry((PeerPath::ChannelBind, why)).or_default() += 1;
@@ -392,11 +429,12 @@ impl Engine {
             }
             _ => return Err(PeerError::Conflict),
         }
-        // A channel binding also installs or refreshes the permission (§11.2).
-        let perm_expiry = expires_ms.max(a.permissions.iter().find(|p| p.ip == ip).map_or(0, |p| p.expires_ms));
+        // A channel binding also installs or refreshes the permission, as
+        // CreatePermission does (RFC 8656 §12.2, §9: 300 s).
+        let perm_expiry = now_ms.saturating_add(PERMISSION_LIFETIME_MS);
         match a.permissions.iter_mut().find(|p| p.ip == ip) {
-            Some(p) => p.expires_ms = perm_expiry,
-            None => a.permissions.push(Permission { ip, expires_ms }),
+            Some(p) => p.expires_ms = p.expires_ms.max(perm_expiry),
+            None => a.permissions.push(Permission { ip, expires_ms: perm_expiry }),
         }
         Ok(())
     }
@@ -427,7 +465,13 @@ impl Engine {
                 }
             }
             Ok(Frame::Stun(raw)) if is_send_indication(raw) => self.send_indication(client, raw, data, now_ms),
-            _ => FromClient::ToGuest,
+            // Requests are the guest's; anything else (responses, other
+            // indications, what is not TURN at all) costs no wasm call.
+            Ok(Frame::Stun(raw)) if is_request(raw) => FromClient::ToGuest,
+            _ => {
+                self.counts.dropped_not_turn += 1;
+                FromClient::Dropped
+            }
         }
     }
 
@@ -440,7 +484,7 @@ impl Engine {
             self.counts.dropped_no_allocation += 1;
             return FromClient::Dropped;
         };
-        let peer = match self.policy.check_addr(peer) {
+        let peer = match self.own_relay(self.policy.check_addr(peer), peer) {
             Ok(p) => p,
             Err(why) => {
                 *self.counts.refused.entry((PeerPath::Send, why)).or_default() += 1;
@@ -508,6 +552,14 @@ impl Engine {
         Some(a.client)
     }
 
+    /// Each refresh leaves its old entry behind; once they outnumber the
+    /// live allocations by far, rebuild the heap from those.
+    fn compact_expiries(&mut self) {
+        if self.expiries.len() > 4 * self.allocations.len() + 1024 {
+            self.expiries = self.allocations.iter().map(|(id, a)| Reverse((a.expires_ms, *id))).collect();
+        }
+    }
+
     /// When the next allocation may expire.
     pub fn poll_timeout(&mut self) -> Option<u64> {
         while let Some(Reverse((at, id))) = self.expiries.peek().copied() {
@@ -534,6 +586,11 @@ impl Engine {
             }
         }
     }
+}
+
+/// A STUN request by its header (class bits C1 C0 = 00).
+fn is_request(raw: &[u8]) -> bool {
+    raw.get(..2).is_some_and(|t| t[0] & 0x01 == 0 && t[1] & 0x10 == 0) && raw.len() >= netserv_stun_wire::HEADER_LEN
 }
 
 fn is_send_indication(raw: &[u8]) -> bool {

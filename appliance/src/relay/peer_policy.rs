@@ -64,10 +64,6 @@ pub struct PeerPolicy {
     own: Vec<IpAddr>,
     /// Prefixes the operator opened for this tenant (normalized).
     allow: Vec<IpNet>,
-    /// The tenant's relay ports: on the node's own addresses, these and only
-    /// these are peers — another allocation of the same relay (two phones
-    /// behind one edge calling each other), never the node's services.
-    relay_ports: Option<std::ops::RangeInclusive<u16>>,
 }
 
 impl PeerPolicy {
@@ -83,42 +79,28 @@ impl PeerPolicy {
                 n => n.trunc(),
             })
             .collect();
-        Self { own: own.into_iter().map(normalize).collect(), allow, relay_ports: None }
-    }
-
-    /// The tenant's relay ports become reachable on the node's own addresses.
-    pub fn with_relay_ports(mut self, ports: Option<std::ops::RangeInclusive<u16>>) -> Self {
-        self.relay_ports = ports;
-        self
+        Self { own: own.into_iter().map(normalize).collect(), allow }
     }
 
     /// The address to send to (normalized), or why this tenant may not:
-    /// [`PeerPolicy::check`], except that on the node's own addresses the
-    /// tenant's relay ports are open (ChannelBind and Send name a port).
+    /// [`PeerPolicy::check`] with the port carried along. (The one
+    /// exception to "never the node's own addresses" — another allocation
+    /// of the same relay — is the relay engine's to make: only it knows
+    /// which relayed addresses are live.)
     pub fn check_addr(&self, peer: std::net::SocketAddr) -> Result<std::net::SocketAddr, Denied> {
-        match self.check(peer.ip()) {
-            Ok(ip) => Ok(std::net::SocketAddr::new(ip, peer.port())),
-            Err(Denied::ThisNode) if self.relay_ports.as_ref().is_some_and(|r| r.contains(&peer.port())) => {
-                Ok(std::net::SocketAddr::new(normalize(peer.ip()), peer.port()))
-            }
-            Err(why) => Err(why),
-        }
-    }
-
-    /// For a permission (an address without a port): the node's own
-    /// addresses pass when the tenant has relay ports — what may then be
-    /// sent there is checked by [`PeerPolicy::check_addr`], port included.
-    pub fn check_permission(&self, peer: IpAddr) -> Result<IpAddr, Denied> {
-        match self.check(peer) {
-            Err(Denied::ThisNode) if self.relay_ports.is_some() => Ok(normalize(peer)),
-            other => other,
-        }
+        self.check(peer.ip()).map(|ip| std::net::SocketAddr::new(ip, peer.port()))
     }
 
     /// The address to relay to (normalized: the IPv4 address an embedded
     /// form carries), or why this tenant may not reach it.
     pub fn check(&self, peer: IpAddr) -> Result<IpAddr, Denied> {
         let ip = normalize(peer);
+        // The node's own addresses first: an allow list that happens to
+        // cover one (a management prefix) must not open the node itself.
+        // (Loopback is named as such below.)
+        if self.own.contains(&ip) && !ip.is_loopback() {
+            return Err(Denied::ThisNode);
+        }
         if self.allow.iter().any(|n| n.contains(&ip)) {
             return Ok(ip);
         }
@@ -225,20 +207,13 @@ mod tests {
     }
 
     #[test]
-    fn on_the_nodes_own_addresses_only_relay_ports_are_peers() {
-        let p = policy().with_relay_ports(Some(49152..=49407));
-        let own = |port| std::net::SocketAddr::new(ip("198.18.1.1"), port);
-        assert_eq!(p.check_addr(own(49200)), Ok(own(49200)), "another allocation of the relay");
-        assert_eq!(p.check_addr(own(22)), Err(Denied::ThisNode), "the node's services");
-        assert_eq!(p.check_addr(own(8270)), Err(Denied::ThisNode));
-        let mapped = std::net::SocketAddr::new(ip("::ffff:198.18.1.1"), 22);
-        assert_eq!(p.check_addr(mapped), Err(Denied::ThisNode), "in any of its forms");
-        assert_eq!(p.check_permission(ip("198.18.1.1")), Ok(ip("198.18.1.1")));
-        let loopback = std::net::SocketAddr::new(ip("127.0.0.1"), 49200);
-        assert_eq!(p.check_addr(loopback), Err(Denied::Loopback), "loopback is never one of them");
-        // Without relay ports, the node's addresses are closed.
-        assert_eq!(policy().check_permission(ip("198.18.1.1")), Err(Denied::ThisNode));
-        assert_eq!(policy().check_addr(own(49200)), Err(Denied::ThisNode));
+    fn an_allow_list_never_opens_the_node_itself() {
+        let p = PeerPolicy::new([ip("10.0.0.5")], ["10.0.0.0/8".parse().expect("net")]);
+        assert_eq!(p.check(ip("10.0.0.5")), Err(Denied::ThisNode));
+        assert_eq!(p.check(ip("::ffff:10.0.0.5")), Err(Denied::ThisNode), "in any of its forms");
+        assert_eq!(p.check(ip("10.0.0.6")), Ok(ip("10.0.0.6")), "the rest of the prefix is open");
+        let to = std::net::SocketAddr::new(ip("10.0.0.6"), 5004);
+        assert_eq!(p.check_addr(to), Ok(to));
     }
 
     #[test]

@@ -11,11 +11,15 @@
 //! signed with the ITSP's key; the appliance installs it and answers the
 //! keep-alives as the server. Prints, from Kamailio's own statistics, how
 //! many keep-alives reached it before and after deployment, a call through
-//! the edge, and the plugin retiring the module once the phones stop.
+//! the edge, and the plugin retiring the module once the phones stop. The
+//! phones' REGISTERs also make the plugin deploy the media relay (TURN) on
+//! the edge; its `/turn` endpoint hands out credentials naming it, and
+//! coturn's own client relays through it.
 
-use netserv_tests::appliance::{TempDir, test_config};
+use netserv_tests::appliance::TempDir;
 use netserv_tests::kamailio::{Kamailio, phone_scenario};
 use netserv_tests::plugin::{self, PHONES, SERVER, call_through, metric};
+use netserv_tests::relay;
 use netserv_tests::{Appliance, Testbed, netns};
 use std::time::{Duration, Instant};
 
@@ -36,8 +40,12 @@ fn main() -> anyhow::Result<()> {
     let tb = Testbed::new("demo")?;
     let dir = TempDir::new("demo")?;
     let kam = Kamailio::start(&tb.core, SERVER, "sip:127.0.0.1:9060", &dir.0.join("kamailio"))?;
-    let _plugin = plugin::start(&tb, &dir.0)?;
-    let app = Appliance::start(&tb, &test_config(""))?;
+    let plugin_cfg = plugin::config_with_relay(&dir.0, relay::REST_SECRET, "turn:198.18.2.20:3478?transport=udp");
+    let _plugin = plugin::start_with(&tb, &dir.0, &plugin_cfg)?;
+    let app = Appliance::start(&tb, &relay::relay_config(""))?;
+    // The ITSP, as tenant itsp-a, sets its TURN REST secret on the appliance
+    // over its own API (a secret never travels in signaling).
+    relay::set_secrets(&app)?;
     println!("   Kamailio up (keep-alives counted in its statistic netserv_keepalives), plugin and appliance healthy");
 
     step(
@@ -127,7 +135,10 @@ fn main() -> anyhow::Result<()> {
         metric(&metrics, "netserv_plugin_keepalives_at_server_total")
     );
 
-    step(4, "the phones have stopped: their registrations lapse and the plugin retires the module");
+    step(4, "the phones' media relay: deployed by the plugin on their REGISTERs, credentials from GET /turn");
+    let relay_ok = relay_story(&tb, &app);
+
+    step(5, "the phones have stopped: their registrations lapse and the plugin retires the module");
     let retire_start = Instant::now();
     while app.module("itsp-a", "keepalive").is_ok() && retire_start.elapsed() < Duration::from_secs(45) {
         std::thread::sleep(Duration::from_millis(250));
@@ -152,8 +163,47 @@ fn main() -> anyhow::Result<()> {
         println!("     {name} {}", metric(&metrics, name));
     }
     println!("\nDone; the namespaces and every process are removed on exit.");
-    if !(ok && call_ok && gone) {
+    if !(ok && call_ok && gone && relay_ok) {
         anyhow::bail!("the demo did not go as it should");
     }
     Ok(())
+}
+
+/// The relay on the edge, deployed by the plugin when the phones
+/// registered: the credentials `/turn` hands phone0, and coturn's client
+/// relaying through it with them. True when it all worked.
+fn relay_story(tb: &Testbed, app: &Appliance) -> bool {
+    let Ok(m) = app.module("itsp-a", "relay") else {
+        println!("   the relay was NOT deployed");
+        return false;
+    };
+    println!("   relay on the edge, listening on {} (deployed by on-path SETUP)", m["relay"]["listening"]);
+    let creds: serde_json::Value =
+        serde_json::from_str(&plugin::get(tb, "/turn?service=turn&username=phone0")).unwrap_or_default();
+    println!("   GET /turn?service=turn&username=phone0 -> {creds}");
+    let (Some(user), Some(pass)) = (creds["username"].as_str(), creds["password"].as_str()) else { return false };
+    if which("turnutils_peer").is_none() {
+        println!("   coturn's clients are not installed (scripts/setup.sh installs them): skipping the relayed flow");
+        return creds["edge"] == true;
+    }
+    let Ok(_peer) = relay::peer(tb) else { return false };
+    std::thread::sleep(Duration::from_millis(200));
+    let run = relay::uclient(tb, &["-n", "50", "-u", user, "-w", pass], netserv_tests::netns::CORE_IP);
+    let Ok(run) = run else { return false };
+    println!(
+        "   turnutils_uclient in ua -> edge relay -> turnutils_peer in core: {} sent, {} came back, {} lost",
+        run.sent, run.received, run.lost
+    );
+    if let Ok(m) = app.module("itsp-a", "relay") {
+        let u = &m["relay"]["usage"];
+        println!(
+            "   relayed natively by the edge (never entering wasm): {} packets / {} bytes to the peer, {} / {} back",
+            u["packets_to_peers"], u["bytes_to_peers"], u["packets_to_client"], u["bytes_to_client"]
+        );
+    }
+    creds["edge"] == true && run.sent > 0 && run.received == run.sent
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(program)).find(|p| p.exists())
 }

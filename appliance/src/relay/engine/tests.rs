@@ -12,8 +12,8 @@ fn peer() -> SocketAddr {
 }
 
 fn engine() -> (Engine, RelayId) {
-    let own: IpAddr = "198.18.1.1".parse().expect("ip");
-    let mut e = Engine::new(PeerPolicy::new([own], []), Limits::default(), 1);
+    let own: [IpAddr; 2] = ["198.18.1.1".parse().expect("ip"), "198.18.2.1".parse().expect("ip")];
+    let mut e = Engine::new(PeerPolicy::new(own, []), Limits::default(), 1);
     let id = e.insert(client(), RELAYED.parse().expect("addr"), 600_000, 0, false, 0).expect("fits");
     (e, id)
 }
@@ -62,7 +62,10 @@ fn send_indications_need_a_permission_and_stun_requests_go_to_the_guest() {
     }
     let request = Builder::new(Class::Request, method::ALLOCATE, &[4; 12]).finish();
     assert_eq!(e.from_client(&client(), &request, 2), FromClient::ToGuest);
-    assert_eq!(e.from_client(&client(), b"\xff junk", 2), FromClient::ToGuest, "the guest answers or drops it");
+    assert_eq!(e.from_client(&client(), b"\xff junk", 2), FromClient::Dropped, "not TURN: no wasm call");
+    let response = Builder::new(Class::Success, method::ALLOCATE, &[4; 12]).finish();
+    assert_eq!(e.from_client(&client(), &response, 2), FromClient::Dropped, "a stray response");
+    assert_eq!(e.counts.dropped_not_turn, 2);
 }
 
 #[test]
@@ -111,7 +114,7 @@ fn every_path_refuses_what_the_policy_denies_and_counts_it() {
         ("2002:7f00:1::", Denied::Loopback),
         ("0.0.0.0", Denied::Unspecified),
         ("224.0.0.1", Denied::Multicast),
-        ("198.18.1.1", Denied::ThisNode),
+        ("198.18.2.1", Denied::ThisNode),
     ];
     for (ip, why) in cases {
         let ip: IpAddr = ip.parse().expect("ip");
@@ -176,4 +179,26 @@ fn rates_drop_what_exceeds_them() {
     assert_eq!(e.from_client(&client(), &msg, 0), FromClient::Dropped, "100 B/s");
     assert!(matches!(e.from_client(&client(), &msg, 1000), FromClient::ToPeer { .. }));
     assert_eq!(e.counts.dropped_over_rate, 1);
+}
+
+#[test]
+fn on_the_nodes_own_address_only_live_relayed_addresses_are_peers() {
+    let (mut e, a) = engine();
+    let phone_b = Client::Udp { listener: 0, from: "198.18.1.11:40000".parse().expect("addr") };
+    let b_relayed: SocketAddr = "198.18.1.1:50002".parse().expect("addr");
+    e.insert(phone_b, b_relayed, 600_000, 0, false, 0).expect("fits");
+    // Client to client through the same relay: allowed, exactly that address.
+    assert_eq!(e.permit(a, &[b_relayed.ip()], 300_000, 0), Ok(()));
+    assert_eq!(e.bind_channel(a, 0x4000, b_relayed, 600_000, 0), Ok(()));
+    // Any other port of the node is its services, never a peer.
+    for port in [22, 8270, 50004] {
+        let node: SocketAddr = SocketAddr::new(b_relayed.ip(), port);
+        assert_eq!(e.bind_channel(a, 0x4001, node, 600_000, 0), Err(PeerError::Forbidden(Denied::ThisNode)), "{port}");
+        assert_eq!(e.from_client(&client(), &send_indication(node, b"x"), 0), FromClient::Dropped, "{port}");
+    }
+    // Another of the node's addresses: not this relay's, so no permission either.
+    let own2: IpAddr = "198.18.2.1".parse().expect("ip");
+    let mut two = Engine::new(PeerPolicy::new([own2, "198.18.1.1".parse().expect("ip")], []), Limits::default(), 1);
+    let id = two.insert(client(), RELAYED.parse().expect("addr"), 1000, 0, false, 0).expect("fits");
+    assert_eq!(two.permit(id, &[own2], 1000, 0), Err(PeerError::Forbidden(Denied::ThisNode)));
 }

@@ -108,6 +108,8 @@ impl Rx {
             let Some(buf) = self.bufs.get_mut(i * SLOT..(i + 1) * SLOT) else { break };
             iov.iov_base = buf.as_mut_ptr().cast();
             iov.iov_len = SLOT;
+            // A datagram without a source address must not inherit the last one's.
+            name.ss_family = 0;
             hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
             hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_hdr.msg_iov = iov as *mut libc::iovec;

@@ -16,8 +16,11 @@ use std::sync::Arc;
 
 /// Timers a module may hold at once.
 pub const MAX_TIMERS: usize = 64;
-/// Messages one guest call may queue for clients.
+/// Messages one guest call may queue for clients, and their size.
 const MAX_OUTBOX: usize = 256;
+const MAX_MESSAGE: usize = 65_535;
+/// Peers one permit call may name.
+const MAX_PERMIT_PEERS: usize = 32;
 /// Ports tried when binding a relay socket fails (a port taken by another process).
 const BIND_ATTEMPTS: usize = 8;
 
@@ -65,9 +68,15 @@ pub struct Ctx {
     pub listeners: Vec<Listener>,
     /// TCP clients' connections, by stream id.
     pub streams: HashMap<u32, Stream>,
+    /// Connections per client address (bounded: one address cannot take them all).
+    streams_per_ip: HashMap<IpAddr, u32>,
     next_stream: u32,
     /// What the guest sent during a call, for the shell to put on the wire.
     pub outbox: Vec<(Client, Vec<u8>)>,
+    /// The client whose message the guest is handling now: the one it may
+    /// allocate for and answer (besides clients that hold an allocation).
+    /// A guest cannot name an address of its choosing as a client.
+    pub current: Option<Client>,
     secrets: Arc<TenantSecrets>,
     instance_key: [u8; 32],
     /// Timer id -> due (ms on the shell's clock).
@@ -96,8 +105,10 @@ impl Ctx {
             relays: HashMap::new(),
             listeners,
             streams: HashMap::new(),
+            streams_per_ip: HashMap::new(),
             next_stream: 0,
             outbox: Vec::new(),
+            current: None,
             secrets,
             instance_key,
             timers: BTreeMap::new(),
@@ -116,7 +127,9 @@ impl Ctx {
 
     /// Registers a new TCP client; None when the module holds as many as it may.
     pub fn add_stream(&mut self, mut socket: mio::net::TcpStream, peer: SocketAddr) -> Option<u32> {
-        if self.streams.len() >= super::streams::MAX_STREAMS {
+        if self.streams.len() >= super::streams::MAX_STREAMS
+            || self.streams_per_ip.get(&peer.ip()).copied().unwrap_or(0) >= super::streams::MAX_STREAMS_PER_IP
+        {
             return None;
         }
         let span = u32::try_from(RELAY_TOKEN_BASE - STREAM_TOKEN_BASE).unwrap_or(u32::MAX);
@@ -128,7 +141,8 @@ impl Ctx {
         };
         let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
         self.registry.register(&mut socket, stream_token(id), interest).ok()?;
-        self.streams.insert(id, Stream::new(socket, peer));
+        self.streams.insert(id, Stream::new(socket, peer, self.now_ms));
+        *self.streams_per_ip.entry(peer.ip()).or_default() += 1;
         Some(id)
     }
 
@@ -136,11 +150,29 @@ impl Ctx {
     pub fn remove_stream(&mut self, id: u32) -> Option<(RelayId, crate::relay::engine::Allocation)> {
         if let Some(mut s) = self.streams.remove(&id) {
             let _ = self.registry.deregister(&mut s.socket);
+            if let Some(n) = self.streams_per_ip.get_mut(&s.peer.ip()) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.streams_per_ip.remove(&s.peer.ip());
+                }
+            }
         }
         let relay = self.engine.relay_of(&Client::Tcp(id))?;
         let a = self.engine.remove(relay)?;
         self.close_relay(relay, a.relayed);
         Some((relay, a))
+    }
+
+    /// Connections that hold no allocation and sent nothing for a while.
+    pub fn idle_streams(&self, now_ms: u64) -> Vec<u32> {
+        self.streams
+            .iter()
+            .filter(|(id, s)| {
+                now_ms.saturating_sub(s.last_active_ms) > super::streams::IDLE_WITHOUT_ALLOCATION_MS
+                    && self.engine.relay_of(&Client::Tcp(**id)).is_none()
+            })
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Puts `bytes` on the wire to `client` (one message).
@@ -195,6 +227,10 @@ impl Ctx {
             return Err(E::FamilyUnsupported);
         }
         let client = client_from_wit(&r.client);
+        if self.current != Some(client) {
+            // Only for the client whose request is being handled.
+            return Err(E::Exists);
+        }
         self.engine.check_new(&client).map_err(|e| match e {
             AllocateError::Exists => E::Exists,
             AllocateError::QuotaReached => E::QuotaReached,
@@ -228,8 +264,10 @@ impl Ctx {
                 }
                 Err(e) => {
                     tracing::debug!(port = p, error = %e, "relay port not bindable; trying another");
-                    // Not back into the pool now: it is busy elsewhere.
-                    port = if r.reservation.is_some() { None } else { self.ports.take(r.even_port) };
+                    // To the back of the pool: busy elsewhere now, maybe not later.
+                    let next = if r.reservation.is_some() { None } else { self.ports.take(r.even_port) };
+                    self.ports.give_back(p);
+                    port = next;
                 }
             }
         }
@@ -248,14 +286,20 @@ fn refusal(e: PeerError) -> server::PeerRefused {
 
 impl server::Host for Ctx {
     fn send(&mut self, to: server::Client, data: Vec<u8>) -> bool {
-        if self.outbox.len() >= MAX_OUTBOX {
+        if self.outbox.len() >= MAX_OUTBOX || data.len() > MAX_MESSAGE {
             return false;
         }
         let client = client_from_wit(&to);
-        let known = match client {
-            Client::Udp { listener, .. } => self.listeners.get(listener as usize).is_some_and(|l| l.udp().is_some()),
-            Client::Tcp(id) => self.streams.contains_key(&id),
-        };
+        // The client being answered, or one holding an allocation: never an
+        // address the guest picked (that would be a way around the peer policy).
+        let seen = self.current == Some(client) || self.engine.has_client(&client);
+        let known = seen
+            && match client {
+                Client::Udp { listener, .. } => {
+                    self.listeners.get(listener as usize).is_some_and(|l| l.udp().is_some())
+                }
+                Client::Tcp(id) => self.streams.contains_key(&id),
+            };
         if !known {
             return false;
         }
@@ -284,6 +328,9 @@ impl server::Host for Ctx {
         peers: Vec<server::IpAddress>,
         lifetime_ms: u64,
     ) -> Result<(), server::PeerRefused> {
+        if peers.len() > MAX_PERMIT_PEERS {
+            return Err(server::PeerRefused::QuotaReached);
+        }
         let peers: Vec<IpAddr> = peers.iter().map(ip_from_wit).collect();
         self.engine.permit(relay, &peers, lifetime_ms, self.now_ms).map_err(refusal)
     }

@@ -162,6 +162,9 @@ struct Shell {
     last_snapshot: Option<u64>,
 }
 
+/// Receive errors one drain skips past before it gives up.
+const MAX_RECV_ERRORS: u32 = 8;
+
 /// How often the API's and metrics' view of the relay is refreshed.
 const SNAPSHOT_EVERY_MS: u64 = 250;
 
@@ -218,6 +221,22 @@ impl Shell {
         }
     }
 
+    /// Calls the guest about `client`'s message (None: not about a
+    /// client), then puts what it sent on the wire.
+    fn call_for(
+        &mut self,
+        client: Option<super::engine::Client>,
+        f: impl FnOnce(&mut ServerInstance) -> Result<(), String>,
+    ) {
+        if let Some(ctx) = self.ctx() {
+            ctx.current = client;
+        }
+        self.call(f);
+        if let Some(ctx) = self.ctx() {
+            ctx.current = None;
+        }
+    }
+
     /// Calls the guest, then puts what it sent on the wire.
     fn call(&mut self, f: impl FnOnce(&mut ServerInstance) -> Result<(), String>) {
         let now = self.now_ms();
@@ -241,6 +260,7 @@ impl Shell {
 
     /// Everything waiting on listener `i`.
     fn drain_listener(&mut self, i: usize) {
+        let mut errors = 0;
         loop {
             let now = self.now_ms();
             let Some(inst) = self.instance.as_mut() else { return };
@@ -248,6 +268,13 @@ impl Shell {
             let n = match self.rx.recv(sock) {
                 Ok(0) => return,
                 Ok(n) => n,
+                // An error (an ICMP error queued on the socket) is one
+                // datagram's: what follows it is still to be drained, and
+                // edge-triggered readiness will not say so again.
+                Err(_) if errors < MAX_RECV_ERRORS => {
+                    errors += 1;
+                    continue;
+                }
                 Err(_) => return,
             };
             for k in 0..n {
@@ -266,7 +293,7 @@ impl Shell {
                         self.tx.flush_peers(&ctx.relays);
                         let msg = data.to_vec();
                         self.stats.to_guest.fetch_add(1, Relaxed);
-                        self.call(|inst| inst.on_message(wit_client(client), wit_addr(from), &msg));
+                        self.call_for(Some(client), |inst| inst.on_message(wit_client(client), wit_addr(from), &msg));
                     }
                 }
             }
@@ -281,13 +308,19 @@ impl Shell {
 
     /// Everything waiting on relay socket `relay`.
     fn drain_relay(&mut self, relay: RelayId) {
+        let mut errors = 0;
         loop {
             let now = self.now_ms();
             let Some(ctx) = self.instance.as_mut().map(|x| &mut x.store.data_mut().ctx) else { return };
             let Some(sock) = ctx.relays.get(&relay) else { return };
             let n = match self.rx.recv(sock) {
-                Ok(0) | Err(_) => return,
+                Ok(0) => return,
                 Ok(n) => n,
+                Err(_) if errors < MAX_RECV_ERRORS => {
+                    errors += 1;
+                    continue;
+                }
+                Err(_) => return,
             };
             for k in 0..n {
                 let Some((peer, len)) = self.rx.meta(k) else { continue };
@@ -309,7 +342,9 @@ impl Shell {
 
     /// New TCP clients on listener `i`.
     fn accept(&mut self, i: usize) {
+        let now = self.now_ms();
         let Some(ctx) = self.ctx() else { return };
+        ctx.now_ms = now;
         loop {
             let Some(Listener { socket: ListenerSocket::Tcp(l), .. }) = ctx.listeners.get(i) else { return };
             match l.accept() {
@@ -338,7 +373,7 @@ impl Shell {
             return;
         }
         let peer_of_stream = s.peer;
-        let frames = match s.read() {
+        let frames = match s.read(now) {
             streams::Read::Frames(f) => f,
             streams::Read::Closed => {
                 self.close_stream(id);
@@ -357,7 +392,9 @@ impl Shell {
                 FromClient::Dropped => {}
                 FromClient::ToGuest => {
                     self.stats.to_guest.fetch_add(1, Relaxed);
-                    self.call(|inst| inst.on_message(wit_client(client), wit_addr(peer_of_stream), &frame));
+                    self.call_for(Some(client), |inst| {
+                        inst.on_message(wit_client(client), wit_addr(peer_of_stream), &frame)
+                    });
                 }
             }
         }
@@ -399,12 +436,16 @@ impl Shell {
             }
             self.call(|inst| inst.on_timer(id));
         }
-        // The snapshot walks every allocation: a few times a second, not
-        // on every wake of a busy relay.
+        // The snapshot (and the idle-connection sweep) walk every
+        // allocation: a few times a second, not on every wake of a busy relay.
         if self.last_snapshot.is_some_and(|t| now.saturating_sub(t) < SNAPSHOT_EVERY_MS) {
             return;
         }
         self.last_snapshot = Some(now);
+        let idle = self.ctx().map(|c| c.idle_streams(now)).unwrap_or_default();
+        for id in idle {
+            self.close_stream(id);
+        }
         let memory = self.instance.as_ref().map_or(0, ServerInstance::memory_bytes);
         if let Some(ctx) = self.ctx() {
             let snapshot = StatsSnapshot::of(&ctx.engine, now, memory);

@@ -30,6 +30,7 @@ pub struct StatsSnapshot {
     pub dropped_no_permission: u64,
     pub dropped_over_rate: u64,
     pub dropped_no_allocation: u64,
+    pub dropped_not_turn: u64,
     /// Peers refused by the policy, by path and rule.
     #[serde(skip)]
     pub refused: Vec<(PeerPath, Denied, u64)>,
@@ -50,6 +51,7 @@ impl StatsSnapshot {
             dropped_no_permission: e.counts.dropped_no_permission,
             dropped_over_rate: e.counts.dropped_over_rate,
             dropped_no_allocation: e.counts.dropped_no_allocation,
+            dropped_not_turn: e.counts.dropped_not_turn,
             refused,
             memory_bytes,
         }

@@ -11,8 +11,11 @@ use std::net::SocketAddr;
 
 /// Bytes buffered per direction per connection.
 pub const MAX_BUFFER: usize = 256 * 1024;
-/// Connections a server module holds at once.
+/// Connections a server module holds at once, and from one address.
 pub const MAX_STREAMS: usize = 16_384;
+pub const MAX_STREAMS_PER_IP: u32 = 64;
+/// A connection that holds no allocation is closed after this long idle.
+pub const IDLE_WITHOUT_ALLOCATION_MS: u64 = 30_000;
 
 pub struct Stream {
     pub socket: mio::net::TcpStream,
@@ -21,6 +24,8 @@ pub struct Stream {
     outbuf: Vec<u8>,
     /// Outbound bytes dropped because the client did not read.
     pub dropped: u64,
+    /// When it last sent a frame (the shell's ms).
+    pub last_active_ms: u64,
 }
 
 /// After a read.
@@ -33,19 +38,25 @@ pub enum Read {
 }
 
 impl Stream {
-    pub fn new(socket: mio::net::TcpStream, peer: SocketAddr) -> Self {
-        Self { socket, peer, inbuf: Vec::new(), outbuf: Vec::new(), dropped: 0 }
+    pub fn new(socket: mio::net::TcpStream, peer: SocketAddr, now_ms: u64) -> Self {
+        Self { socket, peer, inbuf: Vec::new(), outbuf: Vec::new(), dropped: 0, last_active_ms: now_ms }
     }
 
-    /// Reads what the socket has and cuts every whole frame.
-    pub fn read(&mut self) -> Read {
+    /// Reads what the socket has and cuts every whole frame (after each
+    /// chunk, so what waits is at most one partial frame).
+    pub fn read(&mut self, now_ms: u64) -> Read {
         let mut chunk = [0u8; 16 * 1024];
+        let mut frames = Vec::new();
         loop {
             match self.socket.read(&mut chunk) {
                 Ok(0) => return Read::Closed,
                 Ok(n) => {
                     self.inbuf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                    if self.inbuf.len() > MAX_BUFFER + framing::MAX_FRAME {
+                    match cut(&mut self.inbuf) {
+                        Ok(mut f) => frames.append(&mut f),
+                        Err(_) => return Read::Closed,
+                    }
+                    if self.inbuf.len() > framing::MAX_FRAME || frames.len() > 4096 {
                         return Read::Closed;
                     }
                 }
@@ -54,10 +65,13 @@ impl Stream {
                 Err(_) => return Read::Closed,
             }
         }
-        match cut(&mut self.inbuf) {
-            Ok(frames) => Read::Frames(frames),
-            Err(_) => Read::Closed,
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 64 * 1024 {
+            self.inbuf = Vec::new();
         }
+        if !frames.is_empty() {
+            self.last_active_ms = now_ms;
+        }
+        Read::Frames(frames)
     }
 
     /// Sends `bytes` (one whole message), buffering what the socket does not take now.
@@ -81,6 +95,9 @@ impl Stream {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
+        }
+        if self.outbuf.is_empty() && self.outbuf.capacity() > 64 * 1024 {
+            self.outbuf = Vec::new();
         }
     }
 }

@@ -139,7 +139,10 @@ impl UnauthorizedLimiter {
         if self.seen.len() >= LIMITER_ENTRIES && !self.seen.contains_key(&ip) {
             self.seen.retain(|_, (s, _)| *s == now_s);
             if self.seen.len() >= LIMITER_ENTRIES {
-                return false;
+                // A flood from that many sources in one second (spoofed,
+                // most likely): start counting afresh rather than fall
+                // silent for every newcomer, real clients included.
+                self.seen.clear();
             }
         }
         let e = self.seen.entry(ip).or_insert((now_s, 0));
@@ -169,13 +172,14 @@ mod tests {
     }
 
     #[test]
-    fn the_limiter_stays_bounded() {
+    fn the_limiter_stays_bounded_and_never_shuts_newcomers_out() {
         let mut l = UnauthorizedLimiter::new(Keyed::from_instance_key(&[3; 32]));
         for i in 0..(LIMITER_ENTRIES as u32 + 10) {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             l.admit(ip, 7, 1);
         }
         assert!(l.seen.len() <= LIMITER_ENTRIES);
+        assert!(l.admit("203.0.113.8".parse().expect("ip"), 7, 1), "a newcomer in the same second");
         // The next second clears the old ones for newcomers.
         assert!(l.admit("203.0.113.9".parse().expect("ip"), 8, 1));
         assert!(l.seen.len() <= LIMITER_ENTRIES);
