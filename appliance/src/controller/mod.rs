@@ -119,6 +119,25 @@ impl Controller {
         self.records.lock().await.values().filter(|r| *r.active.tenant == *tenant).count()
     }
 
+    /// The module's bytes, verified against the hash the request names:
+    /// from the cache when we hold them (no download), else fetched.
+    async fn module_bytes(
+        &self,
+        cfg: &Config,
+        req: &InstallRequest,
+    ) -> Result<(Vec<u8>, crate::runtime::ModuleHash), ControlError> {
+        let cached = self.state.as_ref().zip(req.sha256.as_deref()).and_then(|(s, h)| s.cached(h));
+        let bytes = match cached {
+            Some(b) => b,
+            None => store::fetch(&self.http, &req.source, cfg.runtime.module_size_max).await?,
+        };
+        let hash = store::verify(&bytes, req.sha256.as_deref())?;
+        if let Some(s) = &self.state {
+            s.cache(&hash, &bytes);
+        }
+        Ok((bytes, hash))
+    }
+
     async fn persist_now(&self) {
         let records = self.records.lock().await;
         self.persist(&records);
@@ -221,16 +240,7 @@ impl Controller {
             }
         }
 
-        // Bytes we already hold under the hash the request names need no download.
-        let cached = self.state.as_ref().zip(req.sha256.as_deref()).and_then(|(s, h)| s.cached(h));
-        let bytes = match cached {
-            Some(b) => b,
-            None => store::fetch(&self.http, &req.source, cfg.runtime.module_size_max).await?,
-        };
-        let hash = store::verify(&bytes, req.sha256.as_deref())?;
-        if let Some(s) = &self.state {
-            s.cache(&hash, &bytes);
-        }
+        let (bytes, _) = self.module_bytes(&cfg, &req).await?;
         let runtime = self.runtime.clone();
         let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
             .await
@@ -467,19 +477,8 @@ impl Controller {
     fn persist(&self, records: &BTreeMap<String, Record>) {
         let Some(state) = &self.state else { return };
         let (now, now_sys) = (Instant::now(), SystemTime::now());
-        let mut all: Vec<(u64, persist::Saved)> = records
-            .values()
-            .map(|r| {
-                let saved = persist::Saved {
-                    request: r.request.clone(),
-                    expires_at_unix_ms: r.expires_at.map(|t| {
-                        let at = now_sys + t.saturating_duration_since(now);
-                        at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-                    }),
-                };
-                (r.seq, saved)
-            })
-            .collect();
+        let mut all: Vec<(u64, persist::Saved)> =
+            records.values().map(|r| (r.seq, persist::Saved::of(&r.request, r.expires_at, now, now_sys))).collect();
         all.extend(self.servers_saved(now, now_sys));
         all.sort_by_key(|(seq, _)| *seq);
         let saved: Vec<persist::Saved> = all.into_iter().map(|(_, s)| s).collect();

@@ -21,6 +21,23 @@ pub struct Saved {
 }
 
 impl Saved {
+    /// `request` as saved at `now` (`now_sys` on the wall clock), with the
+    /// monotonic expiry turned into wall-clock time.
+    pub fn of(
+        request: &InstallRequest,
+        expires_at: Option<std::time::Instant>,
+        now: std::time::Instant,
+        now_sys: SystemTime,
+    ) -> Self {
+        Self {
+            request: request.clone(),
+            expires_at_unix_ms: expires_at.map(|t| {
+                let at = now_sys + t.saturating_duration_since(now);
+                at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+            }),
+        }
+    }
+
     /// The TTL left at `now`, or `None` without one; `Some(0)` when expired.
     pub fn remaining(&self, now: SystemTime) -> Option<Duration> {
         let now_ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);

@@ -10,7 +10,6 @@ use crate::relay::engine::Limits;
 use crate::relay::shell::{ServerHandle, ServerSpec};
 use crate::relay::{PeerPolicy, local_addresses};
 use crate::runtime::{GuestCounters, HostSpec, ModuleHash};
-use crate::store;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -81,15 +80,7 @@ impl Controller {
             self.persist_now().await;
             return Ok(out);
         }
-        let cached = self.state.as_ref().zip(req.sha256.as_deref()).and_then(|(s, h)| s.cached(h));
-        let bytes = match cached {
-            Some(b) => b,
-            None => store::fetch(&self.http, &req.source, cfg.runtime.module_size_max).await?,
-        };
-        let hash = store::verify(&bytes, req.sha256.as_deref())?;
-        if let Some(s) = &self.state {
-            s.cache(&hash, &bytes);
-        }
+        let (bytes, hash) = self.module_bytes(cfg, &req).await?;
         let runtime = self.runtime.clone();
         let (_, pre) = tokio::task::spawn_blocking(move || runtime.compile_server(&bytes))
             .await
@@ -206,16 +197,7 @@ impl Controller {
         self.servers
             .lock()
             .values()
-            .map(|r| {
-                let saved = persist::Saved {
-                    request: r.request.clone(),
-                    expires_at_unix_ms: r.expires_at.map(|t| {
-                        let at = now_sys + t.saturating_duration_since(now);
-                        at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-                    }),
-                };
-                (r.seq, saved)
-            })
+            .map(|r| (r.seq, persist::Saved::of(&r.request, r.expires_at, now, now_sys)))
             .collect()
     }
 

@@ -48,7 +48,8 @@ fn wit_transport(t: Transport) -> runtime::Transport {
     }
 }
 
-fn wit_addr(a: SocketAddr) -> SocketAddress {
+/// An address as the WIT contract spells it.
+pub fn wit_addr(a: SocketAddr) -> SocketAddress {
     let address = match a.ip() {
         IpAddr::V4(v4) => {
             let [a, b, c, d] = v4.octets();

@@ -58,7 +58,7 @@ impl Default for Config {
             permission_lifetime_s: 300,
             channel_lifetime_s: 600,
             nonce_lifetime_s: crate::credentials::NONCE_LIFETIME_SECS,
-            unauthorized_per_s: 10,
+            unauthorized_per_s: 100,
             software: "NetServ media-relay".into(),
             strict_channels: false,
         }

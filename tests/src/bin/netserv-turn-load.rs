@@ -86,9 +86,13 @@ fn flow(args: &[String], server: SocketAddr, local: &str, secret: &[u8]) -> anyh
     let start = Instant::now();
     let mut sent = 0u64;
     for k in 0..total {
+        // Paced by sleeping, not spinning: the receivers and the echo peer
+        // share this CPU, and a spinning sender would delay them by whole
+        // scheduler slices (that, not the relay, would be the latency).
         let due = Duration::from_nanos((k as f64 * interval_ns) as u64);
-        while start.elapsed() < due {
-            std::hint::spin_loop();
+        let ahead = due.saturating_sub(start.elapsed());
+        if ahead > Duration::from_micros(50) {
+            std::thread::sleep(ahead);
         }
         let c = &cs[(k as usize) % clients];
         frame[4..12].copy_from_slice(&k.to_be_bytes());

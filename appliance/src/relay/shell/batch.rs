@@ -191,6 +191,15 @@ impl Tx {
         Self::queue(&mut self.arena, &mut self.to_clients, u64::from(listener), to, bytes);
     }
 
+    /// Whether the queues hold a batch's worth (time to flush).
+    pub fn peers_full(&self) -> bool {
+        self.to_peers.len() >= 4 * BATCH
+    }
+
+    pub fn clients_full(&self) -> bool {
+        self.to_clients.len() >= 4 * BATCH
+    }
+
     /// Sends the datagrams queued for peers, one `sendmmsg` per run of one relay socket.
     pub fn flush_peers(&mut self, relays: &HashMap<RelayId, UdpSocket>) {
         let mut q = std::mem::take(&mut self.to_peers);

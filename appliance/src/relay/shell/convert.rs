@@ -16,19 +16,7 @@ pub fn socket_addr(a: &SocketAddress) -> SocketAddr {
     SocketAddr::new(ip_from_wit(&a.address), a.port)
 }
 
-pub fn wit_addr(a: SocketAddr) -> SocketAddress {
-    let address = match a.ip() {
-        IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            IpAddress::Ipv4((a, b, c, d))
-        }
-        IpAddr::V6(v6) => {
-            let [a, b, c, d, e, f, g, h] = v6.segments();
-            IpAddress::Ipv6((a, b, c, d, e, f, g, h))
-        }
-    };
-    SocketAddress { address, port: a.port() }
-}
+pub use crate::dataplane::pipeline::wit_addr;
 
 pub fn client_from_wit(c: &server::Client) -> Client {
     match c {

@@ -297,12 +297,21 @@ impl Shell {
                     }
                 }
             }
-            if let Some(ctx) = self.instance.as_mut().map(|x| &mut x.store.data_mut().ctx) {
-                self.tx.flush_peers(&ctx.relays);
+            if self.tx.peers_full() {
+                self.flush();
             }
             if n < batch::BATCH {
                 return;
             }
+        }
+    }
+
+    /// Sends what the drains queued: once per poll round, so that datagrams
+    /// for one socket from many events share a `sendmmsg`.
+    fn flush(&mut self) {
+        if let Some(ctx) = self.instance.as_mut().map(|x| &mut x.store.data_mut().ctx) {
+            self.tx.flush_peers(&ctx.relays);
+            self.tx.flush_clients(&ctx.listeners);
         }
     }
 
@@ -333,7 +342,9 @@ impl Shell {
                     None => {}
                 }
             }
-            self.tx.flush_clients(&ctx.listeners);
+            if self.tx.clients_full() {
+                self.flush();
+            }
             if n < batch::BATCH {
                 return;
             }
@@ -556,6 +567,7 @@ fn run(
                 }
             }
         }
+        shell.flush();
         shell.housekeeping();
     }
     if let Some(ctx) = shell.ctx() {

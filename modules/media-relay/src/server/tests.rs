@@ -379,7 +379,8 @@ fn quotas_give_486() {
 
 #[test]
 fn unauthorized_answers_are_rate_limited_per_source() {
-    let (mut s, mut m) = (server(), Model::default());
+    let cfg = Config::from_properties([("unauthorized_per_s", "10")]).expect("config");
+    let (mut s, mut m) = (Server::new(cfg, [7; 32]), Model::default());
     let bare = Builder::new(Class::Request, method::ALLOCATE, &[1; 12]).finish_with_fingerprint();
     let counts: Vec<Count> = (0..15).map(|_| send(&mut s, &mut m, &bare).count).collect();
     assert_eq!(counts.iter().filter(|c| **c == Count::Unauthorized).count(), 10);
