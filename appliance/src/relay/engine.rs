@@ -288,6 +288,20 @@ impl Engine {
         }
     }
 
+    /// Gives back the capacity the tables grew (when few allocations are
+    /// left); whether any was.
+    pub fn shrink(&mut self) -> bool {
+        if self.allocations.capacity() <= 64 || self.allocations.len() * 4 > self.allocations.capacity() {
+            return false;
+        }
+        self.allocations.shrink_to_fit();
+        self.by_client.shrink_to_fit();
+        self.relayed.shrink_to_fit();
+        self.compact_expiries();
+        self.expiries.shrink_to_fit();
+        true
+    }
+
     /// Whether another allocation fits the limits (checked before a port is bound).
     pub fn check_new(&self, client: &Client) -> Result<(), AllocateError> {
         if self.by_client.contains_key(client) {

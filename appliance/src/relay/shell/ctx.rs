@@ -191,6 +191,16 @@ impl Ctx {
         }
     }
 
+    /// Gives back the capacity the tables grew under load; whether any did.
+    pub fn shrink(&mut self) -> bool {
+        let before = self.relays.capacity() + self.streams_per_ip.capacity();
+        self.relays.shrink_to_fit();
+        self.streams.shrink_to_fit();
+        self.streams_per_ip.shrink_to_fit();
+        let engine = self.engine.shrink();
+        engine || before > self.relays.capacity() + self.streams_per_ip.capacity()
+    }
+
     /// Ends every allocation (after the guest lost its state in a fault).
     pub fn clear(&mut self) {
         let ids: Vec<RelayId> = self.relays.keys().copied().collect();

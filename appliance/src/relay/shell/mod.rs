@@ -13,6 +13,7 @@
 mod batch;
 pub mod convert;
 pub mod ctx;
+mod memory;
 mod stats;
 mod streams;
 
@@ -161,6 +162,9 @@ struct Shell {
     /// When the stats snapshot was last taken (the shell's ms).
     last_snapshot: Option<u64>,
 }
+
+/// Linear memory an idle relay's guest may keep (more was grown by load).
+const IDLE_GUEST_MAX: u64 = 2 << 20;
 
 /// Receive errors one drain skips past before it gives up.
 const MAX_RECV_ERRORS: u32 = 8;
@@ -457,10 +461,44 @@ impl Shell {
         for id in idle {
             self.close_stream(id);
         }
+        self.give_back_memory();
         let memory = self.instance.as_ref().map_or(0, ServerInstance::memory_bytes);
         if let Some(ctx) = self.ctx() {
             let snapshot = StatsSnapshot::of(&ctx.engine, now, memory);
             *self.stats.snapshot.lock() = snapshot;
+        }
+    }
+
+    /// Once the relay holds no allocation again, what its busiest time
+    /// grew goes back: a wasm memory cannot shrink, so a guest grown past
+    /// `IDLE_GUEST_MAX` is replaced by a fresh instance (it holds nothing
+    /// worth keeping: no allocation, and a client whose nonce it forgets
+    /// gets a 438 and retries); the host's tables shrink and the allocator
+    /// returns its free pages.
+    fn give_back_memory(&mut self) {
+        let Some(inst) = self.instance.as_mut() else { return };
+        let ctx = &mut inst.store.data_mut().ctx;
+        if !ctx.engine.is_empty() || !ctx.streams.is_empty() {
+            return;
+        }
+        let shrunk = ctx.shrink();
+        if inst.memory_bytes() > IDLE_GUEST_MAX
+            && let Some(old) = self.instance.take()
+        {
+            let ctx = old.store.into_data().ctx;
+            match self.instantiate(ctx) {
+                Ok(fresh) => {
+                    tracing::info!(module = %self.spec.id, "idle relay: its guest instance starts afresh to give its memory back");
+                    self.instance = Some(fresh);
+                }
+                Err(e) => {
+                    *self.stats.quarantined.lock() = Some(format!("its rebuild failed: {e:#}"));
+                    return;
+                }
+            }
+            memory::trim();
+        } else if shrunk {
+            memory::trim();
         }
     }
 
