@@ -47,9 +47,19 @@ pub fn standalone_with(
     policy: &crate::config::Runtime,
 ) -> anyhow::Result<(Arc<ActiveModule>, WorkerModules)> {
     let compiled = runtime.compile(bytes)?;
-    let spec = ModuleSpec {
-        id: "try/try".into(),
-        tenant: "try".into(),
+    let spec = try_spec("try", to, props, limits);
+    let module = Arc::new(assemble(runtime.engine(), compiled, policy, spec)?);
+    let mut worker = WorkerModules::new(0, None);
+    worker.sync(Arc::new(Table::new(vec![module.clone()])));
+    Ok((module, worker))
+}
+
+/// Module `try` of `tenant`, for one worker, filtering UDP to `to`, with
+/// a key-value state and usage of its own.
+fn try_spec(tenant: &str, to: SocketAddr, props: &[(String, String)], limits: &Limits) -> ModuleSpec {
+    ModuleSpec {
+        id: format!("{tenant}/try"),
+        tenant: tenant.into(),
         name: "try".into(),
         filter: Filter {
             transport: Transport::Udp,
@@ -65,11 +75,7 @@ pub fn standalone_with(
         ),
         workers: 1,
         quarantines: None,
-    };
-    let module = Arc::new(assemble(runtime.engine(), compiled, policy, spec)?);
-    let mut worker = WorkerModules::new(0, None);
-    worker.sync(Arc::new(Table::new(vec![module.clone()])));
-    Ok((module, worker))
+    }
 }
 
 /// [`standalone`], installed first, with
@@ -88,26 +94,8 @@ pub fn standalone_among(
     let compiled = runtime.compile(bytes)?;
     let mut modules = vec![module.clone()];
     for i in 0..neighbours {
-        let tenant = format!("n{i}");
-        let spec = ModuleSpec {
-            id: format!("{tenant}/try"),
-            tenant: tenant.clone(),
-            name: "try".into(),
-            filter: Filter {
-                transport: Transport::Udp,
-                destination: ipnet::IpNet::from(to.ip()),
-                ports: vec![10_000u16.saturating_add(i)],
-                source: None,
-            },
-            properties: Vec::new(),
-            limits: limits.clone(),
-            shared: (
-                Arc::new(TenantState::new(limits.state_max_entries, limits.state_max_bytes)),
-                Arc::new(TenantUsage::default()),
-            ),
-            workers: 1,
-            quarantines: None,
-        };
+        let port = SocketAddr::new(to.ip(), 10_000u16.saturating_add(i));
+        let spec = try_spec(&format!("n{i}"), port, &[], limits);
         modules.push(Arc::new(assemble(runtime.engine(), compiled.clone(), &crate::config::Runtime::default(), spec)?));
     }
     worker.sync(Arc::new(Table::new(modules)));

@@ -49,6 +49,16 @@ pub struct Usage {
 }
 
 impl Usage {
+    fn count_to_peers(&mut self, bytes: usize) {
+        self.packets_to_peers += 1;
+        self.bytes_to_peers += bytes as u64;
+    }
+
+    fn count_to_client(&mut self, bytes: usize) {
+        self.packets_to_client += 1;
+        self.bytes_to_client += bytes as u64;
+    }
+
     pub fn add(&mut self, o: &Usage) {
         self.packets_to_peers += o.packets_to_peers;
         self.bytes_to_peers += o.bytes_to_peers;
@@ -472,12 +482,10 @@ impl Engine {
                     a.usage.dropped += 1;
                     return FromClient::Dropped;
                 };
-                if !a.admit(&mut self.total, payload.len(), now_ms) {
-                    self.counts.dropped_over_rate += 1;
+                if !admit(a, &mut self.total, &mut self.counts, payload.len(), now_ms) {
                     return FromClient::Dropped;
                 }
-                a.usage.packets_to_peers += 1;
-                a.usage.bytes_to_peers += payload.len() as u64;
+                a.usage.count_to_peers(payload.len());
                 FromClient::ToPeer {
                     relay,
                     peer,
@@ -518,12 +526,10 @@ impl Engine {
             self.counts.dropped_no_permission += 1;
             return FromClient::Dropped;
         }
-        if !a.admit(&mut self.total, payload.len(), now_ms) {
-            self.counts.dropped_over_rate += 1;
+        if !admit(a, &mut self.total, &mut self.counts, payload.len(), now_ms) {
             return FromClient::Dropped;
         }
-        a.usage.packets_to_peers += 1;
-        a.usage.bytes_to_peers += payload.len() as u64;
+        a.usage.count_to_peers(payload.len());
         // The payload borrows `whole`: its offset there.
         let start = (payload.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
         FromClient::ToPeer { relay, peer, payload: start..start + payload.len() }
@@ -548,8 +554,7 @@ impl Engine {
             self.counts.dropped_no_permission += 1;
             return None;
         }
-        if !a.admit(&mut self.total, data.len(), now_ms) {
-            self.counts.dropped_over_rate += 1;
+        if !admit(a, &mut self.total, &mut self.counts, data.len(), now_ms) {
             return None;
         }
         out.clear();
@@ -567,8 +572,7 @@ impl Engine {
                 out.extend_from_slice(&msg);
             }
         }
-        a.usage.packets_to_client += 1;
-        a.usage.bytes_to_client += data.len() as u64;
+        a.usage.count_to_client(data.len());
         Some(a.client)
     }
 
@@ -606,6 +610,16 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether `bytes` more fit the allocation's and the total rate; a datagram
+/// that does not is counted as dropped over the rate.
+fn admit(a: &mut Allocation, total: &mut Option<Bucket>, counts: &mut Counts, bytes: usize, now_ms: u64) -> bool {
+    let ok = a.admit(total, bytes, now_ms);
+    if !ok {
+        counts.dropped_over_rate += 1;
+    }
+    ok
 }
 
 /// A STUN request by its header (class bits C1 C0 = 00).

@@ -20,6 +20,9 @@ use std::os::fd::AsRawFd;
 
 /// Datagrams per receive and per send call.
 pub const BATCH: usize = 32;
+/// Receive errors one drain skips past before it gives up.
+pub const MAX_RECV_ERRORS: u32 = 8;
+
 /// The largest datagram relayed; a longer one is dropped (RTP and TURN
 /// messages stay well below a path MTU).
 pub const SLOT: usize = 4096;
@@ -72,6 +75,18 @@ fn decode(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// Points `hdr` at one socket address and one iovec, no control data.
+fn point(hdr: &mut libc::mmsghdr, name: *mut libc::c_void, namelen: libc::socklen_t, iov: &mut libc::iovec) {
+    hdr.msg_hdr.msg_name = name;
+    hdr.msg_hdr.msg_namelen = namelen;
+    hdr.msg_hdr.msg_iov = iov as *mut libc::iovec;
+    hdr.msg_hdr.msg_iovlen = 1;
+    hdr.msg_hdr.msg_control = std::ptr::null_mut();
+    hdr.msg_hdr.msg_controllen = 0;
+    hdr.msg_hdr.msg_flags = 0;
+    hdr.msg_len = 0;
+}
+
 fn zeroed_hdr() -> libc::mmsghdr {
     // SAFETY: mmsghdr is plain C data; all-zero is a valid (empty) value.
     unsafe { std::mem::zeroed() }
@@ -110,14 +125,8 @@ impl Rx {
             iov.iov_len = SLOT;
             // A datagram without a source address must not inherit the last one's.
             name.ss_family = 0;
-            hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
-            hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdr.msg_hdr.msg_iov = iov as *mut libc::iovec;
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
-            hdr.msg_hdr.msg_flags = 0;
-            hdr.msg_len = 0;
+            let namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            point(hdr, (name as *mut libc::sockaddr_storage).cast(), namelen, iov);
         }
         // SAFETY: each of the BATCH headers points at its own iovec, its
         // own sockaddr_storage and its own SLOT bytes of `bufs`, all alive
@@ -151,6 +160,21 @@ impl Rx {
             };
         }
         Ok(n)
+    }
+
+    /// [`Rx::recv`] for a drain: an error (an ICMP error queued on the
+    /// socket) is one datagram's — what follows it is still to be drained,
+    /// and edge-triggered readiness will not say so again — so up to
+    /// `MAX_RECV_ERRORS` of them over a drain (`errors`) are skipped.
+    /// 0: nothing more to drain.
+    pub fn recv_draining(&mut self, socket: &UdpSocket, errors: &mut u32) -> usize {
+        loop {
+            match self.recv(socket) {
+                Ok(n) => return n,
+                Err(_) if *errors < MAX_RECV_ERRORS => *errors += 1,
+                Err(_) => return 0,
+            }
+        }
     }
 
     /// Source and length of received datagram `k`.
@@ -256,14 +280,7 @@ impl Tx {
             let bytes = self.arena.get(x.at..x.at + x.len).unwrap_or_default();
             iov.iov_base = bytes.as_ptr().cast_mut().cast();
             iov.iov_len = bytes.len();
-            hdr.msg_hdr.msg_name = name.as_ptr().cast_mut().cast();
-            hdr.msg_hdr.msg_namelen = name.len();
-            hdr.msg_hdr.msg_iov = iov as *mut libc::iovec;
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
-            hdr.msg_hdr.msg_flags = 0;
-            hdr.msg_len = 0;
+            point(hdr, name.as_ptr().cast_mut().cast(), name.len(), iov);
         }
         let mut from = 0;
         // Bounded: every pass sends at least one datagram or skips one.

@@ -166,9 +166,6 @@ struct Shell {
 /// Linear memory an idle relay's guest may keep (more was grown by load).
 const IDLE_GUEST_MAX: u64 = 2 << 20;
 
-/// Receive errors one drain skips past before it gives up.
-const MAX_RECV_ERRORS: u32 = 8;
-
 /// How often the API's and metrics' view of the relay is refreshed.
 const SNAPSHOT_EVERY_MS: u64 = 250;
 
@@ -269,18 +266,10 @@ impl Shell {
             let now = self.now_ms();
             let Some(inst) = self.instance.as_mut() else { return };
             let Some(sock) = inst.store.data().ctx.listeners.get(i).and_then(Listener::udp) else { return };
-            let n = match self.rx.recv(sock) {
-                Ok(0) => return,
-                Ok(n) => n,
-                // An error (an ICMP error queued on the socket) is one
-                // datagram's: what follows it is still to be drained, and
-                // edge-triggered readiness will not say so again.
-                Err(_) if errors < MAX_RECV_ERRORS => {
-                    errors += 1;
-                    continue;
-                }
-                Err(_) => return,
-            };
+            let n = self.rx.recv_draining(sock, &mut errors);
+            if n == 0 {
+                return;
+            }
             for k in 0..n {
                 let Some((from, len)) = self.rx.meta(k) else { continue };
                 let client = super::engine::Client::Udp { listener: i as u32, from };
@@ -326,15 +315,10 @@ impl Shell {
             let now = self.now_ms();
             let Some(ctx) = self.instance.as_mut().map(|x| &mut x.store.data_mut().ctx) else { return };
             let Some(sock) = ctx.relays.get(&relay) else { return };
-            let n = match self.rx.recv(sock) {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(_) if errors < MAX_RECV_ERRORS => {
-                    errors += 1;
-                    continue;
-                }
-                Err(_) => return,
-            };
+            let n = self.rx.recv_draining(sock, &mut errors);
+            if n == 0 {
+                return;
+            }
             for k in 0..n {
                 let Some((peer, len)) = self.rx.meta(k) else { continue };
                 let data = self.rx.data(k, len);
