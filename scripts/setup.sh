@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine (root):
-# sipp (sip-tester), kamailio, coturn, iptables, ipset, iproute2, curl, python3, and the
+# sipp (sip-tester), kamailio, coturn, baresip, iptables, ipset, iproute2, curl, python3, and the
 # wasm32-wasip2 target.
 set -euo pipefail
 need=()
@@ -18,6 +18,9 @@ command -v kamailio >/dev/null || need+=(kamailio)
 # coturn's own TURN clients test the media relay (turnutils_uclient,
 # turnutils_peer); its turnserver is the relay benchmark's anchor.
 command -v turnutils_uclient >/dev/null || need+=(coturn)
+# Two real phones call each other through the edge relay (baresip with its
+# turn and ausine modules).
+command -v baresip >/dev/null || need+=(baresip)
 if ((${#need[@]})); then
   echo "[setup] apt-get install ${need[*]}"
   apt-get update -qq

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod appliance;
+pub mod baresip;
 pub mod bench;
 pub mod kamailio;
 pub mod netns;

@@ -15,7 +15,7 @@ pub const CORE_IP: &str = "198.18.2.20";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-fn sh(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn sh(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("running {}", args[0]))?;
     if !out.status.success() {
         bail!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
@@ -198,6 +198,22 @@ pub struct Proc(pub Option<Child>);
 impl Proc {
     pub fn pid(&self) -> u32 {
         self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let child = self.0.as_mut().context("process already reaped")?;
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.0 = None;
+                return Ok(status);
+            }
+            if start.elapsed() > timeout {
+                bail!("process {} did not exit within {timeout:?}", child.id());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Sends a signal (by name, e.g. "TERM") and waits up to `timeout` for exit.

@@ -275,3 +275,103 @@ fn a_registration_deploys_the_relay_and_turn_credentials_name_it() {
     let status: Value = serde_json::from_str(&plugin::get(&tb, "/status")).expect("status");
     assert_eq!(status["relays"][0]["node_id"], "edge-test", "{status}");
 }
+
+/// A real call: two baresip phones behind a NAT register to Kamailio, which
+/// makes the plugin deploy the relay on the edge; they take their TURN
+/// credentials from the plugin's `/turn` and call each other. Each phone's
+/// audio reaches the other only through the edge relay (the NAT drops the
+/// straight path), and the relay's counters show it.
+#[test]
+fn two_baresip_phones_behind_nat_call_through_the_edge_relay() {
+    use netserv_tests::appliance::TempDir;
+    use netserv_tests::baresip::{self, NatPhones, PHONE_A, PHONE_B, Phone, Turn};
+    use netserv_tests::kamailio::Kamailio;
+    use netserv_tests::plugin::{self, SERVER};
+    if !netserv_tests::e2e_ready("two_baresip_phones_behind_nat_call_through_the_edge_relay") {
+        return;
+    }
+    let tb = Testbed::new("baresip").expect("testbed (run as root)");
+    let phones = NatPhones::new(&tb).expect("the phones' namespaces behind the NAT");
+    let dir = TempDir::new("baresip").expect("tmp");
+    let kam =
+        Kamailio::start(&tb.core, SERVER, "sip:127.0.0.1:9060", &dir.0.join("kamailio")).expect("kamailio starts");
+    let cfg = plugin::config_with_relay(&dir.0, REST_SECRET, "turn:198.18.2.20:3478?transport=udp");
+    let _plugin = plugin::start_with(&tb, &dir.0, &cfg).expect("plugin starts");
+    let app = Appliance::start(&tb, &relay::relay_config("")).expect("appliance starts");
+    relay::set_secrets(&app).expect("the tenant's TURN secret on its appliance");
+    let logs = |phones: &[&Phone]| {
+        let mut s = format!(
+            "--- plugin\n{}\n--- appliance\n{}\n--- kamailio\n{}",
+            std::fs::read_to_string(dir.0.join("plugin.log")).unwrap_or_default(),
+            app.log(),
+            std::fs::read_to_string(&kam.log).unwrap_or_default()
+        );
+        for p in phones {
+            s.push_str(&format!("\n--- {}\n{}", p.user, p.log()));
+        }
+        s
+    };
+    let (host, _) = SERVER.split_once(':').expect("host:port");
+
+    // The phones boot and register, no relay yet: the REGISTERs are what
+    // make the plugin deploy one towards them (through the NAT's address).
+    let a0 = Phone::configure(&dir.0.join("alice-boot"), &phones.a, "alice", PHONE_A, SERVER, None).expect("alice");
+    let b0 = Phone::configure(&dir.0.join("bob-boot"), &phones.b, "bob", PHONE_B, SERVER, None).expect("bob");
+    let booted = [a0.start(60, &[]).expect("baresip alice"), b0.start(60, &[]).expect("baresip bob")];
+    let m = wait_for("the plugin to deploy the relay", Duration::from_secs(30), || app.module("itsp-a", "relay").ok());
+    assert_eq!(m["kind"], "server", "{m}");
+    let creds = |user: &str| -> Value {
+        wait_for(&format!("{user}'s credentials naming the edge relay"), Duration::from_secs(15), || {
+            let v: Value = serde_json::from_str(&plugin::get(&tb, &format!("/turn?service=turn&username={user}"))).ok()?;
+            (v["edge"] == true).then_some(v)
+        })
+    };
+    let (ca, cb) = (creds("alice"), creds("bob"));
+    // The phones are provisioned with them and restart (killed: a phone that
+    // loses power does not unregister).
+    drop(booted);
+    let turn_of = |c: &Value| -> (String, String, String) {
+        let uri = c["uris"][0].as_str().expect("uri");
+        let server = uri.trim_start_matches("turn:").split('?').next().expect("host:port").to_owned();
+        (server, c["username"].as_str().expect("username").into(), c["password"].as_str().expect("password").into())
+    };
+    let ((sa, ua, pa), (sb, ub, pb)) = (turn_of(&ca), turn_of(&cb));
+    assert_eq!(sa, format!("{EDGE_UA_IP}:{}", relay::RELAY_PORT), "{ca}");
+    let ta = Turn { server: &sa, username: &ua, password: &pa };
+    let tb_ = Turn { server: &sb, username: &ub, password: &pb };
+    let alice = Phone::configure(&dir.0.join("alice"), &phones.a, "alice", PHONE_A, SERVER, Some(&ta)).expect("alice");
+    let bob = Phone::configure(&dir.0.join("bob"), &phones.b, "bob", PHONE_B, SERVER, Some(&tb_)).expect("bob");
+
+    // Bob answers by himself; Alice calls him, and both hang up when
+    // baresip quits (Alice after 8 s, Bob after 10).
+    let mut bob_p = bob.start(10, &[]).expect("baresip bob");
+    wait_for("bob to register", Duration::from_secs(10), || bob.log().contains("200 OK").then_some(()));
+    let dial = format!("/dial sip:bob@{host}");
+    let mut alice_p = alice.start(8, &[&dial]).expect("baresip alice");
+    for (p, who) in [(&mut alice_p, "alice"), (&mut bob_p, "bob")] {
+        if let Err(e) = p.wait_exit(Duration::from_secs(25)) {
+            panic!("{who}'s baresip: {e}\n{}", logs(&[&alice, &bob]));
+        }
+    }
+
+    let (sa, sb) = (baresip::call_stats(&alice.log()), baresip::call_stats(&bob.log()));
+    let all = || logs(&[&alice, &bob]);
+    // 20 ms packets for several seconds each way; each side's media came
+    // from the edge's relayed address.
+    assert!(sa.sent >= 100 && sb.sent >= 100, "both phones sent audio: {sa:?} {sb:?}\n{}", all());
+    assert!(sa.received >= 100 && sb.received >= 100, "both phones received audio: {sa:?} {sb:?}\n{}", all());
+    for s in [&sa, &sb] {
+        let from = s.media_from.as_deref().unwrap_or_default();
+        assert!(from.starts_with(&format!("{EDGE_UA_IP}:")), "media must come from the edge relay: {s:?}\n{}", all());
+    }
+    // The relay forwarded it: two allocations, each one's packets to the
+    // other (its peer is the other allocation), counted per module.
+    let m = relay_stats(&app);
+    assert!(m["module_counters"]["allocations"].as_u64().unwrap_or(0) >= 2, "{m}");
+    let usage = &m["relay"]["usage"];
+    let to_peers = usage["packets_to_peers"].as_u64().unwrap_or(0);
+    let to_clients = usage["packets_to_client"].as_u64().unwrap_or(0);
+    assert!(to_peers >= sa.received + sb.received, "every packet a phone got crossed the relay: {m}\n{sa:?} {sb:?}");
+    assert!(to_clients >= sa.received + sb.received, "{m}\n{sa:?} {sb:?}");
+    assert_eq!(m["counters"]["faults"], 0, "{m}");
+}
