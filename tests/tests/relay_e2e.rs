@@ -92,6 +92,34 @@ fn coturn_clients_relay_through_the_edge_in_every_mode_but_tcp_relaying() {
     assert_eq!(run.received, 0, "{}", run.output);
 }
 
+/// TCP relaying (RFC 6062): coturn's client in its `-T` mode — two
+/// clients, each with a TCP allocation; one Connects to the other's relayed
+/// address, the other is offered the connection (ConnectionAttempt), both
+/// bind data connections, and the bytes echo through natively.
+#[test]
+fn coturn_clients_relay_over_tcp_allocations() {
+    if !netserv_tests::e2e_ready("coturn_clients_relay_over_tcp_allocations") {
+        return;
+    }
+    let tb = Testbed::new("turntcp").expect("testbed (run as root)");
+    let app = Appliance::start(&tb, &relay::relay_config("")).expect("appliance starts");
+    relay::set_secrets(&app).expect("secrets");
+    app.install(&relay::relay_install()).expect("install the relay");
+    std::thread::sleep(Duration::from_millis(200));
+    let run = relay::uclient(&tb, &["-T", "-n", "30", "-l", "160", "-z", "5", "-u", USER, "-w", PASSWORD], CORE_IP)
+        .expect("turnutils_uclient");
+    assert!(run.sent > 0, "nothing sent\n{}\n{}", run.output, app.log());
+    assert_eq!(run.received, run.sent, "bytes received must equal bytes sent\n{}\n{}", run.output, app.log());
+    let m = relay_stats(&app);
+    let c = &m["module_counters"];
+    eprintln!("TCP relaying: sent {} received {}; counters {c}; usage {}", run.sent, run.received, m["relay"]["usage"]);
+    assert!(c["connections"].as_u64() > Some(0), "a Connect succeeded: {m}");
+    assert!(c["connection_attempts"].as_u64() > Some(0), "a peer connection was offered: {m}");
+    assert!(c["connection_binds"].as_u64() >= Some(2), "both data connections bound: {m}");
+    assert!(m["relay"]["usage"]["bytes_to_peers"].as_u64() >= Some(30 * 160), "{m}");
+    assert_eq!(m["counters"]["faults"], 0, "{m}");
+}
+
 #[test]
 fn the_peer_policy_refuses_forbidden_peers_with_403_and_counts_them() {
     if !netserv_tests::e2e_ready("the_peer_policy_refuses_forbidden_peers_with_403_and_counts_them") {

@@ -466,6 +466,36 @@ impl Engine {
         Ok(())
     }
 
+    /// RFC 6062 Connect from `relay` to `peer`: the peer policy, as for
+    /// every path (refusals counted under `connect`).
+    pub fn check_connect(&mut self, relay: RelayId, peer: SocketAddr) -> Result<SocketAddr, PeerError> {
+        if !self.allocations.contains_key(&relay) {
+            return Err(PeerError::NoRelay);
+        }
+        self.own_relay(self.policy.check_addr(peer), peer).map_err(|why| {
+            *self.counts.refused.entry((PeerPath::Connect, why)).or_default() += 1;
+            PeerError::Forbidden(why)
+        })
+    }
+
+    /// Whether a peer at `ip` may reach `relay` (a TCP allocation's
+    /// incoming connection, RFC 6062 §5.3: it needs a permission).
+    pub fn permitted(&self, relay: RelayId, ip: IpAddr, now_ms: u64) -> bool {
+        let ip = super::peer_policy::normalize(ip);
+        self.allocations.get(&relay).is_some_and(|a| a.permitted(ip, now_ms))
+    }
+
+    /// Bytes a TCP allocation's connection carried (RFC 6062 data
+    /// connections): `reads` reads of `bytes` each way, for usage and quotas.
+    pub fn count_stream(&mut self, relay: RelayId, to_peers: (u64, u64), to_client: (u64, u64)) {
+        if let Some(a) = self.allocations.get_mut(&relay) {
+            a.usage.packets_to_peers += to_peers.0;
+            a.usage.bytes_to_peers += to_peers.1;
+            a.usage.packets_to_client += to_client.0;
+            a.usage.bytes_to_client += to_client.1;
+        }
+    }
+
     /// A message from `client`: relay it, or hand it to the guest.
     pub fn from_client(&mut self, client: &Client, data: &[u8], now_ms: u64) -> FromClient {
         match framing::parse_datagram(data) {

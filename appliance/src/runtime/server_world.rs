@@ -115,6 +115,26 @@ impl ServerInstance {
         self.bindings.call_on_stream_closed(&mut self.store, stream).map_err(|e| format!("{e:#}"))
     }
 
+    pub fn on_connect_result(&mut self, connection: u32, ok: bool) -> Result<(), String> {
+        self.arm();
+        self.bindings.call_on_connect_result(&mut self.store, connection, ok).map_err(|e| format!("{e:#}"))
+    }
+
+    pub fn on_connection_attempt(
+        &mut self,
+        relay: u32,
+        connection: u32,
+        peer: super::SocketAddress,
+    ) -> Result<(), String> {
+        self.arm();
+        self.bindings.call_on_connection_attempt(&mut self.store, relay, connection, peer).map_err(|e| format!("{e:#}"))
+    }
+
+    pub fn on_connection_closed(&mut self, connection: u32) -> Result<(), String> {
+        self.arm();
+        self.bindings.call_on_connection_closed(&mut self.store, connection).map_err(|e| format!("{e:#}"))
+    }
+
     pub fn on_timer(&mut self, id: u32) -> Result<(), String> {
         self.arm();
         self.bindings.call_on_timer(&mut self.store, id).map_err(|e| format!("{e:#}"))

@@ -5,6 +5,8 @@
 // wit-bindgen generates the canonical-ABI glue with `unsafe` and `export_name`;
 // this adapter is the only place it is allowed. The logic it calls is safe Rust.
 #![allow(unsafe_code)]
+// The generated glue passes the relay-request record's fields as arguments.
+#![allow(clippy::too_many_arguments)]
 
 use crate::config::Config;
 use crate::relay::{self, AddressFamily, Grant, PeerRefused, Relay, RelayError, RelayRequest};
@@ -21,6 +23,15 @@ use netserv::module::{clock, counters, secrets};
 struct State {
     server: Server,
     counters: Vec<Option<counters::CounterId>>,
+}
+
+impl State {
+    fn count(&self, c: Count) {
+        if let Some(id) = Count::ALL.iter().position(|x| *x == c).and_then(|i| self.counters.get(i).copied().flatten())
+        {
+            counters::add(id, 1);
+        }
+    }
 }
 
 thread_local! {
@@ -86,6 +97,7 @@ impl Relay for Host {
             lifetime_ms: r.lifetime_ms,
             max_bps: r.max_bps,
             dont_fragment: r.dont_fragment,
+            tcp: r.tcp,
         };
         host::allocate(req)
             .map(|g| Grant { relay: g.id, relayed: addr(&g.relayed), reservation: g.reservation })
@@ -115,6 +127,14 @@ impl Relay for Host {
         lifetime_ms: u64,
     ) -> Result<(), PeerRefused> {
         host::bind_channel(relay, channel, wit_addr(peer), lifetime_ms).map_err(refused)
+    }
+
+    fn connect(&mut self, relay: u32, peer: SocketAddr) -> Result<u32, PeerRefused> {
+        host::connect(relay, wit_addr(peer)).map_err(refused)
+    }
+
+    fn bind_connection(&mut self, connection: u32, data: u32) -> bool {
+        host::bind_connection(connection, data)
     }
 
     fn secret(&mut self, name: &str) -> Option<Vec<u8>> {
@@ -149,13 +169,41 @@ impl Guest for MediaRelay {
             let now = Now { unix_s: clock::wall_now_ms() / 1000 };
             let client = client_of(&source);
             let out = state.server.handle(&mut Host, client, addr(&from), &data, now);
-            if let Some(id) =
-                Count::ALL.iter().position(|c| *c == out.count).and_then(|i| state.counters.get(i).copied().flatten())
-            {
-                counters::add(id, 1);
-            }
+            state.count(out.count);
             if let Some(bytes) = out.response {
                 host::send(source, &bytes);
+            }
+        });
+    }
+
+    fn on_connect_result(connection: host::ConnectionId, ok: bool) {
+        STATE.with_borrow_mut(|s| {
+            let Some(state) = s.as_mut() else { return };
+            if let Some((client, out)) = state.server.connect_result(connection, ok) {
+                state.count(out.count);
+                if let Some(bytes) = out.response {
+                    host::send(wit_client(client), &bytes);
+                }
+            }
+        });
+    }
+
+    fn on_connection_attempt(relay: host::RelayId, connection: host::ConnectionId, peer: SocketAddress) {
+        STATE.with_borrow_mut(|s| {
+            let Some(state) = s.as_mut() else { return };
+            if let Some((client, out)) = state.server.connection_attempt(relay, connection, addr(&peer)) {
+                state.count(out.count);
+                if let Some(bytes) = out.response {
+                    host::send(wit_client(client), &bytes);
+                }
+            }
+        });
+    }
+
+    fn on_connection_closed(connection: host::ConnectionId) {
+        STATE.with_borrow_mut(|s| {
+            if let Some(state) = s.as_mut() {
+                state.server.connection_closed(connection);
             }
         });
     }

@@ -32,6 +32,8 @@ pub struct RelayRequest {
     /// Bytes per second both ways; 0: only the tenant's total applies.
     pub max_bps: u64,
     pub dont_fragment: bool,
+    /// A TCP allocation (RFC 6062).
+    pub tcp: bool,
 }
 
 /// An allocation the host made.
@@ -69,6 +71,10 @@ pub trait Relay {
     fn permit(&mut self, relay: u32, peers: &[IpAddr], lifetime_ms: u64) -> Result<(), PeerRefused>;
     fn bind_channel(&mut self, relay: u32, channel: u16, peer: SocketAddr, lifetime_ms: u64)
     -> Result<(), PeerRefused>;
+    /// RFC 6062 Connect from a TCP allocation to `peer`; the outcome comes later.
+    fn connect(&mut self, relay: u32, peer: SocketAddr) -> Result<u32, PeerRefused>;
+    /// Joins TCP client `data` to `connection` (RFC 6062 ConnectionBind).
+    fn bind_connection(&mut self, connection: u32, data: u32) -> bool;
     /// A secret the tenant set over its admin API.
     fn secret(&mut self, name: &str) -> Option<Vec<u8>>;
 }

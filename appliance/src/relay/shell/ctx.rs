@@ -5,6 +5,7 @@
 
 use super::convert::{client_from_wit, ip_from_wit, socket_addr, wit_addr};
 use super::streams::Stream;
+use super::tcp_relay::{self, PeerConn, State};
 use crate::relay::engine::{AllocateError, Client, Engine, PeerError, RelayId};
 use crate::relay::ports::PortPool;
 use crate::runtime::server_world::{secrets, server, timers};
@@ -58,6 +59,19 @@ pub fn stream_token(id: u32) -> mio::Token {
     mio::Token(STREAM_TOKEN_BASE + id as usize)
 }
 
+/// Mio tokens of TCP allocations' listeners and of their peer connections
+/// (RFC 6062), above the UDP relay sockets'.
+pub const TCP_RELAY_TOKEN_BASE: usize = 1 << 36;
+pub const CONN_TOKEN_BASE: usize = 1 << 40;
+
+pub fn tcp_relay_token(id: RelayId) -> mio::Token {
+    mio::Token(TCP_RELAY_TOKEN_BASE + id as usize)
+}
+
+pub fn conn_token(id: u32) -> mio::Token {
+    mio::Token(CONN_TOKEN_BASE + id as usize)
+}
+
 pub struct Ctx {
     pub engine: Engine,
     pub ports: PortPool,
@@ -65,6 +79,15 @@ pub struct Ctx {
     address: IpAddr,
     registry: mio::Registry,
     pub relays: HashMap<RelayId, UdpSocket>,
+    /// TCP allocations' listeners (RFC 6062).
+    pub tcp_relays: HashMap<RelayId, mio::net::TcpListener>,
+    /// TCP allocations' connections with peers, by CONNECTION-ID.
+    pub conns: HashMap<u32, PeerConn>,
+    next_conn: u32,
+    /// Connections bound during a guest call (the shell pumps them after it),
+    /// and Connects that failed at once (it reports them after it).
+    pub just_bound: Vec<u32>,
+    pub failed_connects: Vec<u32>,
     pub listeners: Vec<Listener>,
     /// TCP clients' connections, by stream id.
     pub streams: HashMap<u32, Stream>,
@@ -103,6 +126,11 @@ impl Ctx {
             address,
             registry,
             relays: HashMap::new(),
+            tcp_relays: HashMap::new(),
+            conns: HashMap::new(),
+            next_conn: 0,
+            just_bound: Vec::new(),
+            failed_connects: Vec::new(),
             listeners,
             streams: HashMap::new(),
             streams_per_ip: HashMap::new(),
@@ -122,7 +150,54 @@ impl Ctx {
         if let Some(mut s) = self.relays.remove(&relay) {
             let _ = self.registry.deregister(&mut s);
         }
+        if let Some(mut l) = self.tcp_relays.remove(&relay) {
+            let _ = self.registry.deregister(&mut l);
+            // Its connections and their data connections end with it.
+            let ids: Vec<u32> = self.conns.iter().filter(|(_, c)| c.relay == relay).map(|(id, _)| *id).collect();
+            for id in ids {
+                self.close_conn(id);
+            }
+        }
         self.ports.give_back(relayed.port());
+    }
+
+    /// Closes a peer connection and the data connection bound to it; the
+    /// data connection's id, if it had one.
+    pub fn close_conn(&mut self, id: u32) -> Option<u32> {
+        let mut c = self.conns.remove(&id)?;
+        let _ = self.registry.deregister(&mut c.socket);
+        let State::Bound(stream) = c.state else { return None };
+        self.remove_stream(stream);
+        Some(stream)
+    }
+
+    /// A permitted peer connected to a TCP allocation: its id (None when
+    /// refused: no permission, or too many connections).
+    pub fn accept_conn(&mut self, relay: RelayId, mut socket: mio::net::TcpStream, peer: SocketAddr) -> Option<u32> {
+        if !self.engine.permitted(relay, peer.ip(), self.now_ms) || !self.conn_room(relay) {
+            return None;
+        }
+        let id = self.new_conn_id();
+        let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+        self.registry.register(&mut socket, conn_token(id), interest).ok()?;
+        let _ = socket.set_nodelay(true);
+        let deadline = self.now_ms + tcp_relay::BIND_TIMEOUT_MS;
+        self.conns.insert(id, PeerConn::new(relay, peer, socket, State::Unbound, deadline));
+        Some(id)
+    }
+
+    fn conn_room(&self, relay: RelayId) -> bool {
+        self.conns.len() < tcp_relay::MAX_CONNECTIONS
+            && self.conns.values().filter(|c| c.relay == relay).count() < tcp_relay::MAX_PER_RELAY
+    }
+
+    fn new_conn_id(&mut self) -> u32 {
+        loop {
+            self.next_conn = self.next_conn.wrapping_add(1);
+            if self.next_conn != 0 && !self.conns.contains_key(&self.next_conn) {
+                return self.next_conn;
+            }
+        }
     }
 
     /// Registers a new TCP client; None when the module holds as many as it may.
@@ -150,6 +225,9 @@ impl Ctx {
     pub fn remove_stream(&mut self, id: u32) -> Option<(RelayId, crate::relay::engine::Allocation)> {
         if let Some(mut s) = self.streams.remove(&id) {
             let _ = self.registry.deregister(&mut s.socket);
+            if let Some(conn) = s.bound {
+                self.close_conn(conn);
+            }
             if let Some(n) = self.streams_per_ip.get_mut(&s.peer.ip()) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -169,6 +247,7 @@ impl Ctx {
             .iter()
             .filter(|(id, s)| {
                 now_ms.saturating_sub(s.last_active_ms) > super::streams::IDLE_WITHOUT_ALLOCATION_MS
+                    && s.bound.is_none()
                     && self.engine.relay_of(&Client::Tcp(**id)).is_none()
             })
             .map(|(id, _)| *id)
@@ -203,7 +282,7 @@ impl Ctx {
 
     /// Ends every allocation (after the guest lost its state in a fault).
     pub fn clear(&mut self) {
-        let ids: Vec<RelayId> = self.relays.keys().copied().collect();
+        let ids: Vec<RelayId> = self.relays.keys().chain(self.tcp_relays.keys()).copied().collect();
         for id in ids {
             if let Some(a) = self.engine.remove(id) {
                 self.close_relay(id, a.relayed);
@@ -215,6 +294,12 @@ impl Ctx {
         for id in streams {
             self.remove_stream(id);
         }
+        let conns: Vec<u32> = self.conns.keys().copied().collect();
+        for id in conns {
+            self.close_conn(id);
+        }
+        self.just_bound.clear();
+        self.failed_connects.clear();
     }
 
     fn bind(&mut self, port: u16, dont_fragment: bool) -> std::io::Result<UdpSocket> {
@@ -255,6 +340,9 @@ impl Ctx {
             }
             None => self.ports.take(r.even_port),
         };
+        if r.tcp {
+            return self.allocate_tcp(client, r, port);
+        }
         for _ in 0..BIND_ATTEMPTS {
             let Some(p) = port else { break };
             match self.bind(p, r.dont_fragment) {
@@ -276,6 +364,47 @@ impl Ctx {
                     tracing::debug!(port = p, error = %e, "relay port not bindable; trying another");
                     // To the back of the pool: busy elsewhere now, maybe not later.
                     let next = if r.reservation.is_some() { None } else { self.ports.take(r.even_port) };
+                    self.ports.give_back(p);
+                    port = next;
+                }
+            }
+        }
+        Err(if self.ports.available() == 0 { E::QuotaReached } else { E::NoPort })
+    }
+}
+
+impl Ctx {
+    /// A TCP allocation: a listener on the relayed address (RFC 6062 §5.1).
+    fn allocate_tcp(
+        &mut self,
+        client: Client,
+        r: &server::RelayRequest,
+        mut port: Option<u16>,
+    ) -> Result<server::RelayGrant, server::RelayError> {
+        use server::RelayError as E;
+        if !matches!(client, Client::Tcp(_)) {
+            return Err(E::NoPort);
+        }
+        for _ in 0..BIND_ATTEMPTS {
+            let Some(p) = port else { break };
+            let relayed = SocketAddr::new(self.address, p);
+            match tcp_relay::listen(relayed) {
+                Ok(mut l) => {
+                    let id = self
+                        .engine
+                        .insert(client, relayed, r.lifetime_ms, r.max_bps, false, self.now_ms)
+                        .map_err(|_| E::QuotaReached)?;
+                    if self.registry.register(&mut l, tcp_relay_token(id), mio::Interest::READABLE).is_err() {
+                        self.engine.remove(id);
+                        self.ports.give_back(p);
+                        return Err(E::NoPort);
+                    }
+                    self.tcp_relays.insert(id, l);
+                    return Ok(server::RelayGrant { id, relayed: wit_addr(relayed), reservation: None });
+                }
+                Err(e) => {
+                    tracing::debug!(port = p, error = %e, "TCP relay port not bindable; trying another");
+                    let next = self.ports.take(false);
                     self.ports.give_back(p);
                     port = next;
                 }
@@ -357,6 +486,58 @@ impl server::Host for Ctx {
 
     fn usage(&mut self, relay: u32) -> Option<server::RelayUsage> {
         self.engine.allocation(relay).map(|a| super::convert::wit_usage(&a.usage))
+    }
+
+    fn connect(&mut self, relay: u32, peer: server::SocketAddress) -> Result<u32, server::PeerRefused> {
+        let owner = self.engine.allocation(relay).map(|a| (a.client, a.relayed));
+        // Only a TCP allocation's own client, while its request is handled.
+        let Some((client, relayed)) = owner.filter(|(c, _)| self.current == Some(*c)) else {
+            return Err(server::PeerRefused::NoRelay);
+        };
+        if !self.tcp_relays.contains_key(&relay) || !matches!(client, Client::Tcp(_)) {
+            return Err(server::PeerRefused::NoRelay);
+        }
+        let peer = self.engine.check_connect(relay, socket_addr(&peer)).map_err(refusal)?;
+        if self.conns.values().any(|c| c.relay == relay && c.peer == peer) {
+            return Err(server::PeerRefused::Conflict);
+        }
+        if !self.conn_room(relay) {
+            return Err(server::PeerRefused::QuotaReached);
+        }
+        let id = self.new_conn_id();
+        match tcp_relay::connect(relayed, peer) {
+            Ok(mut socket) => {
+                let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+                if self.registry.register(&mut socket, conn_token(id), interest).is_err() {
+                    return Err(server::PeerRefused::QuotaReached);
+                }
+                let deadline = self.now_ms + tcp_relay::CONNECT_TIMEOUT_MS;
+                self.conns.insert(id, PeerConn::new(relay, peer, socket, State::Connecting, deadline));
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "RFC 6062 connect failed at once");
+                self.failed_connects.push(id);
+            }
+        }
+        Ok(id)
+    }
+
+    fn bind_connection(&mut self, connection: u32, data: u32) -> bool {
+        if self.current != Some(Client::Tcp(data)) || self.engine.has_client(&Client::Tcp(data)) {
+            return false;
+        }
+        let (Some(c), Some(s)) = (self.conns.get_mut(&connection), self.streams.get_mut(&data)) else {
+            return false;
+        };
+        if c.state != State::Unbound || s.bound.is_some() {
+            return false;
+        }
+        c.state = State::Bound(data);
+        s.bound = Some(connection);
+        let early = s.take_unframed();
+        c.queue_to_peer(&early);
+        self.just_bound.push(connection);
+        true
     }
 }
 

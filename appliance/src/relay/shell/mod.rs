@@ -16,6 +16,7 @@ pub mod ctx;
 mod memory;
 mod stats;
 mod streams;
+mod tcp_relay;
 
 pub use ctx::Ctx;
 pub use stats::{ServerStats, StatsSnapshot};
@@ -28,7 +29,8 @@ use crate::runtime::{HostSpec, Transport};
 use crate::secrets::TenantSecrets;
 use batch::{Rx, Tx};
 use convert::{wit_addr, wit_client, wit_usage};
-use ctx::{Listener, ListenerSocket, RELAY_TOKEN_BASE, STREAM_TOKEN_BASE, WAKER};
+use ctx::{CONN_TOKEN_BASE, Listener, ListenerSocket, RELAY_TOKEN_BASE, STREAM_TOKEN_BASE, TCP_RELAY_TOKEN_BASE, WAKER};
+use tcp_relay::State as ConnState;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -247,15 +249,99 @@ impl Shell {
         let result = f(inst);
         self.stats.guest_calls.fetch_add(1, Relaxed);
         self.stats.guest_ns.fetch_add(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        let (mut bound, mut failed) = (Vec::new(), Vec::new());
         if let Some(inst) = self.instance.as_mut() {
             let ctx = &mut inst.store.data_mut().ctx;
             let out = std::mem::take(&mut ctx.outbox);
             for (client, bytes) in &out {
                 ctx.deliver(*client, bytes);
             }
+            bound = std::mem::take(&mut ctx.just_bound);
+            failed = std::mem::take(&mut ctx.failed_connects);
         }
         if let Err(why) = result {
             self.fault(why);
+            return;
+        }
+        self.after_call(bound, failed);
+    }
+
+    /// Data connections bound in a call (their success answer is queued
+    /// first), and Connects that failed before they started. (Not generic:
+    /// `call` would otherwise instantiate itself without end.)
+    fn after_call(&mut self, bound: Vec<u32>, failed: Vec<u32>) {
+        for id in bound {
+            self.pump_conn(id);
+        }
+        for id in failed {
+            self.call(|inst| inst.on_connect_result(id, false));
+        }
+    }
+
+    /// Moves a bound connection's bytes both ways (RFC 6062), natively.
+    fn pump_conn(&mut self, id: u32) {
+        let Some(ctx) = self.ctx() else { return };
+        let Some(c) = ctx.conns.get_mut(&id) else { return };
+        let ConnState::Bound(sid) = c.state else { return };
+        let Some(s) = ctx.streams.get_mut(&sid) else { return };
+        let p = c.pump(s);
+        let relay = c.relay;
+        ctx.engine.count_stream(relay, p.to_peer, p.to_client);
+        if p.closed {
+            self.end_conn(id);
+        }
+    }
+
+    /// A peer connection ends, with the data connection bound to it.
+    fn end_conn(&mut self, id: u32) {
+        let Some(ctx) = self.ctx() else { return };
+        let stream = ctx.close_conn(id);
+        self.call(|inst| inst.on_connection_closed(id));
+        if let Some(sid) = stream {
+            self.call(|inst| inst.on_stream_closed(sid));
+        }
+    }
+
+    /// An event on a TCP allocation's connection with a peer.
+    fn conn_event(&mut self, id: u32) {
+        let now = self.now_ms();
+        let Some(ctx) = self.ctx() else { return };
+        let Some(c) = ctx.conns.get_mut(&id) else { return };
+        match c.state {
+            ConnState::Connecting => match c.connect_outcome() {
+                None => {}
+                Some(true) => {
+                    c.state = ConnState::Unbound;
+                    c.deadline_ms = now + tcp_relay::BIND_TIMEOUT_MS;
+                    self.call(|inst| inst.on_connect_result(id, true));
+                }
+                Some(false) => {
+                    ctx.close_conn(id);
+                    self.call(|inst| inst.on_connect_result(id, false));
+                }
+            },
+            // Whatever the peer sends waits in the kernel until the bind.
+            ConnState::Unbound => {}
+            ConnState::Bound(_) => self.pump_conn(id),
+        }
+    }
+
+    /// Peers connecting to a TCP allocation's relayed address.
+    fn accept_peer(&mut self, relay: RelayId) {
+        let now = self.now_ms();
+        loop {
+            let Some(ctx) = self.ctx() else { return };
+            ctx.now_ms = now;
+            let Some(l) = ctx.tcp_relays.get(&relay) else { return };
+            match l.accept() {
+                Ok((socket, peer)) => match ctx.accept_conn(relay, socket, peer) {
+                    Some(id) => self.call(|inst| inst.on_connection_attempt(relay, id, wit_addr(peer))),
+                    None => tracing::debug!(%peer, "TCP peer refused: no permission, or too many connections"),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
         }
     }
 
@@ -365,6 +451,10 @@ impl Shell {
         let now = self.now_ms();
         let Some(ctx) = self.ctx() else { return };
         let Some(s) = ctx.streams.get_mut(&id) else { return };
+        if let Some(conn) = s.bound {
+            self.pump_conn(conn);
+            return;
+        }
         if writable {
             s.flush();
         }
@@ -380,8 +470,18 @@ impl Shell {
             }
         };
         let client = super::engine::Client::Tcp(id);
-        for frame in frames {
+        let mut frames = frames.into_iter();
+        while let Some(frame) = frames.next() {
             let Some(ctx) = self.ctx() else { return };
+            if let Some(conn) = ctx.streams.get(&id).and_then(|s| s.bound) {
+                // Bound by the ConnectionBind before: the rest is raw data.
+                let rest: Vec<u8> = std::iter::once(frame).chain(frames.by_ref()).flatten().collect();
+                if let Some(c) = ctx.conns.get_mut(&conn) {
+                    c.queue_to_peer(&rest);
+                }
+                self.pump_conn(conn);
+                return;
+            }
             match ctx.engine.from_client(&client, &frame, now) {
                 FromClient::ToPeer { relay, peer, payload } => {
                     if let (Some(sock), Some(bytes)) = (ctx.relays.get(&relay), frame.get(payload)) {
@@ -402,7 +502,11 @@ impl Shell {
     /// A TCP client went away: its allocation ends with it (RFC 8656 §12.5).
     fn close_stream(&mut self, id: u32) {
         let Some(ctx) = self.ctx() else { return };
+        let conn = ctx.streams.get(&id).and_then(|s| s.bound);
         let ended = ctx.remove_stream(id);
+        if let Some(c) = conn {
+            self.call(|inst| inst.on_connection_closed(c));
+        }
         if let Some((relay, a)) = ended {
             let usage = wit_usage(&a.usage);
             self.call(|inst| inst.on_relay_closed(relay, usage));
@@ -441,6 +545,26 @@ impl Shell {
             return;
         }
         self.last_snapshot = Some(now);
+        // RFC 6062 connections whose Connect or bind did not come in time.
+        let late: Vec<(u32, ConnState)> = self
+            .ctx()
+            .map(|c| {
+                c.conns
+                    .iter()
+                    .filter(|(_, x)| !matches!(x.state, ConnState::Bound(_)) && x.deadline_ms <= now)
+                    .map(|(id, x)| (*id, x.state))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (id, state) in late {
+            if let Some(c) = self.ctx() {
+                c.close_conn(id);
+            }
+            match state {
+                ConnState::Connecting => self.call(|inst| inst.on_connect_result(id, false)),
+                _ => self.call(|inst| inst.on_connection_closed(id)),
+            }
+        }
         let idle = self.ctx().map(|c| c.idle_streams(now)).unwrap_or_default();
         for id in idle {
             self.close_stream(id);
@@ -572,6 +696,12 @@ fn run(
         for ev in &events {
             match ev.token() {
                 WAKER => {}
+                mio::Token(t) if t >= CONN_TOKEN_BASE => {
+                    shell.conn_event(u32::try_from(t - CONN_TOKEN_BASE).unwrap_or(0));
+                }
+                mio::Token(t) if t >= TCP_RELAY_TOKEN_BASE => {
+                    shell.accept_peer(RelayId::try_from(t - TCP_RELAY_TOKEN_BASE).unwrap_or(0));
+                }
                 mio::Token(t) if t >= RELAY_TOKEN_BASE => {
                     shell.drain_relay(RelayId::try_from(t - RELAY_TOKEN_BASE).unwrap_or(0));
                 }

@@ -26,6 +26,9 @@ pub struct Stream {
     pub dropped: u64,
     /// When it last sent a frame (the shell's ms).
     pub last_active_ms: u64,
+    /// An RFC 6062 data connection: joined to this peer connection, its
+    /// bytes are raw, not TURN framing.
+    pub bound: Option<u32>,
 }
 
 /// After a read.
@@ -39,7 +42,7 @@ pub enum Read {
 
 impl Stream {
     pub fn new(socket: mio::net::TcpStream, peer: SocketAddr, now_ms: u64) -> Self {
-        Self { socket, peer, inbuf: Vec::new(), outbuf: Vec::new(), dropped: 0, last_active_ms: now_ms }
+        Self { socket, peer, inbuf: Vec::new(), outbuf: Vec::new(), dropped: 0, last_active_ms: now_ms, bound: None }
     }
 
     /// Reads what the socket has and cuts every whole frame (after each
@@ -82,6 +85,22 @@ impl Stream {
         }
         self.outbuf.extend_from_slice(bytes);
         self.flush();
+    }
+
+    /// Bytes waiting to go out.
+    pub fn pending_out(&self) -> usize {
+        self.outbuf.len()
+    }
+
+    /// Queues raw bytes of a data connection (the caller keeps within
+    /// `MAX_BUFFER` through `pending_out`: nothing is dropped here).
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        self.outbuf.extend_from_slice(bytes);
+    }
+
+    /// What was read but not cut into frames (a data connection's first bytes).
+    pub fn take_unframed(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.inbuf)
     }
 
     /// Writes out what is buffered, as far as the socket takes it.

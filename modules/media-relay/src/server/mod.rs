@@ -21,7 +21,7 @@ use crate::credentials::Nonces;
 use crate::relay::{AddressFamily, Client, Grant, PeerRefused, Relay, RelayError, RelayRequest};
 use auth::{Authenticated, authenticate};
 use keyed::{Keyed, Map};
-use netserv_stun_wire::turn::{Family, TRANSPORT_UDP, attr as tattr, method};
+use netserv_stun_wire::turn::{Family, TRANSPORT_TCP, TRANSPORT_UDP, attr as tattr, method};
 use netserv_stun_wire::{Class, METHOD_BINDING, Message, attr, framing};
 use respond::Answer;
 use std::net::{IpAddr, SocketAddr};
@@ -67,10 +67,19 @@ pub enum Count {
     /// Not STUN, or not a request: dropped.
     Malformed,
     Ignored,
+    /// RFC 6062: a Connect whose answer waits for the peer.
+    Connecting,
+    /// A Connect's peer accepted.
+    Connected,
+    /// 447: a Connect's peer refused or did not answer.
+    ConnectFailed,
+    ConnectionBound,
+    /// A peer connected to a TCP allocation: the client is told.
+    ConnectionAttempt,
 }
 
 impl Count {
-    pub const ALL: [Count; 21] = [
+    pub const ALL: [Count; 26] = [
         Count::Binding,
         Count::Allocated,
         Count::Refreshed,
@@ -92,6 +101,11 @@ impl Count {
         Count::UnknownAttribute,
         Count::Malformed,
         Count::Ignored,
+        Count::Connecting,
+        Count::Connected,
+        Count::ConnectFailed,
+        Count::ConnectionBound,
+        Count::ConnectionAttempt,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -117,6 +131,11 @@ impl Count {
             Count::UnknownAttribute => "refused_unknown_attribute",
             Count::Malformed => "malformed",
             Count::Ignored => "ignored",
+            Count::Connecting => "connect_requests",
+            Count::Connected => "connections",
+            Count::ConnectFailed => "connect_failures",
+            Count::ConnectionBound => "connection_binds",
+            Count::ConnectionAttempt => "connection_attempts",
         }
     }
 }
@@ -132,6 +151,9 @@ pub enum Refusal {
     Unknown(Vec<u16>),
     /// No answer at all.
     Silent(Count),
+    /// No answer yet: it comes when the host reports (RFC 6062 Connect
+    /// waits for the peer).
+    Pending(Count),
 }
 
 /// The answer to one message: bytes to send back (if any) and what it counted as.
@@ -151,6 +173,24 @@ struct Allocation {
     allocate_tx: [u8; 12],
     lifetime_s: u32,
     reservation: Option<u64>,
+    /// A TCP allocation (RFC 6062).
+    tcp: bool,
+}
+
+/// A TCP connection of a TCP allocation, until its data connection is bound.
+#[derive(Debug, Clone)]
+struct Conn {
+    relay: u32,
+    /// The Connect still waiting for the peer: whom to answer, and how.
+    pending: Option<PendingConnect>,
+}
+
+#[derive(Debug, Clone)]
+struct PendingConnect {
+    client: Client,
+    tx: [u8; 12],
+    from: SocketAddr,
+    who: Authenticated,
 }
 
 /// Attributes this server understands in a request (RFC 8489 §14 asks a
@@ -185,6 +225,10 @@ pub struct Server {
     allocations: Map<Client, Allocation>,
     by_relay: Map<u32, Client>,
     per_user: Map<String, u32>,
+    connections: Map<u32, Conn>,
+    /// For the transaction ids of ConnectionAttempt indications.
+    indications: u64,
+    tx_key: u64,
 }
 
 fn family_of(ip: IpAddr) -> AddressFamily {
@@ -208,6 +252,9 @@ impl Server {
             allocations: Map::with_hasher(hash),
             by_relay: Map::with_hasher(hash),
             per_user: Map::with_hasher(hash),
+            connections: Map::with_hasher(hash),
+            indications: 0,
+            tx_key: u64::from_le_bytes(nonce_key[8..16].try_into().unwrap_or([3; 8])),
         }
     }
 
@@ -248,7 +295,12 @@ impl Server {
         let answer = Answer::new(&msg, from);
         match msg.method() {
             METHOD_BINDING => answer.binding(&self.cfg),
-            method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND => {
+            method::ALLOCATE
+            | method::REFRESH
+            | method::CREATE_PERMISSION
+            | method::CHANNEL_BIND
+            | method::CONNECT
+            | method::CONNECTION_BIND => {
                 match authenticate(&self.cfg, &self.nonces, &mut self.limiter, relay, &msg, from, now) {
                     Err(r) => answer.refuse(&self.cfg, &self.nonces, now, r, None),
                     Ok(who) => match self.authenticated(relay, client, from, &msg, &who) {
@@ -266,11 +318,43 @@ impl Server {
 
     /// The relay ended (its lifetime ran out, or it was freed).
     pub fn relay_closed(&mut self, relay: u32) {
+        self.connections.retain(|_, c| c.relay != relay);
         if let Some(client) = self.by_relay.remove(&relay)
             && let Some(a) = self.allocations.remove(&client)
         {
             self.release_user(&a.username);
         }
+    }
+
+    /// The host's word on a Connect (RFC 6062 §5.2): the success answer
+    /// with CONNECTION-ID, or a 447; for the client that asked.
+    pub fn connect_result(&mut self, connection: u32, ok: bool) -> Option<(Client, Outcome)> {
+        let c = self.connections.get_mut(&connection)?;
+        let p = c.pending.take()?;
+        let answer = Answer::later(method::CONNECT, p.tx, p.from);
+        if ok {
+            let attrs = vec![respond::Attr::ConnectionId(connection)];
+            return Some((p.client, answer.success(&self.cfg, attrs, &p.who, Count::Connected)));
+        }
+        self.connections.remove(&connection);
+        let out = answer.error_signed(&self.cfg, 447, "the peer did not accept", Count::ConnectFailed, &p.who);
+        Some((p.client, out))
+    }
+
+    /// A peer connected to `relay`'s relayed address (the host checked its
+    /// permission): a ConnectionAttempt indication for the allocation's client.
+    pub fn connection_attempt(&mut self, relay: u32, connection: u32, peer: SocketAddr) -> Option<(Client, Outcome)> {
+        let client = *self.by_relay.get(&relay)?;
+        self.connections.insert(connection, Conn { relay, pending: None });
+        self.indications += 1;
+        let tx = respond::transaction_id(self.tx_key, self.indications);
+        let bytes = respond::connection_attempt(&self.cfg, tx, connection, peer);
+        Some((client, Outcome { response: Some(bytes), count: Count::ConnectionAttempt }))
+    }
+
+    /// The host closed a connection.
+    pub fn connection_closed(&mut self, connection: u32) {
+        self.connections.remove(&connection);
     }
 
     fn release_user(&mut self, username: &str) {
@@ -306,6 +390,10 @@ impl Server {
         if signed.method() == method::ALLOCATE {
             return self.allocate(relay, client, from, &signed, who);
         }
+        if signed.method() == method::CONNECTION_BIND {
+            // On a new data connection, which holds no allocation.
+            return self.connection_bind(relay, client, &signed, who);
+        }
         let Some(a) = self.allocations.get(&client).cloned() else {
             return Err(Refusal::Error { code: 437, reason: "no allocation for this 5-tuple", count: Count::Mismatch });
         };
@@ -319,6 +407,12 @@ impl Server {
         match signed.method() {
             method::REFRESH => self.refresh(relay, client, &signed, &a),
             method::CREATE_PERMISSION => self.create_permission(relay, &signed, &a),
+            method::CONNECT => self.connect(relay, client, from, &signed, &a, who),
+            _ if a.tcp => Err(Refusal::Error {
+                code: 400,
+                reason: "no channels on a TCP allocation",
+                count: Count::BadRequest,
+            }),
             _ => self.channel_bind(relay, &signed, &a),
         }
     }
@@ -339,20 +433,26 @@ impl Server {
             }
             return Err(Refusal::Error { code: 437, reason: "allocation exists", count: Count::Mismatch });
         }
-        match m.requested_transport() {
+        let tcp = match m.requested_transport() {
             None => return Err(bad("REQUESTED-TRANSPORT is required")),
             Some(Err(_)) => return Err(bad("malformed REQUESTED-TRANSPORT")),
-            Some(Ok(TRANSPORT_UDP)) => {}
+            Some(Ok(TRANSPORT_UDP)) => false,
+            // RFC 6062 §5.1: a TCP allocation is made over a TCP connection.
+            Some(Ok(TRANSPORT_TCP)) if matches!(client, Client::Stream(_)) => true,
+            Some(Ok(TRANSPORT_TCP)) => return Err(bad("a TCP allocation needs a TCP control connection")),
             Some(Ok(_)) => {
                 return Err(Refusal::Error {
                     code: 442,
-                    reason: "only UDP relaying",
+                    reason: "only UDP and TCP relaying",
                     count: Count::UnsupportedTransport,
                 });
             }
-        }
+        };
         let even = m.even_port().transpose().map_err(|_| bad("malformed EVEN-PORT"))?;
         let token = m.reservation_token().transpose().map_err(|_| bad("malformed RESERVATION-TOKEN"))?;
+        if tcp && (even.is_some() || token.is_some() || m.dont_fragment()) {
+            return Err(bad("EVEN-PORT, RESERVATION-TOKEN and DONT-FRAGMENT are for UDP allocations"));
+        }
         let requested =
             m.requested_address_family().transpose().map_err(|_| bad("malformed REQUESTED-ADDRESS-FAMILY"))?;
         let additional =
@@ -386,6 +486,7 @@ impl Server {
             lifetime_ms: u64::from(lifetime_s) * 1000,
             max_bps: self.cfg.max_bps,
             dont_fragment: m.dont_fragment(),
+            tcp,
         };
         let Grant { relay: id, relayed, reservation } = relay.allocate(&request).map_err(|e| match e {
             RelayError::QuotaReached => {
@@ -409,6 +510,7 @@ impl Server {
                 allocate_tx: *m.transaction_id(),
                 lifetime_s,
                 reservation,
+                tcp,
             },
         );
         self.by_relay.insert(id, client);
@@ -445,9 +547,8 @@ impl Server {
         let requested_lifetime = m.lifetime().and_then(Result::ok);
         if requested_lifetime == Some(0) {
             relay.refresh(a.relay, 0);
-            self.by_relay.remove(&a.relay);
-            self.allocations.remove(&client);
-            self.release_user(&a.username);
+            self.relay_closed(a.relay);
+            let _ = client;
             return Ok((vec![respond::Attr::Lifetime(0)], Count::Freed));
         }
         let lifetime_s = self.cfg.grant_lifetime(requested_lifetime);
@@ -507,6 +608,73 @@ impl Server {
         let lifetime_ms = u64::from(self.cfg.channel_lifetime_s) * 1000;
         relay.bind_channel(a.relay, channel, peer, lifetime_ms).map_err(|e| self.peer_refusal(e, a))?;
         Ok((Vec::new(), Count::ChannelBound))
+    }
+
+    /// RFC 6062 §5.2: the answer waits until the host has connected.
+    fn connect(
+        &mut self,
+        relay: &mut impl Relay,
+        client: Client,
+        from: SocketAddr,
+        m: &Message<'_>,
+        a: &Allocation,
+        who: &Authenticated,
+    ) -> Result<(Vec<respond::Attr>, Count), Refusal> {
+        if !a.tcp {
+            return Err(Refusal::Error { code: 400, reason: "Connect needs a TCP allocation", count: Count::BadRequest });
+        }
+        let peers = Self::peers(m, a)?;
+        let [peer] = peers[..] else {
+            return Err(Refusal::Error { code: 400, reason: "exactly one XOR-PEER-ADDRESS", count: Count::BadRequest });
+        };
+        let id = relay.connect(a.relay, peer).map_err(|e| match e {
+            PeerRefused::Conflict => Refusal::Error {
+                code: 446,
+                reason: "a connection to that peer exists",
+                count: Count::BadRequest,
+            },
+            e => self.peer_refusal(e, a),
+        })?;
+        let pending = PendingConnect { client, tx: *m.transaction_id(), from, who: who.clone() };
+        self.connections.insert(id, Conn { relay: a.relay, pending: Some(pending) });
+        Err(Refusal::Pending(Count::Connecting))
+    }
+
+    /// RFC 6062 §5.4: a new connection from the client joins a connection
+    /// the allocation made or was offered; signed by the allocation's user.
+    fn connection_bind(
+        &mut self,
+        relay: &mut impl Relay,
+        client: Client,
+        m: &Message<'_>,
+        who: &Authenticated,
+    ) -> Result<(Vec<respond::Attr>, Count), Refusal> {
+        let bad = |reason| Refusal::Error { code: 400, reason, count: Count::BadRequest };
+        let Client::Stream(stream) = client else { return Err(bad("ConnectionBind is for TCP connections")) };
+        if self.allocations.contains_key(&client) {
+            return Err(bad("a control connection cannot be a data connection"));
+        }
+        let id = match m.connection_id() {
+            Some(Ok(id)) => id,
+            Some(Err(_)) => return Err(bad("malformed CONNECTION-ID")),
+            None => return Err(bad("CONNECTION-ID is required")),
+        };
+        let Some(conn) = self.connections.get(&id).filter(|c| c.pending.is_none()) else {
+            return Err(bad("no such connection waiting"));
+        };
+        let owner = self.by_relay.get(&conn.relay).and_then(|c| self.allocations.get(c));
+        if owner.is_none_or(|a| a.username != who.username) {
+            return Err(Refusal::Error {
+                code: 441,
+                reason: "not the allocation's user",
+                count: Count::WrongCredentials,
+            });
+        }
+        if !relay.bind_connection(id, stream) {
+            return Err(bad("the connection cannot be bound"));
+        }
+        self.connections.remove(&id);
+        Ok((Vec::new(), Count::ConnectionBound))
     }
 
     fn peer_refusal(&mut self, e: PeerRefused, a: &Allocation) -> Refusal {

@@ -22,6 +22,8 @@ pub enum Attr {
         family: Family,
         code: u16,
     },
+    /// CONNECTION-ID (RFC 6062 §6.2.1).
+    ConnectionId(u32),
 }
 
 /// An Allocate success's attributes.
@@ -52,6 +54,8 @@ fn reason_of(code: u16) -> &'static str {
         441 => "Wrong Credentials",
         442 => "Unsupported Transport Protocol",
         443 => "Peer Address Family Mismatch",
+        446 => "Connection Already Exists",
+        447 => "Connection Timeout or Failure",
         486 => "Allocation Quota Reached",
         508 => "Insufficient Capacity",
         _ => "Error",
@@ -61,6 +65,17 @@ fn reason_of(code: u16) -> &'static str {
 impl Answer {
     pub fn new(m: &Message<'_>, from: SocketAddr) -> Self {
         Self { method: m.method(), tx: *m.transaction_id(), from }
+    }
+
+    /// The answer to a request handled earlier (RFC 6062 Connect).
+    pub fn later(method: u16, tx: [u8; 12], from: SocketAddr) -> Self {
+        Self { method, tx, from }
+    }
+
+    /// An error for a request whose signature held, signed.
+    pub fn error_signed(&self, cfg: &Config, code: u16, reason: &str, count: Count, who: &Authenticated) -> Outcome {
+        let b = Builder::new(Class::Error, self.method, &self.tx).error_code(code, reason_and(code, reason).as_str());
+        Outcome { response: Some(Self::sign(Self::software(b, cfg), who)), count }
     }
 
     fn software(b: Builder, cfg: &Config) -> Builder {
@@ -96,6 +111,7 @@ impl Answer {
                     v.extend_from_slice(reason_of(code).as_bytes());
                     b.attribute(tattr::ADDRESS_ERROR_CODE, &v)
                 }
+                Attr::ConnectionId(id) => b.connection_id(id),
             };
         }
         Outcome { response: Some(Self::sign(Self::software(b, cfg), who)), count }
@@ -111,7 +127,7 @@ impl Answer {
         who: Option<&Authenticated>,
     ) -> Outcome {
         let (b, count) = match refusal {
-            Refusal::Silent(count) => return Outcome { response: None, count },
+            Refusal::Silent(count) | Refusal::Pending(count) => return Outcome { response: None, count },
             Refusal::Error { code, reason, count } => {
                 let b = Builder::new(Class::Error, self.method, &self.tx)
                     .error_code(code, reason_and(code, reason).as_str());
@@ -140,6 +156,31 @@ impl Answer {
         };
         Outcome { response: Some(bytes), count }
     }
+}
+
+/// A transaction id for an indication the server sends (the `n`th, keyed
+/// so ids are not guessable): splitmix64 of both.
+pub fn transaction_id(key: u64, n: u64) -> [u8; 12] {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let a = mix(key ^ n);
+    let b = mix(a ^ key.rotate_left(17));
+    let mut tx = [0u8; 12];
+    tx[..8].copy_from_slice(&a.to_le_bytes());
+    tx[8..].copy_from_slice(&b.to_le_bytes()[..4]);
+    tx
+}
+
+/// A ConnectionAttempt indication (RFC 6062 §5.3): a peer connected.
+pub fn connection_attempt(cfg: &Config, tx: [u8; 12], connection: u32, peer: SocketAddr) -> Vec<u8> {
+    let b = Builder::new(Class::Indication, netserv_stun_wire::turn::method::CONNECTION_ATTEMPT, &tx)
+        .connection_id(connection)
+        .xor_address(tattr::XOR_PEER_ADDRESS, peer);
+    Answer::software(b, cfg).finish_with_fingerprint()
 }
 
 fn reason_and(code: u16, detail: &str) -> String {

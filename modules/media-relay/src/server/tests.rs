@@ -21,6 +21,9 @@ struct Model {
     channels: Vec<(u32, u16, SocketAddr)>,
     quota: Option<usize>,
     static_users: Vec<(String, String)>,
+    /// RFC 6062: connection id -> (relay, peer), and the data streams bound.
+    connects: HashMap<u32, (u32, SocketAddr)>,
+    bound: Vec<(u32, u32)>,
 }
 
 impl Relay for Model {
@@ -56,6 +59,22 @@ impl Relay for Model {
         }
         self.channels.push((relay, channel, peer));
         Ok(())
+    }
+    fn connect(&mut self, relay: u32, peer: SocketAddr) -> Result<u32, PeerRefused> {
+        self.permit(relay, &[peer.ip()], 0)?;
+        if self.connects.values().any(|c| *c == (relay, peer)) {
+            return Err(PeerRefused::Conflict);
+        }
+        let id = 0x100 + u32::try_from(self.connects.len()).unwrap_or(0);
+        self.connects.insert(id, (relay, peer));
+        Ok(id)
+    }
+    fn bind_connection(&mut self, connection: u32, data: u32) -> bool {
+        if !self.connects.contains_key(&connection) || self.bound.iter().any(|(c, _)| *c == connection) {
+            return false;
+        }
+        self.bound.push((connection, data));
+        true
     }
     fn secret(&mut self, name: &str) -> Option<Vec<u8>> {
         if name == "turn-secret" {
@@ -340,7 +359,10 @@ fn allocate_checks_its_attributes() {
     let n = nonce(&mut s, &mut m);
     let mut tcp = Req::new(method::ALLOCATE, &n);
     tcp.extra.push((tattr::REQUESTED_TRANSPORT, vec![6, 0, 0, 0]));
-    assert_eq!(error_code(&send(&mut s, &mut m, &tcp.bytes())), Some(442));
+    assert_eq!(error_code(&send(&mut s, &mut m, &tcp.bytes())), Some(400), "TCP relaying over a UDP client");
+    let mut sctp = Req::new(method::ALLOCATE, &n);
+    sctp.extra.push((tattr::REQUESTED_TRANSPORT, vec![132, 0, 0, 0]));
+    assert_eq!(error_code(&send(&mut s, &mut m, &sctp.bytes())), Some(442));
     let mut both = Req::new(method::ALLOCATE, &n).udp();
     both.extra.push((tattr::EVEN_PORT, vec![0x80]));
     both.extra.push((tattr::RESERVATION_TOKEN, vec![1; 8]));
@@ -433,4 +455,91 @@ fn channel_numbers_of_rfc5766_unless_strict() {
         c.peers.push("198.18.2.20:3480".parse().expect("peer"));
         assert_eq!(send(&mut s, &mut m, &c.bytes()).count, want, "strict_channels = {strict}");
     }
+}
+
+/// RFC 6062: a TCP allocation over a TCP control connection, a Connect
+/// answered once the host has connected, the data connection bound by the
+/// allocation's user only, and a peer's own connection offered.
+#[test]
+fn tcp_allocations_connect_and_bind_connections() {
+    let (mut s, mut m) = (server(), Model::default());
+    let n = nonce(&mut s, &mut m);
+    let from = client().1;
+    let control = Client::Stream(1);
+    let at = |s: &mut Server, m: &mut Model, c: Client, r: &Req| s.handle(m, c, from, &r.bytes(), NOW);
+    let mut alloc = Req::new(method::ALLOCATE, &n);
+    alloc.extra.push((tattr::REQUESTED_TRANSPORT, vec![6, 0, 0, 0]));
+    assert_eq!(at(&mut s, &mut m, control, &alloc).count, Count::Allocated);
+    let mut even = Req::new(method::ALLOCATE, &n);
+    even.extra.push((tattr::REQUESTED_TRANSPORT, vec![6, 0, 0, 0]));
+    even.extra.push((tattr::EVEN_PORT, vec![0]));
+    assert_eq!(error_code(&at(&mut s, &mut m, Client::Stream(5), &even)), Some(400), "EVEN-PORT is for UDP");
+
+    let peer: SocketAddr = "198.18.2.20:3480".parse().expect("peer");
+    let mut chan = Req::new(method::CHANNEL_BIND, &n);
+    chan.extra.push((tattr::CHANNEL_NUMBER, vec![0x40, 0x01, 0, 0]));
+    chan.peers.push(peer);
+    assert_eq!(error_code(&at(&mut s, &mut m, control, &chan)), Some(400), "no channels on a TCP allocation");
+
+    let mut connect = Req::new(method::CONNECT, &n);
+    connect.tx = [0x21; 12];
+    connect.peers.push(peer);
+    let out = at(&mut s, &mut m, control, &connect);
+    assert_eq!((out.count, out.response.is_none()), (Count::Connecting, true), "answered when the host has connected");
+    connect.tx = [0x22; 12];
+    assert_eq!(error_code(&at(&mut s, &mut m, control, &connect)), Some(446));
+    let mut forbidden = Req::new(method::CONNECT, &n);
+    forbidden.peers.push("10.1.1.1:80".parse().expect("peer"));
+    assert_eq!(error_code(&at(&mut s, &mut m, control, &forbidden)), Some(403));
+
+    let (to, out) = s.connect_result(0x100, true).expect("the Connect's answer");
+    assert_eq!((to, out.count), (control, Count::Connected));
+    let raw = out.response.expect("bytes");
+    let msg = Message::parse(&raw).expect("parses");
+    assert_eq!((msg.class(), msg.method(), *msg.transaction_id()), (Class::Success, method::CONNECT, [0x21; 12]));
+    assert_eq!(msg.connection_id(), Some(Ok(0x100)));
+    assert!(msg.verify_integrity(&connect.key()).is_ok());
+
+    // The data connection: by another user, on the control connection, or
+    // for an unknown id, refused; then bound, once.
+    let mut bind = Req::new(method::CONNECTION_BIND, &n);
+    bind.extra.push((tattr::CONNECTION_ID, 0x100u32.to_be_bytes().to_vec()));
+    let mut stranger = Req::new(method::CONNECTION_BIND, &n);
+    stranger.user = format!("{}:phone-0002", NOW.unix_s + 3600);
+    stranger.password = rest_password(SECRET, &stranger.user);
+    stranger.extra = bind.extra.clone();
+    assert_eq!(error_code(&at(&mut s, &mut m, Client::Stream(2), &stranger)), Some(441));
+    assert_eq!(error_code(&at(&mut s, &mut m, control, &bind)), Some(400));
+    let mut unknown = Req::new(method::CONNECTION_BIND, &n);
+    unknown.extra.push((tattr::CONNECTION_ID, 0x999u32.to_be_bytes().to_vec()));
+    assert_eq!(error_code(&at(&mut s, &mut m, Client::Stream(2), &unknown)), Some(400));
+    let out = at(&mut s, &mut m, Client::Stream(2), &bind);
+    assert_eq!(out.count, Count::ConnectionBound, "{out:?}");
+    assert_eq!(m.bound, [(0x100, 2)]);
+    assert_eq!(error_code(&at(&mut s, &mut m, Client::Stream(3), &bind)), Some(400), "bound already");
+
+    // A peer's connection is offered to the allocation's client.
+    let (to, out) = s.connection_attempt(1, 0x200, peer).expect("an indication");
+    assert_eq!((to, out.count), (control, Count::ConnectionAttempt));
+    let raw = out.response.expect("bytes");
+    let msg = Message::parse(&raw).expect("parses");
+    assert_eq!((msg.class(), msg.method()), (Class::Indication, method::CONNECTION_ATTEMPT));
+    assert_eq!(msg.connection_id(), Some(Ok(0x200)));
+    assert_eq!(msg.xor_address(tattr::XOR_PEER_ADDRESS), Some(Ok(peer)));
+
+    // A Connect the peer refuses: 447, signed.
+    let mut other = Req::new(method::CONNECT, &n);
+    other.tx = [0x23; 12];
+    other.peers.push("198.18.2.21:3480".parse().expect("peer"));
+    assert_eq!(at(&mut s, &mut m, control, &other).count, Count::Connecting);
+    let (_, out) = s.connect_result(0x101, false).expect("answer");
+    assert_eq!((error_code(&out), out.count), (Some(447), Count::ConnectFailed));
+    assert!(s.connect_result(0x101, true).is_none(), "answered once");
+
+    // A Connect on a UDP allocation is a 400.
+    let (mut s, mut m) = (server(), Model::default());
+    let (n, _) = allocate(&mut s, &mut m);
+    let mut c = Req::new(method::CONNECT, &n);
+    c.peers.push(peer);
+    assert_eq!(error_code(&send(&mut s, &mut m, &c.bytes())), Some(400));
 }

@@ -1,0 +1,183 @@
+//! TCP relaying (RFC 6062): a TCP allocation's relayed address is a TCP
+//! listener; each connection between it and a peer — one the client asked
+//! for with Connect, or one a permitted peer opened — is joined to a data
+//! connection the client opens with ConnectionBind, and from then on the
+//! bytes flow natively both ways, never through wasm.
+//!
+//! Flow control instead of loss: each direction holds at most `BUFFER`
+//! bytes; a side whose buffer is full is not read until the other side has
+//! taken some, so a slow reader slows the writer down as TCP would.
+
+use super::streams::Stream;
+use crate::relay::engine::RelayId;
+use std::io::{self, Read as _, Write as _};
+use std::net::SocketAddr;
+
+/// A Connect the peer has not answered by then fails (447).
+pub const CONNECT_TIMEOUT_MS: u64 = 30_000;
+/// A connection no data connection has bound by then is closed (RFC 6062 §5.2, §5.3).
+pub const BIND_TIMEOUT_MS: u64 = 30_000;
+/// Connections per allocation, and per module.
+pub const MAX_PER_RELAY: usize = 64;
+pub const MAX_CONNECTIONS: usize = 16_384;
+/// Bytes held per direction.
+pub const BUFFER: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Our connect to the peer is in progress.
+    Connecting,
+    /// Connected; waiting for the client's ConnectionBind.
+    Unbound,
+    /// Joined to this data connection (a stream id).
+    Bound(u32),
+}
+
+pub struct PeerConn {
+    pub relay: RelayId,
+    pub peer: SocketAddr,
+    pub socket: mio::net::TcpStream,
+    pub state: State,
+    /// When Connecting or Unbound ends by itself (the shell's ms).
+    pub deadline_ms: u64,
+    /// Bytes from the client the peer has not taken yet.
+    to_peer: Vec<u8>,
+}
+
+/// What a pump moved: (reads, bytes) each way, and whether a side closed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pumped {
+    pub to_peer: (u64, u64),
+    pub to_client: (u64, u64),
+    pub closed: bool,
+}
+
+impl PeerConn {
+    pub fn new(relay: RelayId, peer: SocketAddr, socket: mio::net::TcpStream, state: State, deadline_ms: u64) -> Self {
+        Self { relay, peer, socket, state, deadline_ms, to_peer: Vec::new() }
+    }
+
+    /// Whether a connect in progress has finished: Some(true) connected,
+    /// Some(false) failed, None still going.
+    pub fn connect_outcome(&self) -> Option<bool> {
+        match self.socket.take_error() {
+            Ok(Some(_)) | Err(_) => return Some(false),
+            Ok(None) => {}
+        }
+        match self.socket.peer_addr() {
+            Ok(_) => Some(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
+            Err(_) => Some(false),
+        }
+    }
+
+    /// Bytes the client sent before its data connection was bound.
+    pub fn queue_to_peer(&mut self, bytes: &[u8]) {
+        let room = BUFFER.saturating_sub(self.to_peer.len());
+        self.to_peer.extend_from_slice(bytes.get(..bytes.len().min(room)).unwrap_or_default());
+    }
+
+    /// Moves what both sides have until neither can take or give more.
+    pub fn pump(&mut self, client: &mut Stream) -> Pumped {
+        let mut p = Pumped::default();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let mut moved = false;
+            // Client -> peer.
+            if flush(&mut self.socket, &mut self.to_peer).is_err() {
+                p.closed = true;
+            }
+            while !p.closed && self.to_peer.len() < BUFFER {
+                let room = (BUFFER - self.to_peer.len()).min(chunk.len());
+                match client.socket.read(chunk.get_mut(..room).unwrap_or_default()) {
+                    Ok(0) => p.closed = true,
+                    Ok(n) => {
+                        self.to_peer.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                        p.to_peer.0 += 1;
+                        p.to_peer.1 += n as u64;
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => p.closed = true,
+                }
+            }
+            if flush(&mut self.socket, &mut self.to_peer).is_err() {
+                p.closed = true;
+            }
+            // Peer -> client.
+            client.flush();
+            while !p.closed && client.pending_out() < BUFFER {
+                let room = (BUFFER - client.pending_out()).min(chunk.len());
+                match self.socket.read(chunk.get_mut(..room).unwrap_or_default()) {
+                    Ok(0) => p.closed = true,
+                    Ok(n) => {
+                        client.write_raw(chunk.get(..n).unwrap_or_default());
+                        p.to_client.0 += 1;
+                        p.to_client.1 += n as u64;
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => p.closed = true,
+                }
+            }
+            client.flush();
+            if p.closed || !moved {
+                return p;
+            }
+        }
+    }
+}
+
+/// Writes out `buf` as far as `socket` takes it; Err when the socket failed.
+fn flush(socket: &mut mio::net::TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
+    while !buf.is_empty() {
+        match socket.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf.drain(..n.min(buf.len()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if buf.capacity() > 64 * 1024 {
+        *buf = Vec::new();
+    }
+    Ok(())
+}
+
+/// A TCP socket on the relayed address, shared (SO_REUSEPORT) by the
+/// allocation's listener and its outgoing connections: RFC 6062 has the
+/// server reach peers *from* the relayed transport address.
+pub fn relay_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// The allocation's listener.
+pub fn listen(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
+    let s = relay_socket(addr)?;
+    s.listen(128)?;
+    Ok(mio::net::TcpListener::from_std(s.into()))
+}
+
+/// Starts a connection from the relayed address `from` to `peer`.
+pub fn connect(from: SocketAddr, peer: SocketAddr) -> io::Result<mio::net::TcpStream> {
+    let s = relay_socket(from)?;
+    let _ = s.set_tcp_nodelay(true);
+    match s.connect(&peer.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(s.into()))
+}
