@@ -132,7 +132,8 @@ fn the_peer_policy_refuses_forbidden_peers_with_403_and_counts_them() {
     std::thread::sleep(Duration::from_millis(200));
 
     // DESIGN.md §4.3's deny-by-default list, as a client names the peer
-    // (turnutils_uclient -e): CreatePermission and ChannelBind are refused.
+    // (turnutils_uclient -e): CreatePermission and ChannelBind are refused,
+    // and below, RFC 6062 Connect.
     let forbidden: [(&str, &str); 8] = [
         ("127.0.0.1", "loopback"),
         ("10.1.2.3", "private"),
@@ -152,8 +153,15 @@ fn the_peer_policy_refuses_forbidden_peers_with_403_and_counts_them() {
             assert!(run.errors.iter().any(|e| e.contains("403")), "{peer} ({rule}) {mode:?}: no 403\n{}", run.output);
         }
     }
-    let expected: Vec<(&str, &str)> =
-        forbidden.iter().flat_map(|(_, rule)| [("create_permission", *rule), ("channel_bind", *rule)]).collect();
+    // The Connect path (RFC 6062) from a TCP allocation, peer by peer.
+    let connects = connect_codes(&tb, &forbidden.iter().map(|(p, _)| format!("{p}:80")).collect::<Vec<_>>());
+    for (peer, rule) in forbidden {
+        assert_eq!(connects.get(&format!("{peer}:80")), Some(&403), "Connect to {peer} ({rule}): {connects:?}");
+    }
+    let expected: Vec<(&str, &str)> = forbidden
+        .iter()
+        .flat_map(|(_, rule)| [("create_permission", *rule), ("channel_bind", *rule), ("connect", *rule)])
+        .collect();
     let counted = |m: &Value| {
         let refused = m["relay"]["refused"].as_array().cloned().unwrap_or_default();
         expected
@@ -197,6 +205,30 @@ fn the_peer_policy_refuses_forbidden_peers_with_403_and_counts_them() {
     assert!(run.sent > 0 && run.received == run.sent, "allowed by peer_allow:\n{}", run.output);
     let run = relay::uclient(&tb, &["-n", "3", "-u", USER, "-w", PASSWORD], EDGE_CORE_IP).expect("turnutils_uclient");
     assert!(run.errors.iter().any(|e| e.contains("403")), "the node itself stays closed:\n{}", run.output);
+    // So on the Connect path: the allowed peer is tried (it has no TCP
+    // listener, so 447), the node itself refused.
+    let connects = connect_codes(&tb, &["10.9.9.9:3480".into(), format!("{EDGE_CORE_IP}:3480")]);
+    assert_eq!(connects.get("10.9.9.9:3480"), Some(&447), "{connects:?}");
+    assert_eq!(connects.get(&format!("{EDGE_CORE_IP}:3480")), Some(&403), "{connects:?}");
+}
+
+/// RFC 6062 Connects to `peers` from one TCP allocation (netserv-turn-connect
+/// in `ua`): the answer code per peer.
+fn connect_codes(tb: &Testbed, peers: &[String]) -> std::collections::HashMap<String, u16> {
+    let server = format!("{EDGE_UA_IP}:{}", relay::RELAY_PORT);
+    let out = netserv_tests::netns::cmd(&tb.ua, netserv_tests::paths::bin("netserv-turn-connect"))
+        .args([server.as_str(), REST_SECRET, "phone-0001"])
+        .args(peers)
+        .output()
+        .expect("netserv-turn-connect");
+    assert!(out.status.success(), "netserv-turn-connect: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (p, c) = l.split_once(' ')?;
+            Some((p.to_owned(), c.parse().ok()?))
+        })
+        .collect()
 }
 
 #[test]
