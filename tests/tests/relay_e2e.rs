@@ -264,6 +264,62 @@ fn malformed_turn_input_is_answered_or_dropped_and_the_relay_keeps_serving() {
     assert_eq!(m["state"], "active");
 }
 
+/// Isolation: a flood of requests costs the tenant's guest at most its CPU
+/// share (`server_cpu_percent`, here 1 %): past it, requests are dropped and
+/// counted until the window ends, while the media of allocations already
+/// made keeps flowing natively, every packet of it.
+#[test]
+fn a_request_flood_past_the_cpu_share_is_throttled_and_media_keeps_flowing() {
+    if !netserv_tests::e2e_ready("a_request_flood_past_the_cpu_share_is_throttled_and_media_keeps_flowing") {
+        return;
+    }
+    let tb = Testbed::new("turncpu").expect("testbed (run as root)");
+    let app = Appliance::start(&tb, &relay::relay_config("limits = { server_cpu_percent = 1 }")).expect("appliance");
+    relay::set_secrets(&app).expect("secrets");
+    if let Err(e) = app.install(&relay::relay_install()) {
+        panic!("install the relay: {e}\n{}", app.log());
+    }
+    let _peer = relay::peer(&tb).expect("turnutils_peer");
+    std::thread::sleep(Duration::from_millis(200));
+    // Binding requests (each one a guest call), ~40,000 a second for 1.5 s,
+    // starting once the client below has its allocation and channel.
+    let ua = tb.ua.clone();
+    let flood = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        netserv_tests::netns::cmd(&ua, "python3")
+            .args([
+                "-c",
+                "import os,socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                 end=time.time()+1.5\n\
+                 while time.time()<end:\n  for i in range(200):\n    s.sendto(b'\\x00\\x01\\x00\\x00\\x21\\x12\\xa4\\x42'+os.urandom(12), ('198.18.1.1', 3478))\n  time.sleep(0.005)\n",
+            ])
+            .output()
+            .expect("python3")
+    });
+    let run = relay::uclient(&tb, &["-n", "150", "-l", "160", "-z", "20", "-u", USER, "-w", PASSWORD], CORE_IP)
+        .expect("uclient");
+    let out = flood.join().expect("flood");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(run.sent > 0 && run.received == run.sent, "media kept flowing through the flood:\n{}", run.output);
+    let m = relay_stats(&app);
+    let throttled = m["relay"]["throttled_requests"].as_u64().unwrap_or(0);
+    eprintln!(
+        "throttled {throttled} requests in {} windows; {} guest calls",
+        m["relay"]["throttled_windows"], m["relay"]["guest_calls"]
+    );
+    assert!(throttled > 1000, "the flood went past 1 % of a CPU: {m}");
+    assert!(m["relay"]["throttled_windows"].as_u64() > Some(0), "{m}");
+    assert_eq!(m["counters"]["faults"], 0, "{m}");
+    let metrics = app.metrics().expect("metrics");
+    assert!(
+        metrics.contains("netserv_relay_throttled_requests_total{tenant=\"itsp-a\",module=\"relay\"}"),
+        "{metrics}"
+    );
+    // Once it ends, requests are served again.
+    let run = relay::uclient(&tb, &["-n", "5", "-u", USER, "-w", PASSWORD], CORE_IP).expect("uclient");
+    assert!(run.sent > 0 && run.received == run.sent, "{}", run.output);
+}
+
 /// The plugin's part: a phone REGISTERs through Kamailio; the plugin
 /// deploys the relay on the edge towards it by itself (on-path SETUP), and
 /// `GET /turn` hands out credentials naming that relay, with which coturn's
@@ -382,7 +438,8 @@ fn two_baresip_phones_behind_nat_call_through_the_edge_relay() {
     assert_eq!(m["kind"], "server", "{m}");
     let creds = |user: &str| -> Value {
         wait_for(&format!("{user}'s credentials naming the edge relay"), Duration::from_secs(15), || {
-            let v: Value = serde_json::from_str(&plugin::get(&tb, &format!("/turn?service=turn&username={user}"))).ok()?;
+            let v: Value =
+                serde_json::from_str(&plugin::get(&tb, &format!("/turn?service=turn&username={user}"))).ok()?;
             (v["edge"] == true).then_some(v)
         })
     };

@@ -159,6 +159,13 @@ fn relays(x: &mut Exposition, modules: &[crate::controller::ModuleInfo]) {
             f.sample(&[("tenant", &m.tenant), ("module", &m.name), ("reason", why)], v);
         }
     }
+    let mut f = x.counter(
+        "netserv_relay_throttled_requests",
+        "Client requests a server module's thread dropped while its guest was over its CPU share.",
+    );
+    for (m, r) in &relays {
+        f.sample(&[("tenant", &m.tenant), ("module", &m.name)], r.throttled_requests);
+    }
     let mut f = x.counter("netserv_relay_peers_refused", "Peers the host's peer policy refused, by path and rule.");
     for (m, r) in &relays {
         for p in &r.refused {

@@ -32,6 +32,10 @@ pub struct Limits {
     /// client's request, with its cryptography, on the module's own
     /// thread: no other tenant waits for it).
     pub server_deadline_ms: u64,
+    /// Share of one CPU a server module's guest calls may take per 100 ms
+    /// window; past it, the requests of its clients are dropped (counted)
+    /// until the window ends — its relayed media keeps flowing, natively.
+    pub server_cpu_percent: u32,
     /// Relay allocations a server module may hold at once (its relay
     /// ports bound it too).
     pub relay_allocations_max: u32,
@@ -51,6 +55,7 @@ impl Default for Limits {
             state_max_bytes: 1 << 20,
             max_ttl_secs: 7 * 24 * 3600,
             server_deadline_ms: 50,
+            server_cpu_percent: 50,
             relay_allocations_max: 16_384,
             relay_bps_max: 0,
         }
@@ -79,6 +84,9 @@ impl Limits {
         }
         if self.server_deadline_ms == 0 || self.server_deadline_ms > 10_000 {
             return Err(invalid(format!("{at}.server_deadline_ms"), "must be 1..=10000"));
+        }
+        if self.server_cpu_percent == 0 || self.server_cpu_percent > 100 {
+            return Err(invalid(format!("{at}.server_cpu_percent"), "must be 1..=100"));
         }
         if self.relay_allocations_max > 1 << 20 {
             return Err(invalid(format!("{at}.relay_allocations_max"), "must be at most 1048576"));

@@ -106,6 +106,7 @@ impl Controller {
             host,
             properties: req.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             deadline: Duration::from_millis(tenant.limits.server_deadline_ms),
+            cpu_percent: tenant.limits.server_cpu_percent,
             address,
             listen: req.listen.clone(),
             // No relay ports configured: the module runs, but allocates nothing.
@@ -257,6 +258,8 @@ fn server_info(r: &ServerRecord) -> ModuleInfo {
             refused,
             guest_calls: stats.guest_calls.load(Relaxed),
             guest_ns: stats.guest_ns.load(Relaxed),
+            throttled_windows: stats.throttled_windows.load(Relaxed),
+            throttled_requests: stats.throttled_requests.load(Relaxed),
         }),
         module_counters: r.counters.snapshot().into_iter().collect(),
     }

@@ -90,6 +90,10 @@ pub struct RelayInfo {
     /// Messages the guest handled, and its calls' time (ns).
     pub guest_calls: u64,
     pub guest_ns: u64,
+    /// 100 ms windows in which its guest used up its CPU share
+    /// (`server_cpu_percent`), and the client requests dropped for it.
+    pub throttled_windows: u64,
+    pub throttled_requests: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

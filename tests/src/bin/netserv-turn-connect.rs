@@ -73,7 +73,8 @@ fn main() -> anyhow::Result<()> {
     for (i, p) in peers.iter().enumerate() {
         let peer: SocketAddr = p.parse().with_context(|| format!("PEER {p}: ip:port"))?;
         let n = u8::try_from(i % 200).unwrap_or(0) + 3;
-        let req = signed(Builder::new(Class::Request, method::CONNECT, &tx(n)).xor_address(tattr::XOR_PEER_ADDRESS, peer));
+        let req =
+            signed(Builder::new(Class::Request, method::CONNECT, &tx(n)).xor_address(tattr::XOR_PEER_ADDRESS, peer));
         println!("{p} {}", code(&exchange(&mut s, &req)?));
     }
     Ok(())

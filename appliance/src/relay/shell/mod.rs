@@ -24,19 +24,22 @@ pub use stats::{ServerStats, StatsSnapshot};
 use super::engine::{Engine, FromClient, Limits, RelayId};
 use super::peer_policy::PeerPolicy;
 use super::ports::PortPool;
+use crate::dataplane::guard::{Admit, Guard, GuardPolicy};
 use crate::runtime::server_world::{ServerData, ServerInstance, ServerModulePre, server};
 use crate::runtime::{HostSpec, Transport};
 use crate::secrets::TenantSecrets;
 use batch::{Rx, Tx};
 use convert::{wit_addr, wit_client, wit_usage};
-use ctx::{CONN_TOKEN_BASE, Listener, ListenerSocket, RELAY_TOKEN_BASE, STREAM_TOKEN_BASE, TCP_RELAY_TOKEN_BASE, WAKER};
-use tcp_relay::State as ConnState;
+use ctx::{
+    CONN_TOKEN_BASE, Listener, ListenerSocket, RELAY_TOKEN_BASE, STREAM_TOKEN_BASE, TCP_RELAY_TOKEN_BASE, WAKER,
+};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tcp_relay::State as ConnState;
 
 /// A listener the install asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -54,6 +57,8 @@ pub struct ServerSpec {
     pub host: HostSpec,
     pub properties: Vec<(String, String)>,
     pub deadline: Duration,
+    /// Share of one CPU its guest calls may take per `CPU_WINDOW`.
+    pub cpu_percent: u32,
     pub address: IpAddr,
     pub listen: Vec<Listen>,
     /// The tenant's relay ports (None: it allocates nothing).
@@ -163,6 +168,20 @@ struct Shell {
     out: Vec<u8>,
     /// When the stats snapshot was last taken (the shell's ms).
     last_snapshot: Option<u64>,
+    /// The guest's CPU share: the packet path's guard, used for its budget
+    /// only (faults are counted above; being over budget never quarantines
+    /// a server module — a flood of requests from its clients would).
+    cpu: Guard,
+}
+
+/// The window a server module's guest CPU share is counted in.
+const CPU_WINDOW: Duration = Duration::from_millis(100);
+
+/// The CPU this thread has used (its own clock: time it waited for a CPU is
+/// not charged to the guest).
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
 }
 
 /// Linear memory an idle relay's guest may keep (more was grown by load).
@@ -246,9 +265,14 @@ impl Shell {
         let Some(inst) = self.instance.as_mut() else { return };
         inst.store.data_mut().ctx.now_ms = now;
         let t = Instant::now();
+        let cpu = thread_cpu();
         let result = f(inst);
         self.stats.guest_calls.fetch_add(1, Relaxed);
         self.stats.guest_ns.fetch_add(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        if self.cpu.charge(thread_cpu().saturating_sub(cpu), 0.0) {
+            self.stats.throttled_windows.fetch_add(1, Relaxed);
+            tracing::debug!(module = %self.spec.id, "server module over its CPU share: its clients' requests wait for the next window");
+        }
         let (mut bound, mut failed) = (Vec::new(), Vec::new());
         if let Some(inst) = self.instance.as_mut() {
             let ctx = &mut inst.store.data_mut().ctx;
@@ -345,6 +369,18 @@ impl Shell {
         }
     }
 
+    /// Whether a client's request may enter the guest now (false: over its
+    /// CPU share in this window; dropped and counted — the client retransmits).
+    fn admit_request(&mut self) -> bool {
+        match self.cpu.admit(Instant::now()) {
+            Admit::Run => true,
+            Admit::Throttled | Admit::Quarantine => {
+                self.stats.throttled_requests.fetch_add(1, Relaxed);
+                false
+            }
+        }
+    }
+
     /// Everything waiting on listener `i`.
     fn drain_listener(&mut self, i: usize) {
         let mut errors = 0;
@@ -371,6 +407,9 @@ impl Shell {
                     FromClient::ToGuest => {
                         self.tx.flush_peers(&ctx.relays);
                         let msg = data.to_vec();
+                        if !self.admit_request() {
+                            continue;
+                        }
                         self.stats.to_guest.fetch_add(1, Relaxed);
                         self.call_for(Some(client), |inst| inst.on_message(wit_client(client), wit_addr(from), &msg));
                     }
@@ -490,6 +529,9 @@ impl Shell {
                 }
                 FromClient::Dropped => {}
                 FromClient::ToGuest => {
+                    if !self.admit_request() {
+                        continue;
+                    }
                     self.stats.to_guest.fetch_add(1, Relaxed);
                     self.call_for(Some(client), |inst| {
                         inst.on_message(wit_client(client), wit_addr(peer_of_stream), &frame)
@@ -529,10 +571,14 @@ impl Shell {
             let usage = wit_usage(&a.usage);
             self.call(|inst| inst.on_relay_closed(id, usage));
         }
-        let due: Vec<u32> = self
-            .ctx()
-            .map(|c| c.timers.iter().filter(|(_, at)| **at <= now).map(|(id, _)| *id).collect())
-            .unwrap_or_default();
+        // Over its CPU share, the guest's timers wait for the next window too.
+        let due: Vec<u32> = match self.cpu.admit(Instant::now()) {
+            Admit::Run => self
+                .ctx()
+                .map(|c| c.timers.iter().filter(|(_, at)| **at <= now).map(|(id, _)| *id).collect())
+                .unwrap_or_default(),
+            Admit::Throttled | Admit::Quarantine => Vec::new(),
+        };
         for id in due {
             if let Some(c) = self.ctx() {
                 c.timers.remove(&id);
@@ -663,6 +709,7 @@ fn run(
         spec.secrets.clone(),
         random_key(),
     );
+    let cpu_percent = spec.cpu_percent;
     let mut shell = Shell {
         spec,
         instance: None,
@@ -674,6 +721,15 @@ fn run(
         tx: Tx::new(),
         out: Vec::with_capacity(2048),
         last_snapshot: None,
+        cpu: Guard::new(GuardPolicy {
+            window: CPU_WINDOW,
+            cpu_budget: CPU_WINDOW * cpu_percent.clamp(1, 100) / 100,
+            throttle_quarantine_windows: u32::MAX,
+            // Unused: the shell counts faults itself (`fault`).
+            fault_window: Duration::ZERO,
+            fault_quarantine: 1,
+            backoff: Duration::ZERO,
+        }),
     };
     match shell.instantiate(ctx) {
         Ok(i) => shell.instance = Some(i),

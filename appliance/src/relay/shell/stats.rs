@@ -15,6 +15,9 @@ pub struct ServerStats {
     /// Time in guest calls, ns.
     pub guest_ns: AtomicU64,
     pub faults: AtomicU64,
+    /// Windows over the CPU share, and client requests dropped while over it.
+    pub throttled_windows: AtomicU64,
+    pub throttled_requests: AtomicU64,
     pub last_fault: Mutex<Option<String>>,
     pub quarantined: Mutex<Option<String>>,
     pub snapshot: Mutex<StatsSnapshot>,

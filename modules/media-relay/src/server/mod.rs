@@ -408,11 +408,9 @@ impl Server {
             method::REFRESH => self.refresh(relay, client, &signed, &a),
             method::CREATE_PERMISSION => self.create_permission(relay, &signed, &a),
             method::CONNECT => self.connect(relay, client, from, &signed, &a, who),
-            _ if a.tcp => Err(Refusal::Error {
-                code: 400,
-                reason: "no channels on a TCP allocation",
-                count: Count::BadRequest,
-            }),
+            _ if a.tcp => {
+                Err(Refusal::Error { code: 400, reason: "no channels on a TCP allocation", count: Count::BadRequest })
+            }
             _ => self.channel_bind(relay, &signed, &a),
         }
     }
@@ -621,18 +619,20 @@ impl Server {
         who: &Authenticated,
     ) -> Result<(Vec<respond::Attr>, Count), Refusal> {
         if !a.tcp {
-            return Err(Refusal::Error { code: 400, reason: "Connect needs a TCP allocation", count: Count::BadRequest });
+            return Err(Refusal::Error {
+                code: 400,
+                reason: "Connect needs a TCP allocation",
+                count: Count::BadRequest,
+            });
         }
         let peers = Self::peers(m, a)?;
         let [peer] = peers[..] else {
             return Err(Refusal::Error { code: 400, reason: "exactly one XOR-PEER-ADDRESS", count: Count::BadRequest });
         };
         let id = relay.connect(a.relay, peer).map_err(|e| match e {
-            PeerRefused::Conflict => Refusal::Error {
-                code: 446,
-                reason: "a connection to that peer exists",
-                count: Count::BadRequest,
-            },
+            PeerRefused::Conflict => {
+                Refusal::Error { code: 446, reason: "a connection to that peer exists", count: Count::BadRequest }
+            }
             e => self.peer_refusal(e, a),
         })?;
         let pending = PendingConnect { client, tx: *m.transaction_id(), from, who: who.clone() };
