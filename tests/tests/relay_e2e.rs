@@ -10,6 +10,19 @@ use netserv_tests::{Appliance, Testbed, wait_for};
 use serde_json::Value;
 use std::time::Duration;
 
+/// A testbed whose edge serves the relay (`extra`: more of tenant itsp-a's
+/// config), its secrets set. (Bound in this order, the appliance goes
+/// before its namespaces.)
+fn relay_node(tag: &str, extra: &str) -> (Testbed, Appliance) {
+    let tb = Testbed::new(tag).expect("testbed (run as root)");
+    let app = Appliance::start(&tb, &relay::relay_config(extra)).expect("appliance starts");
+    relay::set_secrets(&app).expect("secrets");
+    if let Err(e) = app.install(&relay::relay_install()) {
+        panic!("install the relay: {e}\n{}", app.log());
+    }
+    (tb, app)
+}
+
 fn relay_stats(app: &Appliance) -> Value {
     app.module("itsp-a", "relay").expect("the relay module")
 }
@@ -101,10 +114,7 @@ fn coturn_clients_relay_over_tcp_allocations() {
     if !netserv_tests::e2e_ready("coturn_clients_relay_over_tcp_allocations") {
         return;
     }
-    let tb = Testbed::new("turntcp").expect("testbed (run as root)");
-    let app = Appliance::start(&tb, &relay::relay_config("")).expect("appliance starts");
-    relay::set_secrets(&app).expect("secrets");
-    app.install(&relay::relay_install()).expect("install the relay");
+    let (tb, app) = relay_node("turntcp", "");
     std::thread::sleep(Duration::from_millis(200));
     let run = relay::uclient(&tb, &["-T", "-n", "30", "-l", "160", "-z", "5", "-u", USER, "-w", PASSWORD], CORE_IP)
         .expect("turnutils_uclient");
@@ -125,10 +135,7 @@ fn the_peer_policy_refuses_forbidden_peers_with_403_and_counts_them() {
     if !netserv_tests::e2e_ready("the_peer_policy_refuses_forbidden_peers_with_403_and_counts_them") {
         return;
     }
-    let tb = Testbed::new("turnpol").expect("testbed (run as root)");
-    let app = Appliance::start(&tb, &relay::relay_config("")).expect("appliance starts");
-    relay::set_secrets(&app).expect("secrets");
-    app.install(&relay::relay_install()).expect("install the relay");
+    let (tb, app) = relay_node("turnpol", "");
     std::thread::sleep(Duration::from_millis(200));
 
     // DESIGN.md §4.3's deny-by-default list, as a client names the peer
@@ -236,10 +243,7 @@ fn malformed_turn_input_is_answered_or_dropped_and_the_relay_keeps_serving() {
     if !netserv_tests::e2e_ready("malformed_turn_input_is_answered_or_dropped_and_the_relay_keeps_serving") {
         return;
     }
-    let tb = Testbed::new("turnbad").expect("testbed (run as root)");
-    let app = Appliance::start(&tb, &relay::relay_config("")).expect("appliance starts");
-    relay::set_secrets(&app).expect("secrets");
-    app.install(&relay::relay_install()).expect("install the relay");
+    let (tb, app) = relay_node("turnbad", "");
     let _peer = relay::peer(&tb).expect("turnutils_peer");
     // coturn's negative protocol tests (-R: broken requests) and
     // negative tests (-N).
@@ -273,12 +277,7 @@ fn a_request_flood_past_the_cpu_share_is_throttled_and_media_keeps_flowing() {
     if !netserv_tests::e2e_ready("a_request_flood_past_the_cpu_share_is_throttled_and_media_keeps_flowing") {
         return;
     }
-    let tb = Testbed::new("turncpu").expect("testbed (run as root)");
-    let app = Appliance::start(&tb, &relay::relay_config("limits = { server_cpu_percent = 1 }")).expect("appliance");
-    relay::set_secrets(&app).expect("secrets");
-    if let Err(e) = app.install(&relay::relay_install()) {
-        panic!("install the relay: {e}\n{}", app.log());
-    }
+    let (tb, app) = relay_node("turncpu", "limits = { server_cpu_percent = 1 }");
     let _peer = relay::peer(&tb).expect("turnutils_peer");
     std::thread::sleep(Duration::from_millis(200));
     // Binding requests (each one a guest call), ~40,000 a second for 1.5 s,

@@ -348,15 +348,7 @@ impl Ctx {
             match self.bind(p, r.dont_fragment) {
                 Ok(mut socket) => {
                     let relayed = SocketAddr::new(self.address, p);
-                    let id = self
-                        .engine
-                        .insert(client, relayed, r.lifetime_ms, r.max_bps, r.dont_fragment, self.now_ms)
-                        .map_err(|_| E::QuotaReached)?;
-                    if self.registry.register(&mut socket, relay_token(id), mio::Interest::READABLE).is_err() {
-                        self.engine.remove(id);
-                        self.ports.give_back(p);
-                        return Err(E::NoPort);
-                    }
+                    let id = self.insert_relay(client, relayed, r, r.dont_fragment, &mut socket, relay_token)?;
                     self.relays.insert(id, socket);
                     return Ok(server::RelayGrant { id, relayed: wit_addr(relayed), reservation });
                 }
@@ -374,6 +366,29 @@ impl Ctx {
 }
 
 impl Ctx {
+    /// The engine's allocation for a socket just bound on `relayed`, and the
+    /// socket on the loop under `token(id)`; undone (port back) on failure.
+    fn insert_relay(
+        &mut self,
+        client: Client,
+        relayed: SocketAddr,
+        r: &server::RelayRequest,
+        dont_fragment: bool,
+        socket: &mut impl mio::event::Source,
+        token: fn(RelayId) -> mio::Token,
+    ) -> Result<RelayId, server::RelayError> {
+        let id = self
+            .engine
+            .insert(client, relayed, r.lifetime_ms, r.max_bps, dont_fragment, self.now_ms)
+            .map_err(|_| server::RelayError::QuotaReached)?;
+        if self.registry.register(socket, token(id), mio::Interest::READABLE).is_err() {
+            self.engine.remove(id);
+            self.ports.give_back(relayed.port());
+            return Err(server::RelayError::NoPort);
+        }
+        Ok(id)
+    }
+
     /// A TCP allocation: a listener on the relayed address (RFC 6062 §5.1).
     fn allocate_tcp(
         &mut self,
@@ -390,15 +405,7 @@ impl Ctx {
             let relayed = SocketAddr::new(self.address, p);
             match tcp_relay::listen(relayed) {
                 Ok(mut l) => {
-                    let id = self
-                        .engine
-                        .insert(client, relayed, r.lifetime_ms, r.max_bps, false, self.now_ms)
-                        .map_err(|_| E::QuotaReached)?;
-                    if self.registry.register(&mut l, tcp_relay_token(id), mio::Interest::READABLE).is_err() {
-                        self.engine.remove(id);
-                        self.ports.give_back(p);
-                        return Err(E::NoPort);
-                    }
+                    let id = self.insert_relay(client, relayed, r, false, &mut l, tcp_relay_token)?;
                     self.tcp_relays.insert(id, l);
                     return Ok(server::RelayGrant { id, relayed: wit_addr(relayed), reservation: None });
                 }

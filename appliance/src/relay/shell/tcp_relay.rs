@@ -82,52 +82,82 @@ impl PeerConn {
         let mut p = Pumped::default();
         let mut chunk = [0u8; 16 * 1024];
         loop {
-            let mut moved = false;
             // Client -> peer.
-            if flush(&mut self.socket, &mut self.to_peer).is_err() {
-                p.closed = true;
-            }
-            while !p.closed && self.to_peer.len() < BUFFER {
-                let room = (BUFFER - self.to_peer.len()).min(chunk.len());
-                match client.socket.read(chunk.get_mut(..room).unwrap_or_default()) {
-                    Ok(0) => p.closed = true,
-                    Ok(n) => {
-                        self.to_peer.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                        p.to_peer.0 += 1;
-                        p.to_peer.1 += n as u64;
-                        moved = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => p.closed = true,
-                }
-            }
-            if flush(&mut self.socket, &mut self.to_peer).is_err() {
-                p.closed = true;
-            }
+            p.closed |= flush(&mut self.socket, &mut self.to_peer).is_err();
+            let up = read_while_room(&mut client.socket, &mut chunk, &mut self.to_peer);
+            p.closed |= flush(&mut self.socket, &mut self.to_peer).is_err();
             // Peer -> client.
             client.flush();
-            while !p.closed && client.pending_out() < BUFFER {
-                let room = (BUFFER - client.pending_out()).min(chunk.len());
-                match self.socket.read(chunk.get_mut(..room).unwrap_or_default()) {
-                    Ok(0) => p.closed = true,
-                    Ok(n) => {
-                        client.write_raw(chunk.get(..n).unwrap_or_default());
-                        p.to_client.0 += 1;
-                        p.to_client.1 += n as u64;
-                        moved = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => p.closed = true,
-                }
-            }
+            let down = read_while_room(&mut self.socket, &mut chunk, client);
             client.flush();
-            if p.closed || !moved {
+            for (total, got) in [(&mut p.to_peer, &up), (&mut p.to_client, &down)] {
+                total.0 += got.reads;
+                total.1 += got.bytes;
+            }
+            p.closed |= up.closed || down.closed;
+            if p.closed || up.reads + down.reads == 0 {
                 return p;
             }
         }
     }
+}
+
+/// What one direction's reads moved.
+struct Read {
+    reads: u64,
+    bytes: u64,
+    closed: bool,
+}
+
+/// Where one direction's bytes wait to be written.
+trait Sink {
+    fn held(&self) -> usize;
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn held(&self) -> usize {
+        self.len()
+    }
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for Stream {
+    fn held(&self) -> usize {
+        self.pending_out()
+    }
+    fn put(&mut self, bytes: &[u8]) {
+        self.write_raw(bytes);
+    }
+}
+
+/// Reads `from` into `sink` while it holds less than `BUFFER`, until the
+/// socket has nothing more.
+fn read_while_room(from: &mut mio::net::TcpStream, chunk: &mut [u8], sink: &mut impl Sink) -> Read {
+    let mut r = Read { reads: 0, bytes: 0, closed: false };
+    while sink.held() < BUFFER {
+        let room = (BUFFER - sink.held()).min(chunk.len());
+        match from.read(chunk.get_mut(..room).unwrap_or_default()) {
+            Ok(0) => {
+                r.closed = true;
+                return r;
+            }
+            Ok(n) => {
+                sink.put(chunk.get(..n).unwrap_or_default());
+                r.reads += 1;
+                r.bytes += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return r,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                r.closed = true;
+                return r;
+            }
+        }
+    }
+    r
 }
 
 /// Writes out `buf` as far as `socket` takes it; Err when the socket failed.
