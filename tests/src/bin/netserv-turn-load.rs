@@ -55,28 +55,43 @@ fn flow(args: &[String], server: SocketAddr, local: &str, secret: &[u8]) -> anyh
     }
     let base = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let receivers: Vec<_> = cs
-        .iter()
-        .map(|c| {
-            let sock = c.socket.try_clone().expect("clone socket");
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 2048];
-                let mut rtts: Vec<u32> = Vec::new();
-                while !stop.load(Relaxed) {
-                    let Ok((n, _)) = sock.recv_from(&mut buf) else { continue };
-                    // ChannelData: 4-byte header, then our 16 bytes (seq, sent at).
-                    if n < 20 || buf[0] & 0xC0 != 0x40 {
-                        continue;
-                    }
-                    let sent = u64::from_be_bytes(buf[12..20].try_into().unwrap_or([0; 8]));
-                    let now = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                    rtts.push(u32::try_from(now.saturating_sub(sent) / 1000).unwrap_or(u32::MAX));
+    // One receiver for all the clients' sockets: it sleeps in `poll` and
+    // drains what waits, so under load a wake-up serves many datagrams (the
+    // clients, the receiver and the echo share one CPU: the tester must not
+    // be what gives out first).
+    let socks: Vec<std::net::UdpSocket> =
+        cs.iter().map(|c| c.socket.try_clone()).collect::<Result<_, _>>().map_err(anyhow::Error::from)?;
+    for s in &socks {
+        s.set_nonblocking(true)?;
+    }
+    let receiver = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use rustix::event::{PollFd, PollFlags, Timespec, poll};
+            let mut buf = [0u8; 2048];
+            let mut rtts: Vec<u32> = Vec::new();
+            let wait = Timespec { tv_sec: 0, tv_nsec: 20_000_000 };
+            while !stop.load(Relaxed) {
+                let mut fds: Vec<PollFd<'_>> = socks.iter().map(|s| PollFd::new(s, PollFlags::IN)).collect();
+                if poll(&mut fds, Some(&wait)).unwrap_or(0) == 0 {
+                    continue;
                 }
-                rtts
-            })
+                let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+                for (sock, _) in socks.iter().zip(ready).filter(|(_, r)| *r) {
+                    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                        // ChannelData: 4-byte header, then our 16 bytes (seq, sent at).
+                        if n < 20 || buf[0] & 0xC0 != 0x40 {
+                            continue;
+                        }
+                        let sent = u64::from_be_bytes(buf[12..20].try_into().unwrap_or([0; 8]));
+                        let now = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        rtts.push(u32::try_from(now.saturating_sub(sent) / 1000).unwrap_or(u32::MAX));
+                    }
+                }
+            }
+            rtts
         })
-        .collect();
+    };
     let total = (pps * duration.as_secs_f64()) as u64;
     let interval_ns = 1e9 / pps;
     let mut frame = vec![0u8; 4 + size];
@@ -105,10 +120,12 @@ fn flow(args: &[String], server: SocketAddr, local: &str, secret: &[u8]) -> anyh
     let send_secs = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Relaxed);
-    let mut rtts: Vec<u32> = receivers.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
+    let mut rtts: Vec<u32> = receiver.join().unwrap_or_default();
     rtts.sort_unstable();
     let received = rtts.len() as u64;
     for c in &mut cs {
+        // Back to blocking reads (the receiver shared the socket) for the answer.
+        let _ = c.socket.set_nonblocking(false);
         let _ = c.refresh(0);
     }
     println!(
