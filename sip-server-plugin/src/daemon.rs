@@ -410,9 +410,9 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                     Ok(h) => match classify(&h, &keepalives) {
                         Observation::KeepAlive { phone } => policy.on_keepalive(now_ms(), phone.ip()),
                         Observation::Register { phone, expires, user } => {
-                            policy.on_register(now_ms(), phone.ip(), expires);
+                            policy.on_register(now_ms(), phone.ip(), expires, user.as_deref());
                             if let Some(rp) = relay_policy.as_mut() {
-                                rp.on_register(now_ms(), phone.ip(), expires);
+                                rp.on_register(now_ms(), phone.ip(), expires, user.as_deref());
                                 if let Some(u) = &user {
                                     rp.on_user(u, phone.ip());
                                 }

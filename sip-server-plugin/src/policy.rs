@@ -46,6 +46,11 @@ pub struct Phone {
     pub keepalives_at_server: u64,
     pub last_keepalive_ms: u64,
     pub registered_until_ms: u64,
+    /// Users registered from this address and until when: phones behind one
+    /// NAT share it, and one of them unregistering leaves the others'
+    /// registrations standing (`registered_until_ms` is the latest).
+    #[serde(default)]
+    pub registrations: BTreeMap<String, u64>,
     /// The appliance (node id) serving it.
     pub appliance: Option<String>,
     #[serde(skip)]
@@ -216,10 +221,36 @@ impl Policy {
         }
     }
 
-    pub fn on_register(&mut self, now: u64, phone: IpAddr, expires_secs: u32) {
+    /// A REGISTER from `phone` (of address-of-record `user`, when known)
+    /// asking for `expires_secs`; 0 unregisters that user.
+    pub fn on_register(&mut self, now: u64, phone: IpAddr, expires_secs: u32, user: Option<&str>) {
+        /// Users tracked per address (a large CGNAT): past it, the one
+        /// whose registration ends first is forgotten.
+        const MAX_USERS_PER_ADDRESS: usize = 4096;
         self.registry.counters.registers_seen += 1;
         let p = self.registry.phones.entry(phone).or_default();
-        p.registered_until_ms = now + u64::from(expires_secs) * 1000;
+        let until = now + u64::from(expires_secs) * 1000;
+        let Some(user) = user else {
+            p.registered_until_ms = until;
+            if expires_secs == 0 {
+                p.registrations.clear();
+            }
+            self.dirty = true;
+            return;
+        };
+        p.registrations.retain(|_, t| *t > now);
+        if expires_secs == 0 {
+            p.registrations.remove(user);
+        } else {
+            if p.registrations.len() >= MAX_USERS_PER_ADDRESS && !p.registrations.contains_key(user) {
+                let first = p.registrations.iter().min_by_key(|(_, t)| **t).map(|(u, _)| u.clone());
+                if let Some(u) = first {
+                    p.registrations.remove(&u);
+                }
+            }
+            p.registrations.insert(user.to_owned(), until);
+        }
+        p.registered_until_ms = p.registrations.values().max().copied().unwrap_or(now);
         self.dirty = true;
     }
 
@@ -459,7 +490,7 @@ mod tests {
     #[test]
     fn refresh_while_registered_then_remove_when_idle() {
         let mut p = policy();
-        p.on_register(0, ip(10), 100);
+        p.on_register(0, ip(10), 100, None);
         p.on_keepalive(0, ip(10));
         let _ = p.poll_action();
         p.on_outcome(0, Outcome { action: Action::Deploy { phone: ip(10) }, stack: Some(vec![hop("edge", &[])]) });
@@ -488,9 +519,21 @@ mod tests {
     }
 
     #[test]
+    fn phones_behind_one_address_keep_it_registered_until_the_last_leaves() {
+        let mut p = policy();
+        p.on_register(0, ip(10), 100, Some("alice"));
+        p.on_register(0, ip(10), 300, Some("bob"));
+        p.on_register(S, ip(10), 0, Some("alice"));
+        assert_eq!(p.registry.phones[&ip(10)].registered_until_ms, 300 * S, "bob is still registered");
+        p.on_register(2 * S, ip(10), 0, Some("bob"));
+        assert_eq!(p.registry.phones[&ip(10)].registered_until_ms, 2 * S, "the last one left");
+        assert!(p.registry.phones[&ip(10)].registrations.is_empty());
+    }
+
+    #[test]
     fn the_registry_survives_a_restart() {
         let mut p = policy();
-        p.on_register(0, ip(10), 100);
+        p.on_register(0, ip(10), 100, None);
         p.on_keepalive(0, ip(10));
         let _ = p.poll_action();
         p.on_outcome(0, Outcome { action: Action::Deploy { phone: ip(10) }, stack: Some(vec![hop("edge", &[])]) });

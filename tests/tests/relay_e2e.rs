@@ -160,14 +160,26 @@ fn the_peer_policy_refuses_forbidden_peers_with_403_and_counts_them() {
             assert!(run.errors.iter().any(|e| e.contains("403")), "{peer} ({rule}) {mode:?}: no 403\n{}", run.output);
         }
     }
-    // The Connect path (RFC 6062) from a TCP allocation, peer by peer.
-    let connects = connect_codes(&tb, &forbidden.iter().map(|(p, _)| format!("{p}:80")).collect::<Vec<_>>());
+    // The Connect path (RFC 6062) from a TCP allocation, peer by peer, and
+    // Send indications straight to each peer (no permission asked first).
+    let peers: Vec<String> = forbidden.iter().map(|(p, _)| format!("{p}:80")).collect();
+    let connects = peer_answers(&tb, "connect", &peers);
     for (peer, rule) in forbidden {
-        assert_eq!(connects.get(&format!("{peer}:80")), Some(&403), "Connect to {peer} ({rule}): {connects:?}");
+        assert_eq!(
+            connects.get(&format!("{peer}:80")).map(String::as_str),
+            Some("403"),
+            "Connect to {peer} ({rule}): {connects:?}"
+        );
     }
+    let sends = peer_answers(&tb, "send", &peers);
+    assert_eq!(sends.len(), peers.len(), "{sends:?}");
     let expected: Vec<(&str, &str)> = forbidden
         .iter()
-        .flat_map(|(_, rule)| [("create_permission", *rule), ("channel_bind", *rule), ("connect", *rule)])
+        .flat_map(|(_, rule)| {
+            // A Send indication gets no answer (RFC 8656 §11.2): refused
+            // silently, and counted like the others.
+            [("create_permission", *rule), ("channel_bind", *rule), ("send", *rule), ("connect", *rule)]
+        })
         .collect();
     let counted = |m: &Value| {
         let refused = m["relay"]["refused"].as_array().cloned().unwrap_or_default();
@@ -214,27 +226,24 @@ fn the_peer_policy_refuses_forbidden_peers_with_403_and_counts_them() {
     assert!(run.errors.iter().any(|e| e.contains("403")), "the node itself stays closed:\n{}", run.output);
     // So on the Connect path: the allowed peer is tried (it has no TCP
     // listener, so 447), the node itself refused.
-    let connects = connect_codes(&tb, &["10.9.9.9:3480".into(), format!("{EDGE_CORE_IP}:3480")]);
-    assert_eq!(connects.get("10.9.9.9:3480"), Some(&447), "{connects:?}");
-    assert_eq!(connects.get(&format!("{EDGE_CORE_IP}:3480")), Some(&403), "{connects:?}");
+    let connects = peer_answers(&tb, "connect", &["10.9.9.9:3480".into(), format!("{EDGE_CORE_IP}:3480")]);
+    assert_eq!(connects.get("10.9.9.9:3480").map(String::as_str), Some("447"), "{connects:?}");
+    assert_eq!(connects.get(&format!("{EDGE_CORE_IP}:3480")).map(String::as_str), Some("403"), "{connects:?}");
 }
 
-/// RFC 6062 Connects to `peers` from one TCP allocation (netserv-turn-connect
-/// in `ua`): the answer code per peer.
-fn connect_codes(tb: &Testbed, peers: &[String]) -> std::collections::HashMap<String, u16> {
+/// `netserv-turn-peers MODE` in `ua` naming `peers` to the relay (RFC 6062
+/// Connects, or Send indications): what it printed per peer.
+fn peer_answers(tb: &Testbed, mode: &str, peers: &[String]) -> std::collections::HashMap<String, String> {
     let server = format!("{EDGE_UA_IP}:{}", relay::RELAY_PORT);
-    let out = netserv_tests::netns::cmd(&tb.ua, netserv_tests::paths::bin("netserv-turn-connect"))
-        .args([server.as_str(), REST_SECRET, "phone-0001"])
+    let out = netserv_tests::netns::cmd(&tb.ua, netserv_tests::paths::bin("netserv-turn-peers"))
+        .args([mode, server.as_str(), REST_SECRET, "phone-0001"])
         .args(peers)
         .output()
-        .expect("netserv-turn-connect");
-    assert!(out.status.success(), "netserv-turn-connect: {}", String::from_utf8_lossy(&out.stderr));
+        .expect("netserv-turn-peers");
+    assert!(out.status.success(), "netserv-turn-peers {mode}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| {
-            let (p, c) = l.split_once(' ')?;
-            Some((p.to_owned(), c.parse().ok()?))
-        })
+        .filter_map(|l| l.split_once(' ').map(|(p, c)| (p.to_owned(), c.to_owned())))
         .collect()
 }
 
@@ -427,6 +436,18 @@ fn two_baresip_phones_behind_nat_call_through_the_edge_relay() {
         s
     };
     let (host, _) = SERVER.split_once(':').expect("host:port");
+
+    // A third phone on the NAT's public address (sipp, registered for two
+    // minutes): when Alice and Bob unregister at the end, the address stays
+    // registered and the relay with it (their counters are read then).
+    let carol = dir.0.join("carol.xml");
+    std::fs::write(&carol, netserv_tests::kamailio::phone_scenario("carol", 0, 0, 0, 120)).expect("scenario");
+    let out = netserv_tests::netns::cmd(&tb.ua, "sipp")
+        .args([SERVER, "-sf", carol.to_str().expect("utf-8"), "-i", netserv_tests::netns::UA_IP, "-p", "5080"])
+        .args(["-m", "1", "-recv_timeout", "3000", "-timeout", "20s", "-timeout_error", "-nostdin"])
+        .output()
+        .expect("sipp");
+    assert!(out.status.success(), "carol's REGISTER: {}", String::from_utf8_lossy(&out.stdout));
 
     // The phones boot and register, no relay yet: the REGISTERs are what
     // make the plugin deploy one towards them (through the NAT's address).
