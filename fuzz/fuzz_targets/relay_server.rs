@@ -1,8 +1,9 @@
 //! The TURN control logic (media-relay's `Server`) on what a client
 //! controls: any datagram as it arrives, and any attributes inside a
 //! request that is correctly signed (so the fuzzer reaches Allocate,
-//! Refresh, CreatePermission and ChannelBind past authentication). Nothing
-//! may panic; every answer must parse as STUN.
+//! Refresh, CreatePermission and ChannelBind past authentication, and over
+//! a TCP control connection RFC 6062's Connect and ConnectionBind with the
+//! host's later reports). Nothing may panic; every answer must parse as STUN.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -37,6 +38,12 @@ impl Relay for Model {
     fn bind_channel(&mut self, _: u32, _: u16, _: SocketAddr, _: u64) -> Result<(), PeerRefused> {
         Ok(())
     }
+    fn connect(&mut self, _: u32, peer: SocketAddr) -> Result<u32, PeerRefused> {
+        if peer.ip().is_loopback() { Err(PeerRefused::Forbidden("loopback".into())) } else { Ok(0x100) }
+    }
+    fn bind_connection(&mut self, connection: u32, _: u32) -> bool {
+        connection == 0x100
+    }
     fn secret(&mut self, name: &str) -> Option<Vec<u8>> {
         (name == "turn-secret").then(|| SECRET.to_vec())
     }
@@ -50,7 +57,9 @@ fn answer_parses(out: Option<Vec<u8>>) -> Option<Vec<u8>> {
 
 fuzz_target!(|data: &[u8]| {
     let from: SocketAddr = "198.18.1.10:40000".parse().expect("addr");
-    let client = Client::Datagram { listener: 0, from };
+    // The first byte's top bit: a TCP control connection and a TCP allocation.
+    let tcp = data.first().is_some_and(|b| b & 0x80 != 0);
+    let client = if tcp { Client::Stream(1) } else { Client::Datagram { listener: 0, from } };
     let mut s = Server::new(Config::default(), [9; 32]);
     let mut relay = Model::default();
     answer_parses(s.handle(&mut relay, client, from, data, NOW).response);
@@ -81,7 +90,7 @@ fuzz_target!(|data: &[u8]| {
             .finish_with_fingerprint()
     };
     let allocate = Builder::new(Class::Request, method::ALLOCATE, &[2; 12])
-        .requested_transport(17)
+        .requested_transport(if tcp { 6 } else { 17 })
         .attribute(attr::USERNAME, user.as_bytes())
         .attribute(attr::REALM, b"netserv")
         .attribute(attr::NONCE, &nonce)
@@ -89,8 +98,26 @@ fuzz_target!(|data: &[u8]| {
         .finish_with_fingerprint();
     answer_parses(s.handle(&mut relay, client, from, &allocate, NOW).response);
     let Some((&pick, attrs)) = data.split_first() else { return };
-    let methods = [method::ALLOCATE, method::REFRESH, method::CREATE_PERMISSION, method::CHANNEL_BIND, METHOD_BINDING];
-    let m = methods[usize::from(pick) % methods.len()];
-    answer_parses(s.handle(&mut relay, client, from, &signed(m, pick, attrs), NOW).response);
+    let methods = [
+        method::ALLOCATE,
+        method::REFRESH,
+        method::CREATE_PERMISSION,
+        method::CHANNEL_BIND,
+        METHOD_BINDING,
+        method::CONNECT,
+        method::CONNECTION_BIND,
+    ];
+    let m = methods[usize::from(pick & 0x7F) % methods.len()];
+    // A ConnectionBind comes on a connection of its own.
+    let on = if m == method::CONNECTION_BIND { Client::Stream(2) } else { client };
+    answer_parses(s.handle(&mut relay, on, from, &signed(m, pick, attrs), NOW).response);
+    // The host's later word on a Connect, a peer's own connection, closes.
+    if let Some((_, out)) = s.connect_result(0x100, pick & 1 == 0) {
+        answer_parses(out.response);
+    }
+    if let Some((_, out)) = s.connection_attempt(1, 0x200, "198.18.2.20:80".parse().expect("addr")) {
+        answer_parses(out.response);
+    }
+    s.connection_closed(0x200);
     s.relay_closed(1);
 });
