@@ -20,6 +20,7 @@
 
 #![cfg_attr(test, allow(clippy::indexing_slicing, clippy::unwrap_used))]
 
+pub mod mmsg;
 pub mod poll;
 pub mod queue_loop;
 pub mod raw;

@@ -291,14 +291,7 @@ impl RawSender {
             let bytes = arena.get(at + skip..at + len).unwrap_or_default();
             iov.iov_base = bytes.as_ptr().cast_mut().cast();
             iov.iov_len = bytes.len();
-            hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-            hdr.msg_hdr.msg_namelen = namelen;
-            hdr.msg_hdr.msg_iov = iov as *mut libc::iovec;
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
-            hdr.msg_hdr.msg_flags = 0;
-            hdr.msg_len = 0;
+            crate::mmsg::point(hdr, (addr as *mut libc::sockaddr_storage).cast(), namelen, iov);
         }
         let mut out = Sent::default();
         let mut from = 0;

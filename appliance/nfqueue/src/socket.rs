@@ -245,14 +245,7 @@ impl RecvBatch {
             // SAFETY: slot i lies inside `slots` (capacity * SLOT_BYTES long).
             iov.iov_base = unsafe { base.add(i * SLOT_BYTES) }.cast();
             iov.iov_len = SLOT_BYTES;
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_name = std::ptr::null_mut();
-            hdr.msg_hdr.msg_namelen = 0;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
-            hdr.msg_hdr.msg_flags = 0;
-            hdr.msg_len = 0;
+            crate::mmsg::point(hdr, std::ptr::null_mut(), 0, iov);
         }
     }
 

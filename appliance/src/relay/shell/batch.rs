@@ -14,6 +14,7 @@
 use super::ctx::Listener;
 use crate::relay::engine::RelayId;
 use mio::net::UdpSocket;
+use netserv_nfqueue::mmsg::point;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::AsRawFd;
@@ -73,18 +74,6 @@ fn decode(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         _ => None,
     }
-}
-
-/// Points `hdr` at one socket address and one iovec, no control data.
-fn point(hdr: &mut libc::mmsghdr, name: *mut libc::c_void, namelen: libc::socklen_t, iov: &mut libc::iovec) {
-    hdr.msg_hdr.msg_name = name;
-    hdr.msg_hdr.msg_namelen = namelen;
-    hdr.msg_hdr.msg_iov = iov as *mut libc::iovec;
-    hdr.msg_hdr.msg_iovlen = 1;
-    hdr.msg_hdr.msg_control = std::ptr::null_mut();
-    hdr.msg_hdr.msg_controllen = 0;
-    hdr.msg_hdr.msg_flags = 0;
-    hdr.msg_len = 0;
 }
 
 fn zeroed_hdr() -> libc::mmsghdr {

@@ -178,8 +178,9 @@ impl Ctx {
             return None;
         }
         let id = self.new_conn_id();
-        let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
-        self.registry.register(&mut socket, conn_token(id), interest).ok()?;
+        if !self.register_conn(id, &mut socket) {
+            return None;
+        }
         let _ = socket.set_nodelay(true);
         let deadline = self.now_ms + tcp_relay::BIND_TIMEOUT_MS;
         self.conns.insert(id, PeerConn::new(relay, peer, socket, State::Unbound, deadline));
@@ -330,6 +331,10 @@ impl Ctx {
             AllocateError::Exists => E::Exists,
             AllocateError::QuotaReached => E::QuotaReached,
         })?;
+        // A TCP allocation (RFC 6062) is made over a TCP control connection.
+        if r.tcp && !matches!(client, Client::Tcp(_)) {
+            return Err(E::NoPort);
+        }
         let mut reservation = None;
         let mut port = match r.reservation {
             Some(token) => Some(self.ports.redeem(token, self.now_ms).ok_or(E::BadReservation)?),
@@ -340,16 +345,24 @@ impl Ctx {
             }
             None => self.ports.take(r.even_port),
         };
-        if r.tcp {
-            return self.allocate_tcp(client, r, port);
-        }
         for _ in 0..BIND_ATTEMPTS {
             let Some(p) = port else { break };
-            match self.bind(p, r.dont_fragment) {
-                Ok(mut socket) => {
-                    let relayed = SocketAddr::new(self.address, p);
-                    let id = self.insert_relay(client, relayed, r, r.dont_fragment, &mut socket, relay_token)?;
+            let relayed = SocketAddr::new(self.address, p);
+            // A UDP socket, or a TCP allocation's listener (RFC 6062 §5.1).
+            let bound = if r.tcp {
+                tcp_relay::listen(relayed).map(RelaySocket::Tcp)
+            } else {
+                self.bind(p, r.dont_fragment).map(RelaySocket::Udp)
+            };
+            match bound {
+                Ok(RelaySocket::Udp(mut socket)) => {
+                    let id = self.insert_relay(client, relayed, r, &mut socket, relay_token)?;
                     self.relays.insert(id, socket);
+                    return Ok(server::RelayGrant { id, relayed: wit_addr(relayed), reservation });
+                }
+                Ok(RelaySocket::Tcp(mut listener)) => {
+                    let id = self.insert_relay(client, relayed, r, &mut listener, tcp_relay_token)?;
+                    self.tcp_relays.insert(id, listener);
                     return Ok(server::RelayGrant { id, relayed: wit_addr(relayed), reservation });
                 }
                 Err(e) => {
@@ -363,9 +376,7 @@ impl Ctx {
         }
         Err(if self.ports.available() == 0 { E::QuotaReached } else { E::NoPort })
     }
-}
 
-impl Ctx {
     /// The engine's allocation for a socket just bound on `relayed`, and the
     /// socket on the loop under `token(id)`; undone (port back) on failure.
     fn insert_relay(
@@ -373,10 +384,11 @@ impl Ctx {
         client: Client,
         relayed: SocketAddr,
         r: &server::RelayRequest,
-        dont_fragment: bool,
         socket: &mut impl mio::event::Source,
         token: fn(RelayId) -> mio::Token,
     ) -> Result<RelayId, server::RelayError> {
+        // DONT-FRAGMENT is for UDP datagrams only.
+        let dont_fragment = r.dont_fragment && !r.tcp;
         let id = self
             .engine
             .insert(client, relayed, r.lifetime_ms, r.max_bps, dont_fragment, self.now_ms)
@@ -389,36 +401,17 @@ impl Ctx {
         Ok(id)
     }
 
-    /// A TCP allocation: a listener on the relayed address (RFC 6062 §5.1).
-    fn allocate_tcp(
-        &mut self,
-        client: Client,
-        r: &server::RelayRequest,
-        mut port: Option<u16>,
-    ) -> Result<server::RelayGrant, server::RelayError> {
-        use server::RelayError as E;
-        if !matches!(client, Client::Tcp(_)) {
-            return Err(E::NoPort);
-        }
-        for _ in 0..BIND_ATTEMPTS {
-            let Some(p) = port else { break };
-            let relayed = SocketAddr::new(self.address, p);
-            match tcp_relay::listen(relayed) {
-                Ok(mut l) => {
-                    let id = self.insert_relay(client, relayed, r, false, &mut l, tcp_relay_token)?;
-                    self.tcp_relays.insert(id, l);
-                    return Ok(server::RelayGrant { id, relayed: wit_addr(relayed), reservation: None });
-                }
-                Err(e) => {
-                    tracing::debug!(port = p, error = %e, "TCP relay port not bindable; trying another");
-                    let next = self.ports.take(false);
-                    self.ports.give_back(p);
-                    port = next;
-                }
-            }
-        }
-        Err(if self.ports.available() == 0 { E::QuotaReached } else { E::NoPort })
+    /// Puts a TCP allocation's connection with a peer on the loop.
+    fn register_conn(&mut self, id: u32, socket: &mut mio::net::TcpStream) -> bool {
+        let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+        self.registry.register(socket, conn_token(id), interest).is_ok()
     }
+}
+
+/// What an allocation relays through.
+enum RelaySocket {
+    Udp(UdpSocket),
+    Tcp(mio::net::TcpListener),
 }
 
 fn refusal(e: PeerError) -> server::PeerRefused {
@@ -514,8 +507,7 @@ impl server::Host for Ctx {
         let id = self.new_conn_id();
         match tcp_relay::connect(relayed, peer) {
             Ok(mut socket) => {
-                let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
-                if self.registry.register(&mut socket, conn_token(id), interest).is_err() {
+                if !self.register_conn(id, &mut socket) {
                     return Err(server::PeerRefused::QuotaReached);
                 }
                 let deadline = self.now_ms + tcp_relay::CONNECT_TIMEOUT_MS;

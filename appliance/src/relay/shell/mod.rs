@@ -298,8 +298,17 @@ impl Shell {
             self.pump_conn(id);
         }
         for id in failed {
-            self.call(|inst| inst.on_connect_result(id, false));
+            self.connect_failed(id);
         }
+    }
+
+    /// A Connect that did not get through (refused, timed out, or failed at
+    /// once): its connection goes, and the guest answers 447.
+    fn connect_failed(&mut self, id: u32) {
+        if let Some(ctx) = self.ctx() {
+            ctx.close_conn(id);
+        }
+        self.call(|inst| inst.on_connect_result(id, false));
     }
 
     /// Moves a bound connection's bytes both ways (RFC 6062), natively.
@@ -339,10 +348,7 @@ impl Shell {
                     c.deadline_ms = now + tcp_relay::BIND_TIMEOUT_MS;
                     self.call(|inst| inst.on_connect_result(id, true));
                 }
-                Some(false) => {
-                    ctx.close_conn(id);
-                    self.call(|inst| inst.on_connect_result(id, false));
-                }
+                Some(false) => self.connect_failed(id),
             },
             // Whatever the peer sends waits in the kernel until the bind.
             ConnState::Unbound => {}
@@ -405,11 +411,13 @@ impl Shell {
                     }
                     FromClient::Dropped => {}
                     FromClient::ToGuest => {
-                        self.tx.flush_peers(&ctx.relays);
-                        let msg = data.to_vec();
+                        // Over its CPU share, a request costs no copy and no call.
                         if !self.admit_request() {
                             continue;
                         }
+                        let Some(ctx) = self.instance.as_mut().map(|x| &mut x.store.data_mut().ctx) else { return };
+                        self.tx.flush_peers(&ctx.relays);
+                        let msg = self.rx.data(k, len).to_vec();
                         self.stats.to_guest.fetch_add(1, Relaxed);
                         self.call_for(Some(client), |inst| inst.on_message(wit_client(client), wit_addr(from), &msg));
                     }
@@ -603,12 +611,9 @@ impl Shell {
             })
             .unwrap_or_default();
         for (id, state) in late {
-            if let Some(c) = self.ctx() {
-                c.close_conn(id);
-            }
             match state {
-                ConnState::Connecting => self.call(|inst| inst.on_connect_result(id, false)),
-                _ => self.call(|inst| inst.on_connection_closed(id)),
+                ConnState::Connecting => self.connect_failed(id),
+                _ => self.end_conn(id),
             }
         }
         let idle = self.ctx().map(|c| c.idle_streams(now)).unwrap_or_default();

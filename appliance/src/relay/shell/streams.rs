@@ -6,7 +6,7 @@
 //! fit (as a UDP client would) instead of holding memory.
 
 use netserv_stun_wire::framing::{self, FrameError};
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Read as _};
 use std::net::SocketAddr;
 
 /// Bytes buffered per direction per connection.
@@ -103,22 +103,31 @@ impl Stream {
         std::mem::take(&mut self.inbuf)
     }
 
-    /// Writes out what is buffered, as far as the socket takes it.
+    /// Writes out what is buffered, as far as the socket takes it (a failed
+    /// socket shows as closed on its next read).
     pub fn flush(&mut self) {
-        while !self.outbuf.is_empty() {
-            match self.socket.write(&self.outbuf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    self.outbuf.drain(..n.min(self.outbuf.len()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+        let _ = write_out(&mut self.socket, &mut self.outbuf);
+    }
+}
+
+/// Writes `buf` to `socket` as far as it takes it, and gives back a large
+/// buffer once it is empty; Err when the socket failed.
+pub fn write_out(socket: &mut impl io::Write, buf: &mut Vec<u8>) -> io::Result<()> {
+    while !buf.is_empty() {
+        match socket.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf.drain(..n.min(buf.len()));
             }
-        }
-        if self.outbuf.is_empty() && self.outbuf.capacity() > 64 * 1024 {
-            self.outbuf = Vec::new();
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
+    if buf.capacity() > 64 * 1024 {
+        *buf = Vec::new();
+    }
+    Ok(())
 }
 
 /// Takes every whole frame off the front of `buf`.

@@ -8,9 +8,9 @@
 //! bytes; a side whose buffer is full is not read until the other side has
 //! taken some, so a slow reader slows the writer down as TCP would.
 
-use super::streams::Stream;
+use super::streams::{Stream, write_out};
 use crate::relay::engine::RelayId;
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Read as _};
 use std::net::SocketAddr;
 
 /// A Connect the peer has not answered by then fails (447).
@@ -83,9 +83,9 @@ impl PeerConn {
         let mut chunk = [0u8; 16 * 1024];
         loop {
             // Client -> peer.
-            p.closed |= flush(&mut self.socket, &mut self.to_peer).is_err();
+            p.closed |= write_out(&mut self.socket, &mut self.to_peer).is_err();
             let up = read_while_room(&mut client.socket, &mut chunk, &mut self.to_peer);
-            p.closed |= flush(&mut self.socket, &mut self.to_peer).is_err();
+            p.closed |= write_out(&mut self.socket, &mut self.to_peer).is_err();
             // Peer -> client.
             client.flush();
             let down = read_while_room(&mut self.socket, &mut chunk, client);
@@ -158,25 +158,6 @@ fn read_while_room(from: &mut mio::net::TcpStream, chunk: &mut [u8], sink: &mut 
         }
     }
     r
-}
-
-/// Writes out `buf` as far as `socket` takes it; Err when the socket failed.
-fn flush(socket: &mut mio::net::TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
-    while !buf.is_empty() {
-        match socket.write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                buf.drain(..n.min(buf.len()));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if buf.capacity() > 64 * 1024 {
-        *buf = Vec::new();
-    }
-    Ok(())
 }
 
 /// A TCP socket on the relayed address, shared (SO_REUSEPORT) by the
