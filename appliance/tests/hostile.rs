@@ -65,12 +65,14 @@ fn faults_are_quarantined_by_rate() {
 #[test]
 fn a_module_spinning_under_its_deadline_is_throttled_then_quarantined() {
     let runtime = Runtime::new().expect("runtime");
-    // 1.8 ms a call: under the 2 ms deadline, so no call faults.
+    // 1.8 ms a call: under the 2 ms deadline, so (unpreempted) no call faults.
     let (m, mut w) = hostile(&runtime, &[("mode", "spin-under"), ("spin_us", "1800")]);
     let fed = drive(&mut w, &m, Duration::from_secs(5), ActiveModule::is_quarantined);
     let s = m.stats();
     assert!(m.is_quarantined(), "{s:?}");
-    assert_eq!(s.faults, 0, "{s:?}");
+    // A call preempted on a busy machine can overrun the deadline's wall
+    // clock and fault; fewer than the five that quarantine for faults.
+    assert!(s.faults < 5, "{s:?}");
     assert!(s.throttled > 0 && s.throttled_windows >= 3, "{s:?}");
     assert!(reason(&m).contains("CPU budget"), "{}", reason(&m));
     // The module ran for at most its budget (75 % of 20 ms: nine 1.8 ms

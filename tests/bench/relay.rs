@@ -18,7 +18,8 @@
 //!
 //! and once per server: the allocation rate and resident memory with
 //! `BENCH_ALLOCS` (default 16,384) allocations refreshed, and after they
-//! expire. Ratios are edge / coturn. Progress on stderr; the last line on
+//! expire. `BENCH_COALESCE_US` sets the edge relay's `servers.coalesce_us`
+//! (default: the appliance's). Ratios are edge / coturn. Progress on stderr; the last line on
 //! stdout is JSON. Needs root and the `coturn` package.
 //!
 //! Run: `PROFILE=release bash scripts/build.sh && target/release/netserv-bench-relay`
@@ -76,7 +77,10 @@ fn start(tb: &Testbed, server: Server, lifetime_s: u32) -> anyhow::Result<Runnin
                 &format!("listen_ports = [5060, 3478]\n{extra}"),
                 1,
             );
-            let cfg = format!("{cfg}\n[servers]\naddress = \"{EDGE_UA_IP}\"\n");
+            // The appliance's default unless `BENCH_COALESCE_US` names another window.
+            let coalesce =
+                std::env::var("BENCH_COALESCE_US").map(|v| format!("coalesce_us = {v}\n")).unwrap_or_default();
+            let cfg = format!("{cfg}\n[servers]\naddress = \"{EDGE_UA_IP}\"\n{coalesce}");
             let app = Appliance::start_with(&tb.edge, &cfg, Some("0"))?;
             let (code, v) = app.api(
                 "PUT",

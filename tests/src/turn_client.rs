@@ -58,6 +58,9 @@ fn exchange(socket: &UdpSocket, server: SocketAddr, req: &[u8], tx: &[u8; 12]) -
     bail!("no answer from {server}")
 }
 
+/// A 437 answer to a bare Allocate, with the socket it came to.
+struct Mismatch(UdpSocket);
+
 fn code(raw: &[u8]) -> Option<u16> {
     Message::parse(raw).ok()?.error_code()?.ok().map(|(c, _)| c)
 }
@@ -65,6 +68,11 @@ fn code(raw: &[u8]) -> Option<u16> {
 impl TurnClient {
     /// Allocates on `server` from a fresh socket on `local_ip`, as REST user
     /// `user` under `secret`, for `lifetime_s`.
+    ///
+    /// A fresh socket may get a port whose earlier allocation the server
+    /// still holds (its delete was lost under load): that 5-tuple's Allocate
+    /// is answered 437 Allocation Mismatch, without REALM. Another socket is
+    /// then tried, up to three in all.
     pub fn allocate(
         local_ip: &str,
         server: SocketAddr,
@@ -72,18 +80,61 @@ impl TurnClient {
         user: &str,
         lifetime_s: u32,
     ) -> anyhow::Result<Self> {
-        let socket = UdpSocket::bind((local_ip, 0)).context("binding the client socket")?;
-        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let mut held = Vec::new();
+        loop {
+            match Self::allocate_once(local_ip, server, secret, user, lifetime_s) {
+                Err(Mismatch(socket)) if held.len() < 2 => held.push(socket),
+                Err(Mismatch(_)) => bail!("Allocate refused 437 Allocation Mismatch from three sockets"),
+                Ok(result) => return result,
+            }
+        }
+    }
+
+    /// `Err` with the socket when the server already holds its 5-tuple
+    /// (kept bound by the caller so the next try gets another port).
+    fn allocate_once(
+        local_ip: &str,
+        server: SocketAddr,
+        secret: &[u8],
+        user: &str,
+        lifetime_s: u32,
+    ) -> Result<anyhow::Result<Self>, Mismatch> {
+        let socket = match UdpSocket::bind((local_ip, 0)).context("binding the client socket") {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Err(e) = socket.set_read_timeout(Some(Duration::from_millis(200))) {
+            return Ok(Err(e.into()));
+        }
+        let t0 = tx_id(u64::from(socket.local_addr().map_or(0, |a| a.port())) << 32);
+        let bare = Builder::new(Class::Request, method::ALLOCATE, &t0).requested_transport(17).finish();
+        let challenge = match exchange(&socket, server, &bare, &t0) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        if code(&challenge) == Some(437) {
+            return Err(Mismatch(socket));
+        }
+        Ok(Self::authenticate(socket, server, secret, user, lifetime_s, &challenge))
+    }
+
+    fn authenticate(
+        socket: UdpSocket,
+        server: SocketAddr,
+        secret: &[u8],
+        user: &str,
+        lifetime_s: u32,
+        challenge: &[u8],
+    ) -> anyhow::Result<Self> {
         let expiry = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + 3600;
         let username = format!("{expiry}:{user}");
         let password = rest_password(secret, &username);
         let seed = u64::from(socket.local_addr()?.port()) << 32;
-        let t0 = tx_id(seed);
-        let bare = Builder::new(Class::Request, method::ALLOCATE, &t0).requested_transport(17).finish();
-        let challenge = exchange(&socket, server, &bare, &t0)?;
-        let m = Message::parse(&challenge).context("challenge")?;
-        let realm =
-            m.attribute(attr::REALM).map(|a| String::from_utf8_lossy(a.value).into_owned()).context("no REALM")?;
+        let m = Message::parse(challenge).context("challenge")?;
+        let realm = m
+            .attribute(attr::REALM)
+            .map(|a| String::from_utf8_lossy(a.value).into_owned())
+            .with_context(|| format!("no REALM in the answer (error code {:?})", code(challenge)))?;
         let nonce = m.attribute(attr::NONCE).map(|a| a.value.to_vec()).context("no NONCE")?;
         let key = long_term_key_md5(&username, &realm, &password);
         let mut c = Self { socket, server, relayed: server, username, realm, nonce, key, tx: seed + 1 };

@@ -328,6 +328,44 @@ fn a_request_flood_past_the_cpu_share_is_throttled_and_media_keeps_flowing() {
     assert!(run.sent > 0 && run.received == run.sent, "{}", run.output);
 }
 
+/// Wake-up coalescing (`servers.coalesce_us`): under dense ChannelData the
+/// relay's thread pauses between looks instead of waking per datagram, and
+/// relays every packet all the same.
+#[test]
+fn dense_media_with_coalesced_wake_ups_loses_nothing() {
+    if !netserv_tests::e2e_ready("dense_media_with_coalesced_wake_ups_loses_nothing") {
+        return;
+    }
+    let tb = Testbed::new("turncoal").expect("testbed (run as root)");
+    let cfg = format!("{}coalesce_us = 200\n", relay::relay_config(""));
+    let app = Appliance::start(&tb, &cfg).expect("appliance starts");
+    relay::set_secrets(&app).expect("secrets");
+    app.install(&relay::relay_install()).expect("install the relay");
+    let peer = format!("{CORE_IP}:{}", relay::PEER_PORT);
+    let echo = netserv_tests::paths::bin("netserv-echo");
+    let _echo = netserv_tests::netns::spawn(&tb.core, &echo, &[&peer, "30000"], None).expect("echo");
+    std::thread::sleep(Duration::from_millis(200));
+    let load = netserv_tests::paths::bin("netserv-turn-load");
+    let server = format!("{EDGE_UA_IP}:{}", relay::RELAY_PORT);
+    let out = netserv_tests::netns::cmd(&tb.ua, &load)
+        .args(["flow", "--server", &server, "--peer", &peer, "--local", netserv_tests::netns::UA_IP])
+        .args(["--secret", REST_SECRET, "--clients", "8", "--pps", "8000", "--duration-ms", "1500"])
+        .output()
+        .expect("netserv-turn-load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(text.lines().last().unwrap_or("{}")).expect("flow JSON");
+    let (sent, received) = (v["sent"].as_u64().unwrap_or(0), v["received"].as_u64().unwrap_or(0));
+    assert!(sent > 8_000, "{v}");
+    assert!(received * 1000 >= sent * 999, "< 0.1 % lost through the relay: {v}");
+    let m = relay_stats(&app);
+    let pauses = m["relay"]["coalesced_pauses"].as_u64().unwrap_or(0);
+    eprintln!("{sent} sent, {received} echoed back; {pauses} coalescing pauses; round trip p50 {} µs", v["rtt_p50_us"]);
+    assert!(pauses > 100, "dense traffic was served with coalesced wake-ups: {m}");
+    assert!(m["relay"]["usage"]["packets_to_peers"].as_u64() >= Some(received), "{m}");
+    assert!(app.metrics().expect("metrics").contains("netserv_relay_coalesced_pauses_total{tenant=\"itsp-a\""));
+}
+
 /// The plugin's part: a phone REGISTERs through Kamailio; the plugin
 /// deploys the relay on the edge towards it by itself (on-path SETUP), and
 /// `GET /turn` hands out credentials naming that relay, with which coturn's

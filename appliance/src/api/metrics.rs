@@ -166,6 +166,13 @@ fn relays(x: &mut Exposition, modules: &[crate::controller::ModuleInfo]) {
     for (m, r) in &relays {
         f.sample(&[("tenant", &m.tenant), ("module", &m.name)], r.throttled_requests);
     }
+    let mut f = x.counter(
+        "netserv_relay_coalesced_pauses",
+        "Pauses a server module's thread took to serve dense traffic with fewer wake-ups (servers.coalesce_us).",
+    );
+    for (m, r) in &relays {
+        f.sample(&[("tenant", &m.tenant), ("module", &m.name)], r.coalesced_pauses);
+    }
     let mut f = x.counter("netserv_relay_peers_refused", "Peers the host's peer policy refused, by path and rule.");
     for (m, r) in &relays {
         for p in &r.refused {

@@ -279,6 +279,9 @@ impl Config {
         {
             return Err(invalid("servers.address", "must be one address of this node, not unspecified or multicast"));
         }
+        if raw.servers.coalesce_us > servers::COALESCE_US_MAX {
+            return Err(invalid("servers.coalesce_us", format!("must be 0..={}", servers::COALESCE_US_MAX)));
+        }
         let mut tenants: Vec<Tenant> = Vec::with_capacity(raw.tenants.len());
         for (i, t) in raw.tenants.into_iter().enumerate() {
             let at = |f: &str| format!("tenants[{i}].{f}");

@@ -133,4 +133,8 @@ fn relay_settings_are_checked_and_named() {
     assert_eq!(field_of(&base("relay_ports = \"60000-50000\"\n")), "tenants[0].relay_ports");
     assert_eq!(field_of(&base("peer_allow = [\"10.9.9.1/24\"]\n")), "tenants[0].peer_allow[0]");
     assert_eq!(field_of(&format!("{}\n[servers]\naddress = \"0.0.0.0\"\n", base(""))), "servers.address");
+    assert_eq!(c.servers.coalesce_us, 0, "coalescing is off by default");
+    let on = Config::parse(&format!("{}\n[servers]\ncoalesce_us = 200\n", base(""))).expect("valid");
+    assert_eq!(on.servers.coalesce_us, 200);
+    assert_eq!(field_of(&format!("{}\n[servers]\ncoalesce_us = 5000\n", base(""))), "servers.coalesce_us");
 }

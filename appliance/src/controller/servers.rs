@@ -118,6 +118,7 @@ impl Controller {
                 ..Limits::default()
             },
             secrets: self.secrets.tenant(&tenant.name),
+            coalesce: Duration::from_micros(u64::from(cfg.servers.coalesce_us)),
             quarantine_after: cfg.runtime.quarantine_after,
             fault_window: Duration::from_millis(cfg.runtime.fault_window_ms),
         };
@@ -260,6 +261,7 @@ fn server_info(r: &ServerRecord) -> ModuleInfo {
             guest_ns: stats.guest_ns.load(Relaxed),
             throttled_windows: stats.throttled_windows.load(Relaxed),
             throttled_requests: stats.throttled_requests.load(Relaxed),
+            coalesced_pauses: stats.coalesced_pauses.load(Relaxed),
         }),
         module_counters: r.counters.snapshot().into_iter().collect(),
     }

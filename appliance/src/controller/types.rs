@@ -94,6 +94,8 @@ pub struct RelayInfo {
     /// (`server_cpu_percent`), and the client requests dropped for it.
     pub throttled_windows: u64,
     pub throttled_requests: u64,
+    /// Pauses its thread took to coalesce wake-ups (`servers.coalesce_us`).
+    pub coalesced_pauses: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -45,6 +45,8 @@ pub struct Rx {
     hdrs: Vec<libc::mmsghdr>,
     /// After a receive: (source, length) of each datagram (None: unusable).
     got: Vec<Option<(SocketAddr, usize)>>,
+    /// Datagrams received since the last [`Rx::take_received`].
+    received: usize,
 }
 
 /// The sending half: datagrams queued by destination socket.
@@ -98,6 +100,7 @@ impl Rx {
             iovs: empty_iovs(),
             hdrs: vec![zeroed_hdr(); BATCH],
             got: vec![None; BATCH],
+            received: 0,
         }
     }
 
@@ -148,7 +151,13 @@ impl Rx {
                 _ => None,
             };
         }
+        self.received += n;
         Ok(n)
+    }
+
+    /// Datagrams received since the last call.
+    pub fn take_received(&mut self) -> usize {
+        std::mem::take(&mut self.received)
     }
 
     /// [`Rx::recv`] for a drain: an error (an ICMP error queued on the

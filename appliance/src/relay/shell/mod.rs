@@ -11,6 +11,7 @@
 //! module (its sockets close).
 
 mod batch;
+mod coalesce;
 pub mod convert;
 pub mod ctx;
 mod memory;
@@ -69,6 +70,8 @@ pub struct ServerSpec {
     /// Faults within `fault_window` that quarantine the module.
     pub quarantine_after: u32,
     pub fault_window: Duration,
+    /// Wake-up coalescing window while traffic is dense (`coalesce`); zero: none.
+    pub coalesce: Duration,
 }
 
 /// A running server module; dropping it stops the thread and closes its sockets.
@@ -746,9 +749,24 @@ fn run(
     let _ = ready.send(Ok(()));
     tracing::info!(module = %shell.spec.id, "server module serving");
     let mut events = mio::Events::with_capacity(1024);
+    let mut coalescer = coalesce::Coalescer::new(shell.spec.coalesce);
+    if !shell.spec.coalesce.is_zero() {
+        // The default slack (50 µs) would stretch every coalescing pause by as much.
+        let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1_000));
+    }
     while !stop.load(Relaxed) && shell.instance.is_some() {
-        let wait = shell.next_deadline();
-        if let Err(e) = poll.poll(&mut events, Some(wait))
+        let wait = match coalescer.pause() {
+            Some(pause) => {
+                shell.stats.coalesced_pauses.fetch_add(1, Relaxed);
+                std::thread::sleep(pause);
+                Duration::ZERO
+            }
+            None => shell.next_deadline(),
+        };
+        let polled = Instant::now();
+        let result = poll.poll(&mut events, Some(wait));
+        let blocked = polled.elapsed();
+        if let Err(e) = result
             && e.kind() != std::io::ErrorKind::Interrupted
         {
             tracing::error!(module = %shell.spec.id, error = %e, "server module poll failed; it stops");
@@ -782,6 +800,7 @@ fn run(
         }
         shell.flush();
         shell.housekeeping();
+        coalescer.observe(blocked, shell.rx.take_received());
     }
     if let Some(ctx) = shell.ctx() {
         ctx.clear();

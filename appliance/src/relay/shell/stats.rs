@@ -18,6 +18,8 @@ pub struct ServerStats {
     /// Windows over the CPU share, and client requests dropped while over it.
     pub throttled_windows: AtomicU64,
     pub throttled_requests: AtomicU64,
+    /// Pauses of wake-up coalescing (`servers.coalesce_us`) taken.
+    pub coalesced_pauses: AtomicU64,
     pub last_fault: Mutex<Option<String>>,
     pub quarantined: Mutex<Option<String>>,
     pub snapshot: Mutex<StatsSnapshot>,
