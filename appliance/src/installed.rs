@@ -142,6 +142,8 @@ pub struct ActiveModule {
     pub policy: ModulePolicy,
     pub counters: Arc<GuestCounters>,
     pub health: Health,
+    /// Load reports from the feedback API, for every worker's instance.
+    pub feedback: crate::feedback::Mailbox,
     slots: Box<[WorkerSlot]>,
     /// Told once, when the module is quarantined (None: nobody listens —
     /// try-out, tests).
@@ -176,6 +178,7 @@ impl ActiveModule {
             policy,
             counters,
             health: Health::default(),
+            feedback: Default::default(),
             quarantines: None,
             slots,
         }

@@ -23,6 +23,7 @@ pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
+pub mod feedback;
 pub mod installed;
 pub mod relay;
 pub mod runtime;

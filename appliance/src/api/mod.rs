@@ -8,8 +8,11 @@
 //! (what each tenant's modules use and were refused: memory, logs, counter
 //! names, state; a tenant sees its own), `GET /tenants/{t}/secrets` and
 //! `PUT|DELETE /tenants/{t}/secrets/{name}` (a tenant's own secrets, which
-//! its modules read; values are never returned).
+//! its modules read; values are never returned), and
+//! `POST /modules/{tenant}/{name}/feedback` (a load report for the module's
+//! instances: `feedback.rs`).
 
+mod feedback;
 mod metrics;
 mod secrets;
 #[cfg(test)]
@@ -39,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/api/v1/modules", get(list).post(install))
         .route("/api/v1/modules/{tenant}/{name}", get(get_one).delete(remove))
+        .route("/api/v1/modules/{tenant}/{name}/feedback", axum::routing::post(feedback::post))
         .route("/api/v1/tenants", get(tenants))
         .route("/api/v1/tenants/{tenant}/secrets", get(secrets::list))
         .route("/api/v1/tenants/{tenant}/secrets/{name}", axum::routing::put(secrets::set).delete(secrets::remove))
@@ -52,6 +56,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// An API error as JSON: `{"error": "...", "kind": "..."}`.
+#[derive(Debug)]
 pub struct ApiError(StatusCode, &'static str, String);
 
 impl IntoResponse for ApiError {

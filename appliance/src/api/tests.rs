@@ -220,3 +220,25 @@ async fn installing_again_refreshes_and_ttl_expiry_removes() {
     let (_, all) = call(&s, "GET", "/api/v1/modules", Some(ADMIN), None).await;
     assert_eq!(all.as_array().map(Vec::len), Some(0));
 }
+
+#[tokio::test]
+async fn load_reports_reach_only_the_tenants_own_module_and_bad_ones_name_the_field() {
+    let s = state();
+    let (code, v) =
+        call(&s, "POST", "/api/v1/modules", Some(ADMIN), Some(install_body("itsp-a", "198.18.2.20/32", 5060))).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let uri = "/api/v1/modules/itsp-a/keepalive/feedback";
+    let report = json!({ "server": "198.18.2.20:5060", "algorithm": "loss", "oc": 30, "seq": 1 });
+    let (code, v) = call(&s, "POST", uri, Some(TENANT_A), Some(report.clone())).await;
+    assert_eq!((code, &v["workers"]), (StatusCode::ACCEPTED, &json!(2)), "{v}");
+    let (code, _) = call(&s, "POST", uri, None, Some(report.clone())).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, v) = call(&s, "POST", uri, Some(TENANT_B), Some(report.clone())).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "another tenant's module does not exist for it: {v}");
+    let (code, _) = call(&s, "POST", "/api/v1/modules/itsp-a/nothing/feedback", Some(TENANT_A), Some(report)).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let bad = json!({ "server": "198.18.2.20:5060", "algorithm": "loss", "oc": 300, "seq": 2 });
+    let (code, v) = call(&s, "POST", uri, Some(TENANT_A), Some(bad)).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().is_some_and(|e| e.starts_with("`oc`")), "{v}");
+}

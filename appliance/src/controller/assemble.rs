@@ -64,6 +64,7 @@ pub(crate) fn assemble(
         state,
         usage,
         memory: Default::default(),
+        buckets: Default::default(),
     };
     let deadline = Duration::from_millis(spec.limits.cpu_deadline_ms);
     let template = Template::new(engine, compiled, host, spec.properties, deadline);

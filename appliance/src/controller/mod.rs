@@ -377,6 +377,29 @@ impl Controller {
         }
     }
 
+    /// A load report for packet module `tenant/name` (the feedback API):
+    /// every worker's instance gets it before its next batch. A tenant
+    /// reaches only its own modules; another's do not exist for it.
+    pub async fn post_feedback(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        name: &str,
+        report: crate::runtime::LoadReport,
+    ) -> Result<usize, ControlError> {
+        let id = module_id(tenant, name);
+        let records = self.records.lock().await;
+        let r = records.get(&id).filter(|r| match principal {
+            Principal::Admin => true,
+            Principal::Tenant(t) => *r.active.tenant == **t,
+        });
+        let Some(r) = r else {
+            return Err(ControlError::NotFound(id));
+        };
+        r.active.feedback.post(report, Instant::now()).map_err(|e| ControlError::Limit(format!("`{id}`: {e}")))?;
+        Ok(r.active.workers())
+    }
+
     /// CPU steering while every worker is at home; flow hashing while a
     /// worker's home CPU is overloaded (`overloaded`), so that a load that
     /// arrives on one CPU is spread over every queue. No-op unless the

@@ -97,6 +97,7 @@ impl Controller {
             state,
             usage,
             memory: Default::default(),
+            buckets: Default::default(),
         };
         let policy = PeerPolicy::new(local_addresses(), tenant.peer_allow.iter().copied());
         let spec = ServerSpec {

@@ -29,6 +29,8 @@ pub(super) struct Local {
     pub instance: Option<ModuleInstance>,
     pub guard: Guard,
     rebuild: Rebuild,
+    /// The module's feedback generation its instance has been given.
+    pub feedback_seen: u64,
 }
 
 /// What a worker runs: the table it serves and its own instances.
@@ -82,6 +84,7 @@ impl WorkerModules {
                     instance: m.slot(worker).and_then(|s| s.take()),
                     guard: Guard::new(m.policy.guard),
                     rebuild: Rebuild::No,
+                    feedback_seen: 0,
                 })
             })
             .collect();
@@ -111,6 +114,7 @@ pub(super) struct LocalParts<'a> {
     pub instance: &'a mut Option<ModuleInstance>,
     pub guard: &'a mut Guard,
     rebuild: &'a mut Rebuild,
+    pub feedback_seen: &'a mut u64,
 }
 
 impl Local {
@@ -120,6 +124,7 @@ impl Local {
             instance: &mut self.instance,
             guard: &mut self.guard,
             rebuild: &mut self.rebuild,
+            feedback_seen: &mut self.feedback_seen,
         }
     }
 }
@@ -138,6 +143,8 @@ impl LocalParts<'_> {
             if let Some(fresh) = slot.take() {
                 *self.instance = Some(fresh);
                 *self.rebuild = Rebuild::No;
+                // A new instance knows no report yet: give it those in force.
+                *self.feedback_seen = 0;
                 slot.rebuilding.store(false, Relaxed);
             } else if slot.take_failure() {
                 // The rebuild itself failed: a fault like any other.
@@ -157,6 +164,7 @@ impl LocalParts<'_> {
                         if let Ok(fresh) = self.module.template.instantiate(worker) {
                             *self.instance = Some(fresh);
                             *self.rebuild = Rebuild::No;
+                            *self.feedback_seen = 0;
                             slot.rebuilding.store(false, Relaxed);
                         }
                     }

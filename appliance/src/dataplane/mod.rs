@@ -2,13 +2,14 @@
 //! parsing, filter lookup through an index, the tenant modules in order —
 //! each worker with its own instance of each — and the verdict.
 //!
-//! Pure parts (`packet`, `pipeline`, `table`, `guard`, `local`) do no I/O
+//! Pure parts (`packet`, `pipeline`, `events`, `table`, `guard`, `local`) do no I/O
 //! and are what the `module try` command runs; `worker` (the queue loop of
 //! `netserv-nfqueue`), `builder` (instances built and torn down off the
 //! packet threads), `placement` (CPU affinity; its spill decision is pure)
 //! and `iptables` are the thin shell.
 
 pub mod builder;
+pub mod events;
 pub mod guard;
 pub mod iptables;
 pub mod local;

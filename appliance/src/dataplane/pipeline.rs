@@ -124,6 +124,61 @@ enum Step {
     End(Decision),
 }
 
+/// Whether the module may run a call now, by its guard (quarantining it
+/// when it has been over budget too long).
+pub(super) fn admit(local: &mut LocalParts<'_>, worker: usize, now: Instant) -> Admit {
+    let module = local.module;
+    let admit = local.guard.admit(now);
+    match admit {
+        Admit::Run => {
+            if let Some(slot) = module.slot(worker) {
+                slot.throttled_now.store(false, Relaxed);
+            }
+        }
+        Admit::Throttled => {}
+        Admit::Quarantine => {
+            let p = module.policy.guard;
+            module.quarantine(format!(
+                "over its CPU budget ({} µs per {} ms) in {} windows in a row",
+                p.cpu_budget.as_micros(),
+                p.window.as_millis(),
+                p.throttle_quarantine_windows
+            ));
+        }
+    }
+    admit
+}
+
+/// After a call that started at `t0`: its time charged to the module's
+/// budget and counters; a fault handled. None: it faulted.
+pub(super) fn charge<T>(
+    local: &mut LocalParts<'_>,
+    worker: usize,
+    builder: Option<&Builder>,
+    preempted: f64,
+    t0: Instant,
+    result: Result<T, String>,
+) -> Option<T> {
+    let module = local.module;
+    let t1 = Instant::now();
+    let spent = t1.saturating_duration_since(t0);
+    if let Some(slot) = module.slot(worker) {
+        slot.stats.cpu_ns.fetch_add(u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        if local.guard.charge(spent, preempted) {
+            slot.stats.throttled_windows.fetch_add(1, Relaxed);
+            slot.throttled_now.store(true, Relaxed);
+            tracing::debug!(tenant = %module.tenant, module = %module.name, worker, "module over its CPU budget: throttled for the rest of the window");
+        }
+    }
+    match result {
+        Ok(v) => Some(v),
+        Err(why) => {
+            local.fault(worker, builder, t1, why);
+            None
+        }
+    }
+}
+
 fn run_one(
     mut local: LocalParts<'_>,
     worker: usize,
@@ -142,20 +197,13 @@ fn run_one(
         return Step::Continue;
     }
     let t0 = Instant::now();
-    match local.guard.admit(t0) {
-        Admit::Run => slot.throttled_now.store(false, Relaxed),
+    match admit(&mut local, worker, t0) {
+        Admit::Run => {}
         Admit::Throttled => {
             stats.throttled.fetch_add(1, Relaxed);
             return Step::Continue;
         }
         Admit::Quarantine => {
-            let p = module.policy.guard;
-            module.quarantine(format!(
-                "over its CPU budget ({} µs per {} ms) in {} windows in a row",
-                p.cpu_budget.as_micros(),
-                p.window.as_millis(),
-                p.throttle_quarantine_windows
-            ));
             stats.fail_open.fetch_add(1, Relaxed);
             return Step::Continue;
         }
@@ -165,18 +213,9 @@ fn run_one(
         return Step::Continue;
     };
     let result = instance.on_packet(meta_of(parsed), payload);
-    let t1 = Instant::now();
-    let spent = t1.saturating_duration_since(t0);
-    stats.cpu_ns.fetch_add(u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX), Relaxed);
-    if local.guard.charge(spent, preempted) {
-        stats.throttled_windows.fetch_add(1, Relaxed);
-        slot.throttled_now.store(true, Relaxed);
-        tracing::debug!(tenant = %module.tenant, module = %module.name, worker, "module over its CPU budget: throttled for the rest of the window");
-    }
-    let verdict = match result {
-        Ok(v) => v,
-        Err(why) => {
-            local.fault(worker, builder, t1, why);
+    let verdict = match charge(&mut local, worker, builder, preempted, t0, result) {
+        Some(v) => v,
+        None => {
             stats.fail_open.fetch_add(1, Relaxed);
             return Step::Continue;
         }

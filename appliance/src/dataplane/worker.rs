@@ -10,6 +10,7 @@
 //! `--queue-bypass`, so if this process dies traffic flows unexamined.
 
 use super::builder::Builder;
+use super::events::EventBuffers;
 use super::local::WorkerModules;
 use super::pipeline::{Buffers, Decision, decide};
 use super::placement;
@@ -57,6 +58,7 @@ struct Dataplane {
     last_sample: Option<(Instant, u64)>,
     source: Arc<ArcSwap<Table>>,
     buffers: Buffers,
+    events: EventBuffers,
     stats: Arc<QueueStats>,
     last_error_log: Option<Instant>,
 }
@@ -90,11 +92,13 @@ impl Handler for Dataplane {
     fn begin_batch(&mut self, now: Instant) {
         self.sync();
         self.sample_preemption(now);
+        self.modules.deliver_events(now, &mut self.events);
     }
 
-    fn idle(&mut self, _now: Instant) {
-        // Let go of removed modules even while no packet comes.
+    fn idle(&mut self, now: Instant) {
+        // Let go of removed modules even while no packet comes; fire timers.
         self.sync();
+        self.modules.deliver_events(now, &mut self.events);
     }
 
     fn packet(&mut self, p: &Packet<'_>, out: &mut Out<'_>) -> Disposition {
@@ -183,6 +187,7 @@ fn run(
         last_sample: None,
         source: table,
         buffers: Buffers::new(),
+        events: EventBuffers::default(),
         stats: stats.clone(),
         last_error_log: None,
     };

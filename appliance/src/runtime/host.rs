@@ -306,6 +306,8 @@ pub struct HostSpec {
     pub usage: Arc<TenantUsage>,
     /// Linear memory all instances of this module hold now, bytes.
     pub memory: Arc<AtomicU64>,
+    /// The module's leaky buckets (`limiter`), shared by its instances.
+    pub buckets: Arc<super::buckets::Buckets>,
 }
 
 /// What a module instance's `Store` holds.
@@ -321,6 +323,9 @@ pub struct HostState {
     started: Instant,
     /// The current call's deadline state (see `instance::CpuDeadline`).
     pub deadline: super::instance::CpuDeadline,
+    pub(super) buckets: Arc<super::buckets::Buckets>,
+    /// This instance's timers (packet modules; a server module's are its shell's).
+    pub timers: super::timers::InstanceTimers,
 }
 
 impl HostState {
@@ -341,6 +346,8 @@ impl HostState {
             worker,
             started: Instant::now(),
             deadline: Default::default(),
+            buckets: spec.buckets.clone(),
+            timers: Default::default(),
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use super::abi::{LiftedBytes, OnPacketFunc, RawVerdict};
 use super::host::HostSpec;
-use super::{Compiled, HostState, PacketMeta, PacketModule, WasmtimeContext as _};
+use super::{Compiled, HostState, LoadReport, PacketMeta, PacketModule, WasmtimeContext as _};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Engine, Store};
@@ -134,7 +134,7 @@ impl Template {
             .call_init(&mut store, &self.properties)
             .ctx("module init trapped")?
             .map_err(|e| anyhow::anyhow!("module refused its properties: {e}"))?;
-        Ok(ModuleInstance { store, on_packet, deadline_ticks: self.deadline_ticks })
+        Ok(ModuleInstance { store, bindings, on_packet, deadline_ticks: self.deadline_ticks })
     }
 }
 
@@ -143,6 +143,7 @@ impl Template {
 /// drops it and asks for a new one.
 pub struct ModuleInstance {
     store: Store<HostState>,
+    bindings: PacketModule,
     on_packet: OnPacketFunc,
     deadline_ticks: u64,
 }
@@ -151,8 +152,7 @@ impl ModuleInstance {
     /// Runs one packet through the module. `Err` is a fault (trap, deadline,
     /// memory limit), summarized for logs and the API.
     pub fn on_packet(&mut self, meta: PacketMeta, payload: &[u8]) -> Result<CallVerdict, String> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        self.store.data_mut().deadline = CpuDeadline::default();
+        self.arm_deadline();
         match self.on_packet.call(&mut self.store, meta, payload) {
             Ok(RawVerdict::Accept) => Ok(CallVerdict::Accept),
             Ok(RawVerdict::Drop) => Ok(CallVerdict::Drop),
@@ -160,6 +160,33 @@ impl ModuleInstance {
             Ok(RawVerdict::Reply(LiftedBytes { len })) => Ok(CallVerdict::Reply(len)),
             Err(e) => Err(summarize(&format!("{e:#}"))),
         }
+    }
+
+    /// Timer `id` is due. `Err` is a fault, as for [`Self::on_packet`].
+    pub fn on_timer(&mut self, id: u32) -> Result<(), String> {
+        self.arm_deadline();
+        self.bindings.call_on_timer(&mut self.store, id).map_err(|e| summarize(&format!("{e:#}")))
+    }
+
+    /// A load report from the feedback API. `Err` is a fault.
+    pub fn on_feedback(&mut self, report: LoadReport) -> Result<(), String> {
+        self.arm_deadline();
+        self.bindings.call_on_feedback(&mut self.store, report).map_err(|e| summarize(&format!("{e:#}")))
+    }
+
+    fn arm_deadline(&mut self) {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store.data_mut().deadline = CpuDeadline::default();
+    }
+
+    /// When this instance's next timer is due.
+    pub fn next_timer(&self) -> Option<std::time::Instant> {
+        self.store.data().timers.next()
+    }
+
+    /// The timers due at `now`, disarmed, into `out`.
+    pub fn take_due_timers(&mut self, now: std::time::Instant, out: &mut Vec<u32>) {
+        self.store.data_mut().timers.take_due(now, out);
     }
 
     /// Linear memory this instance holds, bytes.

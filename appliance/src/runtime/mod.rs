@@ -7,9 +7,11 @@
 
 #[allow(unsafe_code)] // the ABI glue of the allocation-free call; see abi.rs
 mod abi;
+pub mod buckets;
 pub mod host;
 mod instance;
 pub mod server_world;
+pub mod timers;
 
 pub use abi::LiftedBytes;
 pub use host::{GuestCounters, HostSpec, HostState, TenantState, TenantUsage};
@@ -29,7 +31,7 @@ wasmtime::component::bindgen!({
     world: "packet-module",
 });
 
-pub use netserv::module::types::{IpAddress, SocketAddress, Transport};
+pub use netserv::module::types::{IpAddress, OverloadAlgorithm, SocketAddress, Transport};
 
 /// wasmtime 48 has its own error type; the rest of the appliance uses anyhow.
 pub(crate) trait WasmtimeContext<T> {

@@ -21,12 +21,14 @@ mod bindings {
             "netserv:module/counters": crate::runtime::netserv::module::counters,
             "netserv:module/clock": crate::runtime::netserv::module::clock,
             "netserv:module/state": crate::runtime::netserv::module::state,
+            "netserv:module/timers": crate::runtime::netserv::module::timers,
         },
     });
 }
 
+pub use crate::runtime::netserv::module::timers;
 pub use bindings::ServerModulePre;
-pub use bindings::netserv::module::{secrets, server, timers};
+pub use bindings::netserv::module::{secrets, server};
 
 /// A server module instance's store data.
 pub struct ServerData {

@@ -37,12 +37,18 @@ pub enum Mode {
     CounterFlood,
     /// Store `burst` new keys per packet.
     StateFlood,
+    /// Behave, and keep a timer: `init` arms timer 1 for 10 ms; each firing
+    /// counts in `timer_fired` and re-arms it, `burst` times in all.
+    Timers,
+    /// Arm a timer in `init` whose firing spins forever: a fault with no
+    /// packet to blame.
+    TimerSpin,
     /// Behave.
     Accept,
 }
 
 impl Mode {
-    pub const ALL: [(&'static str, Mode); 11] = [
+    pub const ALL: [(&'static str, Mode); 13] = [
         ("trap", Mode::Trap),
         ("trap-alternate", Mode::TrapAlternate),
         ("spin", Mode::Spin),
@@ -53,6 +59,8 @@ impl Mode {
         ("log-flood", Mode::LogFlood),
         ("counter-flood", Mode::CounterFlood),
         ("state-flood", Mode::StateFlood),
+        ("timers", Mode::Timers),
+        ("timer-spin", Mode::TimerSpin),
         ("accept", Mode::Accept),
     ];
 
@@ -111,6 +119,8 @@ pub fn recurse(depth: u64, pad: [u64; 16]) -> u64 {
 // this adapter is the only place it is allowed.
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
+// The generated glue flattens a `load-report` into 14 ABI arguments.
+#[allow(clippy::too_many_arguments)]
 mod guest {
     use super::{Config, Mode, recurse, triggers};
     use std::sync::OnceLock;
@@ -118,18 +128,45 @@ mod guest {
 
     wit_bindgen::generate!({ path: "../wit", world: "packet-module" });
 
-    use netserv::module::{clock, counters, log, state};
+    use netserv::module::{clock, counters, log, state, timers};
 
     static CONFIG: OnceLock<Config> = OnceLock::new();
     static CALLS: AtomicU64 = AtomicU64::new(0);
+    static FIRED: AtomicU64 = AtomicU64::new(0);
 
     struct Faulty;
 
     impl Guest for Faulty {
         fn init(properties: Vec<(String, String)>) -> Result<(), String> {
             let cfg = Config::from_properties(properties.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+            if matches!(cfg.mode, Mode::Timers | Mode::TimerSpin) && !timers::set(1, 10) {
+                return Err("the host refused a timer".into());
+            }
             CONFIG.set(cfg).map_err(|_| "init called twice".to_owned())
         }
+
+        fn on_timer(_id: u32) {
+            let Some(cfg) = CONFIG.get() else { return };
+            match cfg.mode {
+                Mode::TimerSpin => {
+                    let mut x: u64 = 0;
+                    loop {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                }
+                Mode::Timers => {
+                    if let Some(id) = counters::declare("timer_fired") {
+                        counters::add(id, 1);
+                    }
+                    if FIRED.fetch_add(1, Relaxed) + 1 < u64::from(cfg.burst) {
+                        timers::set(1, 10);
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        fn on_feedback(_report: LoadReport) {}
 
         fn on_packet(_meta: PacketMeta, payload: Vec<u8>) -> Verdict {
             let Some(cfg) = CONFIG.get() else {
@@ -142,7 +179,7 @@ mod guest {
             match cfg.mode {
                 Mode::Trap => panic!("fault injector: trap on purpose"),
                 Mode::TrapAlternate if call % 2 == 1 => panic!("fault injector: trap on every other call"),
-                Mode::TrapAlternate | Mode::Accept => Verdict::Accept,
+                Mode::TrapAlternate | Mode::Accept | Mode::Timers | Mode::TimerSpin => Verdict::Accept,
                 Mode::Spin => {
                     let mut x: u64 = 0;
                     loop {

@@ -3,6 +3,8 @@
 // wit-bindgen generates the canonical-ABI glue with `unsafe` and `export_name`;
 // this adapter is the only place it is allowed. The logic it calls is safe Rust.
 #![allow(unsafe_code)]
+// The generated glue flattens a `load-report` into 14 ABI arguments.
+#![allow(clippy::too_many_arguments)]
 
 use crate::{Action, Config, Kind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -34,6 +36,12 @@ impl Guest for KeepAlive {
         let _ = COUNTERS.set(Kind::ALL.map(|k| counters::declare(k.counter())));
         CONFIG.set(cfg).map_err(|_| "init called twice".to_owned())
     }
+
+    /// Keep-alives need no clock of their own.
+    fn on_timer(_id: u32) {}
+
+    /// Nor load reports.
+    fn on_feedback(_report: LoadReport) {}
 
     fn on_packet(meta: PacketMeta, payload: Vec<u8>) -> Verdict {
         let Some(cfg) = CONFIG.get() else {

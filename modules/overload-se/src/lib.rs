@@ -1,0 +1,252 @@
+//! Overload-control sending entity: RFC 7339 (loss-based) and RFC 7415
+//! (rate-based) at the network edge.
+//!
+//! The appliance intercepts SIP requests on their way to the ITSP's server
+//! (and, for in-band reports, the server's responses on their way back) and
+//! hands them here. Under control, the excess is answered at the edge with
+//! `503 Service Unavailable` as if the server had sent it, so it never
+//! enters the ITSP's network. DESIGN.md §4.3 is the behaviour:
+//!
+//! - control per receiving entity (the request's destination address and
+//!   port), from reports that come in-band (`oc`, `oc-algo`, `oc-validity`,
+//!   `oc-seq` in the top Via of a response to a request this module passed)
+//!   or through the appliance's feedback API;
+//! - a report counts only when its `oc-seq` is greater than the last;
+//!   `oc-validity` missing means 500 ms; `oc-validity=0` ends control;
+//! - initial requests are shed first, in-dialog and emergency ones only when
+//!   those are exhausted, ACK / CANCEL / BYE never (`classify`, `control`);
+//! - a shed INVITE's ACK is absorbed, and a retransmission of a shed request
+//!   is shed again: the edge answers as one stateful server would;
+//! - `oc` and `oc-algo="loss,rate"` are added to the top Via of what it
+//!   passes, so that an RFC 7339 server knows to report.
+//!
+//! This crate is plain Rust and testable natively; `guest.rs` adapts it to
+//! the `packet-module` WIT world when built for `wasm32-wasip2`.
+
+#![cfg_attr(not(target_arch = "wasm32"), forbid(unsafe_code))]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
+
+mod classify;
+mod config;
+mod control;
+#[cfg(target_arch = "wasm32")]
+mod guest;
+mod recent;
+
+pub use classify::{Category, parse_seq};
+pub use config::{Config, ConfigError};
+pub use control::{Algorithm, Limiter, Report, Taken};
+
+use control::Control;
+use netserv_sip_scan::{EMPTY_HEADER, parse_datagram};
+use recent::Recent;
+use std::net::SocketAddr;
+
+/// Bound on header fields per message.
+const MAX_HEADERS: usize = 64;
+/// Receiving entities one instance tracks.
+pub const MAX_SERVERS: usize = 64;
+/// `oc-validity` when a response names none (RFC 7339 §5.2).
+pub const DEFAULT_VALIDITY_MS: u32 = 500;
+/// Transactions remembered: those passed (whose responses may report) and
+/// those shed (whose ACK and retransmissions are the edge's to answer).
+const REMEMBERED: usize = 4096;
+/// What `oc-algo` the module offers in the Via of what it passes.
+const ADVERTISED: &[u8] = b";oc;oc-algo=\"loss,rate\"";
+
+/// What to do with one packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Pass,
+    /// Pass this payload instead (the request with `oc` in its top Via).
+    Replace(Vec<u8>),
+    /// Drop it silently (a shed INVITE's ACK).
+    Absorb,
+    /// Answer its source with this payload, from the server's address.
+    Reply(Vec<u8>),
+}
+
+/// What happened, for counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    AdmittedInitial,
+    AdmittedPriority,
+    ShedInitial,
+    ShedPriority,
+    NeverShed,
+    AckAbsorbed,
+    /// Not a SIP request this module judges (not SIP, unparsable, a response).
+    Other,
+    Report(Taken),
+    /// A response's report for a request this module never passed: ignored.
+    Unsolicited,
+}
+
+impl Outcome {
+    /// Every counted outcome and its counter name.
+    pub const COUNTERS: [(Outcome, &'static str); 11] = [
+        (Outcome::AdmittedInitial, "admitted_initial"),
+        (Outcome::AdmittedPriority, "admitted_priority"),
+        (Outcome::ShedInitial, "shed_initial"),
+        (Outcome::ShedPriority, "shed_priority"),
+        (Outcome::NeverShed, "passed_never_shed"),
+        (Outcome::AckAbsorbed, "absorbed_ack"),
+        (Outcome::Other, "passed_other"),
+        (Outcome::Report(Taken::Accepted), "reports_accepted"),
+        (Outcome::Report(Taken::Stale), "reports_stale"),
+        (Outcome::Report(Taken::Ended), "control_ended"),
+        (Outcome::Unsolicited, "reports_unsolicited"),
+    ];
+
+    pub fn counter_index(self) -> Option<usize> {
+        Self::COUNTERS.iter().position(|(o, _)| *o == self)
+    }
+}
+
+/// One instance's sending entity.
+pub struct Se<L: Limiter> {
+    cfg: Config,
+    limiter: L,
+    servers: Vec<(SocketAddr, Control)>,
+    passed: Recent,
+    shed: Recent,
+}
+
+/// The host bucket's key for a server: the same in every instance.
+fn key_of(server: SocketAddr) -> u32 {
+    let h = classify::fnv1a(&[server.to_string().as_bytes()]);
+    (h ^ (h >> 32)) as u32
+}
+
+impl<L: Limiter> Se<L> {
+    pub fn new(cfg: Config, limiter: L) -> Self {
+        Self { cfg, limiter, servers: Vec::new(), passed: Recent::new(REMEMBERED), shed: Recent::new(REMEMBERED) }
+    }
+
+    /// The index of `server`'s control state, made if there is room (the
+    /// oldest server without control in force gives its place).
+    fn slot(&mut self, server: SocketAddr) -> Option<usize> {
+        if let Some(i) = self.servers.iter().position(|(s, _)| *s == server) {
+            return Some(i);
+        }
+        if self.servers.len() >= MAX_SERVERS {
+            let idle = self.servers.iter().position(|(_, c)| c.active.is_none())?;
+            self.servers.remove(idle);
+        }
+        self.servers.push((server, Control::new(key_of(server))));
+        Some(self.servers.len() - 1)
+    }
+
+    /// A report for `server` at `now` (ns).
+    pub fn report(&mut self, now: u64, server: SocketAddr, r: Report) -> Outcome {
+        let Some(i) = self.slot(server) else { return Outcome::Other };
+        let Some((_, c)) = self.servers.get_mut(i) else { return Outcome::Other };
+        Outcome::Report(c.report(now, r, &mut self.limiter))
+    }
+
+    /// The report in force for `server`, with the ms left of it.
+    pub fn current(&self, now: u64, server: SocketAddr) -> Option<(Report, u64)> {
+        self.servers.iter().find(|(s, _)| *s == server).and_then(|(_, c)| c.current(now))
+    }
+
+    /// A packet from `source` to `destination` at `now` (ns): a request to a
+    /// server, or a response from one.
+    pub fn packet(
+        &mut self,
+        now: u64,
+        source: SocketAddr,
+        destination: SocketAddr,
+        payload: &[u8],
+    ) -> (Action, Outcome) {
+        let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+        let Ok(msg) = parse_datagram(payload, &mut headers) else { return (Action::Pass, Outcome::Other) };
+        if let Some(inband) = classify::response(&msg) {
+            return (Action::Pass, self.inband(now, source, inband));
+        }
+        let Some(facts) = classify::request(payload, &msg) else { return (Action::Pass, Outcome::Other) };
+        if self.shed.contains(facts.transaction) {
+            // The ACK of a 503 the edge sent ends that transaction here; a
+            // retransmission of a shed request gets the same answer.
+            if facts.is_ack {
+                return (Action::Absorb, Outcome::AckAbsorbed);
+            }
+            if facts.category != classify::Category::NeverShed {
+                return self.reject(&msg, source, &facts);
+            }
+        }
+        let shed = match self.slot(destination) {
+            Some(i) => match self.servers.get_mut(i) {
+                Some((_, c)) => c.shed(now, facts.category, &self.cfg, &mut self.limiter),
+                None => false,
+            },
+            None => false,
+        };
+        if shed {
+            self.shed.insert(facts.transaction);
+            return self.reject(&msg, source, &facts);
+        }
+        self.passed.insert(facts.transaction);
+        let outcome = match facts.category {
+            Category::Initial => Outcome::AdmittedInitial,
+            Category::Priority => Outcome::AdmittedPriority,
+            Category::NeverShed => Outcome::NeverShed,
+        };
+        if !self.cfg.advertise || facts.client_does_oc {
+            return (Action::Pass, outcome);
+        }
+        let mut out = Vec::with_capacity(payload.len() + ADVERTISED.len());
+        out.extend_from_slice(payload.get(..facts.top_via_end).unwrap_or_default());
+        out.extend_from_slice(ADVERTISED);
+        out.extend_from_slice(payload.get(facts.top_via_end..).unwrap_or_default());
+        (Action::Replace(out), outcome)
+    }
+
+    fn inband(&mut self, now: u64, server: SocketAddr, inband: classify::InBand) -> Outcome {
+        let Some(oc) = inband.oc else { return Outcome::Other };
+        if !self.passed.contains(inband.transaction) {
+            return Outcome::Unsolicited;
+        }
+        // Without an `oc-seq` a report cannot be ordered: it counts as the
+        // next one after the last.
+        let seq = match inband.seq {
+            Some(s) => s,
+            None => self
+                .servers
+                .iter()
+                .find(|(s, _)| *s == server)
+                .and_then(|(_, c)| c.last_seq)
+                .map_or(0, |s| s.saturating_add(1)),
+        };
+        let r = Report {
+            algorithm: if inband.rate { Algorithm::Rate } else { Algorithm::Loss },
+            oc: if inband.rate { oc } else { oc.min(100) },
+            validity_ms: inband.validity_ms.unwrap_or(DEFAULT_VALIDITY_MS),
+            seq,
+        };
+        self.report(now, server, r)
+    }
+
+    fn reject(
+        &self,
+        msg: &netserv_sip_scan::Message<'_, '_>,
+        source: SocketAddr,
+        facts: &classify::RequestFacts,
+    ) -> (Action, Outcome) {
+        let outcome = if facts.category == Category::Priority { Outcome::ShedPriority } else { Outcome::ShedInitial };
+        let mut out = Vec::with_capacity(512);
+        if netserv_sip_answer::response_head(&mut out, b"503 Service Unavailable", msg, source).is_none() {
+            // Not answerable (no From / To / Call-ID / CSeq): the server's to judge.
+            return (Action::Pass, Outcome::Other);
+        }
+        if let Some(after) = self.cfg.retry_after.filter(|_| !facts.client_does_oc) {
+            out.extend_from_slice(b"Retry-After: ");
+            netserv_sip_answer::push_decimal(&mut out, u64::from(after));
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        (Action::Reply(out), outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests;
