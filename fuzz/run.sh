@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 secs="${1:-10}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-for target in sip_scan stun_wire keepalive gist_wire nslp_wire hep nfqueue_wire turn_framing relay_credentials relay_server; do
+for target in sip_scan stun_wire keepalive overload_se gist_wire nslp_wire hep nfqueue_wire turn_framing relay_credentials relay_server; do
   seeds=seeds/sip
   [[ $target == stun_wire ]] && seeds=seeds/stun
   [[ $target == gist_wire ]] && seeds=seeds/gist

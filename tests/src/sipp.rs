@@ -44,9 +44,74 @@ pub fn uas(tb: &Testbed, log: &Path) -> anyhow::Result<Proc> {
     )
 }
 
+/// How many messages starting with `start` (e.g. `"BYE "`) a sipp message log holds.
+pub fn received_start(log: &PathBuf, start: &str) -> usize {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.matches(&format!("\n{start}")).count()
+}
+
 /// How many requests of `method` appear as received in a sipp message log.
 pub fn received(log: &PathBuf, method: &str) -> usize {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let needle = format!("\n{method} sip:");
     text.matches(&needle).count()
+}
+
+/// Starts sipp's built-in UAS (`-sn uas`: 180, 200, then ACK and BYE) in
+/// `core` on 5060, logging every message it receives: a SIP server that
+/// completes every call it is offered.
+pub fn call_uas(tb: &Testbed, log: &Path) -> anyhow::Result<Proc> {
+    let log = log.to_str().context("utf-8")?;
+    tb.spawn(
+        &tb.core,
+        "sipp",
+        &["-sn", "uas", "-i", crate::netns::CORE_IP, "-p", "5060", "-nostdin", "-trace_msg", "-message_file", log],
+        None,
+    )
+}
+
+/// A run of calls and what sipp counted.
+#[derive(Debug, Clone)]
+pub struct Calls {
+    pub successful: u64,
+    pub failed: u64,
+    pub output: String,
+}
+
+/// Places `calls` calls at `rate` a second from namespace `ua` (port
+/// `port`) to `server`: sipp's built-in UAC (`scenario` None) or a fixture
+/// scenario. Every run is bounded (`-timeout`, retransmissions at most 5).
+pub fn calls(
+    ua: &str,
+    server: &str,
+    scenario: Option<&str>,
+    port: u16,
+    calls: u32,
+    rate: u32,
+    log_dir: &Path,
+) -> anyhow::Result<Calls> {
+    let stat = log_dir.join(format!("calls-{port}.csv"));
+    let _ = std::fs::remove_file(&stat);
+    let mut cmd = crate::netns::cmd(ua, "sipp");
+    cmd.arg(server);
+    match scenario {
+        Some(f) => cmd.arg("-sf").arg(paths::fixture(f)),
+        None => cmd.args(["-sn", "uac"]),
+    };
+    let out = cmd
+        .args(["-i", crate::netns::UA_IP, "-p", &port.to_string(), "-m", &calls.to_string(), "-r", &rate.to_string()])
+        .args(["-max_retrans", "5", "-timeout", "60s", "-timeout_error", "-nostdin", "-trace_stat", "-stf"])
+        .arg(&stat)
+        .output()
+        .context("running sipp (install the sip-tester package)")?;
+    let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&stat).with_context(|| format!("sipp wrote no statistics:\n{output}"))?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let head: Vec<&str> = lines.next().context("statistics without a header")?.split(';').collect();
+    let last: Vec<&str> = lines.last().context("statistics without a row")?.split(';').collect();
+    let column = |name: &str| -> anyhow::Result<u64> {
+        let i = head.iter().position(|h| *h == name).with_context(|| format!("no column {name}"))?;
+        last.get(i).and_then(|v| v.trim().parse().ok()).with_context(|| format!("column {name} unreadable"))
+    };
+    Ok(Calls { successful: column("SuccessfulCall(C)")?, failed: column("FailedCall(C)")?, output })
 }

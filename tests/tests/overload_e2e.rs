@@ -1,0 +1,107 @@
+//! Overload control at the edge, end to end: sipp's UAS in `core` stands
+//! in for the SIP server, the appliance in `edge` runs the overload-control
+//! sending entity (modules/overload-se) on its NFQUEUE path, sipp UACs in
+//! `ua` place calls. A load report through the feedback API sheds its share
+//! of INVITEs with 503s from the edge; calls admitted complete (their ACKs
+//! and BYEs are never shed); emergency calls pass while ordinary ones are
+//! shed; a report with validity 0 ends control.
+
+use netserv_tests::appliance::{TENANT_A_TOKEN, TENANT_B_TOKEN, TempDir, test_config};
+use netserv_tests::netns::CORE_IP;
+use netserv_tests::{Appliance, Testbed, paths, sipp, wait_for};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const SERVER: &str = "198.18.2.20:5060";
+const FEEDBACK: &str = "/api/v1/modules/itsp-a/overload/feedback";
+
+fn report(app: &Appliance, body: Value, token: &str) -> (u16, Value) {
+    app.api("POST", FEEDBACK, Some(&body), token).expect("feedback API")
+}
+
+fn counter(m: &Value, name: &str) -> u64 {
+    m["module_counters"][name].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_load_report_sheds_invites_at_the_edge_while_dialogs_and_emergency_calls_complete() {
+    if !netserv_tests::e2e_ready("a_load_report_sheds_invites_at_the_edge_while_dialogs_and_emergency_calls_complete") {
+        return;
+    }
+    let tb = Testbed::new("oc").expect("testbed (run as root)");
+    let logs = TempDir::new("oc-logs").expect("tmp");
+    let uas_log = logs.0.join("uas_messages.log");
+    let _uas = sipp::call_uas(&tb, &uas_log).expect("sipp UAS");
+    let app = Appliance::start(&tb, &test_config("")).expect("appliance starts");
+    app.install(&json!({
+        "tenant": "itsp-a", "name": "overload",
+        "source": { "path": paths::module("netserv_overload_se") },
+        "filter": { "transport": "udp", "destination": format!("{CORE_IP}/32"), "ports": [5060] },
+    }))
+    .expect("install overload-se");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // No report: every call completes, and the INVITEs offer overload control.
+    let base = sipp::calls(&tb.ua, SERVER, None, 5061, 20, 20, &logs.0).expect("sipp");
+    assert_eq!((base.successful, base.failed), (20, 0), "{}", base.output);
+    let seen = std::fs::read_to_string(&uas_log).unwrap_or_default();
+    assert!(seen.contains(";oc;oc-algo=\"loss,rate\""), "the server was offered oc in the top Via");
+
+    // Another tenant cannot steer this module; a bad report names its field.
+    let r = json!({ "server": SERVER, "algorithm": "loss", "oc": 50, "validity_ms": 60_000, "seq": 1 });
+    assert_eq!(report(&app, r.clone(), TENANT_B_TOKEN).0, 404);
+    let (code, v) = report(&app, json!({ "server": SERVER, "algorithm": "loss", "oc": 500, "seq": 1 }), TENANT_A_TOKEN);
+    assert_eq!(code, 400);
+    assert!(v["error"].as_str().is_some_and(|e| e.contains("`oc`")), "{v}");
+
+    // Shed half: ordinary calls and, beside them, emergency calls.
+    let (code, v) = report(&app, r, TENANT_A_TOKEN);
+    assert_eq!(code, 202, "{v}");
+    let ua = tb.ua.clone();
+    let dir = logs.0.clone();
+    let sos = std::thread::spawn(move || sipp::calls(&ua, SERVER, Some("sipp/emergency_uac.xml"), 5062, 20, 5, &dir));
+    let run = sipp::calls(&tb.ua, SERVER, None, 5061, 200, 50, &logs.0).expect("sipp");
+    let sos = sos.join().expect("thread").expect("sipp emergency");
+    let m = app.module("itsp-a", "overload").expect("module");
+    eprintln!(
+        "ordinary {} ok / {} failed; emergency {} ok / {} failed; {}",
+        run.successful, run.failed, sos.successful, sos.failed, m["module_counters"]
+    );
+    assert_eq!(run.successful + run.failed, 200, "{}", run.output);
+    // 50 % of the 220 controllable INVITEs, all of them from the 200 ordinary ones.
+    assert!((90..=130).contains(&run.failed), "shed {} of 200 ordinary calls\n{}", run.failed, run.output);
+    assert_eq!(counter(&m, "shed_initial"), run.failed, "each failed call is one INVITE shed at the edge: {m}");
+    assert_eq!(
+        (sos.successful, sos.failed),
+        (20, 0),
+        "emergency calls pass while ordinary ones are shed\n{}",
+        sos.output
+    );
+    assert_eq!(counter(&m, "shed_priority"), 0, "{m}");
+    assert!(counter(&m, "passed_never_shed") >= 2 * (run.successful + 20), "ACKs and BYEs all passed: {m}");
+    // Every admitted call, baseline, ordinary and emergency, ended with its BYE at the server.
+    let byes = wait_for("the BYEs at the server", Duration::from_secs(5), || {
+        let n = sipp::received_start(&uas_log, "BYE ");
+        (n as u64 == 20 + run.successful + 20).then_some(n)
+    });
+    assert_eq!(byes as u64, 20 + run.successful + 20);
+    let metrics = app.metrics().expect("metrics");
+    assert!(metrics.contains("name=\"shed_initial\""), "the module's counters are in /metrics");
+
+    // Validity 0 ends control at once.
+    let (code, v) = report(
+        &app,
+        json!({ "server": SERVER, "algorithm": "loss", "oc": 0, "validity_ms": 0, "seq": 2 }),
+        TENANT_A_TOKEN,
+    );
+    assert_eq!(code, 202);
+    // Every worker's instance gets each report, and counts it.
+    let workers = v["workers"].as_u64().expect("workers");
+    std::thread::sleep(Duration::from_millis(200));
+    let after = sipp::calls(&tb.ua, SERVER, None, 5061, 30, 30, &logs.0).expect("sipp");
+    assert_eq!((after.successful, after.failed), (30, 0), "{}", after.output);
+    let m = app.module("itsp-a", "overload").expect("module");
+    assert_eq!(counter(&m, "control_ended"), workers, "{m}");
+    assert_eq!(counter(&m, "reports_accepted"), workers, "{m}");
+    assert_eq!(m["counters"]["faults"], 0, "{m}");
+}
