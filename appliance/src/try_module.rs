@@ -66,6 +66,7 @@ fn try_spec(tenant: &str, to: SocketAddr, props: &[(String, String)], limits: &L
             destination: ipnet::IpNet::from(to.ip()),
             ports: vec![to.port()],
             source: None,
+            responses: false,
         },
         properties: props.to_vec(),
         limits: limits.clone(),

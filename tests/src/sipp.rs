@@ -61,13 +61,21 @@ pub fn received(log: &PathBuf, method: &str) -> usize {
 /// `core` on 5060, logging every message it receives: a SIP server that
 /// completes every call it is offered.
 pub fn call_uas(tb: &Testbed, log: &Path) -> anyhow::Result<Proc> {
+    uas_with(tb, &["-sn", "uas"], log)
+}
+
+/// Starts fixture scenario `scenario` as the UAS in `core` on 5060, logging
+/// every message it receives.
+pub fn scenario_uas(tb: &Testbed, scenario: &str, log: &Path) -> anyhow::Result<Proc> {
+    let f = paths::fixture(scenario);
+    uas_with(tb, &["-sf", f.to_str().context("utf-8")?], log)
+}
+
+fn uas_with(tb: &Testbed, scenario: &[&str], log: &Path) -> anyhow::Result<Proc> {
     let log = log.to_str().context("utf-8")?;
-    tb.spawn(
-        &tb.core,
-        "sipp",
-        &["-sn", "uas", "-i", crate::netns::CORE_IP, "-p", "5060", "-nostdin", "-trace_msg", "-message_file", log],
-        None,
-    )
+    let mut args = scenario.to_vec();
+    args.extend(["-i", crate::netns::CORE_IP, "-p", "5060", "-nostdin", "-trace_msg", "-message_file", log]);
+    tb.spawn(&tb.core, "sipp", &args, None)
 }
 
 /// A run of calls and what sipp counted.
@@ -108,7 +116,7 @@ pub fn calls(
     let text = std::fs::read_to_string(&stat).with_context(|| format!("sipp wrote no statistics:\n{output}"))?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let head: Vec<&str> = lines.next().context("statistics without a header")?.split(';').collect();
-    let last: Vec<&str> = lines.last().context("statistics without a row")?.split(';').collect();
+    let last: Vec<&str> = lines.next_back().context("statistics without a row")?.split(';').collect();
     let column = |name: &str| -> anyhow::Result<u64> {
         let i = head.iter().position(|h| *h == name).with_context(|| format!("no column {name}"))?;
         last.get(i).and_then(|v| v.trim().parse().ok()).with_context(|| format!("column {name} unreadable"))

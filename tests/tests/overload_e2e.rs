@@ -105,3 +105,42 @@ fn a_load_report_sheds_invites_at_the_edge_while_dialogs_and_emergency_calls_com
     assert_eq!(counter(&m, "reports_accepted"), workers, "{m}");
     assert_eq!(m["counters"]["faults"], 0, "{m}");
 }
+
+/// In-band reports (RFC 7339 §5.2): the module's filter also sees the
+/// server's responses; a server that reports `oc=50` in the top Via of its
+/// answers (sipp playing an RFC 7339 server) gets half its INVITEs shed at
+/// the edge, steered by nothing but its own responses.
+#[test]
+fn in_band_reports_in_the_servers_responses_steer_the_edge() {
+    if !netserv_tests::e2e_ready("in_band_reports_in_the_servers_responses_steer_the_edge") {
+        return;
+    }
+    let tb = Testbed::new("ocib").expect("testbed (run as root)");
+    let logs = TempDir::new("ocib-logs").expect("tmp");
+    let uas_log = logs.0.join("uas_messages.log");
+    let _uas = sipp::scenario_uas(&tb, "sipp/oc_uas.xml", &uas_log).expect("sipp UAS");
+    let app = Appliance::start(&tb, &test_config("")).expect("appliance starts");
+    app.install(&json!({
+        "tenant": "itsp-a", "name": "overload",
+        "source": { "path": paths::module("netserv_overload_se") },
+        "filter": { "transport": "udp", "destination": format!("{CORE_IP}/32"), "ports": [5060], "responses": true },
+    }))
+    .expect("install overload-se");
+    assert_eq!(tb.nfqueue_rules(), 2, "a rule each way");
+    std::thread::sleep(Duration::from_millis(300));
+    let run = sipp::calls(&tb.ua, SERVER, None, 5061, 200, 50, &logs.0).expect("sipp");
+    let m = app.module("itsp-a", "overload").expect("module");
+    eprintln!("{} ok / {} failed; {}", run.successful, run.failed, m["module_counters"]);
+    assert_eq!(run.successful + run.failed, 200, "{}", run.output);
+    assert!(counter(&m, "reports_accepted") > 0, "{m}");
+    assert_eq!(counter(&m, "reports_unsolicited"), 0, "every report answered a request it passed: {m}");
+    // The first answers come before control starts; then half are shed.
+    assert!((70..=110).contains(&run.failed), "shed {} of 200\n{}", run.failed, run.output);
+    assert_eq!(counter(&m, "shed_initial"), run.failed, "{m}");
+    assert_eq!(m["counters"]["faults"], 0, "{m}");
+    // Removed: both rules go.
+    let (code, _) =
+        app.api("DELETE", "/api/v1/modules/itsp-a/overload", None, netserv_tests::appliance::ADMIN_TOKEN).expect("api");
+    assert_eq!(code, 200);
+    assert_eq!(tb.nfqueue_rules(), 0);
+}

@@ -155,8 +155,8 @@ impl Iptables {
     /// The set entries of a filter (`net,proto:port`), or None when it needs
     /// a rule of its own.
     fn set_entries(&self, filter: &Filter) -> Option<Vec<String>> {
-        // hash:net holds prefixes of length 1 and up, and no source.
-        if !self.sets || filter.source.is_some() || filter.destination.prefix_len() == 0 {
+        // hash:net holds prefixes of length 1 and up, no source, one direction.
+        if !self.sets || filter.source.is_some() || filter.responses || filter.destination.prefix_len() == 0 {
             return None;
         }
         let proto = filter.transport.as_str();
@@ -198,19 +198,21 @@ impl Iptables {
         entries.keys().any(|(b, _)| *b == bin)
     }
 
-    fn rule(&self, filter: &Filter, id: &str, steering: Steering) -> Vec<String> {
+    /// The filter's rule; `responses`: its mirror, for the servers' answers.
+    fn rule(&self, filter: &Filter, id: &str, steering: Steering, responses: bool) -> Vec<String> {
+        let (to, from, ports_flag) = if responses { ("-s", "-d", "--sports") } else { ("-d", "-s", "--dports") };
         let mut a = vec![
             self.chain.clone(),
             "-p".into(),
             filter.transport.as_str().into(),
-            "-d".into(),
+            to.into(),
             filter.destination.to_string(),
         ];
         if let Some(src) = filter.source {
-            a.extend(["-s".into(), src.to_string()]);
+            a.extend([from.into(), src.to_string()]);
         }
         let ports: Vec<String> = filter.ports.iter().map(u16::to_string).collect();
-        a.extend(["-m".into(), "multiport".into(), "--dports".into(), ports.join(",")]);
+        a.extend(["-m".into(), "multiport".into(), ports_flag.into(), ports.join(",")]);
         a.extend(["-m".into(), "comment".into(), "--comment".into(), format!("netserv:{id}")]);
         a.extend(["-j".into(), "NFQUEUE".into()]);
         a.extend(self.queue_target(steering));
@@ -282,10 +284,27 @@ impl Iptables {
     /// Appends (`-A`) or deletes (`-D`) a module's rule as written with `steering`.
     fn edit(&self, op: &str, filter: &Filter, id: &str, steering: Steering) -> Result<(), IptablesError> {
         let bin = self.bin_for(filter)?;
-        let rule = self.rule(filter, id, steering);
-        let mut args: Vec<&str> = vec![op];
-        args.extend(rule.iter().map(String::as_str));
-        run(bin, &args)
+        let directions: &[bool] = if filter.responses { &[false, true] } else { &[false] };
+        let mut first_error = None;
+        for (n, &responses) in directions.iter().enumerate() {
+            let rule = self.rule(filter, id, steering, responses);
+            let mut args: Vec<&str> = vec![op];
+            args.extend(rule.iter().map(String::as_str));
+            if let Err(e) = run(bin, &args) {
+                if op == "-A" {
+                    // An add is all or nothing: take back what it added.
+                    if n > 0 {
+                        let first = self.rule(filter, id, steering, false);
+                        let mut undo: Vec<&str> = vec!["-D"];
+                        undo.extend(first.iter().map(String::as_str));
+                        let _ = run(bin, &undo);
+                    }
+                    return Err(e);
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Steers a module's filter to the queues: its set entries (and the
@@ -407,11 +426,12 @@ mod tests {
             destination: "198.18.2.20/32".parse().expect("prefix"),
             ports: vec![5060, 5061],
             source: None,
+            responses: false,
         }
     }
 
     fn target(ipt: &Iptables) -> String {
-        let rule = ipt.rule(&filter(), "itsp-a/keepalive", ipt.steering()).join(" ");
+        let rule = ipt.rule(&filter(), "itsp-a/keepalive", ipt.steering(), false).join(" ");
         rule.split_once("-j NFQUEUE ").map(|(_, t)| t.to_owned()).expect("an NFQUEUE target")
     }
 
@@ -419,10 +439,20 @@ mod tests {
     fn module_rules_match_the_filter_and_name_the_module() {
         let ipt = Iptables::new("NETSERV", &["FORWARD".into()], 270, 2, Steering::Cpu);
         assert_eq!(
-            ipt.rule(&filter(), "itsp-a/keepalive", ipt.steering()).join(" "),
+            ipt.rule(&filter(), "itsp-a/keepalive", ipt.steering(), false).join(" "),
             "NETSERV -p udp -d 198.18.2.20/32 -m multiport --dports 5060,5061 -m comment --comment \
              netserv:itsp-a/keepalive -j NFQUEUE --queue-balance 270:271 --queue-cpu-fanout --queue-bypass"
         );
+        // A filter that sees responses has a mirror rule, from the servers' ports.
+        let both = Filter { responses: true, source: Some("198.18.1.0/24".parse().expect("prefix")), ..filter() };
+        assert_eq!(
+            ipt.rule(&both, "itsp-a/overload", ipt.steering(), true).join(" "),
+            "NETSERV -p udp -s 198.18.2.20/32 -d 198.18.1.0/24 -m multiport --sports 5060,5061 -m comment --comment \
+             netserv:itsp-a/overload -j NFQUEUE --queue-balance 270:271 --queue-cpu-fanout --queue-bypass"
+        );
+        let mut with_sets = Iptables::new("NETSERV", &["FORWARD".into()], 270, 2, Steering::Cpu);
+        with_sets.sets = true;
+        assert_eq!(with_sets.set_entries(&Filter { responses: true, ..filter() }), None, "responses need rules");
     }
 
     #[test]

@@ -86,13 +86,24 @@ pub fn decide(w: &mut WorkerModules, ip_packet: &[u8], gso: bool, out: &mut Buff
     }
     let WorkerModules { worker, table, locals, builder, replaced: carried, preempted } = w;
     let mut replaced = false;
-    for &i in table.candidates(parsed.transport, parsed.destination.port()) {
+    // Requests to the tenants' servers, then (for filters that ask) their
+    // servers' responses; a module is called once per packet.
+    let to = table.candidates(parsed.transport, parsed.destination.port());
+    let from = table.response_candidates(parsed.transport, parsed.source.port());
+    let calls = to.iter().map(|&i| (i, false)).chain(from.iter().filter(|i| !to.contains(i)).map(|&i| (i, true)));
+    for (i, response) in calls {
         let Some(local) = locals.get_mut(i as usize) else { continue };
-        if !local.module.filter.matches(parsed.transport, parsed.source, parsed.destination) {
+        let f = &local.module.filter;
+        let matched = if response {
+            f.matches_response(parsed.transport, parsed.source, parsed.destination)
+        } else {
+            f.matches(parsed.transport, parsed.source, parsed.destination)
+        };
+        if !matched {
             continue;
         }
         let payload = if replaced { &carried[..] } else { parsed.payload };
-        match run_one(local.parts(), *worker, builder.as_ref(), *preempted, &parsed, payload, out) {
+        match run_one(local.parts(), *worker, builder.as_ref(), *preempted, &parsed, payload, response, out) {
             Step::Continue => {}
             Step::Replaced => {
                 LiftedBytes::with(|b| {
@@ -179,6 +190,8 @@ pub(super) fn charge<T>(
     }
 }
 
+// The packet path's state, passed apart so that no struct is built per packet.
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     mut local: LocalParts<'_>,
     worker: usize,
@@ -186,6 +199,7 @@ fn run_one(
     preempted: f64,
     parsed: &Parsed<'_>,
     payload: &[u8],
+    response: bool,
     out: &mut Buffers,
 ) -> Step {
     let module = local.module;
@@ -240,7 +254,9 @@ fn run_one(
             Step::Replaced
         }
         CallVerdict::Reply(len) => {
-            if parsed.transport != Transport::Udp || len > module.policy.reply_max {
+            // A reply leaves from the packet's destination: for a server's
+            // response that is a phone's address, which no module may speak as.
+            if response || parsed.transport != Transport::Udp || len > module.policy.reply_max {
                 stats.verdict_errors.fetch_add(1, Relaxed);
                 return Step::Continue;
             }

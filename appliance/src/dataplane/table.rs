@@ -21,14 +21,25 @@ pub struct Filter {
     pub ports: Vec<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<IpNet>,
+    /// Also the servers' responses: packets *from* `destination` with a
+    /// source port in `ports` (towards `source`, when set). Authorized by the
+    /// same prefix ownership: they are the tenant's own servers' packets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub responses: bool,
 }
 
 impl Filter {
+    /// A packet towards the tenant's servers.
     pub fn matches(&self, transport: Transport, src: SocketAddr, dst: SocketAddr) -> bool {
         transport == self.transport
             && self.destination.contains(&dst.ip())
             && self.ports.contains(&dst.port())
             && self.source.is_none_or(|s| s.contains(&src.ip()))
+    }
+
+    /// A packet from the tenant's servers (when the filter asks for responses).
+    pub fn matches_response(&self, transport: Transport, src: SocketAddr, dst: SocketAddr) -> bool {
+        self.responses && self.matches(transport, dst, src)
     }
 }
 
@@ -45,15 +56,27 @@ fn key(transport: Transport, port: u16) -> u32 {
 #[derive(Default)]
 pub struct Table {
     pub modules: Vec<Arc<ActiveModule>>,
-    /// Sorted (key, module indexes in install order).
+    /// Sorted (key, module indexes in install order), by destination port.
     index: Vec<(u32, Box<[u32]>)>,
+    /// The same for filters that see responses, by source port.
+    responses: Vec<(u32, Box<[u32]>)>,
 }
 
 /// The index over filters given in install order: for each (transport,
 /// port) the positions of the filters naming it, in install order.
 fn build_index<'a>(filters: impl Iterator<Item = &'a Filter>) -> Vec<(u32, Box<[u32]>)> {
+    build_index_where(filters, |_| true)
+}
+
+fn build_index_where<'a>(
+    filters: impl Iterator<Item = &'a Filter>,
+    keep: impl Fn(&Filter) -> bool,
+) -> Vec<(u32, Box<[u32]>)> {
     let mut map: std::collections::BTreeMap<u32, Vec<u32>> = std::collections::BTreeMap::new();
     for (i, f) in filters.enumerate() {
+        if !keep(f) {
+            continue;
+        }
         let mut ports = f.ports.clone();
         ports.sort_unstable();
         ports.dedup();
@@ -76,7 +99,8 @@ impl Table {
     /// `modules` in install order.
     pub fn new(modules: Vec<Arc<ActiveModule>>) -> Self {
         let index = build_index(modules.iter().map(|m| &m.filter));
-        Self { modules, index }
+        let responses = build_index_where(modules.iter().map(|m| &m.filter), |f| f.responses);
+        Self { modules, index, responses }
     }
 
     /// Indexes (into `modules`, install order) of the modules whose filter
@@ -85,6 +109,12 @@ impl Table {
     pub fn candidates(&self, transport: Transport, port: u16) -> &[u32] {
         lookup(&self.index, transport, port)
     }
+
+    /// The same for responses: modules whose filter asks for them and names
+    /// this transport and *source* port.
+    pub fn response_candidates(&self, transport: Transport, port: u16) -> &[u32] {
+        lookup(&self.responses, transport, port)
+    }
 }
 
 #[cfg(test)]
@@ -92,7 +122,28 @@ mod tests {
     use super::*;
 
     fn filter(transport: Transport, destination: &str, ports: &[u16]) -> Filter {
-        Filter { transport, destination: destination.parse().expect("prefix"), ports: ports.to_vec(), source: None }
+        Filter {
+            transport,
+            destination: destination.parse().expect("prefix"),
+            ports: ports.to_vec(),
+            source: None,
+            responses: false,
+        }
+    }
+
+    #[test]
+    fn responses_match_from_the_servers_and_are_indexed_by_source_port() {
+        let f = Filter { responses: true, ..filter(Transport::Udp, "198.18.2.20/32", &[5060]) };
+        let (server, phone): (SocketAddr, SocketAddr) =
+            ("198.18.2.20:5060".parse().expect("addr"), "198.18.1.10:40000".parse().expect("addr"));
+        assert!(f.matches(Transport::Udp, phone, server));
+        assert!(!f.matches(Transport::Udp, server, phone));
+        assert!(f.matches_response(Transport::Udp, server, phone));
+        assert!(!f.matches_response(Transport::Udp, phone, server));
+        let plain = filter(Transport::Udp, "198.18.2.20/32", &[5060]);
+        assert!(!plain.matches_response(Transport::Udp, server, phone), "only when asked for");
+        let index = build_index_where([plain, f].iter(), |f| f.responses);
+        assert_eq!(lookup(&index, Transport::Udp, 5060), &[1]);
     }
 
     #[test]

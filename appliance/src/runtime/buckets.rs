@@ -1,17 +1,19 @@
-//! The `limiter` import: leaky buckets shared by all instances of one
-//! module (a building block). The kernel spreads a module's packets over
-//! several NFQUEUE workers, each with its own instance; a rate the module
-//! enforces (RFC 7415's) must hold for the module as a whole, so the bucket
-//! lives here, behind one lock per module, not in any instance.
+//! The `limiter` and `recent` imports: leaky buckets and a set of recent
+//! keys, shared by all instances of one module (building blocks). The
+//! kernel spreads a module's packets over several NFQUEUE workers, each
+//! with its own instance; a rate the module enforces (RFC 7415's) must hold
+//! for the module as a whole, and a response must be recognised whichever
+//! worker saw its request — so both live here, behind one lock per module,
+//! not in any instance.
 //!
 //! Written here rather than taken from `governor`: RFC 7415 §7.2 asks for
 //! two priorities draining one bucket with two tolerances, which a
 //! `governor` limiter (one quota per limiter) cannot express.
 
 use super::HostState;
-use super::netserv::module::limiter;
+use super::netserv::module::{limiter, recent};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 /// Keys one module may use.
@@ -38,16 +40,20 @@ impl Bucket {
     }
 }
 
-/// A module's buckets; one `Arc` of it is shared by its instances.
+/// Keys one module's `recent` set holds.
+pub const MAX_RECENT: usize = 16_384;
+
+/// A module's buckets and recent keys; one `Arc` of it is shared by its instances.
 #[derive(Debug)]
 pub struct Buckets {
     origin: Instant,
     map: Mutex<HashMap<u32, Bucket>>,
+    recent: Mutex<(VecDeque<u64>, HashSet<u64>)>,
 }
 
 impl Default for Buckets {
     fn default() -> Self {
-        Self { origin: Instant::now(), map: Mutex::new(HashMap::new()) }
+        Self { origin: Instant::now(), map: Mutex::new(HashMap::new()), recent: Mutex::default() }
     }
 }
 
@@ -68,6 +74,34 @@ impl Buckets {
 
     pub fn reset(&self, key: u32) {
         self.map.lock().remove(&key);
+    }
+
+    pub fn remember(&self, key: u64) {
+        let mut guard = self.recent.lock();
+        let (order, set) = &mut *guard;
+        if !set.insert(key) {
+            return;
+        }
+        if order.len() >= MAX_RECENT
+            && let Some(old) = order.pop_front()
+        {
+            set.remove(&old);
+        }
+        order.push_back(key);
+    }
+
+    pub fn recalls(&self, key: u64) -> bool {
+        self.recent.lock().1.contains(&key)
+    }
+}
+
+impl recent::Host for HostState {
+    fn remember(&mut self, key: u64) {
+        self.buckets.remember(key);
+    }
+
+    fn contains(&mut self, key: u64) -> bool {
+        self.buckets.recalls(key)
     }
 }
 
@@ -118,6 +152,19 @@ mod tests {
         }
         assert!(low_ok + high_ok <= 100 + 7, "the rate holds for both: {low_ok} + {high_ok}");
         assert!(high_ok > low_ok * 5, "high priority gets most when both press: {high_ok} vs {low_ok}");
+    }
+
+    #[test]
+    fn recent_keys_are_shared_and_the_oldest_goes() {
+        let b = Buckets::default();
+        for k in 0..MAX_RECENT as u64 {
+            b.remember(k);
+        }
+        assert!(b.recalls(0) && b.recalls(MAX_RECENT as u64 - 1));
+        b.remember(0);
+        b.remember(u64::MAX);
+        assert!(!b.recalls(0), "the oldest went (remembering it again did not refresh it)");
+        assert!(b.recalls(1) && b.recalls(u64::MAX));
     }
 
     #[test]

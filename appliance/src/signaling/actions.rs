@@ -46,7 +46,10 @@ pub fn install_request(r: &Request) -> Result<InstallRequest, String> {
     let (filter, listen) = match r.filter_addr {
         Some((addr, len)) => {
             let destination = ipnet::IpNet::new(addr, len).map_err(|e| format!("filter-addr: {e}"))?.trunc();
-            (Some(Filter { transport, destination, ports: r.filter_ports.clone(), source: None }), Vec::new())
+            (
+                Some(Filter { transport, destination, ports: r.filter_ports.clone(), source: None, responses: false }),
+                Vec::new(),
+            )
         }
         None if !r.filter_ports.is_empty() => {
             (None, r.filter_ports.iter().map(|&port| Listen { transport, port }).collect())

@@ -15,10 +15,13 @@
 
 use crate::classify::Category;
 
-/// The host's leaky buckets (shared by all instances of the module).
-pub trait Limiter {
+/// What the host keeps for all instances of the module: leaky buckets
+/// (`limiter`) and recent transactions (`recent`).
+pub trait Shared {
     fn conform(&mut self, key: u32, interval_ns: u64, tolerance_ns: u64) -> bool;
     fn reset(&mut self, key: u32);
+    fn remember(&mut self, key: u64);
+    fn contains(&mut self, key: u64) -> bool;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +74,7 @@ impl Control {
     }
 
     /// Takes a report at `now` (ns).
-    pub fn report(&mut self, now: u64, r: Report, limiter: &mut impl Limiter) -> Taken {
+    pub fn report(&mut self, now: u64, r: Report, limiter: &mut impl Shared) -> Taken {
         if self.last_seq.is_some_and(|last| r.seq <= last) {
             return Taken::Stale;
         }
@@ -90,14 +93,14 @@ impl Control {
         Taken::Accepted
     }
 
-    fn end(&mut self, limiter: &mut impl Limiter) {
+    fn end(&mut self, limiter: &mut impl Shared) {
         self.active = None;
         self.credit = [0.0; 2];
         limiter.reset(self.key);
     }
 
     /// Whether control is in force at `now`; ends it lazily when it ran out.
-    pub fn in_force(&mut self, now: u64, limiter: &mut impl Limiter) -> bool {
+    pub fn in_force(&mut self, now: u64, limiter: &mut impl Shared) -> bool {
         match self.active {
             Some((_, until)) if now >= until => {
                 self.end(limiter);
@@ -126,7 +129,7 @@ impl Control {
     }
 
     /// Whether to shed a request of `category` arriving at `now`.
-    pub fn shed(&mut self, now: u64, category: Category, cfg: &crate::Config, limiter: &mut impl Limiter) -> bool {
+    pub fn shed(&mut self, now: u64, category: Category, cfg: &crate::Config, limiter: &mut impl Shared) -> bool {
         if category == Category::NeverShed || !self.in_force(now, limiter) {
             return false;
         }

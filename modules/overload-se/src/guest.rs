@@ -7,29 +7,35 @@
 // The generated glue flattens a `load-report` into 14 ABI arguments.
 #![allow(clippy::too_many_arguments)]
 
-use crate::{Algorithm, Config, Limiter, Outcome, Report, Se};
+use crate::{Algorithm, Config, Outcome, Report, Se, Shared};
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 wit_bindgen::generate!({ path: "../wit", world: "packet-module" });
 
 use netserv::module::types::{IpAddress, OverloadAlgorithm, SocketAddress};
-use netserv::module::{clock, counters, limiter};
+use netserv::module::{clock, counters, limiter, recent};
 
-/// The host's shared buckets.
-struct HostLimiter;
+/// What the host keeps for all of the module's instances.
+struct HostShared;
 
-impl Limiter for HostLimiter {
+impl Shared for HostShared {
     fn conform(&mut self, key: u32, interval_ns: u64, tolerance_ns: u64) -> bool {
         limiter::conform(key, interval_ns, tolerance_ns)
     }
     fn reset(&mut self, key: u32) {
         limiter::reset(key);
     }
+    fn remember(&mut self, key: u64) {
+        recent::remember(key);
+    }
+    fn contains(&mut self, key: u64) -> bool {
+        recent::contains(key)
+    }
 }
 
 thread_local! {
-    static SE: RefCell<Option<Se<HostLimiter>>> = const { RefCell::new(None) };
+    static SE: RefCell<Option<Se<HostShared>>> = const { RefCell::new(None) };
     /// Each outcome's counter id, declared once in `init`.
     static COUNTERS: RefCell<Vec<Option<counters::CounterId>>> = const { RefCell::new(Vec::new()) };
 }
@@ -56,7 +62,7 @@ impl Guest for OverloadSe {
         let cfg = Config::from_properties(properties.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| e.to_string())?;
         COUNTERS.set(Outcome::COUNTERS.iter().map(|(_, name)| counters::declare(name)).collect());
-        SE.set(Some(Se::new(cfg, HostLimiter)));
+        SE.set(Some(Se::new(cfg, HostShared)));
         Ok(())
     }
 

@@ -31,15 +31,13 @@ mod config;
 mod control;
 #[cfg(target_arch = "wasm32")]
 mod guest;
-mod recent;
 
 pub use classify::{Category, parse_seq};
 pub use config::{Config, ConfigError};
-pub use control::{Algorithm, Limiter, Report, Taken};
+pub use control::{Algorithm, Report, Shared, Taken};
 
 use control::Control;
 use netserv_sip_scan::{EMPTY_HEADER, parse_datagram};
-use recent::Recent;
 use std::net::SocketAddr;
 
 /// Bound on header fields per message.
@@ -48,9 +46,12 @@ const MAX_HEADERS: usize = 64;
 pub const MAX_SERVERS: usize = 64;
 /// `oc-validity` when a response names none (RFC 7339 §5.2).
 pub const DEFAULT_VALIDITY_MS: u32 = 500;
-/// Transactions remembered: those passed (whose responses may report) and
-/// those shed (whose ACK and retransmissions are the edge's to answer).
-const REMEMBERED: usize = 4096;
+/// Salts of the transactions remembered in the host's shared set: those
+/// passed (whose responses may report) and those shed (whose ACK and
+/// retransmissions are the edge's to answer). Shared, because a request
+/// and its response may reach different workers' instances.
+const PASSED: u64 = 0x5041_5353;
+const SHED: u64 = 0x5348_4544_0000_0000;
 /// What `oc-algo` the module offers in the Via of what it passes.
 const ADVERTISED: &[u8] = b";oc;oc-algo=\"loss,rate\"";
 
@@ -104,12 +105,10 @@ impl Outcome {
 }
 
 /// One instance's sending entity.
-pub struct Se<L: Limiter> {
+pub struct Se<H: Shared> {
     cfg: Config,
-    limiter: L,
+    host: H,
     servers: Vec<(SocketAddr, Control)>,
-    passed: Recent,
-    shed: Recent,
 }
 
 /// The host bucket's key for a server: the same in every instance.
@@ -118,9 +117,9 @@ fn key_of(server: SocketAddr) -> u32 {
     (h ^ (h >> 32)) as u32
 }
 
-impl<L: Limiter> Se<L> {
-    pub fn new(cfg: Config, limiter: L) -> Self {
-        Self { cfg, limiter, servers: Vec::new(), passed: Recent::new(REMEMBERED), shed: Recent::new(REMEMBERED) }
+impl<H: Shared> Se<H> {
+    pub fn new(cfg: Config, host: H) -> Self {
+        Self { cfg, host, servers: Vec::new() }
     }
 
     /// The index of `server`'s control state, made if there is room (the
@@ -141,7 +140,7 @@ impl<L: Limiter> Se<L> {
     pub fn report(&mut self, now: u64, server: SocketAddr, r: Report) -> Outcome {
         let Some(i) = self.slot(server) else { return Outcome::Other };
         let Some((_, c)) = self.servers.get_mut(i) else { return Outcome::Other };
-        Outcome::Report(c.report(now, r, &mut self.limiter))
+        Outcome::Report(c.report(now, r, &mut self.host))
     }
 
     /// The report in force for `server`, with the ms left of it.
@@ -164,7 +163,7 @@ impl<L: Limiter> Se<L> {
             return (Action::Pass, self.inband(now, source, inband));
         }
         let Some(facts) = classify::request(payload, &msg) else { return (Action::Pass, Outcome::Other) };
-        if self.shed.contains(facts.transaction) {
+        if self.host.contains(facts.transaction ^ SHED) {
             // The ACK of a 503 the edge sent ends that transaction here; a
             // retransmission of a shed request gets the same answer.
             if facts.is_ack {
@@ -176,16 +175,16 @@ impl<L: Limiter> Se<L> {
         }
         let shed = match self.slot(destination) {
             Some(i) => match self.servers.get_mut(i) {
-                Some((_, c)) => c.shed(now, facts.category, &self.cfg, &mut self.limiter),
+                Some((_, c)) => c.shed(now, facts.category, &self.cfg, &mut self.host),
                 None => false,
             },
             None => false,
         };
         if shed {
-            self.shed.insert(facts.transaction);
+            self.host.remember(facts.transaction ^ SHED);
             return self.reject(&msg, source, &facts);
         }
-        self.passed.insert(facts.transaction);
+        self.host.remember(facts.transaction ^ PASSED);
         let outcome = match facts.category {
             Category::Initial => Outcome::AdmittedInitial,
             Category::Priority => Outcome::AdmittedPriority,
@@ -203,7 +202,7 @@ impl<L: Limiter> Se<L> {
 
     fn inband(&mut self, now: u64, server: SocketAddr, inband: classify::InBand) -> Outcome {
         let Some(oc) = inband.oc else { return Outcome::Other };
-        if !self.passed.contains(inband.transaction) {
+        if !self.host.contains(inband.transaction ^ PASSED) {
             return Outcome::Unsolicited;
         }
         // Without an `oc-seq` a report cannot be ordered: it counts as the

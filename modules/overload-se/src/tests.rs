@@ -9,9 +9,10 @@ const MS: u64 = 1_000_000;
 struct Bucket {
     now: u64,
     state: std::collections::HashMap<u32, (u64, u64)>,
+    recent: std::collections::HashSet<u64>,
 }
 
-impl Limiter for Bucket {
+impl Shared for Bucket {
     fn conform(&mut self, key: u32, interval: u64, tolerance: u64) -> bool {
         let (x, lct) = self.state.entry(key).or_default();
         let drained = x.saturating_sub(self.now.saturating_sub(*lct));
@@ -24,6 +25,12 @@ impl Limiter for Bucket {
     }
     fn reset(&mut self, key: u32) {
         self.state.remove(&key);
+    }
+    fn remember(&mut self, key: u64) {
+        self.recent.insert(key);
+    }
+    fn contains(&mut self, key: u64) -> bool {
+        self.recent.contains(&key)
     }
 }
 
@@ -58,7 +65,7 @@ fn loss(oc: u32, validity_ms: u32, seq: u64) -> Report {
 }
 
 fn run(se: &mut Se<Bucket>, now: u64, i: u32, payload: &[u8]) -> (Action, Outcome) {
-    se.limiter.now = now;
+    se.host.now = now;
     se.packet(now, phone(i), server(), payload)
 }
 
