@@ -32,6 +32,100 @@ pub struct Config {
     /// The media relay: deployed towards phones when they REGISTER.
     #[serde(default)]
     pub relay: Option<RelayConfig>,
+    /// Overload control: the plugin as the server's load monitor, deploying
+    /// the sending entity at the edge when the server is overloaded.
+    #[serde(default)]
+    pub overload: Option<OverloadConfig>,
+}
+
+/// `[overload]`: the server's capacity and the thresholds of control, the
+/// sending-entity module, and how to reach the server's statistics and the
+/// appliances' feedback API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverloadConfig {
+    #[serde(default = "default_overload_name")]
+    pub name: String,
+    /// The module file (served at `/modules/<name>.wasm` unless `url` is set).
+    pub file: PathBuf,
+    pub url: Option<String>,
+    /// Kamailio's `jsonrpcs` datagram socket (`modparam("jsonrpcs", "dgram_socket", …)`).
+    pub rpc_socket: PathBuf,
+    /// Requests a second the server serves well (measure it: the overload
+    /// benchmark's no-control curve shows where goodput turns down).
+    pub capacity: f64,
+    /// Control engages when the server processes this share of `capacity`.
+    #[serde(default = "default_engage_at")]
+    pub engage_at: f64,
+    /// The share of `capacity` that control lets through.
+    #[serde(default = "default_target")]
+    pub target: f64,
+    /// Control ends when the offered load stays below this share of
+    /// `capacity` for `release_after_secs`.
+    #[serde(default = "default_release_below")]
+    pub release_below: f64,
+    #[serde(default = "default_release_after")]
+    pub release_after_secs: u32,
+    /// How often the server is sampled and every entity gets a report.
+    #[serde(default = "default_interval")]
+    pub interval_ms: u32,
+    /// How long each report holds: control ends by itself this long after
+    /// the plugin stops reporting.
+    #[serde(default = "default_validity")]
+    pub validity_ms: u32,
+    #[serde(default = "default_algorithm")]
+    pub algorithm: crate::overload::Algorithm,
+    /// Sources of traffic the entity is deployed towards at most.
+    #[serde(default = "default_max_sources")]
+    pub max_sources: usize,
+    /// The tenant's API token on its appliances (their feedback API).
+    pub appliance_token: String,
+    /// Module properties (`retry_after`, `burst`, …).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_overload_name() -> String {
+    "overload".into()
+}
+fn default_engage_at() -> f64 {
+    0.9
+}
+fn default_target() -> f64 {
+    0.9
+}
+fn default_release_below() -> f64 {
+    0.7
+}
+fn default_release_after() -> u32 {
+    5
+}
+fn default_interval() -> u32 {
+    250
+}
+fn default_validity() -> u32 {
+    1000
+}
+fn default_algorithm() -> crate::overload::Algorithm {
+    crate::overload::Algorithm::Loss
+}
+fn default_max_sources() -> usize {
+    8
+}
+
+impl OverloadConfig {
+    pub fn monitor(&self) -> crate::overload::MonitorConfig {
+        crate::overload::MonitorConfig {
+            capacity: self.capacity,
+            engage_at: self.engage_at,
+            target: self.target,
+            release_below: self.release_below,
+            release_after_ms: u64::from(self.release_after_secs) * 1000,
+            validity_ms: self.validity_ms,
+            algorithm: self.algorithm,
+            max_sources: self.max_sources,
+        }
+    }
 }
 
 /// `[relay]`: the media relay module, and the TURN REST credentials the
@@ -196,6 +290,39 @@ impl Config {
                 return bad("relay.turn_token", "must be at least 16 characters");
             }
         }
+        if let Some(o) = &c.overload {
+            let share = |v: f64| v > 0.0 && v <= 1.0;
+            if o.url.is_none() && c.module.http_advertise.is_none() {
+                return bad("overload.url", "set it, or set module.http_advertise so the plugin serves the module");
+            }
+            if !(o.capacity.is_finite() && o.capacity >= 1.0) {
+                return bad("overload.capacity", "must be at least 1 (requests a second)");
+            }
+            if !share(o.engage_at) {
+                return bad("overload.engage_at", "must be a share of capacity in (0, 1]");
+            }
+            if !share(o.target) {
+                return bad("overload.target", "must be a share of capacity in (0, 1]");
+            }
+            if !share(o.release_below) || o.release_below >= o.engage_at {
+                return bad("overload.release_below", "must be in (0, 1] and below overload.engage_at");
+            }
+            if !(50..=5000).contains(&o.interval_ms) {
+                return bad("overload.interval_ms", "must be 50..=5000");
+            }
+            if o.validity_ms < o.interval_ms {
+                return bad("overload.validity_ms", "must be at least overload.interval_ms");
+            }
+            if o.max_sources == 0 {
+                return bad("overload.max_sources", "must be at least 1");
+            }
+            if o.appliance_token.len() < 16 {
+                return bad("overload.appliance_token", "must be the tenant's API token (16 characters or more)");
+            }
+            if o.name == c.module.name || c.relay.as_ref().is_some_and(|r| r.name == o.name) {
+                return bad("overload.name", "must differ from module.name and relay.name");
+            }
+        }
         if c.signaling.query_attempts == 0 || c.signaling.timeout_ms == 0 {
             return bad("signaling", "query_attempts and timeout_ms must be at least 1");
         }
@@ -209,6 +336,16 @@ impl Config {
         Some(match (&r.url, self.module.http_advertise) {
             (Some(u), _) => u.clone(),
             (None, Some(a)) => format!("http://{a}/modules/{}.wasm", r.name),
+            (None, None) => String::new(),
+        })
+    }
+
+    /// Where appliances download the overload-control module.
+    pub fn overload_url(&self) -> Option<String> {
+        let o = self.overload.as_ref()?;
+        Some(match (&o.url, self.module.http_advertise) {
+            (Some(u), _) => u.clone(),
+            (None, Some(a)) => format!("http://{a}/modules/{}.wasm", o.name),
             (None, None) => String::new(),
         })
     }
@@ -257,5 +394,17 @@ http_advertise = "198.18.2.20:8280"
         assert_eq!(c.relay_url().as_deref(), Some("http://198.18.2.20:8280/modules/relay.wasm"));
         assert_eq!(field(&relay.replace("north-wind-shared-secret", "short")), "relay.shared_secret");
         assert_eq!(field(&format!("{relay}name = \"keepalive\"\n")), "relay.name");
+        let oc = format!(
+            "{BASE}[overload]\nfile = \"/o.wasm\"\nrpc_socket = \"/run/k.sock\"\ncapacity = 300\nappliance_token = \"tenant-a-token-0123456789\"\n"
+        );
+        let c = Config::parse(&oc).expect("valid overload");
+        assert_eq!(c.overload_url().as_deref(), Some("http://198.18.2.20:8280/modules/overload.wasm"));
+        assert_eq!(c.overload.as_ref().map(|o| o.monitor().release_after_ms), Some(5000));
+        assert_eq!(field(&oc.replace("capacity = 300", "capacity = 0")), "overload.capacity");
+        assert_eq!(field(&format!("{oc}engage_at = 1.5\n")), "overload.engage_at");
+        assert_eq!(field(&format!("{oc}release_below = 0.95\n")), "overload.release_below");
+        assert_eq!(field(&format!("{oc}validity_ms = 100\n")), "overload.validity_ms");
+        assert_eq!(field(&oc.replace("tenant-a-token-0123456789", "short")), "overload.appliance_token");
+        assert!(matches!(Config::parse(&format!("{oc}algorithm = \"fair\"\n")), Err(ConfigError::Syntax(_))));
     }
 }

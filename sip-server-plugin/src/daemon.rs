@@ -6,6 +6,8 @@
 use crate::config::Config;
 use crate::hep;
 use crate::observe::{Observation, classify};
+use crate::overload::shell::{Feedback, Sample};
+use crate::overload::{Action as OcAction, Monitor};
 use crate::policy::{Action, Hop, Outcome, Policy, Registry};
 use anyhow::Context as _;
 use axum::Router;
@@ -31,6 +33,8 @@ enum Deploys {
     Keepalive,
     /// The media relay, a server module listening on the relay port.
     Relay,
+    /// The overload-control sending entity, filtering the SIP server's traffic.
+    Overload,
 }
 
 struct Signer {
@@ -48,7 +52,12 @@ impl Signer {
         OsRng.fill_bytes(&mut nonce);
         let mut r = Request::new(kind, OsRng.next_u32(), self.cfg.tenant.clone(), now_ms(), nonce);
         let relay = self.cfg.relay.as_ref().filter(|_| self.deploys == Deploys::Relay);
-        r.module = Some(relay.map_or(&self.cfg.module.name, |c| &c.name).clone());
+        let overload = self.cfg.overload.as_ref().filter(|_| self.deploys == Deploys::Overload);
+        r.module = Some(match (relay, overload) {
+            (Some(c), _) => c.name.clone(),
+            (None, Some(o)) => o.name.clone(),
+            (None, None) => self.cfg.module.name.clone(),
+        });
         if kind == RequestKind::Setup {
             r.module_url = Some(self.url.clone());
             r.sha256 = Some(self.sha256);
@@ -63,7 +72,8 @@ impl Signer {
                 None => {
                     r.filter_ports = vec![self.cfg.server.port()];
                     r.filter_addr = Some((self.cfg.server.ip(), if self.cfg.server.is_ipv4() { 32 } else { 128 }));
-                    r.properties = self.cfg.module.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    let props = overload.map_or(&self.cfg.module.properties, |o| &o.properties);
+                    r.properties = props.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 }
             }
         }
@@ -99,8 +109,9 @@ impl Signer {
                             // modules listen, which it advertises.
                             address: match self.deploys {
                                 Deploys::Relay => server_address(&e.capabilities).or(e.address),
-                                Deploys::Keepalive => e.address,
+                                Deploys::Keepalive | Deploys::Overload => e.address,
                             },
+                            feedback: e.capabilities.iter().find_map(|c| c.strip_prefix("feedback=")?.parse().ok()),
                             node_id: e.node_id,
                             modules: e.modules,
                             answered: e.answered,
@@ -137,6 +148,8 @@ struct Http {
     /// Module files served by name (`keepalive.wasm`, `relay.wasm`).
     modules: watch::Receiver<ModuleFiles>,
     config: watch::Receiver<Arc<Config>>,
+    /// Overload control's state (null without `[overload]`).
+    overload: watch::Receiver<serde_json::Value>,
 }
 
 async fn status(State(s): State<Http>) -> impl IntoResponse {
@@ -153,6 +166,7 @@ async fn status(State(s): State<Http>) -> impl IntoResponse {
             "expires_in_s": d.expires_ms.saturating_sub(now_ms()) / 1000, "refreshes": d.refreshes,
         })).collect::<Vec<_>>(),
         "relay_users": s.relay_registry.borrow().users.len(),
+        "overload": s.overload.borrow().clone(),
     }))
 }
 
@@ -329,12 +343,30 @@ fn make_signers(cfg: &Config) -> anyhow::Result<Signers> {
             Some(Arc::new(signer))
         }
     };
-    Ok(Signers { keepalive: Arc::new(keepalive), relay, files: Arc::new(files) })
+    let overload = match &cfg.overload {
+        None => None,
+        Some(o) => {
+            let bytes =
+                std::fs::read(&o.file).with_context(|| format!("reading overload.file {}", o.file.display()))?;
+            let signer = Signer {
+                key: netserv_shell::keys::read_signing_key(&cfg.key_file).context("key_file")?,
+                sha256: Sha256::digest(&bytes).into(),
+                url: cfg.overload_url().unwrap_or_default(),
+                opts: keepalive.opts.clone(),
+                cfg: cfg.clone(),
+                deploys: Deploys::Overload,
+            };
+            files.push((format!("{}.wasm", o.name), bytes));
+            Some(Arc::new(signer))
+        }
+    };
+    Ok(Signers { keepalive: Arc::new(keepalive), relay, overload, files: Arc::new(files) })
 }
 
 struct Signers {
     keepalive: Arc<Signer>,
     relay: Option<Arc<Signer>>,
+    overload: Option<Arc<Signer>>,
     files: ModuleFiles,
 }
 
@@ -361,6 +393,27 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
         Some(r) => Some(Policy::new(cfg.policy.clone(), &cfg.tenant, &r.name, load_registry(&r.registry)?)),
         None => None,
     };
+    // Overload control: the monitor, its samples, and the appliances' feedback API.
+    let mut overload = cfg.overload.as_ref().map(|o| Monitor::new(o.monitor()));
+    let (sample_tx, mut sample_rx) = mpsc::channel::<Sample>(1024);
+    let feedback = match &cfg.overload {
+        Some(o) => {
+            let interval = Duration::from_millis(u64::from(o.interval_ms));
+            tokio::spawn(crate::overload::shell::poll_server(o.rpc_socket.clone(), interval, sample_tx.clone()));
+            let http = reqwest::Client::builder().timeout(interval * 4).build().context("the HTTP client")?;
+            Some(Feedback {
+                http,
+                tenant: cfg.tenant.clone(),
+                module: o.name.clone(),
+                token: o.appliance_token.clone(),
+                server: cfg.server,
+            })
+        }
+        None => None,
+    };
+    let mut oc_tick =
+        tokio::time::interval(Duration::from_millis(cfg.overload.as_ref().map_or(1000, |o| u64::from(o.interval_ms))));
+    let (oc_tx, oc_rx) = watch::channel(serde_json::Value::Null);
     let (reg_tx, reg_rx) = watch::channel(policy.registry.clone());
     let (relay_reg_tx, relay_reg_rx) =
         watch::channel(relay_policy.as_ref().map(|p| p.registry.clone()).unwrap_or_default());
@@ -368,7 +421,13 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
     let hep_sock = tokio::net::UdpSocket::bind(cfg.hep_listen)
         .await
         .with_context(|| format!("binding hep_listen {}", cfg.hep_listen))?;
-    let http = Http { registry: reg_rx, relay_registry: relay_reg_rx, modules: modules_rx, config: config_rx };
+    let http = Http {
+        registry: reg_rx,
+        relay_registry: relay_reg_rx,
+        modules: modules_rx,
+        config: config_rx,
+        overload: oc_rx,
+    };
     let app = Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
@@ -421,6 +480,11 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                                 }
                             }
                         }
+                        Observation::Invite { source } => {
+                            if let Some(m) = overload.as_mut() {
+                                m.on_request_source(now_ms(), source.ip());
+                            }
+                        }
                         Observation::Other => {}
                     },
                     Err(e) => tracing::debug!(error = %e, "not a HEP3 datagram"),
@@ -430,7 +494,41 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                 (Deploys::Relay, Some(rp)) => rp.on_outcome(now_ms(), o),
                 (Deploys::Relay, None) => {}
                 (Deploys::Keepalive, _) => policy.on_outcome(now_ms(), o),
+                (Deploys::Overload, _) => {
+                    if let (Some(m), Action::Deploy { phone }) = (overload.as_mut(), &o.action) {
+                        let at: Vec<_> = o.stack.unwrap_or_default().into_iter()
+                            .filter(|h| h.ok)
+                            .filter_map(|h| match h.feedback {
+                                Some(api) => Some((h.node_id, api)),
+                                None => {
+                                    tracing::warn!(node = %h.node_id, "overload control: the appliance advertises no feedback API ([api] advertise); it cannot be steered");
+                                    None
+                                }
+                            })
+                            .collect();
+                        tracing::info!(towards = %phone, appliances = ?at, "overload control: sending entities deployed");
+                        m.on_deployed(*phone, at);
+                    }
+                }
             },
+            Some(s) = sample_rx.recv() => {
+                if let Some(m) = overload.as_mut() {
+                    match s {
+                        Sample::Server(n) => m.on_server(now_ms(), n),
+                        Sample::Edge(node, admitted, shed) => m.on_edge_counts(now_ms(), &node, admitted, shed),
+                    }
+                }
+            }
+            _ = oc_tick.tick() => {
+                if let Some(m) = overload.as_mut() {
+                    m.tick(now_ms());
+                    let _ = oc_tx.send(serde_json::json!({
+                        "state": m.state, "server_rate": m.server_rate, "offered": m.offered(),
+                        "capacity": m.cfg.capacity, "engaged": m.engaged, "released": m.released,
+                        "edges": m.edges,
+                    }));
+                }
+            }
             _ = tick.tick() => {
                 policy.handle_timeout(now_ms());
                 if let Some(rp) = relay_policy.as_mut() {
@@ -441,6 +539,9 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                 match Config::load(&config_path).map_err(anyhow::Error::from).and_then(|c| make_signers(&c).map(|s| (c, s))) {
                     Ok((c, new)) => {
                         policy.set_config(c.policy.clone());
+                        if let (Some(m), Some(o)) = (overload.as_mut(), &c.overload) {
+                            m.cfg = o.monitor();
+                        }
                         if let Some(rp) = relay_policy.as_mut() {
                             rp.set_config(c.policy.clone());
                         }
@@ -470,6 +571,20 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
         if let (Some(rp), Some(rs)) = (relay_policy.as_mut(), signers.relay.as_ref()) {
             while let Some(action) = rp.poll_action() {
                 pending.push((rs.clone(), action));
+            }
+        }
+        if let (Some(m), Some(os), Some(fb)) = (overload.as_mut(), signers.overload.as_ref(), feedback.as_ref()) {
+            while let Some(action) = m.poll_action() {
+                match action {
+                    OcAction::Deploy { towards } => pending.push((os.clone(), Action::Deploy { phone: towards })),
+                    OcAction::Retire { node_id, towards } => {
+                        pending.push((os.clone(), Action::Remove { appliance: node_id, towards }));
+                    }
+                    OcAction::Report { node_id, api, oc, validity_ms, seq } => {
+                        fb.report(node_id, api, m.cfg.algorithm.as_str(), oc, validity_ms, seq);
+                    }
+                    OcAction::Poll { node_id, api } => fb.poll(node_id, api, sample_tx.clone()),
+                }
             }
         }
         for (signer, action) in pending {

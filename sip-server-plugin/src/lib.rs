@@ -8,7 +8,11 @@
 //! deployed on the appliances on the path; deployments are refreshed while
 //! their phones stay registered and removed when they go idle.
 //!
-//! Tiers: [`hep`] and [`observe`] (wire), [`policy`] (sans-IO), [`daemon`] (I/O).
+//! When the server nears its capacity, the plugin is its load monitor and
+//! deploys overload control at the edge ([`overload`]).
+//!
+//! Tiers: [`hep`] and [`observe`] (wire), [`policy`] and [`overload::monitor`]
+//! (sans-IO), [`daemon`] and [`overload::shell`] (I/O).
 
 #![forbid(unsafe_code)]
 
@@ -16,4 +20,5 @@ pub mod config;
 pub mod daemon;
 pub mod hep;
 pub mod observe;
+pub mod overload;
 pub mod policy;

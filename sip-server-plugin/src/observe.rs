@@ -17,7 +17,10 @@ pub enum Observation {
     /// of its To URI (the address of record), which the TURN credentials
     /// endpoint is asked by.
     Register { phone: SocketAddr, expires: u32, user: Option<String> },
-    /// Anything else (calls, responses, unparseable messages).
+    /// An out-of-dialog INVITE (no To tag): a source of the load that
+    /// overload control sheds at the edge.
+    Invite { source: SocketAddr },
+    /// Anything else (in-dialog requests, responses, unparseable messages).
     Other,
 }
 
@@ -60,6 +63,9 @@ pub fn classify(hep: &Hep<'_>, rule: &KeepaliveRule) -> Observation {
             expires: register_expires(&msg),
             user: msg.header(HeaderName::To).and_then(|h| uri_user(h.value)),
         },
+        b"INVITE" if msg.header(HeaderName::To).and_then(|t| netserv_sip_scan::name_addr_tag(t.value)).is_none() => {
+            Observation::Invite { source: phone }
+        }
         _ => Observation::Other,
     }
 }

@@ -92,6 +92,8 @@ pub struct Hop {
     pub modules: Vec<String>,
     /// Packets our modules there have answered (keep-alives offloaded).
     pub answered: u64,
+    /// Where it takes load reports (its `feedback=` capability).
+    pub feedback: Option<std::net::SocketAddr>,
 }
 
 /// How an action went: the response stack, or `None` when signaling failed
@@ -432,6 +434,7 @@ mod tests {
     fn hop(id: &str, modules: &[&str]) -> Hop {
         Hop {
             node_id: id.into(),
+            feedback: None,
             address: None,
             ok: true,
             modules: modules.iter().map(|m| (*m).into()).collect(),

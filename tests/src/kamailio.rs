@@ -23,7 +23,8 @@ impl Kamailio {
         let cfg = std::fs::read_to_string(paths::fixture("kamailio/kamailio.cfg"))?
             .replace("@LISTEN@", listen)
             .replace("@HEP@", hep)
-            .replace("@CTL@", ctl.to_str().context("utf-8")?);
+            .replace("@CTL@", ctl.to_str().context("utf-8")?)
+            .replace("@RPC@", dir.join("kamailio_rpc.sock").to_str().context("utf-8")?);
         std::fs::write(dir.join("kamailio.cfg"), cfg)?;
         std::fs::copy(paths::repo().join("sip-server-plugin/kamailio/netserv.cfg"), dir.join("netserv.cfg"))?;
         let log = dir.join("kamailio.log");

@@ -61,6 +61,10 @@ struct RawConfig {
 struct RawApi {
     listen: SocketAddr,
     admin_token: String,
+    /// Where tenants' SIP server sides reach this node's feedback API: told
+    /// to them in every signaling response (`feedback=<address>`).
+    #[serde(default)]
+    advertise: Option<SocketAddr>,
 }
 
 /// NFQUEUE and iptables settings.
@@ -203,6 +207,8 @@ pub struct Config {
     /// Installed modules and cached module bytes survive restarts here.
     pub state_dir: PathBuf,
     pub api_listen: SocketAddr,
+    /// The API address advertised to tenants for load reports (`[api] advertise`).
+    pub api_advertise: Option<SocketAddr>,
     pub admin_token: String,
     pub dataplane: Dataplane,
     pub runtime: Runtime,
@@ -336,6 +342,7 @@ impl Config {
             node_id: raw.node_id,
             state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             api_listen: raw.api.listen,
+            api_advertise: raw.api.advertise,
             admin_token: raw.api.admin_token,
             dataplane: raw.dataplane,
             runtime: raw.runtime,

@@ -122,6 +122,10 @@ pub async fn perform(
     if let Some(a) = controller.config().servers.address {
         entry.capabilities.push(format!("server-address={a}"));
     }
+    // Where the tenant's SIP server side posts load reports (overload control).
+    if let Some(a) = controller.config().api_advertise {
+        entry.capabilities.push(format!("feedback={a}"));
+    }
     entry.active_modules = u32::try_from(modules.len()).unwrap_or(u32::MAX);
     entry.modules = modules.iter().map(|m| format!("{}@{}", m.id, m.sha256.get(..12).unwrap_or_default())).collect();
     entry.load_pps = load_pps;

@@ -1,0 +1,15 @@
+//! Overload control, the SIP server's side (DESIGN.md §4.4): the plugin is
+//! the server's load monitor. It samples Kamailio's own statistics over its
+//! RPC, deploys the overload-control sending entity (modules/overload-se)
+//! on the appliances towards the sources of the traffic once the server
+//! nears its capacity, feeds each one a load report every few hundred ms
+//! through its feedback API, and retires them when the load falls.
+//!
+//! Tiers: [`rpc`] (Kamailio's JSON-RPC, codec), [`monitor`] (sans-IO),
+//! [`shell`] (the datagram socket, HTTP to the appliances).
+
+pub mod monitor;
+pub mod rpc;
+pub mod shell;
+
+pub use monitor::{Action, Algorithm, Monitor, MonitorConfig, State};
