@@ -45,6 +45,16 @@ impl Kamailio {
         Ok(me)
     }
 
+    /// Its config file (its processes' command lines name it).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.log.with_file_name("kamailio.cfg")
+    }
+
+    /// Its `jsonrpcs` datagram socket (what the plugin's monitor reads).
+    pub fn rpc_socket(&self) -> std::path::PathBuf {
+        self.log.with_file_name("kamailio_rpc.sock")
+    }
+
     /// One of Kamailio's own statistics (`kamcmd stats.get_statistics`).
     pub fn statistic(&self, name: &str) -> anyhow::Result<u64> {
         let ctl = format!("unix:{}", self.ctl.display());

@@ -11,6 +11,7 @@
 pub mod appliance;
 pub mod baresip;
 pub mod bench;
+pub mod cgroup;
 pub mod kamailio;
 pub mod netns;
 pub mod path;

@@ -98,6 +98,33 @@ pub fn calls(
     rate: u32,
     log_dir: &Path,
 ) -> anyhow::Result<Calls> {
+    run_calls(ua, server, scenario, None, port, calls, rate, log_dir)
+}
+
+/// [`calls`] with sipp's built-in UAC calling user `callee` (`-s`).
+pub fn calls_to(
+    ua: &str,
+    server: &str,
+    callee: &str,
+    port: u16,
+    calls: u32,
+    rate: u32,
+    log_dir: &Path,
+) -> anyhow::Result<Calls> {
+    run_calls(ua, server, None, Some(callee), port, calls, rate, log_dir)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_calls(
+    ua: &str,
+    server: &str,
+    scenario: Option<&str>,
+    callee: Option<&str>,
+    port: u16,
+    calls: u32,
+    rate: u32,
+    log_dir: &Path,
+) -> anyhow::Result<Calls> {
     let stat = log_dir.join(format!("calls-{port}.csv"));
     let _ = std::fs::remove_file(&stat);
     let mut cmd = crate::netns::cmd(ua, "sipp");
@@ -106,6 +133,9 @@ pub fn calls(
         Some(f) => cmd.arg("-sf").arg(paths::fixture(f)),
         None => cmd.args(["-sn", "uac"]),
     };
+    if let Some(user) = callee {
+        cmd.args(["-s", user]);
+    }
     let out = cmd
         .args(["-i", crate::netns::UA_IP, "-p", &port.to_string(), "-m", &calls.to_string(), "-r", &rate.to_string()])
         .args(["-max_retrans", "5", "-timeout", "60s", "-timeout_error", "-nostdin", "-trace_stat", "-stf"])

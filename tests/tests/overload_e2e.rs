@@ -144,3 +144,91 @@ fn in_band_reports_in_the_servers_responses_steer_the_edge() {
     assert_eq!(code, 200);
     assert_eq!(tb.nfqueue_rules(), 0);
 }
+
+/// The whole loop: Kamailio in `core`, capped to a tenth of a CPU, with a
+/// sipp UAS registered behind it; sipp in `ua` offers more calls than it
+/// can take. The plugin, reading Kamailio's own statistics, deploys the
+/// sending entity on the edge by on-path signaling and steers it through
+/// the feedback API: the excess gets 503s from the edge, every admitted call
+/// completes with its BYE, and control ends once the load stops.
+#[test]
+fn the_plugin_deploys_overload_control_when_kamailio_is_overloaded() {
+    use netserv_tests::appliance::{ADMIN_TOKEN, node_config};
+    use netserv_tests::{cgroup::CpuCap, kamailio::Kamailio, plugin};
+    if !netserv_tests::e2e_ready("the_plugin_deploys_overload_control_when_kamailio_is_overloaded") {
+        return;
+    }
+    let tb = Testbed::new("ocplug").expect("testbed (run as root)");
+    let dir = TempDir::new("ocplug").expect("tmp");
+    let cfg = node_config("queues = 2", "").replacen(
+        "listen = \"127.0.0.1:8270\"",
+        "listen = \"0.0.0.0:8270\"\nadvertise = \"198.18.2.1:8270\"",
+        1,
+    );
+    let app = Appliance::start(&tb, &cfg).expect("appliance starts");
+    let kam = Kamailio::start(&tb.core, SERVER, "sip:127.0.0.1:9060", &dir.0.join("kamailio")).expect("kamailio");
+    let cap = CpuCap::new("ocplug", 10).expect("cgroup");
+    let capped = cap.add_matching(kam.config_path().to_str().expect("utf-8")).expect("cap kamailio");
+    assert!(capped >= 2, "kamailio's processes are capped: {capped}");
+    // The callee: a sipp UAS beside the server, registered as `uas`.
+    let reg = dir.0.join("uas-register.xml");
+    std::fs::write(&reg, netserv_tests::kamailio::phone_scenario("uas", 0, 0, 0, 3600)).expect("scenario");
+    let r = tb
+        .cmd(&tb.core, "sipp")
+        .args([SERVER, "-sf", reg.to_str().expect("utf-8"), "-i", CORE_IP, "-p", "5070", "-m", "1"])
+        .args(["-recv_timeout", "3000", "-timeout", "20s", "-timeout_error", "-nostdin"])
+        .output()
+        .expect("sipp register");
+    assert!(r.status.success(), "the UAS registers: {}", String::from_utf8_lossy(&r.stdout));
+    let _uas =
+        tb.spawn(&tb.core, "sipp", &["-sn", "uas", "-i", CORE_IP, "-p", "5070", "-nostdin"], None).expect("sipp uas");
+    let overload = format!(
+        "\n[overload]\nfile = {:?}\nrpc_socket = {:?}\ncapacity = 150\nrelease_after_secs = 8\nappliance_token = \"{}\"\n",
+        paths::module("netserv_overload_se"),
+        kam.rpc_socket(),
+        TENANT_A_TOKEN
+    );
+    let _plugin = plugin::start_with(&tb, &dir.0, &format!("{}{overload}", plugin::config(&dir.0))).expect("plugin");
+
+    // 10 s of calls at 150 a second: some 450 requests a second offered.
+    // Meanwhile the edge's entity is watched while it serves.
+    let (ua, logs) = (tb.ua.clone(), dir.0.clone());
+    let caller = std::thread::spawn(move || sipp::calls_to(&ua, SERVER, "uas", 5061, 1500, 150, &logs));
+    let mut seen: Option<Value> = None;
+    while !caller.is_finished() {
+        if let Ok(m) = app.module("itsp-a", "overload") {
+            seen = Some(m);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let run = caller.join().expect("thread").expect("sipp");
+    let status: Value = serde_json::from_str(&plugin::get(&tb, "/status")).unwrap_or_default();
+    let Some(m) = seen else {
+        panic!(
+            "the plugin deployed no sending entity on the edge; sipp {} ok / {} failed; plugin {status}\n{}",
+            run.successful,
+            run.failed,
+            std::fs::read_to_string(dir.0.join("plugin.log")).unwrap_or_default()
+        )
+    };
+    eprintln!(
+        "{} ok / {} failed; plugin {}; edge {}",
+        run.successful, run.failed, status["overload"], m["module_counters"]
+    );
+    assert!(status["overload"]["engaged"].as_u64() >= Some(1), "{status}");
+    assert!(counter(&m, "reports_accepted") > 0, "the plugin's reports reached the edge: {m}");
+    assert!(counter(&m, "shed_initial") > 0, "503s from the edge: {m}");
+    assert_eq!(counter(&m, "shed_priority"), 0, "no in-dialog request was shed: {m}");
+    assert!(run.successful > 0, "calls still complete under control");
+    // The load stopped: control ends and the entity is removed.
+    let released = wait_for("control to end", Duration::from_secs(20), || {
+        let s: Value = serde_json::from_str(&plugin::get(&tb, "/status")).unwrap_or_default();
+        (s["overload"]["released"].as_u64() >= Some(1)).then_some(s)
+    });
+    assert_eq!(released["overload"]["state"], "normal", "{released}");
+    wait_for("the entity's removal", Duration::from_secs(20), || {
+        let (code, _) = app.api("GET", "/api/v1/modules/itsp-a/overload", None, ADMIN_TOKEN).ok()?;
+        (code == 404).then_some(())
+    });
+    drop(cap);
+}

@@ -1,0 +1,54 @@
+//! A CPU cap for a real overload: a cgroup v1 `cpu` group with a CFS quota
+//! (DESIGN.md §5: the v1 `cpu` controller is mounted on these machines), so
+//! that a SIP server's capacity is a few hundred requests a second. The
+//! group is removed on drop, its processes moved back to the root group
+//! first, even when the test fails.
+
+use anyhow::Context as _;
+use std::path::PathBuf;
+
+const ROOT: &str = "/sys/fs/cgroup/cpu";
+
+pub struct CpuCap {
+    dir: PathBuf,
+}
+
+impl CpuCap {
+    /// A group allowed `percent` of one CPU.
+    pub fn new(tag: &str, percent: u32) -> anyhow::Result<Self> {
+        let dir = PathBuf::from(ROOT).join(format!("netserv-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating {} (cgroup v1 cpu, as root)", dir.display()))?;
+        let me = Self { dir };
+        std::fs::write(me.dir.join("cpu.cfs_period_us"), "100000")?;
+        std::fs::write(me.dir.join("cpu.cfs_quota_us"), (percent.clamp(1, 100) * 1000).to_string())?;
+        Ok(me)
+    }
+
+    /// Moves every process whose command line contains `pattern` into the
+    /// group; how many it moved.
+    pub fn add_matching(&self, pattern: &str) -> anyhow::Result<usize> {
+        let out = std::process::Command::new("pgrep").args(["-f", pattern]).output().context("pgrep")?;
+        let pids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
+        for pid in &pids {
+            // A process may have exited meanwhile: skip it.
+            let _ = std::fs::write(self.dir.join("cgroup.procs"), pid);
+        }
+        Ok(pids.len())
+    }
+
+    /// CPU time the group's processes used, ns.
+    pub fn usage_ns(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("cpuacct.usage")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for CpuCap {
+    fn drop(&mut self) {
+        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.split_whitespace() {
+            let _ = std::fs::write(PathBuf::from(ROOT).join("cgroup.procs"), pid);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
