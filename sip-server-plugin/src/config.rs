@@ -114,7 +114,8 @@ fn default_max_sources() -> usize {
 }
 
 impl OverloadConfig {
-    pub fn monitor(&self) -> crate::overload::MonitorConfig {
+    /// The monitor's settings; deployments are refreshed as `policy` says.
+    pub fn monitor(&self, policy: &PolicyConfig) -> crate::overload::MonitorConfig {
         crate::overload::MonitorConfig {
             capacity: self.capacity,
             engage_at: self.engage_at,
@@ -124,6 +125,7 @@ impl OverloadConfig {
             validity_ms: self.validity_ms,
             algorithm: self.algorithm,
             max_sources: self.max_sources,
+            refresh_every_ms: u64::from(policy.ttl_secs.saturating_sub(policy.refresh_before_secs).max(1)) * 1000,
         }
     }
 }
@@ -399,7 +401,8 @@ http_advertise = "198.18.2.20:8280"
         );
         let c = Config::parse(&oc).expect("valid overload");
         assert_eq!(c.overload_url().as_deref(), Some("http://198.18.2.20:8280/modules/overload.wasm"));
-        assert_eq!(c.overload.as_ref().map(|o| o.monitor().release_after_ms), Some(5000));
+        assert_eq!(c.overload.as_ref().map(|o| o.monitor(&c.policy).release_after_ms), Some(5000));
+        assert_eq!(c.overload.as_ref().map(|o| o.monitor(&c.policy).refresh_every_ms), Some(240_000));
         assert_eq!(field(&oc.replace("capacity = 300", "capacity = 0")), "overload.capacity");
         assert_eq!(field(&format!("{oc}engage_at = 1.5\n")), "overload.engage_at");
         assert_eq!(field(&format!("{oc}release_below = 0.95\n")), "overload.release_below");

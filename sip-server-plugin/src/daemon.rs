@@ -394,7 +394,7 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
         None => None,
     };
     // Overload control: the monitor, its samples, and the appliances' feedback API.
-    let mut overload = cfg.overload.as_ref().map(|o| Monitor::new(o.monitor()));
+    let mut overload = cfg.overload.as_ref().map(|o| Monitor::new(o.monitor(&cfg.policy)));
     let (sample_tx, mut sample_rx) = mpsc::channel::<Sample>(1024);
     let feedback = match &cfg.overload {
         Some(o) => {
@@ -540,7 +540,7 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                     Ok((c, new)) => {
                         policy.set_config(c.policy.clone());
                         if let (Some(m), Some(o)) = (overload.as_mut(), &c.overload) {
-                            m.cfg = o.monitor();
+                            m.cfg = o.monitor(&c.policy);
                         }
                         if let Some(rp) = relay_policy.as_mut() {
                             rp.set_config(c.policy.clone());

@@ -50,6 +50,9 @@ pub struct MonitorConfig {
     pub algorithm: Algorithm,
     /// Sources the entity is deployed towards at most.
     pub max_sources: usize,
+    /// While control lasts, each deployment is SET UP again this often (its
+    /// TTL must not run out under a long overload).
+    pub refresh_every_ms: u64,
 }
 
 /// What the monitor asks its shell to do.
@@ -106,8 +109,8 @@ pub struct Monitor {
     sources: BTreeMap<IpAddr, (u64, u64)>,
     /// Deployed entities by node id.
     pub edges: BTreeMap<String, Edge>,
-    /// Sources a SETUP went towards (answered or not).
-    deployed_towards: Vec<IpAddr>,
+    /// Sources a SETUP went towards (answered or not), and when.
+    deployed_towards: Vec<(IpAddr, u64)>,
     below_since: Option<u64>,
     seq: u64,
     actions: Vec<Action>,
@@ -256,18 +259,24 @@ impl Monitor {
     }
 
     fn deploy_towards_busiest(&mut self, now: u64) {
+        for (ip, at) in &mut self.deployed_towards {
+            if now.saturating_sub(*at) >= self.cfg.refresh_every_ms {
+                *at = now;
+                self.actions.push(Action::Deploy { towards: *ip });
+            }
+        }
         let mut busy: Vec<(u64, IpAddr)> = self
             .sources
             .iter()
             .filter(|(ip, (_, seen))| {
-                now.saturating_sub(*seen) < SOURCE_WINDOW_MS && !self.deployed_towards.contains(ip)
+                now.saturating_sub(*seen) < SOURCE_WINDOW_MS && !self.deployed_towards.iter().any(|(d, _)| d == *ip)
             })
             .map(|(ip, (n, _))| (*n, *ip))
             .collect();
         busy.sort_by(|a, b| b.cmp(a));
         let room = self.cfg.max_sources.saturating_sub(self.deployed_towards.len());
         for (_, ip) in busy.into_iter().take(room) {
-            self.deployed_towards.push(ip);
+            self.deployed_towards.push((ip, now));
             self.actions.push(Action::Deploy { towards: ip });
         }
     }
@@ -304,6 +313,7 @@ mod tests {
             validity_ms: 1000,
             algorithm,
             max_sources: 4,
+            refresh_every_ms: 10_000,
         }
     }
 
@@ -379,6 +389,17 @@ mod tests {
         });
         assert!(oc.is_some_and(|oc| (68..=72).contains(&oc)), "oc {oc:?}: 1 - 270/900 = 70 %");
         assert!(last.iter().any(|a| matches!(a, Action::Poll { .. })), "the entity's counters are read each tick");
+        // 20 ticks = 5 s so far; by 10 s each deployment is set up again.
+        let mut refreshed = Vec::new();
+        for _ in 0..24 {
+            step(&mut m, &mut now, &mut total, 270.0, Some((900.0, &mut counts)));
+            refreshed.extend(drain(&mut m).into_iter().filter(|a| matches!(a, Action::Deploy { .. })));
+        }
+        assert_eq!(
+            refreshed,
+            [Action::Deploy { towards: ip("198.18.1.10") }, Action::Deploy { towards: ip("198.18.1.11") }],
+            "a long overload refreshes the deployments before their TTL"
+        );
     }
 
     #[test]
