@@ -515,7 +515,7 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                 if let Some(m) = overload.as_mut() {
                     match s {
                         Sample::Server(n) => m.on_server(now_ms(), n),
-                        Sample::Edge(node, admitted, shed) => m.on_edge_counts(now_ms(), &node, admitted, shed),
+                        Sample::Edge(node, admitted, never, shed) => m.on_edge_counts(now_ms(), &node, admitted, never, shed),
                     }
                 }
             }

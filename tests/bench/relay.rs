@@ -25,7 +25,7 @@
 //! Run: `PROFILE=release bash scripts/build.sh && target/release/netserv-bench-relay`
 
 use netserv_tests::appliance::{TENANT_A_TOKEN, node_config};
-use netserv_tests::bench::{Summary, env_u64, progress, round1, round3};
+use netserv_tests::bench::{Summary, cpu_secs, env_u64, progress, round1, round3};
 use netserv_tests::netns::{CORE_IP, EDGE_UA_IP, UA_IP};
 use netserv_tests::{Appliance, Proc, Testbed, paths, rss_kib};
 use serde_json::{Value, json};
@@ -56,15 +56,6 @@ struct Running {
     pid: u32,
     _app: Option<Appliance>,
     _proc: Option<Proc>,
-}
-
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn start(tb: &Testbed, server: Server, lifetime_s: u32) -> anyhow::Result<Running> {

@@ -14,14 +14,19 @@ pub struct CpuCap {
 }
 
 impl CpuCap {
-    /// A group allowed `percent` of one CPU.
+    /// A group allowed `percent` of one CPU, in periods as short as the
+    /// kernel allows (a quota is at least 1 ms; a long period makes the
+    /// server stall for most of it, which loses bursts instead of
+    /// throttling its throughput).
     pub fn new(tag: &str, percent: u32) -> anyhow::Result<Self> {
         let dir = PathBuf::from(ROOT).join(format!("netserv-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating {} (cgroup v1 cpu, as root)", dir.display()))?;
         let me = Self { dir };
-        std::fs::write(me.dir.join("cpu.cfs_period_us"), "100000")?;
-        std::fs::write(me.dir.join("cpu.cfs_quota_us"), (percent.clamp(1, 100) * 1000).to_string())?;
+        let percent = percent.clamp(1, 100);
+        let quota = (percent * 100).max(1000);
+        std::fs::write(me.dir.join("cpu.cfs_period_us"), (quota * 100 / percent).to_string())?;
+        std::fs::write(me.dir.join("cpu.cfs_quota_us"), quota.to_string())?;
         Ok(me)
     }
 

@@ -18,13 +18,28 @@ impl Kamailio {
     /// Starts Kamailio in `ns` listening on `listen` (ip:port), mirroring HEP
     /// to `hep` (a `sip:` URI), with its files in `dir`.
     pub fn start(ns: &str, listen: &str, hep: &str, dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(ns, listen, hep, dir, "", "")
+    }
+
+    /// [`Kamailio::start`] with config lines of the caller's: `modules` after
+    /// the module section, `route` early in `request_route`.
+    pub fn start_with(
+        ns: &str,
+        listen: &str,
+        hep: &str,
+        dir: &Path,
+        modules: &str,
+        route: &str,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let ctl = dir.join("kamailio_ctl");
         let cfg = std::fs::read_to_string(paths::fixture("kamailio/kamailio.cfg"))?
             .replace("@LISTEN@", listen)
             .replace("@HEP@", hep)
             .replace("@CTL@", ctl.to_str().context("utf-8")?)
-            .replace("@RPC@", dir.join("kamailio_rpc.sock").to_str().context("utf-8")?);
+            .replace("@RPC@", dir.join("kamailio_rpc.sock").to_str().context("utf-8")?)
+            .replace("#@MODULES@", modules)
+            .replace("#@ROUTE@", route);
         std::fs::write(dir.join("kamailio.cfg"), cfg)?;
         std::fs::copy(paths::repo().join("sip-server-plugin/kamailio/netserv.cfg"), dir.join("netserv.cfg"))?;
         let log = dir.join("kamailio.log");

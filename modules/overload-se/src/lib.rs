@@ -75,6 +75,8 @@ pub enum Outcome {
     ShedInitial,
     ShedPriority,
     NeverShed,
+    /// A retransmission of a request it passed: passed again, not judged.
+    Retransmission,
     AckAbsorbed,
     /// Not a SIP request this module judges (not SIP, unparsable, a response).
     Other,
@@ -85,12 +87,13 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every counted outcome and its counter name.
-    pub const COUNTERS: [(Outcome, &'static str); 11] = [
+    pub const COUNTERS: [(Outcome, &'static str); 12] = [
         (Outcome::AdmittedInitial, "admitted_initial"),
         (Outcome::AdmittedPriority, "admitted_priority"),
         (Outcome::ShedInitial, "shed_initial"),
         (Outcome::ShedPriority, "shed_priority"),
         (Outcome::NeverShed, "passed_never_shed"),
+        (Outcome::Retransmission, "passed_retransmission"),
         (Outcome::AckAbsorbed, "absorbed_ack"),
         (Outcome::Other, "passed_other"),
         (Outcome::Report(Taken::Accepted), "reports_accepted"),
@@ -173,6 +176,11 @@ impl<H: Shared> Se<H> {
                 return self.reject(&msg, source, &facts);
             }
         }
+        if facts.category != Category::NeverShed && self.host.contains(facts.transaction ^ PASSED) {
+            // A retransmission of a request it let through: the server is at
+            // work on it, and a 503 now would answer what the server answers too.
+            return self.pass(payload, &facts, Outcome::Retransmission);
+        }
         let shed = match self.slot(destination) {
             Some(i) => match self.servers.get_mut(i) {
                 Some((_, c)) => c.shed(now, facts.category, &self.cfg, &mut self.host),
@@ -190,6 +198,11 @@ impl<H: Shared> Se<H> {
             Category::Priority => Outcome::AdmittedPriority,
             Category::NeverShed => Outcome::NeverShed,
         };
+        self.pass(payload, &facts, outcome)
+    }
+
+    /// Passes the request, with `oc` offered in its top Via unless told not to.
+    fn pass(&self, payload: &[u8], facts: &classify::RequestFacts, outcome: Outcome) -> (Action, Outcome) {
         if !self.cfg.advertise || facts.client_does_oc {
             return (Action::Pass, outcome);
         }

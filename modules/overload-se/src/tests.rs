@@ -246,6 +246,17 @@ fn a_shed_invites_ack_is_absorbed_and_its_retransmission_shed_again() {
 }
 
 #[test]
+fn a_retransmission_of_a_passed_request_passes_again_whatever_the_control() {
+    let mut s = se();
+    assert_eq!(run(&mut s, MS, 5, &invite(5)).1, Outcome::AdmittedInitial);
+    s.report(2 * MS, server(), loss(100, 10_000, 1));
+    assert_eq!(run(&mut s, 3 * MS, 6, &invite(6)).1, Outcome::ShedInitial, "a new call is shed");
+    let (action, outcome) = run(&mut s, 500 * MS, 5, &invite(5));
+    assert_eq!(outcome, Outcome::Retransmission, "the server is at work on it");
+    assert!(matches!(action, Action::Replace(_)));
+}
+
+#[test]
 fn retry_after_goes_only_to_clients_that_do_not_control_themselves() {
     let cfg = Config { retry_after: Some(3), ..Config::default() };
     let mut s = Se::new(cfg, Bucket::default());

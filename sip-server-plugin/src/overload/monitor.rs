@@ -76,10 +76,13 @@ pub struct Edge {
     /// Requests offered to it and admitted by it, a second, lately.
     pub offered: f64,
     pub admitted: f64,
+    /// The share of what it is offered that it controls (all but ACK,
+    /// CANCEL and BYE): what a rate report limits.
+    pub controlled: f64,
     /// The last `oc` sent.
     pub oc: u32,
     #[serde(skip)]
-    last: Option<(u64, u64, u64)>,
+    last: Option<(u64, u64, u64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -174,24 +177,39 @@ impl Monitor {
     /// (node id, feedback API address).
     pub fn on_deployed(&mut self, towards: IpAddr, at: Vec<(String, SocketAddr)>) {
         for (node_id, api) in at {
-            self.edges.entry(node_id).or_insert(Edge { api, towards, offered: 0.0, admitted: 0.0, oc: 0, last: None });
+            self.edges.entry(node_id).or_insert(Edge {
+                api,
+                towards,
+                offered: 0.0,
+                admitted: 0.0,
+                controlled: 1.0,
+                oc: 0,
+                last: None,
+            });
         }
     }
 
-    /// An entity's counters: requests admitted and shed so far.
-    pub fn on_edge_counts(&mut self, now: u64, node_id: &str, admitted_total: u64, shed_total: u64) {
+    /// An entity's counters so far: requests it admitted under control,
+    /// requests it never sheds (ACK, CANCEL, BYE), requests it shed.
+    pub fn on_edge_counts(&mut self, now: u64, node_id: &str, admitted: u64, never_shed: u64, shed: u64) {
         let Some(e) = self.edges.get_mut(node_id) else { return };
-        if let Some((t, a, s)) = e.last
+        if let Some((t, a, n, s)) = e.last
             && now > t
         {
             let dt = (now - t) as f64 / 1000.0;
-            let admitted = admitted_total.saturating_sub(a) as f64 / dt;
-            let offered = admitted + shed_total.saturating_sub(s) as f64 / dt;
+            let (a, n, s) = (
+                admitted.saturating_sub(a) as f64 / dt,
+                never_shed.saturating_sub(n) as f64 / dt,
+                shed.saturating_sub(s) as f64 / dt,
+            );
             let first = e.offered == 0.0 && e.admitted == 0.0;
-            e.admitted = ewma(e.admitted, admitted, first);
-            e.offered = ewma(e.offered, offered, first);
+            e.admitted = ewma(e.admitted, a + n, first);
+            e.offered = ewma(e.offered, a + n + s, first);
+            if a + n + s > 0.0 {
+                e.controlled = ewma(e.controlled, (a + s) / (a + n + s), first);
+            }
         }
-        e.last = Some((now, admitted_total, shed_total));
+        e.last = Some((now, admitted, never_shed, shed));
     }
 
     /// What the server would be offered without control: what the entities
@@ -248,8 +266,10 @@ impl Monitor {
             let oc = match algorithm {
                 Algorithm::Loss => (loss * 100.0).round() as u32,
                 Algorithm::Rate => {
+                    // What reaches the server through it, in the requests it
+                    // controls (its rate does not count ACK, CANCEL, BYE).
                     let share = if offered > 0.0 && e.offered > 0.0 { e.offered / offered } else { 1.0 / n };
-                    (allowed * share).round() as u32
+                    (allowed * share * e.controlled).round() as u32
                 }
             };
             e.oc = oc;
@@ -336,7 +356,7 @@ mod tests {
             let admitted = offered * (1.0 - f64::from(oc) / 100.0);
             counts.0 += (admitted / 4.0) as u64;
             counts.1 += ((offered - admitted) / 4.0) as u64;
-            m.on_edge_counts(*now, "edge-1", counts.0, counts.1);
+            m.on_edge_counts(*now, "edge-1", counts.0, 0, counts.1);
         }
         m.tick(*now);
     }

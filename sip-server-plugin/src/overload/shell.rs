@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 pub enum Sample {
     /// The server's processed-requests counter.
     Server(u64),
-    /// An entity's counters: (node id, admitted so far, shed so far).
-    Edge(String, u64, u64),
+    /// An entity's counters so far: (node id, admitted under control,
+    /// passed as never shed, shed).
+    Edge(String, u64, u64, u64),
 }
 
 /// Asks Kamailio for its counter every `interval`, until `tx` closes. A
@@ -137,9 +138,9 @@ impl Feedback {
             };
             let c = &v["module_counters"];
             let n = |k: &str| c[k].as_u64().unwrap_or(0);
-            let admitted = n("admitted_initial") + n("admitted_priority") + n("passed_never_shed");
+            let admitted = n("admitted_initial") + n("admitted_priority") + n("passed_retransmission");
             let shed = n("shed_initial") + n("shed_priority");
-            let _ = tx.send(Sample::Edge(node_id, admitted, shed)).await;
+            let _ = tx.send(Sample::Edge(node_id, admitted, n("passed_never_shed"), shed)).await;
         });
     }
 }
