@@ -7,9 +7,10 @@
 //! the latest report per server, so an instance rebuilt after a fault is
 //! given the reports still in force, with what is left of their validity.
 
-use crate::runtime::{IpAddress, LoadReport};
+use crate::relay::shell::convert::socket_addr;
+use crate::runtime::LoadReport;
 use parking_lot::Mutex;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -32,14 +33,6 @@ struct Posted {
 pub struct Mailbox {
     generation: AtomicU64,
     posted: Mutex<Vec<Posted>>,
-}
-
-pub fn socket_addr(a: &crate::runtime::SocketAddress) -> SocketAddr {
-    let ip = match a.address {
-        IpAddress::Ipv4((a, b, c, d)) => IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
-        IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)),
-    };
-    SocketAddr::new(ip, a.port)
 }
 
 /// Whether `p` is still worth keeping: in force, or an end of control
@@ -94,7 +87,7 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{OverloadAlgorithm, SocketAddress};
+    use crate::runtime::{IpAddress, OverloadAlgorithm, SocketAddress};
 
     fn report(port: u16, oc: u32, validity_ms: u32, seq: u64) -> LoadReport {
         LoadReport {

@@ -14,13 +14,14 @@
 //! worker will see it before its next batch.
 
 use super::{ApiError, AppState, Caller};
-use crate::runtime::{IpAddress, LoadReport, OverloadAlgorithm, SocketAddress};
+use crate::dataplane::pipeline::wit_addr;
+use crate::runtime::{LoadReport, OverloadAlgorithm};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// `validity_ms` when the report has none (RFC 7339 §5.2's default).
 pub const DEFAULT_VALIDITY_MS: u32 = 500;
@@ -43,20 +44,6 @@ pub fn parse_seq(s: &str) -> Option<u64> {
     let int: u64 = int.parse().ok()?;
     let frac: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<5}").parse().ok()? };
     Some(int * 100_000 + frac)
-}
-
-fn wit_addr(a: SocketAddr) -> SocketAddress {
-    let address = match a.ip() {
-        IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            IpAddress::Ipv4((a, b, c, d))
-        }
-        IpAddr::V6(v6) => {
-            let [a, b, c, d, e, f, g, h] = v6.segments();
-            IpAddress::Ipv6((a, b, c, d, e, f, g, h))
-        }
-    };
-    SocketAddress { address, port: a.port() }
 }
 
 /// The report in `body`, or a 400 naming the field at fault.
