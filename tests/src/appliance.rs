@@ -82,6 +82,12 @@ fn rand_suffix() -> u128 {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // NETSERV_KEEP_LOGS=1 keeps a run's files (logs, configs) to read
+        // after a failure; the path is printed.
+        if std::env::var_os("NETSERV_KEEP_LOGS").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -17,8 +17,10 @@
 //!   those are exhausted, ACK / CANCEL / BYE never (`classify`, `control`);
 //! - a shed INVITE's ACK is absorbed, and a retransmission of a shed request
 //!   is shed again: the edge answers as one stateful server would;
-//! - `oc` and `oc-algo="loss,rate"` are added to the top Via of what it
-//!   passes, so that an RFC 7339 server knows to report.
+//! - `oc` and `oc-algo="loss"` are added to the top Via of what it
+//!   passes, so that an RFC 7339 server knows to report (`advertise`:
+//!   `loss,rate` offers both, `off` nothing; see [`Advertise`] for why the
+//!   default leaves rate out).
 //!
 //! This crate is plain Rust and testable natively; `guest.rs` adapts it to
 //! the `packet-module` WIT world when built for `wasm32-wasip2`.
@@ -33,7 +35,7 @@ mod control;
 mod guest;
 
 pub use classify::{Category, parse_seq};
-pub use config::{Config, ConfigError};
+pub use config::{Advertise, Config, ConfigError};
 pub use control::{Algorithm, Report, Shared, Taken};
 
 use control::Control;
@@ -52,8 +54,6 @@ pub const DEFAULT_VALIDITY_MS: u32 = 500;
 /// and its response may reach different workers' instances.
 const PASSED: u64 = 0x5041_5353;
 const SHED: u64 = 0x5348_4544_0000_0000;
-/// What `oc-algo` the module offers in the Via of what it passes.
-const ADVERTISED: &[u8] = b";oc;oc-algo=\"loss,rate\"";
 
 /// What to do with one packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,12 +203,13 @@ impl<H: Shared> Se<H> {
 
     /// Passes the request, with `oc` offered in its top Via unless told not to.
     fn pass(&self, payload: &[u8], facts: &classify::RequestFacts, outcome: Outcome) -> (Action, Outcome) {
-        if !self.cfg.advertise || facts.client_does_oc {
+        let advertised = self.cfg.advertise.params();
+        if advertised.is_empty() || facts.client_does_oc {
             return (Action::Pass, outcome);
         }
-        let mut out = Vec::with_capacity(payload.len() + ADVERTISED.len());
+        let mut out = Vec::with_capacity(payload.len() + advertised.len());
         out.extend_from_slice(payload.get(..facts.top_via_end).unwrap_or_default());
-        out.extend_from_slice(ADVERTISED);
+        out.extend_from_slice(advertised);
         out.extend_from_slice(payload.get(facts.top_via_end..).unwrap_or_default());
         (Action::Replace(out), outcome)
     }
