@@ -52,7 +52,7 @@ fn a_feedback_report_reaches_the_instance_and_control_ends_with_validity_zero() 
     let mut events = EventBuffers::default();
     assert_eq!(decide(&mut w, &invite(1), false, &mut out), Decision::AcceptModified, "passed, with oc in its Via");
     let passed = packet::parse(&out.packet).expect("a packet");
-    assert!(String::from_utf8_lossy(passed.payload).contains(";rport;oc;oc-algo=\"loss,rate\"\r\n"));
+    assert!(String::from_utf8_lossy(passed.payload).contains(";rport;oc;oc-algo=\"loss\"\r\n"));
 
     m.feedback.post(report(100, 5000, 1), Instant::now()).expect("posted");
     w.deliver_events(Instant::now(), &mut events);

@@ -67,7 +67,9 @@ fn a_module_spinning_under_its_deadline_is_throttled_then_quarantined() {
     let runtime = Runtime::new().expect("runtime");
     // 1.8 ms a call: under the 2 ms deadline, so (unpreempted) no call faults.
     let (m, mut w) = hostile(&runtime, &[("mode", "spin-under"), ("spin_us", "1800")]);
+    let started = Instant::now();
     let fed = drive(&mut w, &m, Duration::from_secs(5), ActiveModule::is_quarantined);
+    let windows = started.elapsed().as_millis().div_ceil(20) as u64;
     let s = m.stats();
     assert!(m.is_quarantined(), "{s:?}");
     // A call preempted on a busy machine can overrun the deadline's wall
@@ -76,9 +78,12 @@ fn a_module_spinning_under_its_deadline_is_throttled_then_quarantined() {
     assert!(s.throttled > 0 && s.throttled_windows >= 3, "{s:?}");
     assert!(reason(&m).contains("CPU budget"), "{}", reason(&m));
     // The module ran for at most its budget (75 % of 20 ms: nine 1.8 ms
-    // calls) per window, three windows — however busy the machine is (a
-    // preempted call only takes longer, so fewer fit).
-    assert!(s.accepted <= 3 * 9 + 3, "{} calls ran over {fed} packets: {s:?}", s.accepted);
+    // calls) in each window that passed. At least three (over budget in
+    // three in a row quarantines); more on a busy machine, where a window
+    // with a stalled test thread breaks the streak — but never more than
+    // nine calls a window, however busy the machine is (a preempted call
+    // only takes longer, so fewer fit).
+    assert!(s.accepted <= windows * 9, "{} calls ran over {fed} packets in {windows} windows: {s:?}", s.accepted);
 }
 
 #[test]

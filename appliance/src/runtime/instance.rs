@@ -48,10 +48,16 @@ pub enum CallVerdict {
 /// What a call past its deadline gets: the epoch ticks in wall time, so a
 /// call can reach its deadline while its thread was preempted (a busy CPU
 /// shared with packet processing does that for milliseconds). At the
-/// deadline the thread's own CPU clock is sampled, and the call gets one
-/// more tick; at the next tick, if the thread ran for at least half of it,
-/// the call is really spinning and traps; otherwise it was waiting for the
-/// CPU, and gets another tick, at most [`CpuDeadline::MAX_EXTENSIONS`].
+/// deadline the thread's own CPU clock is sampled, and the call gets more
+/// ticks; it traps once it has run on its CPU for at least
+/// [`CpuDeadline::SPIN`] since that sample, for at least half of the time
+/// passed: it is really spinning. Until then it was waiting for the CPU,
+/// and gets another tick, at most [`CpuDeadline::MAX_EXTENSIONS`].
+///
+/// The CPU it must have run is what keeps a short call safe: ticks come on
+/// the wall clock, not relative to the sample, so the next one may come a
+/// microsecond after it, and in that microsecond any running call ran all
+/// of the time passed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuDeadline {
     probe: Option<(Duration, Duration)>,
@@ -68,17 +74,20 @@ pub enum DeadlineStep {
 
 impl CpuDeadline {
     pub const MAX_EXTENSIONS: u32 = 20;
+    /// CPU a call must run past its deadline to be judged spinning: one tick.
+    pub const SPIN: Duration = super::EPOCH_TICK;
 
     /// The epoch deadline passed at `wall` (monotonic), with the thread's
     /// CPU clock at `cpu`.
     pub fn check(&mut self, wall: Duration, cpu: Duration) -> DeadlineStep {
-        let Some((w0, c0)) = self.probe.replace((wall, cpu)) else {
+        let Some((w0, c0)) = self.probe else {
+            self.probe = Some((wall, cpu));
             return DeadlineStep::Extend;
         };
         let ran = cpu.saturating_sub(c0);
         let passed = wall.saturating_sub(w0);
         self.extensions += 1;
-        if ran * 2 >= passed || self.extensions > Self::MAX_EXTENSIONS {
+        if (ran >= Self::SPIN && ran * 2 >= passed) || self.extensions > Self::MAX_EXTENSIONS {
             DeadlineStep::Trap
         } else {
             DeadlineStep::Extend
@@ -228,6 +237,16 @@ mod tests {
         assert_eq!(d.check(3 * MS, Duration::from_micros(205)), DeadlineStep::Extend);
         // Then it spins for a whole tick.
         assert_eq!(d.check(4 * MS, Duration::from_micros(1205)), DeadlineStep::Trap);
+    }
+
+    #[test]
+    fn a_tick_just_after_the_sample_does_not_trap_a_short_call() {
+        // Preempted past its deadline, the call runs again at 2.990 ms and
+        // is sampled; the tick at 3 ms finds it still running, 10 µs later
+        // (it ran all of those 10 µs: so would any running call).
+        let mut d = CpuDeadline::default();
+        assert_eq!(d.check(Duration::from_micros(2990), Duration::from_micros(40)), DeadlineStep::Extend);
+        assert_eq!(d.check(3 * MS, Duration::from_micros(50)), DeadlineStep::Extend);
     }
 
     #[test]
