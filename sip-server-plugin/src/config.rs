@@ -51,19 +51,23 @@ pub struct OverloadConfig {
     pub url: Option<String>,
     /// Kamailio's `jsonrpcs` datagram socket (`modparam("jsonrpcs", "dgram_socket", …)`).
     pub rpc_socket: PathBuf,
-    /// Requests a second the server serves well (measure it: the overload
-    /// benchmark's no-control curve shows where goodput turns down).
-    pub capacity: f64,
-    /// Control engages when the server processes this share of `capacity`.
+    /// Requests a second the server serves well, if known: a ceiling on
+    /// top of what its receive queue shows, and a sign of overload where the
+    /// plugin cannot see the queue.
+    pub capacity: Option<f64>,
+    /// With `capacity`: control engages when the server processes this share of it.
     #[serde(default = "default_engage_at")]
     pub engage_at: f64,
-    /// The share of `capacity` that control lets through.
+    /// With `capacity`: the share of it that control lets through at most.
     #[serde(default = "default_target")]
     pub target: f64,
-    /// Control ends when the offered load stays below this share of
-    /// `capacity` for `release_after_secs`.
-    #[serde(default = "default_release_below")]
-    pub release_below: f64,
+    /// What control holds the server's UDP receive queue at, bytes (the
+    /// kernel's count: 1–2 KiB a SIP datagram). Twice it, or a drop, is
+    /// overload.
+    #[serde(default = "default_queue_target")]
+    pub queue_target_bytes: u64,
+    /// Control ends when nothing has been shed and the server has shown no
+    /// overload for this long.
     #[serde(default = "default_release_after")]
     pub release_after_secs: u32,
     /// How often the server is sampled and every entity gets a report.
@@ -94,8 +98,8 @@ fn default_engage_at() -> f64 {
 fn default_target() -> f64 {
     0.9
 }
-fn default_release_below() -> f64 {
-    0.7
+fn default_queue_target() -> u64 {
+    32 * 1024
 }
 fn default_release_after() -> u32 {
     5
@@ -114,13 +118,27 @@ fn default_max_sources() -> usize {
 }
 
 impl OverloadConfig {
+    /// The entity's properties as deployed: the configured ones, and
+    /// `advertise = off` unless they say otherwise. The plugin steers its
+    /// entities through their feedback API, so offering overload control to
+    /// the server in the Via (for in-band reports) would only cost the
+    /// server: Kamailio 5.6, which this plugin stands in for as the
+    /// receiving entity, does not report in-band.
+    pub fn module_properties(&self) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = self.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if !self.properties.contains_key("advertise") {
+            p.push(("advertise".into(), "off".into()));
+        }
+        p
+    }
+
     /// The monitor's settings; deployments are refreshed as `policy` says.
     pub fn monitor(&self, policy: &PolicyConfig) -> crate::overload::MonitorConfig {
         crate::overload::MonitorConfig {
             capacity: self.capacity,
             engage_at: self.engage_at,
             target: self.target,
-            release_below: self.release_below,
+            queue_target_bytes: self.queue_target_bytes,
             release_after_ms: u64::from(self.release_after_secs) * 1000,
             validity_ms: self.validity_ms,
             algorithm: self.algorithm,
@@ -297,7 +315,7 @@ impl Config {
             if o.url.is_none() && c.module.http_advertise.is_none() {
                 return bad("overload.url", "set it, or set module.http_advertise so the plugin serves the module");
             }
-            if !(o.capacity.is_finite() && o.capacity >= 1.0) {
+            if o.capacity.is_some_and(|c| !(c.is_finite() && c >= 1.0)) {
                 return bad("overload.capacity", "must be at least 1 (requests a second)");
             }
             if !share(o.engage_at) {
@@ -306,8 +324,8 @@ impl Config {
             if !share(o.target) {
                 return bad("overload.target", "must be a share of capacity in (0, 1]");
             }
-            if !share(o.release_below) || o.release_below >= o.engage_at {
-                return bad("overload.release_below", "must be in (0, 1] and below overload.engage_at");
+            if o.queue_target_bytes < 1024 {
+                return bad("overload.queue_target_bytes", "must be at least 1024");
             }
             if !(50..=5000).contains(&o.interval_ms) {
                 return bad("overload.interval_ms", "must be 50..=5000");
@@ -405,7 +423,15 @@ http_advertise = "198.18.2.20:8280"
         assert_eq!(c.overload.as_ref().map(|o| o.monitor(&c.policy).refresh_every_ms), Some(240_000));
         assert_eq!(field(&oc.replace("capacity = 300", "capacity = 0")), "overload.capacity");
         assert_eq!(field(&format!("{oc}engage_at = 1.5\n")), "overload.engage_at");
-        assert_eq!(field(&format!("{oc}release_below = 0.95\n")), "overload.release_below");
+        assert_eq!(field(&format!("{oc}queue_target_bytes = 10\n")), "overload.queue_target_bytes");
+        // The entity is steered through its API: it offers the server nothing in the Via.
+        let c = Config::parse(&oc).expect("valid");
+        let o = c.overload.as_ref().expect("[overload]");
+        assert!(o.module_properties().contains(&("advertise".into(), "off".into())));
+        let own = Config::parse(&format!("{oc}properties = {{ advertise = \"loss\" }}\n")).expect("valid");
+        assert_eq!(own.overload.expect("[overload]").module_properties(), [("advertise".into(), "loss".into())]);
+        // Without a capacity the server's queue alone steers.
+        assert!(Config::parse(&oc.replace("capacity = 300\n", "")).is_ok());
         assert_eq!(field(&format!("{oc}validity_ms = 100\n")), "overload.validity_ms");
         assert_eq!(field(&oc.replace("tenant-a-token-0123456789", "short")), "overload.appliance_token");
         assert!(matches!(Config::parse(&format!("{oc}algorithm = \"fair\"\n")), Err(ConfigError::Syntax(_))));

@@ -72,8 +72,10 @@ impl Signer {
                 None => {
                     r.filter_ports = vec![self.cfg.server.port()];
                     r.filter_addr = Some((self.cfg.server.ip(), if self.cfg.server.is_ipv4() { 32 } else { 128 }));
-                    let props = overload.map_or(&self.cfg.module.properties, |o| &o.properties);
-                    r.properties = props.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    r.properties = match overload {
+                        Some(o) => o.module_properties(),
+                        None => self.cfg.module.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    };
                 }
             }
         }
@@ -400,6 +402,7 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
         Some(o) => {
             let interval = Duration::from_millis(u64::from(o.interval_ms));
             tokio::spawn(crate::overload::shell::poll_server(o.rpc_socket.clone(), interval, sample_tx.clone()));
+            tokio::spawn(crate::overload::shell::poll_socket(cfg.server, interval, sample_tx.clone()));
             let http = reqwest::Client::builder().timeout(interval * 4).build().context("the HTTP client")?;
             Some(Feedback {
                 http,
@@ -515,7 +518,8 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                 if let Some(m) = overload.as_mut() {
                     match s {
                         Sample::Server(n) => m.on_server(now_ms(), n),
-                        Sample::Edge(node, admitted, never, shed) => m.on_edge_counts(now_ms(), &node, admitted, never, shed),
+                        Sample::Socket(s) => m.on_socket(s.rx_queue, s.drops),
+                        Sample::Edge(node, counts) => m.on_edge_counts(now_ms(), &node, counts),
                     }
                 }
             }
@@ -524,6 +528,7 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                     m.tick(now_ms());
                     let _ = oc_tx.send(serde_json::json!({
                         "state": m.state, "server_rate": m.server_rate, "offered": m.offered(),
+                        "queue_bytes": m.queue, "shed": m.shed,
                         "capacity": m.cfg.capacity, "engaged": m.engaged, "released": m.released,
                         "edges": m.edges,
                     }));

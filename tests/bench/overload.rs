@@ -62,7 +62,7 @@ struct Bed {
     _plugin: Option<Proc>,
 }
 
-fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32) -> anyhow::Result<Bed> {
+fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32, server_cpu: usize) -> anyhow::Result<Bed> {
     let tb = Testbed::new("ocb")?;
     let dir = TempDir::new("ocbench")?;
     let cfg = node_config("", "").replacen(
@@ -86,6 +86,7 @@ fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32) -> anyhow::Result<Bed> {
         Kamailio::start_with(&tb.core, SERVER, "sip:127.0.0.1:9060", &dir.0.join("kamailio"), &modules, &route)?;
     let cap = CpuCap::new("ocb", cpu_percent)?;
     cap.add_matching(kamailio.config_path().to_str().unwrap_or_default())?;
+    cap.pin(server_cpu)?;
     let reg = dir.0.join("uas-register.xml");
     std::fs::write(&reg, phone_scenario("uas", 0, 0, 0, 3600))?;
     let r = tb
@@ -95,31 +96,149 @@ fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32) -> anyhow::Result<Bed> {
         .output()?;
     anyhow::ensure!(r.status.success(), "the UAS did not register");
     let uas = tb.spawn(&tb.core, "sipp", &["-sn", "uas", "-i", CORE_IP, "-p", "5070", "-nostdin"], None)?;
-    let plugin = match mode {
+    // The plugin runs in every mode, as it does wherever NetServ is
+    // deployed: Kamailio mirrors INVITEs to it as HEP in all of them, and
+    // delivering those costs the capped server CPU. Only in the SE modes
+    // does it have an [overload] section.
+    let overload = match mode {
         Mode::SeLoss | Mode::SeRate => {
             let algorithm = if mode == Mode::SeLoss { "loss" } else { "rate" };
-            // Kamailio counts every request: INVITE, ACK and BYE per call.
-            let overload = format!(
-                "\n[overload]\nfile = {:?}\nrpc_socket = {:?}\ncapacity = {}\nalgorithm = \"{algorithm}\"\nrelease_after_secs = 3\nappliance_token = \"{TENANT_A_TOKEN}\"\n",
+            // No capacity: the plugin goes by Kamailio's receive queue alone,
+            // as an operator who never measured the server would run it.
+            format!(
+                "\n[overload]\nfile = {:?}\nrpc_socket = {:?}\nalgorithm = \"{algorithm}\"\nrelease_after_secs = 3\nappliance_token = \"{TENANT_A_TOKEN}\"\n{}",
                 paths::module("netserv_overload_se"),
                 kamailio.rpc_socket(),
-                (capacity_cps * 3.0).round()
-            );
-            Some(plugin::start_with(&tb, &dir.0, &format!("{}{overload}", plugin::config(&dir.0)))?)
+                std::env::var("BENCH_SE_PROPERTIES").map(|p| format!("properties = {{ {p} }}\n")).unwrap_or_default(),
+            )
         }
-        _ => None,
+        _ => String::new(),
     };
+    let plugin = Some(plugin::start_with(&tb, &dir.0, &format!("{}{overload}", plugin::config(&dir.0)))?);
     Ok(Bed { tb, dir, app, _kamailio: kamailio, _cap: cap, _uas: uas, _plugin: plugin })
 }
 
-/// Offers `cps` calls a second for `secs`: calls completed per second, and
-/// the appliance's CPU seconds meanwhile.
-fn offer(b: &Bed, cps: f64, secs: u64) -> anyhow::Result<(f64, f64)> {
+/// Offers `cps` calls a second: `warmup` seconds first (from another port,
+/// not counted: the plugin needs a moment to see the overload and deploy
+/// its entities, and every mode's queues fill), then `secs` seconds that
+/// are counted, with no gap between. Calls completed per second of the
+/// counted run, and the appliance's CPU seconds meanwhile.
+fn offer(b: &Bed, cps: f64, warmup: u64, secs: u64) -> anyhow::Result<(f64, f64)> {
+    let rate = cps.round().max(1.0) as u32;
+    let warm = if warmup > 0 {
+        let (ua, dir) = (b.tb.ua.clone(), b.dir.0.clone());
+        let n = (cps * warmup as f64).round().max(1.0) as u32;
+        Some(std::thread::spawn(move || sipp::callers_to(&ua, SERVER, "uas", 5062, n, rate, &dir)))
+    } else {
+        None
+    };
+    std::thread::sleep(std::time::Duration::from_secs(warmup));
     let calls = (cps * secs as f64).round().max(1.0) as u32;
     let cpu0 = netserv_tests::bench::cpu_secs(b.app.proc.pid());
-    let run = sipp::calls_to(&b.tb.ua, SERVER, "uas", 5061, calls, cps.round().max(1.0) as u32, &b.dir.0)?;
+    let run = sipp::callers_to(&b.tb.ua, SERVER, "uas", 5061, calls, rate, &b.dir.0)?;
     let cpu = netserv_tests::bench::cpu_secs(b.app.proc.pid()) - cpu0;
+    if let Some(w) = warm {
+        let _ = w.join();
+    }
     Ok((run.successful as f64 / secs as f64, cpu))
+}
+
+/// BENCH_TRACE=1: once a second, what the server, the plugin and the edge
+/// see, on stderr (`server` is Kamailio's requests taken in so far).
+struct Tracer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tracer {
+    fn start(b: &Bed) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, core, edge) = (stop.clone(), b.tb.core.clone(), b.tb.edge.clone());
+        let kam = format!("unix:{}", b.dir.0.join("kamailio/kamailio_ctl").display());
+        let plugin_on = b._plugin.is_some();
+        let group = format!("/sys/fs/cgroup/cpu/netserv-ocb-{}", std::process::id());
+        let thread = std::thread::spawn(move || {
+            let t0 = std::time::Instant::now();
+            let mut cpu0 = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let procs = std::fs::read_to_string(format!("{group}/cgroup.procs")).unwrap_or_default();
+                let cpu: u64 = procs
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .map(|p| (netserv_tests::bench::cpu_secs(p) * 1e9) as u64)
+                    .sum();
+                let kam_cpu = (cpu.saturating_sub(cpu0)) as f64 / 1e7;
+                cpu0 = cpu;
+                let stat = |name: &str| -> String {
+                    netserv_tests::netns::output(&core, "kamcmd", &["-s", &kam, "stats.get_statistics", name])
+                        .ok()
+                        .and_then(|o| o.lines().find_map(|l| l.split_once(" = ").map(|(_, v)| v.trim().to_owned())))
+                        .unwrap_or_default()
+                };
+                let plugin = if plugin_on {
+                    let v = curl_json(&core, "http://198.18.2.20:8280/status");
+                    let o = &v["overload"];
+                    let oc: Vec<String> = o["edges"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(_, e)| format!("oc={} offered={:.0}", e["oc"], e["offered"].as_f64().unwrap_or(0.0)))
+                        .collect();
+                    format!(
+                        "plugin {} rate={:.0} queue={} shed={:.2} {}",
+                        o["state"],
+                        o["server_rate"].as_f64().unwrap_or(0.0),
+                        o["queue_bytes"],
+                        o["shed"].as_f64().unwrap_or(-1.0),
+                        oc.join(" ")
+                    )
+                } else {
+                    String::new()
+                };
+                let edge = curl_json(&edge, "http://127.0.0.1:8270/api/v1/modules/itsp-a/overload")["module_counters"]
+                    .to_string();
+                progress(&format!(
+                    "  t={:>5.1}s cpu={kam_cpu:.0}% server={} (invite {} ack {} bye {} cancel {} replies {} drops {}) {plugin} edge {edge}",
+                    t0.elapsed().as_secs_f64(),
+                    stat("rcv_requests"),
+                    stat("rcv_requests_invite"),
+                    stat("rcv_requests_ack"),
+                    stat("rcv_requests_bye"),
+                    stat("rcv_requests_cancel"),
+                    stat("rcv_replies"),
+                    udp_drops(&core),
+                ));
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        });
+        Self { stop, thread: Some(thread) }
+    }
+}
+
+/// UDP datagrams dropped for a full receive buffer in `ns` so far.
+fn udp_drops(ns: &str) -> String {
+    let snmp = netserv_tests::netns::output(ns, "cat", &["/proc/net/snmp"]).unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(head), Some(vals)) = (udp.next(), udp.next()) else { return String::new() };
+    head.split_whitespace().zip(vals.split_whitespace()).find(|(k, _)| *k == "RcvbufErrors").map_or(String::new(), |(_, v)| v.to_owned())
+}
+
+/// GET `url` from namespace `ns` as the admin: its JSON, or null.
+fn curl_json(ns: &str, url: &str) -> Value {
+    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    netserv_tests::netns::output(ns, "curl", &["-s", "-m", "1", "-H", &auth, url])
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -128,18 +247,44 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let secs = env_u64("BENCH_SECONDS", 6).clamp(2, 60);
+    let secs = env_u64("BENCH_SECONDS", 8).clamp(2, 60);
+    let warmup = env_u64("BENCH_WARMUP", 4).clamp(0, 60);
     let pairs = env_u64("BENCH_PAIRS", 1).clamp(1, 10) as usize;
     let cpu_percent = u32::try_from(env_u64("BENCH_CPU_PERCENT", 10).clamp(1, 100)).unwrap_or(10);
+    // For a closer look at one part of the curve: BENCH_MODES=se-loss,none
+    // BENCH_LOADS=2,5 BENCH_CAPACITY=150 (calls/s: no ladder).
+    let listed = |name: &str| -> Option<Vec<String>> {
+        std::env::var(name).ok().map(|v| v.split(',').map(|x| x.trim().to_owned()).collect())
+    };
+    let modes: Vec<Mode> = match listed("BENCH_MODES") {
+        Some(names) => Mode::ALL.iter().copied().filter(|m| names.iter().any(|n| n == m.name())).collect(),
+        None => Mode::ALL.to_vec(),
+    };
+    let loads: Vec<f64> = match listed("BENCH_LOADS") {
+        Some(v) => v.iter().filter_map(|x| x.parse().ok()).collect(),
+        None => LOADS.to_vec(),
+    };
 
     // The server's capacity: the highest rate it completes (nearly) all of,
     // over a ladder ×1.25, no control.
     progress(&format!("Kamailio capped at {cpu_percent} % of a CPU; finding its capacity (no control)"));
-    let b = bed(Mode::None, 0.0, cpu_percent)?;
-    let mut capacity: f64 = 0.0;
-    let mut offered = 20.0;
+    // The server gets a CPU of its own; the tester, the edge and the plugin
+    // (this process's children) the others.
+    let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+    let server_cpu = env_u64("BENCH_SERVER_CPU", 0) as usize;
+    let others: Vec<String> = (0..cpus).filter(|c| *c != server_cpu).map(|c| c.to_string()).collect();
+    if !others.is_empty() {
+        let me = std::process::id().to_string();
+        std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", &others.join(","), &me])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+    }
+    let b = bed(Mode::None, 0.0, cpu_percent, server_cpu)?;
+    let mut capacity: f64 = env_u64("BENCH_CAPACITY", 0) as f64;
+    let mut offered = if capacity > 0.0 { f64::INFINITY } else { 20.0 };
     while offered <= 2000.0 {
-        let (good, _) = offer(&b, offered, secs)?;
+        let (good, _) = offer(&b, offered, 0, secs)?;
         progress(&format!("  offered {offered:.0} calls/s: {good:.1} completed/s"));
         if good < 0.95 * offered {
             break;
@@ -151,16 +296,19 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(capacity > 0.0, "no call completed: the testbed does not work");
     progress(&format!("capacity: {capacity:.1} calls/s"));
 
-    let mut goodput: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); LOADS.len()]; Mode::ALL.len()];
+    let trace = std::env::var_os("BENCH_TRACE").is_some();
+    let mut goodput: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); loads.len()]; modes.len()];
     let mut se_cpu_at_10x: Vec<f64> = Vec::new();
     for pair in 0..pairs {
-        for (li, load) in LOADS.iter().enumerate() {
+        for (li, load) in loads.iter().enumerate() {
             // The modes' order turns with every load and pair.
-            for k in 0..Mode::ALL.len() {
-                let mi = (k + li + pair) % Mode::ALL.len();
-                let mode = Mode::ALL[mi];
-                let b = bed(mode, capacity, cpu_percent)?;
-                let (good, cpu) = offer(&b, load * capacity, secs)?;
+            for k in 0..modes.len() {
+                let mi = (k + li + pair) % modes.len();
+                let mode = modes[mi];
+                let b = bed(mode, capacity, cpu_percent, server_cpu)?;
+                let tracer = trace.then(|| Tracer::start(&b));
+                let (good, cpu) = offer(&b, load * capacity, warmup, secs)?;
+                drop(tracer);
                 let shed = b
                     .app
                     .api("GET", "/api/v1/modules/itsp-a/overload", None, ADMIN_TOKEN)
@@ -184,13 +332,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let curves: serde_json::Map<String, Value> = Mode::ALL
+    let curves: serde_json::Map<String, Value> = modes
         .iter()
         .zip(goodput.iter_mut())
-        .map(|(m, loads)| {
-            let points: Vec<Value> = LOADS
+        .map(|(m, per_load)| {
+            let points: Vec<Value> = loads
                 .iter()
-                .zip(loads.iter_mut())
+                .zip(per_load.iter_mut())
                 .map(|(l, v)| {
                     let min = v.iter().copied().fold(f64::INFINITY, f64::min);
                     let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);

@@ -42,9 +42,33 @@ impl CpuCap {
         Ok(pids.len())
     }
 
-    /// CPU time the group's processes used, ns.
+    /// Pins every thread of the group's processes to CPU `cpu` (a server
+    /// with a CPU of its own, as on a box of its own: its capacity then does
+    /// not depend on what the rest of the testbed makes the machine do).
+    pub fn pin(&self, cpu: usize) -> anyhow::Result<()> {
+        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs"))?;
+        for pid in procs.split_whitespace() {
+            // A process may have exited meanwhile: skip it.
+            let _ = std::process::Command::new("taskset")
+                .args(["-a", "-p", "-c", &cpu.to_string(), pid])
+                .stdout(std::process::Stdio::null())
+                .status();
+        }
+        Ok(())
+    }
+
+    /// CPU time the group's processes used, ns (from their own stat files:
+    /// `cpuacct` is a hierarchy of its own on these machines).
     pub fn usage_ns(&self) -> u64 {
-        std::fs::read_to_string(self.dir.join("cpuacct.usage")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+        let secs: f64 = procs.split_whitespace().filter_map(|p| p.parse().ok()).map(crate::bench::cpu_secs).sum();
+        (secs * 1e9) as u64
+    }
+
+    /// Periods the group was throttled in so far (it wanted more than its quota).
+    pub fn throttled_periods(&self) -> u64 {
+        let stat = std::fs::read_to_string(self.dir.join("cpu.stat")).unwrap_or_default();
+        stat.lines().find_map(|l| l.strip_prefix("nr_throttled ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     }
 }
 
@@ -54,6 +78,12 @@ impl Drop for CpuCap {
         for pid in procs.split_whitespace() {
             let _ = std::fs::write(PathBuf::from(ROOT).join("cgroup.procs"), pid);
         }
-        let _ = std::fs::remove_dir(&self.dir);
+        // A process that is still exiting keeps the group busy for a moment.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }

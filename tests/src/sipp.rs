@@ -98,7 +98,7 @@ pub fn calls(
     rate: u32,
     log_dir: &Path,
 ) -> anyhow::Result<Calls> {
-    run_calls(ua, server, scenario, None, port, calls, rate, log_dir)
+    run_calls(ua, server, scenario, None, &[], port, calls, rate, log_dir)
 }
 
 /// [`calls`] with sipp's built-in UAC calling user `callee` (`-s`).
@@ -111,7 +111,23 @@ pub fn calls_to(
     rate: u32,
     log_dir: &Path,
 ) -> anyhow::Result<Calls> {
-    run_calls(ua, server, None, Some(callee), port, calls, rate, log_dir)
+    run_calls(ua, server, None, Some(callee), &[], port, calls, rate, log_dir)
+}
+
+/// [`calls_to`] placed by callers who hang up as people do
+/// (`fixtures/sipp/caller_uac.xml`: CANCEL after 5 s without progress, a
+/// second of talk before the BYE): the load the overload benchmark offers.
+pub fn callers_to(
+    ua: &str,
+    server: &str,
+    callee: &str,
+    port: u16,
+    calls: u32,
+    rate: u32,
+    log_dir: &Path,
+) -> anyhow::Result<Calls> {
+    let extra = ["-default_behaviors", "all,-bye"];
+    run_calls(ua, server, Some("sipp/caller_uac.xml"), Some(callee), &extra, port, calls, rate, log_dir)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -120,6 +136,7 @@ fn run_calls(
     server: &str,
     scenario: Option<&str>,
     callee: Option<&str>,
+    extra: &[&str],
     port: u16,
     calls: u32,
     rate: u32,
@@ -136,6 +153,7 @@ fn run_calls(
     if let Some(user) = callee {
         cmd.args(["-s", user]);
     }
+    cmd.args(extra);
     let out = cmd
         .args(["-i", crate::netns::UA_IP, "-p", &port.to_string(), "-m", &calls.to_string(), "-r", &rate.to_string()])
         .args(["-max_retrans", "5", "-timeout", "60s", "-timeout_error", "-nostdin", "-trace_stat", "-stf"])

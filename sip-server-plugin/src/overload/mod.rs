@@ -5,11 +5,13 @@
 //! nears its capacity, feeds each one a load report every few hundred ms
 //! through its feedback API, and retires them when the load falls.
 //!
-//! Tiers: [`rpc`] (Kamailio's JSON-RPC, codec), [`monitor`] (sans-IO),
-//! [`shell`] (the datagram socket, HTTP to the appliances).
+//! Tiers: [`rpc`] (Kamailio's JSON-RPC) and [`socket`] (the kernel's
+//! socket table), codecs; [`monitor`] (sans-IO); [`shell`] (the datagram
+//! socket, the table's file, HTTP to the appliances).
 
 pub mod monitor;
 pub mod rpc;
 pub mod shell;
+pub mod socket;
 
-pub use monitor::{Action, Algorithm, Monitor, MonitorConfig, State};
+pub use monitor::{Action, Algorithm, EdgeCounts, Monitor, MonitorConfig, State};

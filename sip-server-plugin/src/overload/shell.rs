@@ -1,8 +1,11 @@
-//! The monitor's I/O: Kamailio's JSON-RPC over its datagram socket, and the
-//! appliances' feedback API over HTTP. Each exchange runs on a task of its
-//! own and reports back on a channel: the daemon's loop never waits.
+//! The monitor's I/O: Kamailio's JSON-RPC over its datagram socket, the
+//! kernel's socket table, and the appliances' feedback API over HTTP. Each
+//! exchange runs on a task of its own and reports back on a channel: the
+//! daemon's loop never waits.
 
+use super::monitor::EdgeCounts;
 use super::rpc;
+use super::socket::{SocketSample, parse_table};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,9 +16,41 @@ use tokio::sync::mpsc;
 pub enum Sample {
     /// The server's processed-requests counter.
     Server(u64),
-    /// An entity's counters so far: (node id, admitted under control,
-    /// passed as never shed, shed).
-    Edge(String, u64, u64, u64),
+    /// The server's UDP socket: its receive queue and drops.
+    Socket(SocketSample),
+    /// An entity's counters so far.
+    Edge(String, EdgeCounts),
+}
+
+const SAMPLES_PER_TICK: u32 = 5;
+
+/// Reads the server's UDP socket from the kernel's tables 5 times every `interval`,
+/// until `tx` closes. A server not found there (the plugin runs in another
+/// network namespace, or the server is down) is logged once a minute at
+/// most: overload control then has only `capacity` to go by.
+pub async fn poll_socket(server: SocketAddr, interval: Duration, tx: mpsc::Sender<Sample>) {
+    let table = if server.is_ipv4() { "/proc/net/udp" } else { "/proc/net/udp6" };
+    // Several samples a tick: the monitor averages them (one sample may
+    // fall just after a burst arrived, or just after it was taken).
+    let mut tick = tokio::time::interval(interval / SAMPLES_PER_TICK);
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    loop {
+        tick.tick().await;
+        let sample = tokio::fs::read_to_string(table).await.ok().and_then(|t| parse_table(&t, server));
+        match sample {
+            Some(s) => {
+                if tx.send(Sample::Socket(s)).await.is_err() {
+                    return;
+                }
+            }
+            None => {
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    last_warning = Some(tokio::time::Instant::now());
+                    tracing::warn!(%server, table, "overload control: the server's socket is not in this namespace's table; only `capacity` can show overload");
+                }
+            }
+        }
+    }
 }
 
 /// Asks Kamailio for its counter every `interval`, until `tx` closes. A
@@ -138,9 +173,13 @@ impl Feedback {
             };
             let c = &v["module_counters"];
             let n = |k: &str| c[k].as_u64().unwrap_or(0);
-            let admitted = n("admitted_initial") + n("admitted_priority") + n("passed_retransmission");
-            let shed = n("shed_initial") + n("shed_priority");
-            let _ = tx.send(Sample::Edge(node_id, admitted, n("passed_never_shed"), shed)).await;
+            let counts = EdgeCounts {
+                admitted: n("admitted_initial") + n("admitted_priority"),
+                retransmitted: n("passed_retransmission"),
+                never_shed: n("passed_never_shed"),
+                shed: n("shed_initial") + n("shed_priority"),
+            };
+            let _ = tx.send(Sample::Edge(node_id, counts)).await;
         });
     }
 }
