@@ -82,6 +82,13 @@ fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32, server_cpu: usize) -> an
     } else {
         (String::new(), String::new())
     };
+    // BENCH_SERVER_BUFFER=<bytes>: Kamailio's `maxbuffer` (the receive
+    // buffer its start-up probing may reach; its own default is 256 KiB,
+    // which the kernel doubles), as an operator raises it to ride out bursts.
+    let modules = match env_u64("BENCH_SERVER_BUFFER", 0) {
+        0 => modules,
+        n => format!("maxbuffer={n}\n{modules}"),
+    };
     let kamailio =
         Kamailio::start_with(&tb.core, SERVER, "sip:127.0.0.1:9060", &dir.0.join("kamailio"), &modules, &route)?;
     let cap = CpuCap::new("ocb", cpu_percent)?;

@@ -254,6 +254,11 @@ impl Monitor {
     /// (node id, feedback API address).
     pub fn on_deployed(&mut self, towards: IpAddr, at: Vec<(String, SocketAddr)>) {
         for (node_id, api) in at {
+            // Its counters now, not at the next tick: a rate needs two
+            // readings, and every tick without one lets the overload grow.
+            if !self.edges.contains_key(&node_id) && self.state == State::Controlling {
+                self.actions.push(Action::Poll { node_id: node_id.clone(), api });
+            }
             self.edges.entry(node_id).or_insert(Edge {
                 api,
                 towards,
@@ -372,14 +377,25 @@ impl Monitor {
     }
 
     /// PIE on the shed share: by the queue's distance from its target, and
-    /// by its growth. A drop counts as a full queue.
+    /// by its growth. A drop counts as a full queue. The first share is what
+    /// the server's rate says: what it processed, in the share of what the
+    /// entities pass that they admit, against what they are offered.
     fn steer(&mut self, dropped: bool, offered: f64) {
         let target = self.cfg.queue_target_bytes.max(1) as f64;
         let queue = self.queue as f64;
         let error = if dropped { (queue / target).max(8.0) } else { queue / target - 1.0 };
         let growth = (queue - self.previous_queue as f64) / target;
         let step = (ALPHA * error + BETA * growth).clamp(-MAX_STEP, MAX_STEP);
-        let mut shed = self.shed.unwrap_or(0.0);
+        let mut shed = match self.shed {
+            Some(s) => s,
+            None if self.rated => {
+                let passed: f64 = self.edges.values().map(|e| e.passed).sum();
+                let admitted: f64 = self.edges.values().map(|e| e.admitted).sum();
+                let share = if passed > 0.0 { (admitted / passed).min(1.0) } else { 1.0 };
+                (1.0 - self.server_rate * share / offered).clamp(0.0, MAX_SHED)
+            }
+            None => 0.0,
+        };
         if !dropped && queue < target / 4.0 && growth <= 0.0 {
             shed *= DECAY;
         }
