@@ -8,17 +8,34 @@
 //! - `se-loss` / `se-rate`: the edge's sending entity (modules/overload-se)
 //!   deployed and steered by the plugin as the server's load monitor.
 //!
-//! The testbed: sipp in `ua` places calls (INVITE, ACK, BYE) through the
-//! appliance in `edge` to Kamailio in `core`, capped to `BENCH_CPU_PERCENT`
-//! (default 10) of one CPU with a cgroup v1 CFS quota, which relays them to
-//! a sipp UAS beside it. First the server's capacity is found with no
-//! control (the highest rate it completes 95 % of, over a ladder); then each
-//! mode is offered 0.5, 1, 2, 5 and 10 × that capacity for `BENCH_SECONDS`
-//! (default 6), the modes alternating at each load, `BENCH_PAIRS` times
-//! (default 1). Goodput is calls completed (BYE answered) per second of
-//! offering. Progress on stderr; the last line on stdout is JSON.
+//! The testbed: sipp in `ua` places calls through the appliance in `edge`
+//! to Kamailio in `core`, which relays them to a sipp UAS beside it.
+//! Kamailio has a CPU of its own (`BENCH_SERVER_CPU`, default 0; the tester,
+//! the appliance and the plugin run on the others) and a cgroup v1 CFS quota
+//! of `BENCH_CPU_PERCENT` (default 10) of it, so that one tester can
+//! overload it; its receive buffer is its own default unless
+//! `BENCH_SERVER_BUFFER` raises its `maxbuffer`, as operators do to ride
+//! out bursts (a deep queue is what makes a UDP server collapse: requests
+//! wait past T1 and come back as retransmissions, callers hang up on calls
+//! the server still works on). The plugin runs in every mode (Kamailio
+//! mirrors INVITEs to it as HEP, which costs the server CPU in all of them);
+//! only in the SE modes has it an `[overload]` section, without a capacity.
+//!
+//! The callers (`fixtures/sipp/caller_uac.xml`) behave as people do: they
+//! hang up (CANCEL) once 5 s pass without progress, talk a second, and a
+//! call counts only if its BYE is answered. First the server's capacity is
+//! found with no control (the highest rate it completes 95 % of, over a
+//! ladder ×1.25; `BENCH_CAPACITY` skips it); then each mode is offered 0.5,
+//! 1, 2, 5 and 10 × that capacity: `BENCH_WARMUP` s (default 4) not
+//! counted, then `BENCH_SECONDS` (default 8) counted, the modes alternating
+//! at each load, `BENCH_PAIRS` times (default 1). Goodput is calls completed
+//! per counted second. `BENCH_MODES` and `BENCH_LOADS` (comma lists) run a
+//! part of the curve; `BENCH_TRACE=1` prints, once a second, what the
+//! server, the plugin and the edge see. Progress on stderr; the last line
+//! on stdout is JSON.
 //!
 //! Run: `PROFILE=release bash scripts/build.sh && target/release/netserv-bench-overload`
+//! (and again with `BENCH_SERVER_BUFFER=4194304`).
 
 use netserv_tests::appliance::{ADMIN_TOKEN, TENANT_A_TOKEN, TempDir, node_config};
 use netserv_tests::bench::{env_u64, progress, round3};

@@ -341,6 +341,9 @@ impl Monitor {
         let offered: f64 = self.edges.values().map(|e| e.offered).sum();
         if offered > 0.0 {
             self.steer(dropped, offered);
+        } else if let Some(shed) = self.shed {
+            // Nothing offered to shed: control fades (and may end).
+            self.shed = Some(if shed < 0.01 { 0.0 } else { shed * 0.5 });
         }
         let shed = self.shed.unwrap_or(0.0);
         if overloaded || shed > 0.0 {
@@ -683,5 +686,17 @@ mod tests {
         assert!(retired, "released");
         assert_eq!(tb.oc, None, "control ended with validity 0, then the entity was removed");
         assert_eq!((m.engaged, m.released), (1, 1));
+        // And when the callers stop altogether.
+        for _ in 0..40 {
+            tb.step(&mut m, 600.0);
+        }
+        assert_eq!(m.state, State::Controlling);
+        for _ in 0..200 {
+            tb.step(&mut m, 0.0);
+            if m.state == State::Normal {
+                break;
+            }
+        }
+        assert_eq!((m.state, m.engaged, m.released), (State::Normal, 2, 2), "released with nothing offered");
     }
 }
