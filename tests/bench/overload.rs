@@ -94,11 +94,14 @@ fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32, server_cpu: usize) -> an
                 "loadmodule \"ratelimit.so\"\nmodparam(\"ratelimit\", \"timer_interval\", 1)\nmodparam(\"ratelimit\", \"pipe\", \"0:TAILDROP:{}\")\n",
                 capacity_cps.round().max(1.0)
             ),
-            "if (is_method(\"INVITE\") && !has_totag()) { $var(pipe) = 0; if (!rl_check(\"$var(pipe)\")) { sl_send_reply(\"503\", \"Service Unavailable\"); exit; } }".to_owned(),
+            // Emergency calls are not rate-limited (an operator exempts them).
+            "if (is_method(\"INVITE\") && !has_totag() && !($ru =~ \"^urn:service:sos\")) { $var(pipe) = 0; if (!rl_check(\"$var(pipe)\")) { sl_send_reply(\"503\", \"Service Unavailable\"); exit; } }".to_owned(),
         )
     } else {
         (String::new(), String::new())
     };
+    // Emergency calls (`urn:service:sos`) go to the callee too.
+    let route = format!("{route}\nif ($ru =~ \"^urn:service:sos\") {{ $ru = \"sip:uas@{SERVER}\"; }}");
     // BENCH_SERVER_BUFFER=<bytes>: Kamailio's `maxbuffer` (the receive
     // buffer its start-up probing may reach; its own default is 256 KiB,
     // which the kernel doubles), as an operator raises it to ride out bursts.
@@ -142,12 +145,24 @@ fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32, server_cpu: usize) -> an
     Ok(Bed { tb, dir, app, _kamailio: kamailio, _cap: cap, _uas: uas, _plugin: plugin })
 }
 
+/// What one point of the curve measured.
+struct Point {
+    /// Calls completed per counted second.
+    goodput: f64,
+    /// The appliance's CPU seconds meanwhile.
+    cpu: f64,
+    /// BYEs of the counted callers: sent, answered.
+    byes: (u64, u64),
+    /// Emergency calls placed beside them (5 a second): completed, placed.
+    sos: (u64, u64),
+}
+
 /// Offers `cps` calls a second: `warmup` seconds first (from another port,
 /// not counted: the plugin needs a moment to see the overload and deploy
 /// its entities, and every mode's queues fill), then `secs` seconds that
-/// are counted, with no gap between. Calls completed per second of the
-/// counted run, and the appliance's CPU seconds meanwhile.
-fn offer(b: &Bed, cps: f64, warmup: u64, secs: u64) -> anyhow::Result<(f64, f64)> {
+/// are counted, with no gap between, and beside them 5 emergency calls a
+/// second.
+fn offer(b: &Bed, cps: f64, warmup: u64, secs: u64) -> anyhow::Result<Point> {
     let rate = cps.round().max(1.0) as u32;
     let warm = if warmup > 0 {
         let (ua, dir) = (b.tb.ua.clone(), b.dir.0.clone());
@@ -157,6 +172,11 @@ fn offer(b: &Bed, cps: f64, warmup: u64, secs: u64) -> anyhow::Result<(f64, f64)
         None
     };
     std::thread::sleep(std::time::Duration::from_secs(warmup));
+    let sos = {
+        let (ua, dir) = (b.tb.ua.clone(), b.dir.0.clone());
+        let n = u32::try_from(secs * 5).unwrap_or(u32::MAX);
+        std::thread::spawn(move || sipp::calls(&ua, SERVER, Some("sipp/emergency_uac.xml"), 5063, n, 5, &dir))
+    };
     let calls = (cps * secs as f64).round().max(1.0) as u32;
     let cpu0 = netserv_tests::bench::cpu_secs(b.app.proc.pid());
     let run = sipp::callers_to(&b.tb.ua, SERVER, "uas", 5061, calls, rate, &b.dir.0)?;
@@ -164,7 +184,13 @@ fn offer(b: &Bed, cps: f64, warmup: u64, secs: u64) -> anyhow::Result<(f64, f64)
     if let Some(w) = warm {
         let _ = w.join();
     }
-    Ok((run.successful as f64 / secs as f64, cpu))
+    let sos = sos.join().map_err(|_| anyhow::anyhow!("the emergency caller panicked"))??;
+    Ok(Point {
+        goodput: run.successful as f64 / secs as f64,
+        cpu,
+        byes: run.byes.unwrap_or((0, 0)),
+        sos: (sos.successful, sos.successful + sos.failed),
+    })
 }
 
 /// BENCH_TRACE=1: once a second, what the server, the plugin and the edge
@@ -244,7 +270,10 @@ fn udp_drops(ns: &str) -> String {
     let snmp = netserv_tests::netns::output(ns, "cat", &["/proc/net/snmp"]).unwrap_or_default();
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
     let (Some(head), Some(vals)) = (udp.next(), udp.next()) else { return String::new() };
-    head.split_whitespace().zip(vals.split_whitespace()).find(|(k, _)| *k == "RcvbufErrors").map_or(String::new(), |(_, v)| v.to_owned())
+    head.split_whitespace()
+        .zip(vals.split_whitespace())
+        .find(|(k, _)| *k == "RcvbufErrors")
+        .map_or(String::new(), |(_, v)| v.to_owned())
 }
 
 /// GET `url` from namespace `ns` as the admin: its JSON, or null.
@@ -263,6 +292,10 @@ impl Drop for Tracer {
             let _ = t.join();
         }
     }
+}
+
+fn round4(v: f64) -> f64 {
+    (v * 10_000.0).round() / 10_000.0
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -308,7 +341,7 @@ fn main() -> anyhow::Result<()> {
     let mut capacity: f64 = env_u64("BENCH_CAPACITY", 0) as f64;
     let mut offered = if capacity > 0.0 { f64::INFINITY } else { 20.0 };
     while offered <= 2000.0 {
-        let (good, _) = offer(&b, offered, 0, secs)?;
+        let good = offer(&b, offered, 0, secs)?.goodput;
         progress(&format!("  offered {offered:.0} calls/s: {good:.1} completed/s"));
         if good < 0.95 * offered {
             break;
@@ -322,6 +355,8 @@ fn main() -> anyhow::Result<()> {
 
     let trace = std::env::var_os("BENCH_TRACE").is_some();
     let mut goodput: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); loads.len()]; modes.len()];
+    let mut byes = goodput.clone();
+    let mut sos = goodput.clone();
     let mut se_cpu_at_10x: Vec<f64> = Vec::new();
     for pair in 0..pairs {
         for (li, load) in loads.iter().enumerate() {
@@ -331,7 +366,9 @@ fn main() -> anyhow::Result<()> {
                 let mode = modes[mi];
                 let b = bed(mode, capacity, cpu_percent, server_cpu)?;
                 let tracer = trace.then(|| Tracer::start(&b));
-                let (good, cpu) = offer(&b, load * capacity, warmup, secs)?;
+                let p = offer(&b, load * capacity, warmup, secs)?;
+                let (good, cpu) = (p.goodput, p.cpu);
+                let share = |(a, b): (u64, u64)| if b > 0 { a as f64 / b as f64 } else { f64::NAN };
                 drop(tracer);
                 let shed = b
                     .app
@@ -340,13 +377,22 @@ fn main() -> anyhow::Result<()> {
                     .filter(|(c, _)| *c == 200)
                     .map(|(_, v)| v["module_counters"]["shed_initial"].as_u64().unwrap_or(0));
                 progress(&format!(
-                    "pair {} · {load}× ({:.0} calls/s) · {}: {good:.1} completed/s = {:.2} × capacity{}",
+                    "pair {} · {load}× ({:.0} calls/s) · {}: {good:.1} completed/s = {:.2} × capacity; BYEs answered {:.4}; emergency {}/{}{}",
                     pair + 1,
                     load * capacity,
                     mode.name(),
                     good / capacity,
+                    share((p.byes.1, p.byes.0)),
+                    p.sos.0,
+                    p.sos.1,
                     shed.map_or(String::new(), |s| format!(" (edge shed {s})"))
                 ));
+                if let Some(v) = byes.get_mut(mi).and_then(|m| m.get_mut(li)) {
+                    v.push(share((p.byes.1, p.byes.0)));
+                }
+                if let Some(v) = sos.get_mut(mi).and_then(|m| m.get_mut(li)) {
+                    v.push(share(p.sos));
+                }
                 if let Some(g) = goodput.get_mut(mi).and_then(|m| m.get_mut(li)) {
                     g.push(good / capacity);
                 }
@@ -358,15 +404,20 @@ fn main() -> anyhow::Result<()> {
     }
     let curves: serde_json::Map<String, Value> = modes
         .iter()
-        .zip(goodput.iter_mut())
-        .map(|(m, per_load)| {
+        .enumerate()
+        .map(|(mi, m)| {
             let points: Vec<Value> = loads
                 .iter()
-                .zip(per_load.iter_mut())
-                .map(|(l, v)| {
+                .enumerate()
+                .map(|(li, l)| {
+                    let mut v = goodput[mi][li].clone();
                     let min = v.iter().copied().fold(f64::INFINITY, f64::min);
                     let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    json!({ "load": l, "goodput": round3(median(v)), "min": round3(min), "max": round3(max), "n": v.len() })
+                    json!({
+                        "load": l, "goodput": round3(median(&mut v)), "min": round3(min), "max": round3(max), "n": v.len(),
+                        "byes_answered": round4(median(&mut byes[mi][li].clone())),
+                        "emergency_completed": round4(median(&mut sos[mi][li].clone())),
+                    })
                 })
                 .collect();
             (m.name().to_owned(), Value::Array(points))
@@ -383,7 +434,8 @@ fn main() -> anyhow::Result<()> {
             "capacity_calls_per_s": round3(capacity), "cpu_percent": cpu_percent, "seconds": secs, "pairs": pairs,
             "goodput_over_capacity": curves,
             "se_appliance_cpu_cores_at_10x": round3(median(&mut se_cpu_at_10x)),
-            "targets": { "se_2x": 0.9, "se_5x": 0.85, "se_10x": 0.8, "none_5x_below": 0.5, "se_cores_at_10x": 1.0 },
+            "targets": { "se_2x": 0.9, "se_5x": 0.85, "se_10x": 0.8, "none_5x_below": 0.5, "se_cores_at_10x": 1.0,
+                         "byes_answered": 0.999, "emergency_completed": 0.99 },
         })
     );
     Ok(())

@@ -83,6 +83,9 @@ fn uas_with(tb: &Testbed, scenario: &[&str], log: &Path) -> anyhow::Result<Proc>
 pub struct Calls {
     pub successful: u64,
     pub failed: u64,
+    /// BYEs sent (first copies) and answered 200, for a scenario that has
+    /// them (sipp's per-message counts).
+    pub byes: Option<(u64, u64)>,
     pub output: String,
 }
 
@@ -144,7 +147,13 @@ fn run_calls(
 ) -> anyhow::Result<Calls> {
     let stat = log_dir.join(format!("calls-{port}.csv"));
     let _ = std::fs::remove_file(&stat);
+    // sipp writes its per-message counts into its working directory: one
+    // of its own for each run.
+    let work = log_dir.join(format!("sipp-{port}"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
     let mut cmd = crate::netns::cmd(ua, "sipp");
+    cmd.current_dir(&work);
     cmd.arg(server);
     match scenario {
         Some(f) => cmd.arg("-sf").arg(paths::fixture(f)),
@@ -156,7 +165,17 @@ fn run_calls(
     cmd.args(extra);
     let out = cmd
         .args(["-i", crate::netns::UA_IP, "-p", &port.to_string(), "-m", &calls.to_string(), "-r", &rate.to_string()])
-        .args(["-max_retrans", "5", "-timeout", "60s", "-timeout_error", "-nostdin", "-trace_stat", "-stf"])
+        .args([
+            "-max_retrans",
+            "5",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_counts",
+            "-trace_stat",
+            "-stf",
+        ])
         .arg(&stat)
         .output()
         .context("running sipp (install the sip-tester package)")?;
@@ -169,5 +188,27 @@ fn run_calls(
         let i = head.iter().position(|h| *h == name).with_context(|| format!("no column {name}"))?;
         last.get(i).and_then(|v| v.trim().parse().ok()).with_context(|| format!("column {name} unreadable"))
     };
-    Ok(Calls { successful: column("SuccessfulCall(C)")?, failed: column("FailedCall(C)")?, output })
+    Ok(Calls {
+        successful: column("SuccessfulCall(C)")?,
+        failed: column("FailedCall(C)")?,
+        byes: bye_counts(&work),
+        output,
+    })
+}
+
+/// From sipp's `*_counts.csv` in `dir`: the BYEs a scenario sent (first
+/// copies) and the 200s that answered them (the `N_BYE_Sent` column and the
+/// `N+1_200_Recv` after it, last row).
+fn bye_counts(dir: &Path) -> Option<(u64, u64)> {
+    let file =
+        std::fs::read_dir(dir).ok()?.flatten().find(|e| e.file_name().to_string_lossy().ends_with("_counts.csv"))?;
+    let text = std::fs::read_to_string(file.path()).ok()?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let head: Vec<&str> = lines.next()?.split(';').collect();
+    let last: Vec<&str> = lines.next_back()?.split(';').collect();
+    let sent_at = head.iter().position(|h| h.ends_with("_BYE_Sent"))?;
+    let step: u32 = head.get(sent_at)?.split('_').next()?.parse().ok()?;
+    let answered_at = head.iter().position(|h| *h == format!("{}_200_Recv", step + 1))?;
+    let value = |i: usize| last.get(i).and_then(|v| v.trim().parse().ok());
+    Some((value(sent_at)?, value(answered_at)?))
 }

@@ -314,9 +314,9 @@ impl Monitor {
     /// Once a tick (a few hundred ms): decisions.
     pub fn tick(&mut self, now: u64) {
         self.last_tick = Some(now);
-        if self.queue_samples > 0 {
+        if let Some(mean) = self.queue_sum.checked_div(self.queue_samples) {
             self.previous_queue = self.queue;
-            self.queue = self.queue_sum / self.queue_samples;
+            self.queue = mean;
             (self.queue_sum, self.queue_samples) = (0, 0);
         }
         let overloaded = self.overloaded();

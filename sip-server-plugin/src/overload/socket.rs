@@ -95,10 +95,7 @@ mod tests {
 
     #[test]
     fn the_servers_socket_is_found_and_read() {
-        assert_eq!(
-            parse_table(UDP, server("198.18.2.20:5060")),
-            Some(SocketSample { rx_queue: 0x4800, drops: 37 })
-        );
+        assert_eq!(parse_table(UDP, server("198.18.2.20:5060")), Some(SocketSample { rx_queue: 0x4800, drops: 37 }));
         assert_eq!(parse_table(UDP, server("127.0.0.1:9060")), Some(SocketSample { rx_queue: 0, drops: 0 }));
     }
 
@@ -110,7 +107,9 @@ mod tests {
 
     #[test]
     fn a_wildcard_socket_on_the_port_counts_and_several_sum() {
-        let t = format!("{UDP}  200: 00000000:13C4 00000000:0000 07 00000000:00000100 00:00000000 00000000     0        0 1 2 0000000000000000 3\n");
+        let t = format!(
+            "{UDP}  200: 00000000:13C4 00000000:0000 07 00000000:00000100 00:00000000 00000000     0        0 1 2 0000000000000000 3\n"
+        );
         assert_eq!(parse_table(&t, server("198.18.2.20:5060")), Some(SocketSample { rx_queue: 0x4900, drops: 40 }));
     }
 
