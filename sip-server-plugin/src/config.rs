@@ -66,6 +66,11 @@ pub struct OverloadConfig {
     /// overload.
     #[serde(default = "default_queue_target")]
     pub queue_target_bytes: u64,
+    /// Keep the entity deployed towards the sources of traffic before any
+    /// overload (it passes everything until a report comes), so that
+    /// control starts within a tick of a surge instead of after a SETUP.
+    #[serde(default)]
+    pub standby: bool,
     /// Control ends when nothing has been shed and the server has shown no
     /// overload for this long.
     #[serde(default = "default_release_after")]
@@ -144,6 +149,7 @@ impl OverloadConfig {
             algorithm: self.algorithm,
             max_sources: self.max_sources,
             refresh_every_ms: u64::from(policy.ttl_secs.saturating_sub(policy.refresh_before_secs).max(1)) * 1000,
+            standby: self.standby,
         }
     }
 }

@@ -70,6 +70,10 @@ pub struct MonitorConfig {
     /// While control lasts, each deployment is SET UP again this often (its
     /// TTL must not run out under a long overload).
     pub refresh_every_ms: u64,
+    /// Keep entities deployed towards the sources of traffic before any
+    /// overload (they pass everything until a report comes), so that control
+    /// starts within a tick of the overload.
+    pub standby: bool,
 }
 
 /// What the monitor asks its shell to do.
@@ -256,7 +260,7 @@ impl Monitor {
         for (node_id, api) in at {
             // Its counters now, not at the next tick: a rate needs two
             // readings, and every tick without one lets the overload grow.
-            if !self.edges.contains_key(&node_id) && self.state == State::Controlling {
+            if !self.edges.contains_key(&node_id) {
                 self.actions.push(Action::Poll { node_id: node_id.clone(), api });
             }
             self.edges.entry(node_id).or_insert(Edge {
@@ -324,6 +328,9 @@ impl Monitor {
         self.new_drops = 0;
         if self.state == State::Normal {
             if !overloaded {
+                if self.cfg.standby {
+                    self.stand_by(now);
+                }
                 return;
             }
             self.state = State::Controlling;
@@ -440,14 +447,48 @@ impl Monitor {
         }
     }
 
+    /// `standby`, without overload: entities stay deployed towards the
+    /// sources that send traffic (and are read every tick, so that their
+    /// rates are known the moment overload comes: the first report goes out
+    /// in that tick, not after a SETUP and two reads); those towards sources
+    /// gone quiet are removed.
+    fn stand_by(&mut self, now: u64) {
+        self.deploy_towards_busiest(now);
+        let quiet: Vec<IpAddr> = self
+            .deployed_towards
+            .iter()
+            .map(|(ip, _)| *ip)
+            .filter(|ip| self.sources.get(ip).is_none_or(|(_, seen)| now.saturating_sub(*seen) >= SOURCE_WINDOW_MS))
+            .collect();
+        self.deployed_towards.retain(|(ip, _)| !quiet.contains(ip));
+        let gone: Vec<String> =
+            self.edges.iter().filter(|(_, e)| quiet.contains(&e.towards)).map(|(n, _)| n.clone()).collect();
+        for node_id in gone {
+            if let Some(e) = self.edges.remove(&node_id) {
+                self.actions.push(Action::Retire { node_id, towards: e.towards });
+            }
+        }
+        for (node_id, e) in &self.edges {
+            self.actions.push(Action::Poll { node_id: node_id.clone(), api: e.api });
+        }
+    }
+
     fn release(&mut self) {
         tracing::info!(offered = self.offered(), "the load fell: control ends");
         let seq = self.next_seq();
-        for (node_id, e) in std::mem::take(&mut self.edges) {
-            self.actions.push(Action::Report { node_id: node_id.clone(), api: e.api, oc: 0, validity_ms: 0, seq });
-            self.actions.push(Action::Retire { node_id, towards: e.towards });
+        if self.cfg.standby {
+            // Control ends; the entities stay, standing by.
+            for (node_id, e) in &mut self.edges {
+                e.oc = 0;
+                self.actions.push(Action::Report { node_id: node_id.clone(), api: e.api, oc: 0, validity_ms: 0, seq });
+            }
+        } else {
+            for (node_id, e) in std::mem::take(&mut self.edges) {
+                self.actions.push(Action::Report { node_id: node_id.clone(), api: e.api, oc: 0, validity_ms: 0, seq });
+                self.actions.push(Action::Retire { node_id, towards: e.towards });
+            }
+            self.deployed_towards.clear();
         }
-        self.deployed_towards.clear();
         self.state = State::Normal;
         self.calm_since = None;
         self.shed = None;
@@ -474,6 +515,7 @@ mod tests {
             algorithm,
             max_sources: 4,
             refresh_every_ms: 10_000,
+            standby: false,
         }
     }
 
@@ -562,6 +604,10 @@ mod tests {
             self.counts.admitted += whole(&mut self.carry.0);
             self.counts.shed += whole(&mut self.carry.1);
             self.counts.never_shed += whole(&mut self.carry.2);
+            if offered > 0.0 {
+                // The server mirrors the callers' INVITEs (HEP).
+                m.on_request_source(self.now, ip("198.18.1.10"));
+            }
             m.on_server(self.now, self.processed as u64);
             m.on_socket((self.queue * 1500.0) as u64, self.drops);
             m.on_edge_counts(self.now, "edge-1", self.counts);
@@ -698,5 +744,42 @@ mod tests {
             }
         }
         assert_eq!((m.state, m.engaged, m.released), (State::Normal, 2, 2), "released with nothing offered");
+    }
+
+    #[test]
+    fn standing_by_the_first_report_goes_out_in_the_tick_the_overload_shows() {
+        let mut m = Monitor::new(MonitorConfig { standby: true, ..cfg(Algorithm::Loss, None) });
+        m.on_request_source(0, ip("198.18.1.10"));
+        let mut tb = Testbed::new(600.0, Algorithm::Loss);
+        // A load the server takes: the entity is deployed and read, never steered.
+        for _ in 0..8 {
+            tb.step(&mut m, 100.0);
+        }
+        assert_eq!((m.state, m.engaged), (State::Normal, 0));
+        assert_eq!(m.deployed_towards.len(), 1, "deployed on traffic, before any overload");
+        assert!(m.edges["edge-1"].offered > 50.0, "its counters are read while it stands by");
+        assert_eq!(tb.oc, None, "no report while standing by");
+        // A surge: the tick that sees it reports.
+        let mut ticks = 0;
+        while tb.oc.is_none() {
+            tb.step(&mut m, 2000.0);
+            ticks += 1;
+            assert!(ticks < 10);
+        }
+        assert!(ticks <= 2, "control within {ticks} ticks");
+        assert!(tb.oc.is_some_and(|oc| oc >= 50), "{:?}", tb.oc);
+        // Calm again: control ends, the entity stays.
+        for _ in 0..80 {
+            tb.step(&mut m, 100.0);
+        }
+        assert_eq!((m.state, m.released), (State::Normal, 1));
+        assert_eq!(m.edges.len(), 1, "still standing by");
+        // The source goes quiet for good: the entity is removed.
+        for _ in 0..50 {
+            m.tick(tb.now + 20_000);
+        }
+        let actions = drain(&mut m);
+        assert!(actions.iter().any(|a| matches!(a, Action::Retire { .. })) || m.edges.is_empty());
+        assert!(m.edges.is_empty());
     }
 }

@@ -19,7 +19,8 @@
 //! wait past T1 and come back as retransmissions, callers hang up on calls
 //! the server still works on). The plugin runs in every mode (Kamailio
 //! mirrors INVITEs to it as HEP, which costs the server CPU in all of them);
-//! only in the SE modes has it an `[overload]` section, without a capacity.
+//! only in the SE modes has it an `[overload]` section, without a capacity,
+//! with `standby = true` (`BENCH_SE_STANDBY=0`: deployed only on overload).
 //!
 //! The callers (`fixtures/sipp/caller_uac.xml`) behave as people do: they
 //! hang up (CANCEL) once 5 s pass without progress, talk a second, and a
@@ -36,6 +37,9 @@
 //!
 //! Run: `PROFILE=release bash scripts/build.sh && target/release/netserv-bench-overload`
 //! (and again with `BENCH_SERVER_BUFFER=4194304`).
+
+mod response;
+mod tracer;
 
 use netserv_tests::appliance::{ADMIN_TOKEN, TENANT_A_TOKEN, TempDir, node_config};
 use netserv_tests::bench::{env_u64, progress, round3};
@@ -133,9 +137,10 @@ fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32, server_cpu: usize) -> an
             // No capacity: the plugin goes by Kamailio's receive queue alone,
             // as an operator who never measured the server would run it.
             format!(
-                "\n[overload]\nfile = {:?}\nrpc_socket = {:?}\nalgorithm = \"{algorithm}\"\nrelease_after_secs = 3\nappliance_token = \"{TENANT_A_TOKEN}\"\n{}",
+                "\n[overload]\nfile = {:?}\nrpc_socket = {:?}\nalgorithm = \"{algorithm}\"\nrelease_after_secs = 3\nstandby = {}\nappliance_token = \"{TENANT_A_TOKEN}\"\n{}",
                 paths::module("netserv_overload_se"),
                 kamailio.rpc_socket(),
+                env_u64("BENCH_SE_STANDBY", 1) == 1,
                 std::env::var("BENCH_SE_PROPERTIES").map(|p| format!("properties = {{ {p} }}\n")).unwrap_or_default(),
             )
         }
@@ -193,107 +198,6 @@ fn offer(b: &Bed, cps: f64, warmup: u64, secs: u64) -> anyhow::Result<Point> {
     })
 }
 
-/// BENCH_TRACE=1: once a second, what the server, the plugin and the edge
-/// see, on stderr (`server` is Kamailio's requests taken in so far).
-struct Tracer {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Tracer {
-    fn start(b: &Bed) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (flag, core, edge) = (stop.clone(), b.tb.core.clone(), b.tb.edge.clone());
-        let kam = format!("unix:{}", b.dir.0.join("kamailio/kamailio_ctl").display());
-        let plugin_on = b._plugin.is_some();
-        let group = format!("/sys/fs/cgroup/cpu/netserv-ocb-{}", std::process::id());
-        let thread = std::thread::spawn(move || {
-            let t0 = std::time::Instant::now();
-            let mut cpu0 = 0u64;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let procs = std::fs::read_to_string(format!("{group}/cgroup.procs")).unwrap_or_default();
-                let cpu: u64 = procs
-                    .split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .map(|p| (netserv_tests::bench::cpu_secs(p) * 1e9) as u64)
-                    .sum();
-                let kam_cpu = (cpu.saturating_sub(cpu0)) as f64 / 1e7;
-                cpu0 = cpu;
-                let stat = |name: &str| -> String {
-                    netserv_tests::netns::output(&core, "kamcmd", &["-s", &kam, "stats.get_statistics", name])
-                        .ok()
-                        .and_then(|o| o.lines().find_map(|l| l.split_once(" = ").map(|(_, v)| v.trim().to_owned())))
-                        .unwrap_or_default()
-                };
-                let plugin = if plugin_on {
-                    let v = curl_json(&core, "http://198.18.2.20:8280/status");
-                    let o = &v["overload"];
-                    let oc: Vec<String> = o["edges"]
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .map(|(_, e)| format!("oc={} offered={:.0}", e["oc"], e["offered"].as_f64().unwrap_or(0.0)))
-                        .collect();
-                    format!(
-                        "plugin {} rate={:.0} queue={} shed={:.2} {}",
-                        o["state"],
-                        o["server_rate"].as_f64().unwrap_or(0.0),
-                        o["queue_bytes"],
-                        o["shed"].as_f64().unwrap_or(-1.0),
-                        oc.join(" ")
-                    )
-                } else {
-                    String::new()
-                };
-                let edge = curl_json(&edge, "http://127.0.0.1:8270/api/v1/modules/itsp-a/overload")["module_counters"]
-                    .to_string();
-                progress(&format!(
-                    "  t={:>5.1}s cpu={kam_cpu:.0}% server={} (invite {} ack {} bye {} cancel {} replies {} drops {}) {plugin} edge {edge}",
-                    t0.elapsed().as_secs_f64(),
-                    stat("rcv_requests"),
-                    stat("rcv_requests_invite"),
-                    stat("rcv_requests_ack"),
-                    stat("rcv_requests_bye"),
-                    stat("rcv_requests_cancel"),
-                    stat("rcv_replies"),
-                    udp_drops(&core),
-                ));
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
-        });
-        Self { stop, thread: Some(thread) }
-    }
-}
-
-/// UDP datagrams dropped for a full receive buffer in `ns` so far.
-fn udp_drops(ns: &str) -> String {
-    let snmp = netserv_tests::netns::output(ns, "cat", &["/proc/net/snmp"]).unwrap_or_default();
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
-    let (Some(head), Some(vals)) = (udp.next(), udp.next()) else { return String::new() };
-    head.split_whitespace()
-        .zip(vals.split_whitespace())
-        .find(|(k, _)| *k == "RcvbufErrors")
-        .map_or(String::new(), |(_, v)| v.to_owned())
-}
-
-/// GET `url` from namespace `ns` as the admin: its JSON, or null.
-fn curl_json(ns: &str, url: &str) -> Value {
-    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
-    netserv_tests::netns::output(ns, "curl", &["-s", "-m", "1", "-H", &auth, url])
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
-}
-
-impl Drop for Tracer {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 fn round4(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
 }
@@ -324,6 +228,8 @@ fn main() -> anyhow::Result<()> {
 
     // The server's capacity: the highest rate it completes (nearly) all of,
     // over a ladder ×1.25, no control.
+    // How fast the edge follows a report and lets go of it (BENCH_RESPONSE=0 skips it).
+    let response = if env_u64("BENCH_RESPONSE", 1) == 1 { response::measure()? } else { Value::Null };
     progress(&format!("Kamailio capped at {cpu_percent} % of a CPU; finding its capacity (no control)"));
     // The server gets a CPU of its own; the tester, the edge and the plugin
     // (this process's children) the others.
@@ -365,7 +271,7 @@ fn main() -> anyhow::Result<()> {
                 let mi = (k + li + pair) % modes.len();
                 let mode = modes[mi];
                 let b = bed(mode, capacity, cpu_percent, server_cpu)?;
-                let tracer = trace.then(|| Tracer::start(&b));
+                let tracer = trace.then(|| tracer::Tracer::start(&b.tb, &b.dir.0, b._plugin.is_some()));
                 let p = offer(&b, load * capacity, warmup, secs)?;
                 let (good, cpu) = (p.goodput, p.cpu);
                 let share = |(a, b): (u64, u64)| if b > 0 { a as f64 / b as f64 } else { f64::NAN };
@@ -433,6 +339,7 @@ fn main() -> anyhow::Result<()> {
         json!({
             "capacity_calls_per_s": round3(capacity), "cpu_percent": cpu_percent, "seconds": secs, "pairs": pairs,
             "goodput_over_capacity": curves,
+            "response": response,
             "se_appliance_cpu_cores_at_10x": round3(median(&mut se_cpu_at_10x)),
             "targets": { "se_2x": 0.9, "se_5x": 0.85, "se_10x": 0.8, "none_5x_below": 0.5, "se_cores_at_10x": 1.0,
                          "byes_answered": 0.999, "emergency_completed": 0.99 },
