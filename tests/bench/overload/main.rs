@@ -27,7 +27,8 @@
 //! call counts only if its BYE is answered. First the server's capacity is
 //! found with no control (the highest rate it completes 95 % of, over a
 //! ladder ×1.25; `BENCH_CAPACITY` skips it); then each mode is offered 0.5,
-//! 1, 2, 5 and 10 × that capacity: `BENCH_WARMUP` s (default 4) not
+//! 1, 2, 5 and 10 × that capacity, after `BENCH_PRELUDE` s (default 3) of
+//! normal traffic (0.3 × capacity): `BENCH_WARMUP` s (default 4) not
 //! counted, then `BENCH_SECONDS` (default 8) counted, the modes alternating
 //! at each load, `BENCH_PAIRS` times (default 1). Goodput is calls completed
 //! per counted second. `BENCH_MODES` and `BENCH_LOADS` (comma lists) run a
@@ -162,12 +163,19 @@ struct Point {
     sos: (u64, u64),
 }
 
-/// Offers `cps` calls a second: `warmup` seconds first (from another port,
-/// not counted: the plugin needs a moment to see the overload and deploy
-/// its entities, and every mode's queues fill), then `secs` seconds that
-/// are counted, with no gap between, and beside them 5 emergency calls a
-/// second.
-fn offer(b: &Bed, cps: f64, warmup: u64, secs: u64) -> anyhow::Result<Point> {
+/// Offers `cps` calls a second on top of a day's normal traffic: first
+/// `prelude` = (seconds, calls a second) of that normal load alone (a surge
+/// comes on top of traffic, not out of silence: a plugin standing by has
+/// its entities deployed by then), then the surge: `warmup` seconds (from
+/// another port, not counted: every mode's queues fill, the plugin engages),
+/// then `secs` seconds that are counted, with no gap between, and beside
+/// them 5 emergency calls a second.
+fn offer(b: &Bed, cps: f64, prelude: (u64, f64), warmup: u64, secs: u64) -> anyhow::Result<Point> {
+    if prelude.0 > 0 {
+        let n = (prelude.1 * prelude.0 as f64).round().max(1.0) as u32;
+        let r = prelude.1.round().max(1.0) as u32;
+        sipp::callers_to(&b.tb.ua, SERVER, "uas", 5064, n, r, &b.dir.0)?;
+    }
     let rate = cps.round().max(1.0) as u32;
     let warm = if warmup > 0 {
         let (ua, dir) = (b.tb.ua.clone(), b.dir.0.clone());
@@ -210,6 +218,7 @@ fn median(v: &mut [f64]) -> f64 {
 fn main() -> anyhow::Result<()> {
     let secs = env_u64("BENCH_SECONDS", 8).clamp(2, 60);
     let warmup = env_u64("BENCH_WARMUP", 4).clamp(0, 60);
+    let prelude = env_u64("BENCH_PRELUDE", 3).clamp(0, 60);
     let pairs = env_u64("BENCH_PAIRS", 1).clamp(1, 10) as usize;
     let cpu_percent = u32::try_from(env_u64("BENCH_CPU_PERCENT", 10).clamp(1, 100)).unwrap_or(10);
     // For a closer look at one part of the curve: BENCH_MODES=se-loss,none
@@ -247,7 +256,7 @@ fn main() -> anyhow::Result<()> {
     let mut capacity: f64 = env_u64("BENCH_CAPACITY", 0) as f64;
     let mut offered = if capacity > 0.0 { f64::INFINITY } else { 20.0 };
     while offered <= 2000.0 {
-        let good = offer(&b, offered, 0, secs)?.goodput;
+        let good = offer(&b, offered, (0, 0.0), 0, secs)?.goodput;
         progress(&format!("  offered {offered:.0} calls/s: {good:.1} completed/s"));
         if good < 0.95 * offered {
             break;
@@ -272,7 +281,7 @@ fn main() -> anyhow::Result<()> {
                 let mode = modes[mi];
                 let b = bed(mode, capacity, cpu_percent, server_cpu)?;
                 let tracer = trace.then(|| tracer::Tracer::start(&b.tb, &b.dir.0, b._plugin.is_some()));
-                let p = offer(&b, load * capacity, warmup, secs)?;
+                let p = offer(&b, load * capacity, (prelude, 0.3 * capacity), warmup, secs)?;
                 let (good, cpu) = (p.goodput, p.cpu);
                 let share = |(a, b): (u64, u64)| if b > 0 { a as f64 / b as f64 } else { f64::NAN };
                 drop(tracer);
