@@ -66,6 +66,11 @@ pub struct OverloadConfig {
     /// overload.
     #[serde(default = "default_queue_target")]
     pub queue_target_bytes: u64,
+    /// No longer used (control now ends once nothing was shed and no
+    /// overload was seen for `release_after_secs`): accepted so that older
+    /// configs still load, with a warning.
+    #[serde(default)]
+    pub release_below: Option<f64>,
     /// Keep the entity deployed towards the sources of traffic before any
     /// overload (it passes everything until a report comes), so that
     /// control starts within a tick of a surge instead of after a SETUP.
@@ -330,8 +335,21 @@ impl Config {
             if !share(o.target) {
                 return bad("overload.target", "must be a share of capacity in (0, 1]");
             }
-            if o.queue_target_bytes < 1024 {
-                return bad("overload.queue_target_bytes", "must be at least 1024");
+            if !(1024..=64 * 1024 * 1024).contains(&o.queue_target_bytes) {
+                return bad(
+                    "overload.queue_target_bytes",
+                    "must be 1024..=67108864 (below the server's receive buffer)",
+                );
+            }
+            if o.properties.get("advertise").is_some_and(|v| {
+                !matches!(v.trim(), "off" | "false" | "no" | "loss" | "on" | "true" | "yes" | "loss,rate" | "rate,loss")
+            }) {
+                return bad("overload.properties.advertise", "must be `off`, `loss` or `loss,rate`");
+            }
+            if o.release_below.is_some() {
+                tracing::warn!(
+                    "overload.release_below is no longer used: control ends once nothing was shed and the server showed no overload for release_after_secs"
+                );
             }
             if !(50..=5000).contains(&o.interval_ms) {
                 return bad("overload.interval_ms", "must be 50..=5000");
@@ -430,6 +448,8 @@ http_advertise = "198.18.2.20:8280"
         assert_eq!(field(&oc.replace("capacity = 300", "capacity = 0")), "overload.capacity");
         assert_eq!(field(&format!("{oc}engage_at = 1.5\n")), "overload.engage_at");
         assert_eq!(field(&format!("{oc}queue_target_bytes = 10\n")), "overload.queue_target_bytes");
+        assert_eq!(field(&format!("{oc}properties = {{ advertise = \"maybe\" }}\n")), "overload.properties.advertise");
+        assert!(Config::parse(&format!("{oc}release_below = 0.7\n")).is_ok(), "an older config still loads");
         // The entity is steered through its API: it offers the server nothing in the Via.
         let c = Config::parse(&oc).expect("valid");
         let o = c.overload.as_ref().expect("[overload]");

@@ -396,7 +396,13 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
         None => None,
     };
     // Overload control: the monitor, its samples, and the appliances' feedback API.
-    let mut overload = cfg.overload.as_ref().map(|o| Monitor::new(o.monitor(&cfg.policy)));
+    // Report sequence numbers start at the time, in RFC 7339's `oc-seq`
+    // units (10^-5 s), and rise by one a report: an entity that stayed
+    // deployed across a restart of the plugin takes only rising ones.
+    let seq_start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() * 100_000 + u64::from(d.subsec_micros() / 10));
+    let mut overload = cfg.overload.as_ref().map(|o| Monitor::new(o.monitor(&cfg.policy)).with_seq(seq_start));
     let (sample_tx, mut sample_rx) = mpsc::channel::<Sample>(1024);
     let feedback = match &cfg.overload {
         Some(o) => {
@@ -528,7 +534,7 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                     m.tick(now_ms());
                     let _ = oc_tx.send(serde_json::json!({
                         "state": m.state, "server_rate": m.server_rate, "offered": m.offered(),
-                        "queue_bytes": m.queue, "shed": m.shed,
+                        "queue_bytes": m.queue, "queue_visible": m.queue_visible(), "shed": m.shed,
                         "capacity": m.cfg.capacity, "engaged": m.engaged, "released": m.released,
                         "edges": m.edges,
                     }));
@@ -545,7 +551,7 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                     Ok((c, new)) => {
                         policy.set_config(c.policy.clone());
                         if let (Some(m), Some(o)) = (overload.as_mut(), &c.overload) {
-                            m.cfg = o.monitor(&c.policy);
+                            m.set_config(o.monitor(&c.policy));
                         }
                         if let Some(rp) = relay_policy.as_mut() {
                             rp.set_config(c.policy.clone());

@@ -56,20 +56,6 @@ impl CpuCap {
         }
         Ok(())
     }
-
-    /// CPU time the group's processes used, ns (from their own stat files:
-    /// `cpuacct` is a hierarchy of its own on these machines).
-    pub fn usage_ns(&self) -> u64 {
-        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
-        let secs: f64 = procs.split_whitespace().filter_map(|p| p.parse().ok()).map(crate::bench::cpu_secs).sum();
-        (secs * 1e9) as u64
-    }
-
-    /// Periods the group was throttled in so far (it wanted more than its quota).
-    pub fn throttled_periods(&self) -> u64 {
-        let stat = std::fs::read_to_string(self.dir.join("cpu.stat")).unwrap_or_default();
-        stat.lines().find_map(|l| l.strip_prefix("nr_throttled ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
-    }
 }
 
 impl Drop for CpuCap {

@@ -185,7 +185,9 @@ fn the_plugin_deploys_overload_control_when_kamailio_is_overloaded() {
     let _uas =
         tb.spawn(&tb.core, "sipp", &["-sn", "uas", "-i", CORE_IP, "-p", "5070", "-nostdin"], None).expect("sipp uas");
     let overload = format!(
-        "\n[overload]\nfile = {:?}\nrpc_socket = {:?}\ncapacity = 150\nrelease_after_secs = 8\nappliance_token = \"{}\"\n",
+        // The entity offers `oc` in the Via (advertise = loss), so Kamailio
+        // must parse what the edge passes: the test reads its log for it.
+        "\n[overload]\nfile = {:?}\nrpc_socket = {:?}\ncapacity = 150\nrelease_after_secs = 8\nappliance_token = \"{}\"\nproperties = {{ advertise = \"loss\" }}\n",
         paths::module("netserv_overload_se"),
         kam.rpc_socket(),
         TENANT_A_TOKEN

@@ -48,11 +48,12 @@ pub enum CallVerdict {
 /// What a call past its deadline gets: the epoch ticks in wall time, so a
 /// call can reach its deadline while its thread was preempted (a busy CPU
 /// shared with packet processing does that for milliseconds). At the
-/// deadline the thread's own CPU clock is sampled, and the call gets more
-/// ticks; it traps once it has run on its CPU for at least
-/// [`CpuDeadline::SPIN`] since that sample, for at least half of the time
-/// passed: it is really spinning. Until then it was waiting for the CPU,
-/// and gets another tick, at most [`CpuDeadline::MAX_EXTENSIONS`].
+/// deadline the thread's own CPU clock is sampled (and again every two
+/// ticks), and the call gets more ticks; it traps once it has run on its
+/// CPU for at least [`CpuDeadline::SPIN`] since the latest sample, for at
+/// least half of the time passed: it is really spinning. Until then it was
+/// waiting for the CPU, and gets another tick, at most
+/// [`CpuDeadline::MAX_EXTENSIONS`].
 ///
 /// The CPU it must have run is what keeps a short call safe: ticks come on
 /// the wall clock, not relative to the sample, so the next one may come a
@@ -88,10 +89,15 @@ impl CpuDeadline {
         let passed = wall.saturating_sub(w0);
         self.extensions += 1;
         if (ran >= Self::SPIN && ran * 2 >= passed) || self.extensions > Self::MAX_EXTENSIONS {
-            DeadlineStep::Trap
-        } else {
-            DeadlineStep::Extend
+            return DeadlineStep::Trap;
         }
+        // Judge the latest stretch, not all since the deadline: a call that
+        // waited long for its CPU and then spins traps as soon as a stretch
+        // shows it, not after spinning as long as it waited.
+        if passed >= 2 * Self::SPIN {
+            self.probe = Some((wall, cpu));
+        }
+        DeadlineStep::Extend
     }
 }
 
@@ -237,6 +243,16 @@ mod tests {
         assert_eq!(d.check(3 * MS, Duration::from_micros(205)), DeadlineStep::Extend);
         // Then it spins for a whole tick.
         assert_eq!(d.check(4 * MS, Duration::from_micros(1205)), DeadlineStep::Trap);
+    }
+
+    #[test]
+    fn a_long_wait_for_the_cpu_then_spinning_traps_within_a_few_ticks() {
+        let mut d = CpuDeadline::default();
+        assert_eq!(d.check(2 * MS, Duration::from_micros(10)), DeadlineStep::Extend);
+        // Ten ticks off the CPU.
+        assert_eq!(d.check(12 * MS, Duration::from_micros(20)), DeadlineStep::Extend);
+        // Then it spins: judged on the latest stretch, it traps a tick on.
+        assert_eq!(d.check(13 * MS, Duration::from_micros(1020)), DeadlineStep::Trap);
     }
 
     #[test]

@@ -24,7 +24,6 @@ pub enum Category {
 pub struct RequestFacts {
     pub category: Category,
     pub is_ack: bool,
-    pub is_invite: bool,
     /// The top Via already carries `oc`: the client is an RFC 7339 client
     /// itself (it gets no Retry-After; its Via is not rewritten).
     pub client_does_oc: bool,
@@ -91,7 +90,6 @@ pub fn request(payload: &[u8], msg: &Message<'_, '_>) -> Option<RequestFacts> {
     Some(RequestFacts {
         category,
         is_ack: method == b"ACK",
-        is_invite: method == b"INVITE",
         client_does_oc: parm.param(b"oc").is_some(),
         transaction: transaction(msg)?,
         top_via_end: start + trimmed,

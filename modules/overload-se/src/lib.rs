@@ -17,6 +17,9 @@
 //!   those are exhausted, ACK / CANCEL / BYE never (`classify`, `control`);
 //! - a shed INVITE's ACK is absorbed, and a retransmission of a shed request
 //!   is shed again: the edge answers as one stateful server would;
+//! - a retransmission of a request it passed is never shed; under control
+//!   the copies of one are absorbed for 1 to 2 s after the last that passed
+//!   (the original waits in the overloaded server's queue), then one passes;
 //! - `oc` and `oc-algo="loss"` are added to the top Via of what it
 //!   passes, so that an RFC 7339 server knows to report (`advertise`:
 //!   `loss,rate` offers both, `off` nothing; see [`Advertise`] for why the
@@ -54,12 +57,14 @@ pub const DEFAULT_VALIDITY_MS: u32 = 500;
 /// and its response may reach different workers' instances.
 const PASSED: u64 = 0x5041_5353;
 const SHED: u64 = 0x5348_4544_0000_0000;
-/// How long, under control, a retransmitted BYE or CANCEL is absorbed after
-/// its original passed: T2 (RFC 3261 §17.1.2.2), the longest a client waits
-/// between copies. Kept as a key per 4 s epoch in the shared set, so a copy
-/// is absorbed 4 to 8 s after the original and passes after that (in case
-/// the original was lost, not queued).
-const HOLD_NS: u64 = 4_000_000_000;
+/// How long, under control, the copies of a request are absorbed after one
+/// passed. Kept as a key per 1 s epoch in the shared set, so a copy is
+/// absorbed for 1 to 2 s after the last one that passed, and the next passes
+/// (the original may have been lost, not queued: the edge keeps no
+/// transaction and does not retransmit itself). With T1 = 500 ms that lets
+/// through the copies sent at 3.5, 7.5, 15.5 s (INVITE) or every 4 s
+/// (BYE, CANCEL) and absorbs those at 0.5 and 1.5 s.
+const HOLD_NS: u64 = 1_000_000_000;
 
 fn held_key(transaction: u64, now: u64) -> u64 {
     transaction ^ 0x484F_4C44_0000_0000 ^ (now / HOLD_NS).wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -87,11 +92,8 @@ pub enum Outcome {
     NeverShed,
     /// A retransmission of a request it passed: passed again, not judged.
     Retransmission,
-    /// A retransmitted INVITE it passed, under control: answered `100
-    /// Trying` at the edge instead of passed.
-    RetransmissionAnswered,
-    /// A retransmitted BYE or CANCEL whose original it passed moments ago,
-    /// under control: dropped (the original waits in the server's queue).
+    /// A copy of a request it passed moments ago, under control: dropped
+    /// (the original waits in the server's queue).
     RetransmissionAbsorbed,
     AckAbsorbed,
     /// Not a SIP request this module judges (not SIP, unparsable, a response).
@@ -103,14 +105,13 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every counted outcome and its counter name.
-    pub const COUNTERS: [(Outcome, &'static str); 14] = [
+    pub const COUNTERS: [(Outcome, &'static str); 13] = [
         (Outcome::AdmittedInitial, "admitted_initial"),
         (Outcome::AdmittedPriority, "admitted_priority"),
         (Outcome::ShedInitial, "shed_initial"),
         (Outcome::ShedPriority, "shed_priority"),
         (Outcome::NeverShed, "passed_never_shed"),
         (Outcome::Retransmission, "passed_retransmission"),
-        (Outcome::RetransmissionAnswered, "answered_retransmission"),
         (Outcome::RetransmissionAbsorbed, "absorbed_retransmission"),
         (Outcome::AckAbsorbed, "absorbed_ack"),
         (Outcome::Other, "passed_other"),
@@ -194,32 +195,20 @@ impl<H: Shared> Se<H> {
                 return self.reject(&msg, source, &facts);
             }
         }
-        if facts.category != Category::NeverShed && self.host.contains(facts.transaction ^ PASSED) {
+        let copy = self.host.contains(facts.transaction ^ PASSED);
+        if copy && !facts.is_ack && self.under_control(now, destination) && self.held(now, facts.transaction) {
+            // A copy of a request it passed moments ago, while the server is
+            // overloaded: the original waits in the server's queue, and the
+            // copy would only lengthen it (RFC 6357 §3). Absorbed, as a
+            // stateful proxy absorbs them; not answered (a 100 would stop an
+            // INVITE's copies for good, and the edge does not resend).
+            return (Action::Absorb, Outcome::RetransmissionAbsorbed);
+        }
+        if copy && facts.category != Category::NeverShed {
             // A retransmission of a request it let through: the server is at
             // work on it, and a 503 now would answer what the server answers too.
-            // Under control, an INVITE's is answered `100 Trying` instead, as
-            // a stateful first hop does (RFC 3261 §16.2, §17.1.1.2: any
-            // provisional response ends an INVITE's retransmissions): the
-            // original waits in the overloaded server's queue, and every
-            // copy sent after it would only lengthen that queue (RFC 6357 §3).
-            if facts.is_invite && self.under_control(now, destination) {
-                return self.trying(&msg, source);
-            }
+            self.hold(now, facts.transaction);
             return self.pass(payload, &facts, Outcome::Retransmission);
-        }
-        if facts.category == Category::NeverShed && !facts.is_ack {
-            // BYE and CANCEL are never shed, but while the server is
-            // overloaded a copy of one it has just been passed only
-            // lengthens its queue: absorbed (a stateful proxy absorbs them
-            // too; a 100 to a non-INVITE is not allowed, RFC 4320 §4.2).
-            let held = self.host.contains(held_key(facts.transaction, now))
-                || self.host.contains(held_key(facts.transaction, now.saturating_sub(HOLD_NS)));
-            if held && self.under_control(now, destination) {
-                return (Action::Absorb, Outcome::RetransmissionAbsorbed);
-            }
-            if !held {
-                self.host.remember(held_key(facts.transaction, now));
-            }
         }
         let shed = match self.slot(destination) {
             Some(i) => match self.servers.get_mut(i) {
@@ -233,6 +222,9 @@ impl<H: Shared> Se<H> {
             return self.reject(&msg, source, &facts);
         }
         self.host.remember(facts.transaction ^ PASSED);
+        if !facts.is_ack {
+            self.hold(now, facts.transaction);
+        }
         let outcome = match facts.category {
             Category::Initial => Outcome::AdmittedInitial,
             Category::Priority => Outcome::AdmittedPriority,
@@ -279,19 +271,20 @@ impl<H: Shared> Se<H> {
         self.report(now, server, r)
     }
 
-    /// Whether a report that sheds is in force for `server`.
+    /// Whether a report that sheds is in force for `server` (a rate report
+    /// always limits; the monitor sends none while it sheds nothing).
     fn under_control(&self, now: u64, server: SocketAddr) -> bool {
         self.current(now, server).is_some_and(|(r, left)| left > 0 && (r.algorithm == Algorithm::Rate || r.oc > 0))
     }
 
-    /// `100 Trying` for a retransmitted INVITE, as if from the server.
-    fn trying(&self, msg: &netserv_sip_scan::Message<'_, '_>, source: SocketAddr) -> (Action, Outcome) {
-        let mut out = Vec::with_capacity(384);
-        if netserv_sip_answer::response_head(&mut out, b"100 Trying", msg, source).is_none() {
-            return (Action::Pass, Outcome::Retransmission);
-        }
-        out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-        (Action::Reply(out), Outcome::RetransmissionAnswered)
+    /// Whether a copy of `transaction` passed within the hold.
+    fn held(&mut self, now: u64, transaction: u64) -> bool {
+        self.host.contains(held_key(transaction, now))
+            || self.host.contains(held_key(transaction, now.saturating_sub(HOLD_NS)))
+    }
+
+    fn hold(&mut self, now: u64, transaction: u64) {
+        self.host.remember(held_key(transaction, now));
     }
 
     fn reject(

@@ -106,7 +106,9 @@ pub struct EdgeCounts {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Edge {
     pub api: SocketAddr,
-    pub towards: IpAddr,
+    /// The sources whose SETUP installed it here (a REMOVE towards any of
+    /// them removes it from the node, whoever else it serves).
+    pub sources: std::collections::BTreeSet<IpAddr>,
     /// Controllable requests offered to it (admitted + shed).
     pub offered: f64,
     /// Controllable requests it admitted.
@@ -148,6 +150,15 @@ const MAX_STEP: f64 = 0.25;
 /// The share shed at most: some requests always pass, so that the server's
 /// recovery shows.
 const MAX_SHED: f64 = 0.99;
+/// Drops in a tick that mean overload (a lone drop may be a burst).
+const MIN_DROPS: u64 = 4;
+/// Ticks without a sample after which the queue (or the server's rate) is
+/// unknown, not still what it was: a server that crashed with a long queue
+/// must not hold control on for ever.
+const STALE_TICKS: u32 = 4;
+/// Controllable requests a second offered at the entities below which
+/// there is nothing to steer.
+const MIN_OFFERED: f64 = 0.5;
 
 #[derive(Debug)]
 pub struct Monitor {
@@ -164,6 +175,10 @@ pub struct Monitor {
     previous_queue: u64,
     queue_sum: u64,
     queue_samples: u64,
+    /// Ticks in a row without a sample of the queue (from the start: none yet).
+    ticks_unseen: u32,
+    /// Ticks in a row without a sample of the server's rate.
+    ticks_unrated: u32,
     last_drops: Option<u64>,
     /// Drops since the last tick.
     new_drops: u64,
@@ -200,6 +215,8 @@ impl Monitor {
             previous_queue: 0,
             queue_sum: 0,
             queue_samples: 0,
+            ticks_unseen: STALE_TICKS,
+            ticks_unrated: STALE_TICKS,
             last_drops: None,
             new_drops: 0,
             shed: None,
@@ -215,8 +232,38 @@ impl Monitor {
         }
     }
 
+    /// Reports carry sequence numbers from `start` on, in `oc-seq` units
+    /// (10^-5 s): the daemon passes the time, so that a restarted plugin's
+    /// reports are not taken as stale by entities that stayed deployed (they
+    /// take only a rising `seq`).
+    pub fn with_seq(mut self, start: u64) -> Self {
+        self.seq = start;
+        self
+    }
+
+    /// New settings (SIGHUP). Turning `standby` off outside control removes
+    /// the entities standing by.
+    pub fn set_config(&mut self, cfg: MonitorConfig) {
+        let retire = self.cfg.standby && !cfg.standby && self.state == State::Normal;
+        self.cfg = cfg;
+        if retire {
+            for (node_id, e) in std::mem::take(&mut self.edges) {
+                if let Some(towards) = e.sources.iter().next().copied() {
+                    self.actions.push(Action::Retire { node_id, towards });
+                }
+            }
+            self.deployed_towards.clear();
+        }
+    }
+
+    /// Whether the server's receive queue is being read.
+    pub fn queue_visible(&self) -> bool {
+        self.ticks_unseen < STALE_TICKS
+    }
+
     /// The server's processed-requests counter at `now` (ms).
     pub fn on_server(&mut self, now: u64, requests_total: u64) {
+        self.ticks_unrated = 0;
         if let Some((t, n)) = self.last_server
             && now > t
         {
@@ -263,15 +310,16 @@ impl Monitor {
             if !self.edges.contains_key(&node_id) {
                 self.actions.push(Action::Poll { node_id: node_id.clone(), api });
             }
-            self.edges.entry(node_id).or_insert(Edge {
+            let e = self.edges.entry(node_id).or_insert_with(|| Edge {
                 api,
-                towards,
+                sources: std::collections::BTreeSet::new(),
                 offered: 0.0,
                 admitted: 0.0,
                 passed: 0.0,
                 oc: 0,
                 last: None,
             });
+            e.sources.insert(towards);
         }
     }
 
@@ -310,9 +358,10 @@ impl Monitor {
     /// Whether the server shows overload now: its drops, its queue, or its
     /// rate past the configured capacity.
     fn overloaded(&self) -> bool {
-        self.new_drops > 0
+        let rated = self.rated && self.ticks_unrated < STALE_TICKS;
+        self.new_drops >= MIN_DROPS
             || self.queue > 2 * self.cfg.queue_target_bytes
-            || self.cfg.capacity.is_some_and(|c| self.server_rate >= self.cfg.engage_at * c)
+            || self.cfg.capacity.is_some_and(|c| rated && self.server_rate >= self.cfg.engage_at * c)
     }
 
     /// Once a tick (a few hundred ms): decisions.
@@ -322,9 +371,16 @@ impl Monitor {
             self.previous_queue = self.queue;
             self.queue = mean;
             (self.queue_sum, self.queue_samples) = (0, 0);
+            self.ticks_unseen = 0;
+        } else {
+            self.ticks_unseen = self.ticks_unseen.saturating_add(1);
+            if self.ticks_unseen >= STALE_TICKS {
+                (self.queue, self.previous_queue) = (0, 0);
+            }
         }
+        self.ticks_unrated = self.ticks_unrated.saturating_add(1);
         let overloaded = self.overloaded();
-        let dropped = self.new_drops > 0;
+        let dropped = self.new_drops >= MIN_DROPS;
         self.new_drops = 0;
         if self.state == State::Normal {
             if !overloaded {
@@ -346,10 +402,10 @@ impl Monitor {
         }
         self.deploy_towards_busiest(now);
         let offered: f64 = self.edges.values().map(|e| e.offered).sum();
-        if offered > 0.0 {
+        if offered >= MIN_OFFERED {
             self.steer(dropped, offered);
         } else if let Some(shed) = self.shed {
-            // Nothing offered to shed: control fades (and may end).
+            // Next to nothing offered to shed: control fades (and may end).
             self.shed = Some(if shed < 0.01 { 0.0 } else { shed * 0.5 });
         }
         let shed = self.shed.unwrap_or(0.0);
@@ -362,7 +418,9 @@ impl Monitor {
                 return;
             }
         }
-        let report = self.shed.is_some();
+        // A rate report always limits: with nothing to shed, none is sent
+        // (the last runs out within its validity).
+        let report = self.shed.is_some() && !(self.cfg.algorithm == Algorithm::Rate && shed == 0.0);
         let seq = self.next_seq();
         let validity_ms = self.cfg.validity_ms;
         let algorithm = self.cfg.algorithm;
@@ -461,12 +519,19 @@ impl Monitor {
             .filter(|ip| self.sources.get(ip).is_none_or(|(_, seen)| now.saturating_sub(*seen) >= SOURCE_WINDOW_MS))
             .collect();
         self.deployed_towards.retain(|(ip, _)| !quiet.contains(ip));
-        let gone: Vec<String> =
-            self.edges.iter().filter(|(_, e)| quiet.contains(&e.towards)).map(|(n, _)| n.clone()).collect();
-        for node_id in gone {
-            if let Some(e) = self.edges.remove(&node_id) {
-                self.actions.push(Action::Retire { node_id, towards: e.towards });
+        // A node is removed only once none of the sources it serves is
+        // active: a REMOVE takes the module off the node for all of them.
+        let mut gone = Vec::new();
+        for (node_id, e) in &mut self.edges {
+            let first = e.sources.iter().next().copied();
+            e.sources.retain(|ip| !quiet.contains(ip));
+            if let (true, Some(towards)) = (e.sources.is_empty(), first) {
+                gone.push((node_id.clone(), towards));
             }
+        }
+        for (node_id, towards) in gone {
+            self.edges.remove(&node_id);
+            self.actions.push(Action::Retire { node_id, towards });
         }
         for (node_id, e) in &self.edges {
             self.actions.push(Action::Poll { node_id: node_id.clone(), api: e.api });
@@ -485,7 +550,9 @@ impl Monitor {
         } else {
             for (node_id, e) in std::mem::take(&mut self.edges) {
                 self.actions.push(Action::Report { node_id: node_id.clone(), api: e.api, oc: 0, validity_ms: 0, seq });
-                self.actions.push(Action::Retire { node_id, towards: e.towards });
+                if let Some(towards) = e.sources.iter().next().copied() {
+                    self.actions.push(Action::Retire { node_id, towards });
+                }
             }
             self.deployed_towards.clear();
         }
@@ -555,6 +622,8 @@ mod tests {
         carry: (f64, f64, f64),
         algorithm: Algorithm,
         oc: Option<u32>,
+        /// Every report the entity got: (seq, validity_ms).
+        reports: Vec<(u64, u32)>,
     }
 
     impl Testbed {
@@ -570,6 +639,7 @@ mod tests {
                 carry: (0.0, 0.0, 0.0),
                 algorithm,
                 oc: None,
+                reports: Vec::new(),
             }
         }
 
@@ -615,7 +685,10 @@ mod tests {
             for a in drain(m) {
                 match a {
                     Action::Deploy { towards } => m.on_deployed(towards, vec![("edge-1".into(), api())]),
-                    Action::Report { oc, validity_ms, .. } => self.oc = (validity_ms > 0).then_some(oc),
+                    Action::Report { oc, validity_ms, seq, .. } => {
+                        self.oc = (validity_ms > 0).then_some(oc);
+                        self.reports.push((seq, validity_ms));
+                    }
                     Action::Retire { .. } => self.oc = None,
                     Action::Poll { .. } => {}
                 }
@@ -697,19 +770,66 @@ mod tests {
     }
 
     #[test]
-    fn reports_carry_a_rising_sequence_and_a_validity_and_rate_splits_by_offer() {
-        let mut m = Monitor::new(cfg(Algorithm::Rate, None));
+    fn reports_carry_a_rising_sequence_from_the_start_given_and_a_validity() {
+        let mut m = Monitor::new(cfg(Algorithm::Loss, None)).with_seq(179_600_000_000_000);
         m.on_request_source(0, ip("198.18.1.10"));
-        let mut tb = Testbed::new(600.0, Algorithm::Rate);
-        let mut seqs = Vec::new();
+        let mut tb = Testbed::new(600.0, Algorithm::Loss);
         for _ in 0..40 {
             tb.step(&mut m, 500.0);
-            seqs.push(m.seq);
         }
-        assert!(seqs.windows(2).all(|w| w[0] <= w[1]) && m.seq > 10, "{seqs:?}");
-        let shed = m.shed.expect("steering");
-        let e = &m.edges["edge-1"];
-        assert_eq!(e.oc, (e.offered * (1.0 - shed)).round().max(1.0) as u32, "one entity: all of the rate");
+        assert!(tb.reports.len() > 10, "{:?}", tb.reports);
+        assert!(tb.reports.windows(2).all(|w| w[0].0 < w[1].0), "strictly rising: {:?}", tb.reports);
+        assert!(tb.reports[0].0 > 179_600_000_000_000, "after the start given (a restart's reports are not stale)");
+        assert!(tb.reports.iter().all(|(_, v)| *v == 1000));
+    }
+
+    #[test]
+    fn rate_splits_what_passes_by_what_each_entity_is_offered() {
+        let mut m = Monitor::new(cfg(Algorithm::Rate, None));
+        m.on_request_source(0, ip("198.18.1.10"));
+        m.tick(0);
+        m.on_socket(0, 0);
+        m.on_socket(0, 100);
+        m.tick(250);
+        assert_eq!(m.state, State::Controlling, "drops engage");
+        drain(&mut m);
+        m.on_deployed(ip("198.18.1.10"), vec![("edge-1".into(), api())]);
+        m.on_deployed(ip("198.18.1.11"), vec![("edge-2".into(), api())]);
+        let mut now = 250;
+        for i in 0..4u64 {
+            now += 250;
+            // 400 a second to edge-1, 100 to edge-2, all admitted so far.
+            m.on_edge_counts(now, "edge-1", EdgeCounts { admitted: 100 * i, ..EdgeCounts::default() });
+            m.on_edge_counts(now, "edge-2", EdgeCounts { admitted: 25 * i, ..EdgeCounts::default() });
+            m.on_socket(300_000, 100 + 10 * i);
+            m.tick(now);
+        }
+        let (a, b) = (m.edges["edge-1"].oc, m.edges["edge-2"].oc);
+        assert!(a > 0 && b > 0 && (3.5..=4.5).contains(&(f64::from(a) / f64::from(b))), "{a} : {b}");
+    }
+
+    #[test]
+    fn a_queue_no_longer_seen_does_not_hold_control_on() {
+        let mut m = Monitor::new(cfg(Algorithm::Loss, None));
+        m.on_request_source(0, ip("198.18.1.10"));
+        let mut tb = Testbed::new(600.0, Algorithm::Loss);
+        for _ in 0..20 {
+            tb.step(&mut m, 1000.0);
+        }
+        assert_eq!(m.state, State::Controlling);
+        assert!(m.queue_visible());
+        // The server (and its socket) is gone; nothing more is offered either.
+        let mut now = tb.now;
+        for _ in 0..100 {
+            now += 250;
+            m.tick(now);
+            drain(&mut m);
+            if m.state == State::Normal {
+                break;
+            }
+        }
+        assert!(!m.queue_visible());
+        assert_eq!(m.state, State::Normal, "released: the last queue read is not overload for ever");
     }
 
     #[test]
@@ -780,6 +900,35 @@ mod tests {
         }
         let actions = drain(&mut m);
         assert!(actions.iter().any(|a| matches!(a, Action::Retire { .. })) || m.edges.is_empty());
+        assert!(m.edges.is_empty());
+    }
+
+    #[test]
+    fn standing_by_a_node_stays_while_any_source_behind_it_is_active() {
+        let mut m = Monitor::new(MonitorConfig { standby: true, ..cfg(Algorithm::Loss, None) });
+        let (a, b) = (ip("198.18.1.10"), ip("198.18.1.11"));
+        m.on_request_source(0, a);
+        m.on_request_source(0, b);
+        m.tick(0);
+        let deploys: Vec<Action> = drain(&mut m).into_iter().filter(|x| matches!(x, Action::Deploy { .. })).collect();
+        assert_eq!(deploys.len(), 2);
+        // Both sources sit behind the same appliance.
+        m.on_deployed(a, vec![("edge-1".into(), api())]);
+        m.on_deployed(b, vec![("edge-1".into(), api())]);
+        // A goes quiet, B keeps calling.
+        for t in (250..=12_000).step_by(250) {
+            m.on_request_source(t, b);
+            m.tick(t);
+            assert!(!drain(&mut m).iter().any(|x| matches!(x, Action::Retire { .. })), "retired at {t} ms");
+        }
+        assert_eq!(m.edges["edge-1"].sources.iter().copied().collect::<Vec<_>>(), [b]);
+        // B goes quiet too: now the node's entity goes.
+        let mut retired = Vec::new();
+        for t in (12_250..=24_000).step_by(250) {
+            m.tick(t);
+            retired.extend(drain(&mut m).into_iter().filter(|x| matches!(x, Action::Retire { .. })));
+        }
+        assert_eq!(retired, [Action::Retire { node_id: "edge-1".into(), towards: b }]);
         assert!(m.edges.is_empty());
     }
 }

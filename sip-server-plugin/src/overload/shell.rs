@@ -29,14 +29,22 @@ const SAMPLES_PER_TICK: u32 = 5;
 /// network namespace, or the server is down) is logged once a minute at
 /// most: overload control then has only `capacity` to go by.
 pub async fn poll_socket(server: SocketAddr, interval: Duration, tx: mpsc::Sender<Sample>) {
-    let table = if server.is_ipv4() { "/proc/net/udp" } else { "/proc/net/udp6" };
+    // An IPv4 server may listen on a dual-stack IPv6 socket: both tables.
+    let tables: &[&str] = if server.is_ipv4() { &["/proc/net/udp", "/proc/net/udp6"] } else { &["/proc/net/udp6"] };
     // Several samples a tick: the monitor averages them (one sample may
     // fall just after a burst arrived, or just after it was taken).
     let mut tick = tokio::time::interval(interval / SAMPLES_PER_TICK);
     let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
-        let sample = tokio::fs::read_to_string(table).await.ok().and_then(|t| parse_table(&t, server));
+        let mut sample: Option<SocketSample> = None;
+        for table in tables {
+            if let Some(s) = tokio::fs::read_to_string(table).await.ok().and_then(|t| parse_table(&t, server)) {
+                let total = sample.get_or_insert_with(SocketSample::default);
+                total.rx_queue = total.rx_queue.saturating_add(s.rx_queue);
+                total.drops = total.drops.saturating_add(s.drops);
+            }
+        }
         match sample {
             Some(s) => {
                 if tx.send(Sample::Socket(s)).await.is_err() {
@@ -46,7 +54,7 @@ pub async fn poll_socket(server: SocketAddr, interval: Duration, tx: mpsc::Sende
             None => {
                 if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                     last_warning = Some(tokio::time::Instant::now());
-                    tracing::warn!(%server, table, "overload control: the server's socket is not in this namespace's table; only `capacity` can show overload");
+                    tracing::warn!(%server, "overload control: the server's socket is not in this network namespace's tables; only `capacity` can show overload (/status: queue_visible)");
                 }
             }
         }
@@ -135,9 +143,10 @@ impl Feedback {
         validity_ms: u32,
         seq: u64,
     ) {
+        // `seq` is in `oc-seq` units (10^-5 s): sent in its decimal form.
         let body = serde_json::json!({
             "server": self.server.to_string(), "algorithm": algorithm, "oc": oc,
-            "validity_ms": validity_ms, "seq": seq,
+            "validity_ms": validity_ms, "seq": format!("{}.{:05}", seq / 100_000, seq % 100_000),
         });
         let req = self.http.post(self.url(api, "/feedback")).bearer_auth(&self.token).json(&body);
         tokio::spawn(async move {

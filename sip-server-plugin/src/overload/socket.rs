@@ -47,8 +47,9 @@ fn parse_line(line: &str, server: SocketAddr) -> Option<SocketSample> {
     if u16::from_str_radix(port, 16).ok()? != server.port() {
         return None;
     }
-    let ip = parse_addr(addr)?;
-    if ip != server.ip() && !ip.is_unspecified() {
+    // `::ffff:a.b.c.d` in the IPv6 table is an IPv4 server on a dual-stack socket.
+    let ip = parse_addr(addr)?.to_canonical();
+    if ip != server.ip().to_canonical() && !ip.is_unspecified() {
         return None;
     }
     let (_, rx) = fields.get(4)?.split_once(':')?;
@@ -120,6 +121,15 @@ mod tests {
    10: B80D0120000000000000000020000000:13C4 00000000000000000000000000000000:0000 07 00000000:00000200 00:00000000 00000000     0        0 5 2 0000000000000000 9
 ";
         assert_eq!(parse_table(t, server("[2001:db8::20]:5060")), Some(SocketSample { rx_queue: 0x200, drops: 9 }));
+    }
+
+    #[test]
+    fn an_ipv4_server_on_a_dual_stack_socket_is_found_in_the_ipv6_table() {
+        // ::ffff:198.18.2.20 port 5060.
+        let t = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+    4: 0000000000000000FFFF0000140212C6:13C4 00000000000000000000000000000000:0000 07 00000000:00000300 00:00000000 00000000     0        0 7 2 0000000000000000 2
+";
+        assert_eq!(parse_table(t, server("198.18.2.20:5060")), Some(SocketSample { rx_queue: 0x300, drops: 2 }));
     }
 
     #[test]

@@ -22,14 +22,17 @@ impl Tracer {
         let group = format!("/sys/fs/cgroup/cpu/netserv-ocb-{}", std::process::id());
         let thread = std::thread::spawn(move || {
             let t0 = std::time::Instant::now();
-            let mut cpu0 = 0u64;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let server_cpu = || -> u64 {
                 let procs = std::fs::read_to_string(format!("{group}/cgroup.procs")).unwrap_or_default();
-                let cpu: u64 = procs
+                procs
                     .split_whitespace()
                     .filter_map(|p| p.parse().ok())
                     .map(|p| (netserv_tests::bench::cpu_secs(p) * 1e9) as u64)
-                    .sum();
+                    .sum()
+            };
+            let mut cpu0 = server_cpu();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let cpu = server_cpu();
                 let kam_cpu = (cpu.saturating_sub(cpu0)) as f64 / 1e7;
                 cpu0 = cpu;
                 let stat = |name: &str| -> String {
