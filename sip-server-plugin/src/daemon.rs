@@ -535,6 +535,7 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                     let _ = oc_tx.send(serde_json::json!({
                         "state": m.state, "server_rate": m.server_rate, "offered": m.offered(),
                         "queue_bytes": m.queue, "queue_visible": m.queue_visible(), "shed": m.shed,
+                        "learned_capacity": m.learned_capacity,
                         "capacity": m.cfg.capacity, "engaged": m.engaged, "released": m.released,
                         "edges": m.edges,
                     }));

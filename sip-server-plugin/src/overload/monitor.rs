@@ -20,9 +20,19 @@
 //!   target: the server always has work and never a backlog. A backlog is
 //!   what kills goodput: what waits past T1 (500 ms) comes back as
 //!   retransmissions, which no entity may shed, so a server held just at
-//!   its capacity stays behind (RFC 6357 §3). No rate is estimated, so the
-//!   control needs no knowledge of the server's capacity; a configured
-//!   `capacity` is a ceiling besides it (`target` × it at most passes).
+//!   its capacity stays behind (RFC 6357 §3). The control needs no
+//!   configured capacity: it **learns** one, the rate the server processes
+//!   while its queue stays past the target (it is never idle then), and
+//!   uses it twice. While the queue is past twice its target, no more is
+//!   admitted than that rate leaves room for (beside what passes anyway:
+//!   ACK, BYE, retransmissions), so a surge is cut in the tick its size is
+//!   known, not over the many ticks PIE's steps would take. And however
+//!   empty the queue, what is admitted grows by at most `RAMP` × that rate
+//!   a tick: at ten times the capacity, a shed share 0.99 that decays
+//!   freely to 0.5 admits five times what the server can take, and the
+//!   queue that comes back is the collapse control exists to prevent. A
+//!   configured `capacity` is a ceiling besides (`target` × it at most
+//!   passes).
 //! - **Report** every tick to every entity: loss — the share to shed; rate
 //!   — the rate that leaves, split between the entities by what each is
 //!   offered. Each report is valid for
@@ -159,6 +169,12 @@ const STALE_TICKS: u32 = 4;
 /// Controllable requests a second offered at the entities below which
 /// there is nothing to steer.
 const MIN_OFFERED: f64 = 0.5;
+/// What is admitted may grow by this share of the server's learned rate a
+/// tick at most (about 0.75 × its capacity in calls a second, at 5 ticks a
+/// second and three requests a call).
+const RAMP: f64 = 0.05;
+/// How much a lower saturated rate pulls the learned capacity down a tick.
+const LEARN_DOWN: f64 = 0.1;
 
 #[derive(Debug)]
 pub struct Monitor {
@@ -168,6 +184,9 @@ pub struct Monitor {
     pub server_rate: f64,
     /// Whether `server_rate` has had a sample yet.
     rated: bool,
+    /// The server's capacity, learned: its processed requests a second
+    /// while its queue stayed past the target.
+    pub learned_capacity: Option<f64>,
     last_server: Option<(u64, u64)>,
     /// The server's receive queue, bytes: the mean of the last tick's
     /// samples, the same the tick before, and the samples being summed.
@@ -210,6 +229,7 @@ impl Monitor {
             state: State::Normal,
             server_rate: 0.0,
             rated: false,
+            learned_capacity: None,
             last_server: None,
             queue: 0,
             previous_queue: 0,
@@ -336,7 +356,10 @@ impl Monitor {
             let passed = admitted + rate(c.retransmitted, l.retransmitted) + rate(c.never_shed, l.never_shed);
             let first = e.offered == 0.0 && e.passed == 0.0;
             e.admitted = ewma(e.admitted, admitted, first);
-            e.offered = ewma(e.offered, admitted + shed, first);
+            // A surge counts at once, its end smoothly: the first tick of a
+            // surge must not be judged by the calm before it.
+            e.offered =
+                if admitted + shed > e.offered { admitted + shed } else { ewma(e.offered, admitted + shed, first) };
             e.passed = ewma(e.passed, passed, first);
         }
         e.last = Some((now, c));
@@ -379,6 +402,18 @@ impl Monitor {
             }
         }
         self.ticks_unrated = self.ticks_unrated.saturating_add(1);
+        // Learned only over ticks the server had a backlog throughout (its
+        // rate is then what it can do, not what it was offered): the
+        // highest such rate at once, a lower one slowly (a saturated server
+        // does not get slower by itself, but its mix of requests changes).
+        let backlog = self.cfg.queue_target_bytes;
+        if self.queue > backlog && self.previous_queue > backlog && self.rated && self.ticks_unrated <= 1 {
+            let rate = self.server_rate;
+            self.learned_capacity = Some(match self.learned_capacity {
+                Some(c) if rate < c => c + LEARN_DOWN * (rate - c),
+                _ => rate,
+            });
+        }
         let overloaded = self.overloaded();
         let dropped = self.new_drops >= MIN_DROPS;
         self.new_drops = 0;
@@ -467,15 +502,38 @@ impl Monitor {
         if !dropped && queue < target / 4.0 && growth <= 0.0 {
             shed *= DECAY;
         }
-        shed = (shed + step).clamp(0.0, MAX_SHED);
+        let previous = self.shed;
+        // Near its target, a step trims what is admitted by its own share
+        // (PIE's steps scaled, as RFC 8033 §5.2 scales them by the drop
+        // probability): at ten times the capacity, 9 points more shed would
+        // halve the admitted, and the queue would swing between empty and
+        // twice its target. Past twice the target, the whole step.
+        shed = if step > 0.0 && !dropped && queue <= 2.0 * target {
+            1.0 - (1.0 - shed) * (1.0 - step)
+        } else {
+            shed + step
+        }
+        .clamp(0.0, MAX_SHED);
+        let passed: f64 = self.edges.values().map(|e| e.passed).sum();
+        let admitted: f64 = self.edges.values().map(|e| e.admitted).sum();
+        // What reaches the server besides the admitted initial requests:
+        // what the entities pass unjudged, and what comes around them.
+        let others = (passed - admitted).max(0.0) + (self.server_rate - passed).max(0.0);
+        if let Some(learned) = self.learned_capacity {
+            if queue > 2.0 * target {
+                let room = (learned - others).max(0.0);
+                shed = shed.max((1.0 - room / offered).clamp(0.0, MAX_SHED));
+            }
+            if let Some(before) = previous {
+                let most = (1.0 - before) * offered + RAMP * learned;
+                shed = shed.max((1.0 - most / offered).clamp(0.0, MAX_SHED));
+            }
+        }
         // A configured ceiling: no more than `target` × it passes, what
         // reaches the server around the entities and what they pass
         // besides what they admit (ACK, CANCEL, BYE, retransmissions)
         // counted first.
         if let Some(c) = self.cfg.capacity {
-            let passed: f64 = self.edges.values().map(|e| e.passed).sum();
-            let admitted: f64 = self.edges.values().map(|e| e.admitted).sum();
-            let others = (passed - admitted).max(0.0) + (self.server_rate - passed).max(0.0);
             let room = (self.cfg.target * c - others).max(0.0);
             shed = shed.max((1.0 - room / offered).clamp(0.0, MAX_SHED));
         }
@@ -738,6 +796,41 @@ mod tests {
             let mean = admitted.iter().sum::<f64>() / admitted.len() as f64;
             assert!((160.0..=204.0).contains(&mean), "{algorithm:?}: {mean:.1} calls a second admitted of 200");
             assert!(tb.queue * 1500.0 <= 4.0 * 32_768.0, "{algorithm:?}: queue {} requests", tb.queue);
+        }
+    }
+
+    #[test]
+    fn a_surge_of_ten_times_the_capacity_onto_a_deep_queue_is_cut_at_once_and_never_let_back_in_whole() {
+        for algorithm in [Algorithm::Loss, Algorithm::Rate] {
+            let mut m = Monitor::new(MonitorConfig { standby: true, ..cfg(algorithm, None) });
+            // 600 requests a second = 200 calls; a queue of 8,000 requests
+            // (a 4 MiB buffer, as operators set to ride out bursts).
+            let mut tb = Testbed::new(600.0, algorithm);
+            tb.queue_max = 8000.0;
+            for _ in 0..20 {
+                tb.step(&mut m, 60.0);
+            }
+            // What arrives in the surge's first tick (before any report can
+            // land) cannot be helped; what comes after it can.
+            let (mut peak, mut admitted, mut long) = (0.0_f64, Vec::new(), 0);
+            for i in 0..160 {
+                let a = tb.step(&mut m, 2000.0);
+                peak = peak.max(tb.queue);
+                if i >= 40 {
+                    admitted.push(a);
+                }
+                if tb.queue * 1500.0 > 4.0 * 32_768.0 {
+                    long += 1;
+                }
+            }
+            assert!(peak <= 1.1 * 2000.0 * 3.0 * 0.25, "{algorithm:?}: the queue peaked at {peak:.0} requests");
+            // The backlog is gone within 3 s (the server works the first tick's
+            // off in 2.25 s at its capacity), and stays gone.
+            assert!(long <= 12, "{algorithm:?}: the queue was long for {long} ticks");
+            let mean = admitted.iter().sum::<f64>() / admitted.len() as f64;
+            assert!((170.0..=204.0).contains(&mean), "{algorithm:?}: {mean:.1} calls a second admitted of 200");
+            let learned = m.learned_capacity.unwrap_or(0.0);
+            assert!((540.0..=660.0).contains(&learned), "{algorithm:?}: learned {learned:.0} requests a second of 600");
         }
     }
 

@@ -33,12 +33,14 @@
 //! at each load, `BENCH_PAIRS` times (default 1). Goodput is calls completed
 //! per counted second. `BENCH_MODES` and `BENCH_LOADS` (comma lists) run a
 //! part of the curve; `BENCH_TRACE=1` prints, once a second, what the
-//! server, the plugin and the edge see. Progress on stderr; the last line
-//! on stdout is JSON.
+//! server, the plugin and the edge see. Progress on stderr; the curve is
+//! drawn into a PNG (`BENCH_PLOT`, default
+//! `target/netserv-bench-overload.png`); the last line on stdout is JSON.
 //!
 //! Run: `PROFILE=release bash scripts/build.sh && target/release/netserv-bench-overload`
 //! (and again with `BENCH_SERVER_BUFFER=4194304`).
 
+mod plot;
 mod response;
 mod tracer;
 
@@ -69,6 +71,15 @@ impl Mode {
             Mode::Ratelimit => "ratelimit",
             Mode::SeLoss => "se-loss",
             Mode::SeRate => "se-rate",
+        }
+    }
+    /// How the plot's legend names it.
+    fn label(self) -> &'static str {
+        match self {
+            Mode::None => "no control",
+            Mode::Ratelimit => "Kamailio ratelimit at the core",
+            Mode::SeLoss => "edge SE, loss (RFC 7339)",
+            Mode::SeRate => "edge SE, rate (RFC 7415)",
         }
     }
 }
@@ -342,6 +353,29 @@ fn main() -> anyhow::Result<()> {
         let line: Vec<String> =
             points.as_array().into_iter().flatten().map(|p| format!("{}×: {}", p["load"], p["goodput"])).collect();
         progress(&format!("{name}: {}", line.join(", ")));
+    }
+    let plotted: Vec<plot::Curve> = curves
+        .iter()
+        .map(|(name, points)| plot::Curve {
+            name: Mode::ALL.iter().find(|m| m.name() == name).map_or(name.as_str(), |m| m.label()).to_owned(),
+            points: points
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| Some((p["load"].as_f64()?, p["goodput"].as_f64()?)))
+                .collect(),
+        })
+        .collect();
+    let buffer = match env_u64("BENCH_SERVER_BUFFER", 0) {
+        0 => "Kamailio's own receive buffer".to_owned(),
+        b => format!("{} KiB receive buffer", b / 1024),
+    };
+    let png = std::env::var_os("BENCH_PLOT")
+        .map_or_else(|| paths::repo().join("target/netserv-bench-overload.png"), std::path::PathBuf::from);
+    let subtitle = format!("capacity {capacity:.0} calls/s, {buffer}");
+    match plot::goodput(&png, &subtitle, &plotted) {
+        Ok(()) => progress(&format!("the curve: {}", png.display())),
+        Err(e) => progress(&format!("no plot: {e:#}")),
     }
     println!(
         "{}",
