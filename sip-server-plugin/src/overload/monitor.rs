@@ -172,7 +172,10 @@ const MIN_OFFERED: f64 = 0.5;
 /// What is admitted may grow by this share of the server's learned rate a
 /// tick at most (about 0.75 × its capacity in calls a second, at 5 ticks a
 /// second and three requests a call).
-const RAMP: f64 = 0.05;
+const RAMP: f64 = 0.15;
+/// A queue this many times its target is a surge, not PIE's business: no
+/// more is admitted than the learned capacity leaves room for.
+const SURGE: f64 = 8.0;
 /// How much a lower saturated rate pulls the learned capacity down a tick.
 const LEARN_DOWN: f64 = 0.1;
 
@@ -507,8 +510,8 @@ impl Monitor {
         // (PIE's steps scaled, as RFC 8033 §5.2 scales them by the drop
         // probability): at ten times the capacity, 9 points more shed would
         // halve the admitted, and the queue would swing between empty and
-        // twice its target. Past twice the target, the whole step.
-        shed = if step > 0.0 && !dropped && queue <= 2.0 * target {
+        // twice its target. In a surge or with drops, the whole step.
+        shed = if step > 0.0 && !dropped && queue <= SURGE * target {
             1.0 - (1.0 - shed) * (1.0 - step)
         } else {
             shed + step
@@ -520,7 +523,7 @@ impl Monitor {
         // what the entities pass unjudged, and what comes around them.
         let others = (passed - admitted).max(0.0) + (self.server_rate - passed).max(0.0);
         if let Some(learned) = self.learned_capacity {
-            if queue > 2.0 * target {
+            if queue > SURGE * target {
                 let room = (learned - others).max(0.0);
                 shed = shed.max((1.0 - room / offered).clamp(0.0, MAX_SHED));
             }

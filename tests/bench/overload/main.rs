@@ -149,10 +149,11 @@ fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32, server_cpu: usize) -> an
             // No capacity: the plugin goes by Kamailio's receive queue alone,
             // as an operator who never measured the server would run it.
             format!(
-                "\n[overload]\nfile = {:?}\nrpc_socket = {:?}\nalgorithm = \"{algorithm}\"\nrelease_after_secs = 3\nstandby = {}\nappliance_token = \"{TENANT_A_TOKEN}\"\n{}",
+                "\n[overload]\nfile = {:?}\nrpc_socket = {:?}\nalgorithm = \"{algorithm}\"\nrelease_after_secs = 3\nstandby = {}\nqueue_target_bytes = {}\nappliance_token = \"{TENANT_A_TOKEN}\"\n{}",
                 paths::module("netserv_overload_se"),
                 kamailio.rpc_socket(),
                 env_u64("BENCH_SE_STANDBY", 1) == 1,
+                env_u64("BENCH_SE_QUEUE_TARGET", 32_768),
                 std::env::var("BENCH_SE_PROPERTIES").map(|p| format!("properties = {{ {p} }}\n")).unwrap_or_default(),
             )
         }
