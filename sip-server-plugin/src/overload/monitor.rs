@@ -23,8 +23,8 @@
 //!   its capacity stays behind (RFC 6357 §3). The control needs no
 //!   configured capacity: it **learns** one, the rate the server processes
 //!   while its queue stays past the target (it is never idle then), and
-//!   uses it twice. While the queue is past twice its target, no more is
-//!   admitted than that rate leaves room for (beside what passes anyway:
+//!   uses it twice. While the queue is past `SURGE` × its target, no more
+//!   is admitted than that rate leaves room for (beside what passes anyway:
 //!   ACK, BYE, retransmissions), so a surge is cut in the tick its size is
 //!   known, not over the many ticks PIE's steps would take. And however
 //!   empty the queue, what is admitted grows by at most `RAMP` × that rate
@@ -170,8 +170,9 @@ const STALE_TICKS: u32 = 4;
 /// there is nothing to steer.
 const MIN_OFFERED: f64 = 0.5;
 /// What is admitted may grow by this share of the server's learned rate a
-/// tick at most (about 0.75 × its capacity in calls a second, at 5 ticks a
-/// second and three requests a call).
+/// tick at most (some 0.45 × its capacity in calls, at three requests a
+/// call). Measured against Kamailio (`netserv-bench-overload`, 5 and 10 ×
+/// the capacity): 0.05 held the server a fifth under what it can do.
 const RAMP: f64 = 0.15;
 /// A queue this many times its target is a surge, not PIE's business: no
 /// more is admitted than the learned capacity leaves room for.

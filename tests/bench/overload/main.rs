@@ -20,7 +20,8 @@
 //! the server still works on). The plugin runs in every mode (Kamailio
 //! mirrors INVITEs to it as HEP, which costs the server CPU in all of them);
 //! only in the SE modes has it an `[overload]` section, without a capacity,
-//! with `standby = true` (`BENCH_SE_STANDBY=0`: deployed only on overload).
+//! with `standby = true` (`BENCH_SE_STANDBY=0`: deployed only on overload)
+//! and `queue_target_bytes` 32 KiB (`BENCH_SE_QUEUE_TARGET`).
 //!
 //! The callers (`fixtures/sipp/caller_uac.xml`) behave as people do: they
 //! hang up (CANCEL) once 5 s pass without progress, talk a second, and a
@@ -35,7 +36,9 @@
 //! part of the curve; `BENCH_TRACE=1` prints, once a second, what the
 //! server, the plugin and the edge see. Progress on stderr; the curve is
 //! drawn into a PNG (`BENCH_PLOT`, default
-//! `target/netserv-bench-overload.png`); the last line on stdout is JSON.
+//! `target/netserv-bench-overload.png`; `BENCH_REPLOT=<the JSON of a run>`
+//! draws a past run's again, with the same `BENCH_SERVER_BUFFER`); the last
+//! line on stdout is JSON.
 //!
 //! Run: `PROFILE=release bash scripts/build.sh && target/release/netserv-bench-overload`
 //! (and again with `BENCH_SERVER_BUFFER=4194304`).
@@ -227,7 +230,43 @@ fn median(v: &mut [f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// The curves into a PNG: `BENCH_PLOT`, by default
+/// `target/netserv-bench-overload.png`.
+fn draw(curves: &serde_json::Map<String, Value>, capacity: f64) {
+    let plotted: Vec<plot::Curve> = curves
+        .iter()
+        .map(|(name, points)| plot::Curve {
+            name: Mode::ALL.iter().find(|m| m.name() == name).map_or(name.as_str(), |m| m.label()).to_owned(),
+            points: points
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| Some((p["load"].as_f64()?, p["goodput"].as_f64()?)))
+                .collect(),
+        })
+        .collect();
+    let buffer = match env_u64("BENCH_SERVER_BUFFER", 0) {
+        0 => "Kamailio's own receive buffer".to_owned(),
+        b => format!("{} KiB receive buffer", b / 1024),
+    };
+    let png = std::env::var_os("BENCH_PLOT")
+        .map_or_else(|| paths::repo().join("target/netserv-bench-overload.png"), std::path::PathBuf::from);
+    let subtitle = format!("capacity {capacity:.0} calls/s, {buffer}");
+    match plot::goodput(&png, &subtitle, &plotted) {
+        Ok(()) => progress(&format!("the curve: {}", png.display())),
+        Err(e) => progress(&format!("no plot: {e:#}")),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    // BENCH_REPLOT=<a run's JSON line>: draw that run's curve again, run nothing.
+    if let Some(file) = std::env::var_os("BENCH_REPLOT") {
+        let text = std::fs::read_to_string(&file)?;
+        let run: Value = serde_json::from_str(text.lines().last().unwrap_or_default())?;
+        let curves = run["goodput_over_capacity"].as_object().cloned().unwrap_or_default();
+        draw(&curves, run["capacity_calls_per_s"].as_f64().unwrap_or(0.0));
+        return Ok(());
+    }
     let secs = env_u64("BENCH_SECONDS", 8).clamp(2, 60);
     let warmup = env_u64("BENCH_WARMUP", 4).clamp(0, 60);
     let prelude = env_u64("BENCH_PRELUDE", 3).clamp(0, 60);
@@ -355,29 +394,7 @@ fn main() -> anyhow::Result<()> {
             points.as_array().into_iter().flatten().map(|p| format!("{}×: {}", p["load"], p["goodput"])).collect();
         progress(&format!("{name}: {}", line.join(", ")));
     }
-    let plotted: Vec<plot::Curve> = curves
-        .iter()
-        .map(|(name, points)| plot::Curve {
-            name: Mode::ALL.iter().find(|m| m.name() == name).map_or(name.as_str(), |m| m.label()).to_owned(),
-            points: points
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| Some((p["load"].as_f64()?, p["goodput"].as_f64()?)))
-                .collect(),
-        })
-        .collect();
-    let buffer = match env_u64("BENCH_SERVER_BUFFER", 0) {
-        0 => "Kamailio's own receive buffer".to_owned(),
-        b => format!("{} KiB receive buffer", b / 1024),
-    };
-    let png = std::env::var_os("BENCH_PLOT")
-        .map_or_else(|| paths::repo().join("target/netserv-bench-overload.png"), std::path::PathBuf::from);
-    let subtitle = format!("capacity {capacity:.0} calls/s, {buffer}");
-    match plot::goodput(&png, &subtitle, &plotted) {
-        Ok(()) => progress(&format!("the curve: {}", png.display())),
-        Err(e) => progress(&format!("no plot: {e:#}")),
-    }
+    draw(&curves, capacity);
     println!(
         "{}",
         json!({

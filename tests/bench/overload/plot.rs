@@ -33,17 +33,31 @@ fn draw(path: &std::path::Path, subtitle: &str, curves: &[Curve]) -> Result<(), 
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let top = curves.iter().flat_map(|c| c.points.iter().map(|p| p.1)).fold(1.2_f64, f64::max);
+    // The loads are categories, evenly spaced (0.5, 1, 2, 5, 10 on a log
+    // axis would leave 0.5 unlabelled and crowd the rest).
+    let mut loads: Vec<f64> = curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)).collect();
+    loads.sort_by(f64::total_cmp);
+    loads.dedup();
+    let at = |load: f64| SegmentValue::CenterOf(loads.iter().position(|l| *l == load).unwrap_or(0) as u32);
+    // A segmented 0..n has n + 1 segments.
+    let n = u32::try_from(loads.len()).unwrap_or(1).max(1);
     let mut chart = ChartBuilder::on(&root)
         .caption(format!("Goodput under overload — {subtitle}"), ("sans-serif", 20))
         .margin(18)
         .x_label_area_size(50)
         .y_label_area_size(64)
-        .build_cartesian_2d((0.4_f64..12.0).log_scale(), 0.0_f64..(top * 1.05).min(2.0))?;
+        .build_cartesian_2d((0..n - 1).into_segmented(), 0.0_f64..(top * 1.05).min(2.0))?;
+    let label = |v: &SegmentValue<u32>| match v {
+        SegmentValue::CenterOf(i) => loads.get(*i as usize).map_or_else(String::new, |l| format!("{l} ×")),
+        _ => String::new(),
+    };
     chart
         .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(loads.len())
         .x_desc("offered load (× capacity)")
         .y_desc("calls completed per second (× capacity)")
-        .x_label_formatter(&|x| format!("{x}"))
+        .x_label_formatter(&label)
         .y_label_formatter(&|y| format!("{y:.1}"))
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 16))
@@ -52,15 +66,16 @@ fn draw(path: &std::path::Path, subtitle: &str, curves: &[Curve]) -> Result<(), 
     for (i, curve) in curves.iter().enumerate() {
         let color = palette[i % palette.len()];
         chart
-            .draw_series(LineSeries::new(curve.points.iter().copied(), color.stroke_width(3)))?
+            .draw_series(LineSeries::new(curve.points.iter().map(|p| (at(p.0), p.1)), color.stroke_width(3)))?
             .label(curve.name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
-        chart.draw_series(curve.points.iter().map(|p| Circle::new(*p, 5, color.filled())))?;
+        chart.draw_series(curve.points.iter().map(|p| Circle::new((at(p.0), p.1), 5, color.filled())))?;
     }
     // The floor for the edge at 2, 5 and 10 × capacity.
-    let targets = [(2.0, 0.9), (5.0, 0.85), (10.0, 0.8)];
+    let targets: Vec<(f64, f64)> =
+        [(2.0, 0.9), (5.0, 0.85), (10.0, 0.8)].into_iter().filter(|(l, _)| loads.contains(l)).collect();
     chart
-        .draw_series(targets.iter().map(|p| Cross::new(*p, 7, BLACK.stroke_width(2))))?
+        .draw_series(targets.iter().map(|p| Cross::new((at(p.0), p.1), 7, BLACK.stroke_width(2))))?
         .label("target for the edge (at least)")
         .legend(|(x, y)| Cross::new((x + 12, y), 6, BLACK.stroke_width(2)));
     chart
