@@ -14,13 +14,18 @@
 //! the edge, and the plugin retiring the module once the phones stop. The
 //! phones' REGISTERs also make the plugin deploy the media relay (TURN) on
 //! the edge; its `/turn` endpoint hands out credentials naming it, and
-//! coturn's own client relays through it.
+//! coturn's own client relays through it. Last, a busy hour: Kamailio,
+//! capped to a tenth of a CPU, is offered several times the calls it can
+//! take; the plugin, watching its receive queue, deploys the overload
+//! control module on the edge and steers it, the edge answers the excess
+//! with 503, and control ends (and the module goes) when the surge does.
 
-use netserv_tests::appliance::TempDir;
+use netserv_tests::appliance::{TENANT_A_TOKEN, TempDir};
+use netserv_tests::cgroup::CpuCap;
 use netserv_tests::kamailio::{Kamailio, phone_scenario};
 use netserv_tests::plugin::{self, PHONES, SERVER, call_through, metric};
 use netserv_tests::relay;
-use netserv_tests::{Appliance, Testbed, netns};
+use netserv_tests::{Appliance, Testbed, netns, paths, sipp};
 use std::time::{Duration, Instant};
 
 const KEEPALIVES: u32 = 12;
@@ -40,9 +45,23 @@ fn main() -> anyhow::Result<()> {
     let tb = Testbed::new("demo")?;
     let dir = TempDir::new("demo")?;
     let kam = Kamailio::start(&tb.core, SERVER, "sip:127.0.0.1:9060", &dir.0.join("kamailio"))?;
-    let plugin_cfg = plugin::config_with_relay(&dir.0, relay::REST_SECRET, "turn:198.18.2.20:3478?transport=udp");
+    // The plugin is also the server's load monitor ([overload]): it reads
+    // Kamailio's receive queue and needs no capacity configured.
+    let plugin_cfg = format!(
+        "{}\n[overload]\nfile = {:?}\nrpc_socket = {:?}\nrelease_after_secs = 3\nappliance_token = \"{TENANT_A_TOKEN}\"\n",
+        plugin::config_with_relay(&dir.0, relay::REST_SECRET, "turn:198.18.2.20:3478?transport=udp"),
+        paths::module("netserv_overload_se"),
+        kam.rpc_socket(),
+    );
     let _plugin = plugin::start_with(&tb, &dir.0, &plugin_cfg)?;
-    let app = Appliance::start(&tb, &relay::relay_config(""))?;
+    // The appliance takes the plugin's load reports on its API, at the
+    // address it advertises towards the core.
+    let app_cfg = relay::relay_config("").replacen(
+        "listen = \"127.0.0.1:8270\"",
+        "listen = \"0.0.0.0:8270\"\nadvertise = \"198.18.2.1:8270\"",
+        1,
+    );
+    let app = Appliance::start(&tb, &app_cfg)?;
     // The ITSP, as tenant itsp-a, sets its TURN REST secret on the appliance
     // over its own API (a secret never travels in signaling).
     relay::set_secrets(&app)?;
@@ -162,8 +181,15 @@ fn main() -> anyhow::Result<()> {
     ] {
         println!("     {name} {}", metric(&metrics, name));
     }
+
+    step(
+        6,
+        "a busy hour: Kamailio, capped to a tenth of a CPU, offered 600 calls a second (several times what it takes)",
+    );
+    let overload_ok = overload_story(&tb, &app, &kam, &dir.0);
+
     println!("\nDone; the namespaces and every process are removed on exit.");
-    if !(ok && call_ok && gone && relay_ok) {
+    if !(ok && call_ok && gone && relay_ok && overload_ok) {
         anyhow::bail!("the demo did not go as it should");
     }
     Ok(())
@@ -202,6 +228,98 @@ fn relay_story(tb: &Testbed, app: &Appliance) -> bool {
         );
     }
     creds["edge"] == true && run.sent > 0 && run.received == run.sent
+}
+
+/// The overload story: a callee behind Kamailio, Kamailio capped, callers
+/// who hang up after 5 s without progress offering far more than it takes;
+/// once a second, what the plugin sees and what the edge sheds; then the
+/// end of control and the module's removal. True when control engaged, the
+/// edge shed, calls still completed and the module went away.
+fn overload_story(tb: &Testbed, app: &Appliance, kam: &Kamailio, dir: &std::path::Path) -> bool {
+    let run = || -> anyhow::Result<bool> {
+        let cap = CpuCap::new("demo", 10)?;
+        cap.add_matching(kam.config_path().to_str().unwrap_or_default())?;
+        let reg = dir.join("uas-register.xml");
+        std::fs::write(&reg, phone_scenario("uas", 0, 0, 0, 3600))?;
+        let r = tb
+            .cmd(&tb.core, "sipp")
+            .args([SERVER, "-sf", reg.to_str().unwrap_or_default(), "-i", netns::CORE_IP, "-p", "5070", "-m", "1"])
+            .args(["-recv_timeout", "3000", "-timeout", "20s", "-timeout_error", "-nostdin"])
+            .output()?;
+        anyhow::ensure!(r.status.success(), "the callee did not register");
+        let _uas = tb.spawn(&tb.core, "sipp", &["-sn", "uas", "-i", netns::CORE_IP, "-p", "5070", "-nostdin"], None)?;
+        println!("   Kamailio capped (cgroup v1 CFS quota); a sipp callee registered behind it");
+        let (ua, logs) = (tb.ua.clone(), dir.to_path_buf());
+        let callers = std::thread::spawn(move || sipp::callers_to(&ua, SERVER, "uas", 5061, 4800, 600, &logs));
+        let start = Instant::now();
+        // The edge's counters as last seen (the module goes once control ends).
+        let (mut counters, mut removed) = (None::<serde_json::Value>, false);
+        while !callers.is_finished() {
+            std::thread::sleep(Duration::from_millis(1000));
+            let s: serde_json::Value = serde_json::from_str(&plugin::get(tb, "/status")).unwrap_or_default();
+            let o = &s["overload"];
+            let t = start.elapsed().as_secs_f64();
+            match app.module("itsp-a", "overload") {
+                Ok(m) => {
+                    if counters.is_none() {
+                        println!("   t={t:>5.1} s  the plugin deployed overload control on the edge");
+                    }
+                    counters = Some(m["module_counters"].clone());
+                }
+                Err(_) if counters.is_some() && !removed => {
+                    removed = true;
+                    println!("   t={t:>5.1} s  control ended; the plugin removed the module from the edge");
+                }
+                Err(_) => {}
+            }
+            if removed {
+                // The callers are finishing their last calls: nothing more to see.
+                continue;
+            }
+            let shed = counters.as_ref().map_or(0, |c| c["shed_initial"].as_u64().unwrap_or(0));
+            println!(
+                "   t={t:>5.1} s  Kamailio's queue {:>7} bytes  plugin: {:<11} shed share {:>4}   503s from the edge so far {shed:>6}",
+                o["queue_bytes"].to_string(),
+                o["state"].as_str().unwrap_or("?"),
+                o["shed"].as_f64().map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")),
+            );
+        }
+        let calls = callers.join().map_err(|_| anyhow::anyhow!("the callers' thread panicked"))??;
+        let (byes_sent, byes_answered) = calls.byes.unwrap_or((0, 0));
+        let s: serde_json::Value = serde_json::from_str(&plugin::get(tb, "/status")).unwrap_or_default();
+        println!(
+            "   calls completed (answered, talked, BYE answered): {} of 4800 offered in 8 s; BYEs answered {byes_answered} of {byes_sent}",
+            calls.successful
+        );
+        println!(
+            "   the plugin learned that the server takes {} requests a second",
+            s["overload"]["learned_capacity"].as_f64().map_or_else(|| "?".to_owned(), |v| format!("{v:.0}"))
+        );
+        if let Some(c) = &counters {
+            println!("   edge module counters, last seen: {c}");
+        }
+        let shed = counters.as_ref().and_then(|c| c["shed_initial"].as_u64()).unwrap_or(0);
+        let waiting = Instant::now();
+        while app.module("itsp-a", "overload").is_ok() && waiting.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let gone = app.module("itsp-a", "overload").is_err();
+        if !removed {
+            println!(
+                "   {}",
+                if gone {
+                    "control ended; the module was removed from the edge"
+                } else {
+                    "control DID NOT END: the module is STILL INSTALLED"
+                }
+            );
+        }
+        Ok(counters.is_some() && shed > 0 && calls.successful > 0 && gone)
+    };
+    run().unwrap_or_else(|e| {
+        println!("   FAILED: {e:#}");
+        false
+    })
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {
