@@ -80,6 +80,24 @@ impl Kamailio {
     }
 }
 
+/// The callee behind the server `server` (ip:port), for calls to user
+/// `uas`: registers a sipp UAS in `core` (port 5070; its scenario file in
+/// `dir`) and starts it. Stops with the returned process.
+pub fn start_callee(ns: &str, server: &str, dir: &Path) -> anyhow::Result<Proc> {
+    let reg = dir.join("uas-register.xml");
+    std::fs::write(&reg, phone_scenario("uas", 0, 0, 0, 3600))?;
+    let reg = reg.to_str().context("non-UTF-8 path")?;
+    let r = netns::cmd(ns, "sipp")
+        .args([server, "-sf", reg, "-i", netns::CORE_IP, "-p", "5070", "-m", "1"])
+        .args(["-recv_timeout", "3000", "-timeout", "20s", "-timeout_error", "-nostdin"])
+        .output()
+        .context("running sipp (install the sip-tester package)")?;
+    if !r.status.success() {
+        bail!("the callee did not register: {}", String::from_utf8_lossy(&r.stdout));
+    }
+    netns::spawn(ns, "sipp", &["-sn", "uas", "-i", netns::CORE_IP, "-p", "5070", "-nostdin"], None)
+}
+
 /// A sipp phone scenario: REGISTER (Expires `expires`), then `keepalives`
 /// NOTIFY keep-alives every `interval_ms`, re-registering every
 /// `register_every` keep-alives; every request must get a 200. One Call-ID

@@ -173,17 +173,7 @@ fn the_plugin_deploys_overload_control_when_kamailio_is_overloaded() {
     let capped = cap.add_matching(kam.config_path().to_str().expect("utf-8")).expect("cap kamailio");
     assert!(capped >= 2, "kamailio's processes are capped: {capped}");
     // The callee: a sipp UAS beside the server, registered as `uas`.
-    let reg = dir.0.join("uas-register.xml");
-    std::fs::write(&reg, netserv_tests::kamailio::phone_scenario("uas", 0, 0, 0, 3600)).expect("scenario");
-    let r = tb
-        .cmd(&tb.core, "sipp")
-        .args([SERVER, "-sf", reg.to_str().expect("utf-8"), "-i", CORE_IP, "-p", "5070", "-m", "1"])
-        .args(["-recv_timeout", "3000", "-timeout", "20s", "-timeout_error", "-nostdin"])
-        .output()
-        .expect("sipp register");
-    assert!(r.status.success(), "the UAS registers: {}", String::from_utf8_lossy(&r.stdout));
-    let _uas =
-        tb.spawn(&tb.core, "sipp", &["-sn", "uas", "-i", CORE_IP, "-p", "5070", "-nostdin"], None).expect("sipp uas");
+    let _uas = netserv_tests::kamailio::start_callee(&tb.core, SERVER, &dir.0).expect("the callee");
     let overload = format!(
         // The entity offers `oc` in the Via (advertise = loss), so Kamailio
         // must parse what the edge passes: the test reads its log for it.

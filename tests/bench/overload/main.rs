@@ -50,8 +50,7 @@ mod tracer;
 use netserv_tests::appliance::{ADMIN_TOKEN, TENANT_A_TOKEN, TempDir, node_config};
 use netserv_tests::bench::{env_u64, progress, round3};
 use netserv_tests::cgroup::CpuCap;
-use netserv_tests::kamailio::{Kamailio, phone_scenario};
-use netserv_tests::netns::CORE_IP;
+use netserv_tests::kamailio::{Kamailio, start_callee};
 use netserv_tests::{Appliance, Proc, Testbed, paths, plugin, sipp};
 use serde_json::{Value, json};
 
@@ -133,15 +132,7 @@ fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32, server_cpu: usize) -> an
     let cap = CpuCap::new("ocb", cpu_percent)?;
     cap.add_matching(kamailio.config_path().to_str().unwrap_or_default())?;
     cap.pin(server_cpu)?;
-    let reg = dir.0.join("uas-register.xml");
-    std::fs::write(&reg, phone_scenario("uas", 0, 0, 0, 3600))?;
-    let r = tb
-        .cmd(&tb.core, "sipp")
-        .args([SERVER, "-sf", reg.to_str().unwrap_or_default(), "-i", CORE_IP, "-p", "5070", "-m", "1"])
-        .args(["-recv_timeout", "3000", "-timeout", "20s", "-timeout_error", "-nostdin"])
-        .output()?;
-    anyhow::ensure!(r.status.success(), "the UAS did not register");
-    let uas = tb.spawn(&tb.core, "sipp", &["-sn", "uas", "-i", CORE_IP, "-p", "5070", "-nostdin"], None)?;
+    let uas = start_callee(&tb.core, SERVER, &dir.0)?;
     // The plugin runs in every mode, as it does wherever NetServ is
     // deployed: Kamailio mirrors INVITEs to it as HEP in all of them, and
     // delivering those costs the capped server CPU. Only in the SE modes

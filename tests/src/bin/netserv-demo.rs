@@ -22,7 +22,7 @@
 
 use netserv_tests::appliance::{TENANT_A_TOKEN, TempDir};
 use netserv_tests::cgroup::CpuCap;
-use netserv_tests::kamailio::{Kamailio, phone_scenario};
+use netserv_tests::kamailio::{Kamailio, phone_scenario, start_callee};
 use netserv_tests::plugin::{self, PHONES, SERVER, call_through, metric};
 use netserv_tests::relay;
 use netserv_tests::{Appliance, Testbed, netns, paths, sipp};
@@ -239,15 +239,7 @@ fn overload_story(tb: &Testbed, app: &Appliance, kam: &Kamailio, dir: &std::path
     let run = || -> anyhow::Result<bool> {
         let cap = CpuCap::new("demo", 10)?;
         cap.add_matching(kam.config_path().to_str().unwrap_or_default())?;
-        let reg = dir.join("uas-register.xml");
-        std::fs::write(&reg, phone_scenario("uas", 0, 0, 0, 3600))?;
-        let r = tb
-            .cmd(&tb.core, "sipp")
-            .args([SERVER, "-sf", reg.to_str().unwrap_or_default(), "-i", netns::CORE_IP, "-p", "5070", "-m", "1"])
-            .args(["-recv_timeout", "3000", "-timeout", "20s", "-timeout_error", "-nostdin"])
-            .output()?;
-        anyhow::ensure!(r.status.success(), "the callee did not register");
-        let _uas = tb.spawn(&tb.core, "sipp", &["-sn", "uas", "-i", netns::CORE_IP, "-p", "5070", "-nostdin"], None)?;
+        let _uas = start_callee(&tb.core, SERVER, dir)?;
         println!("   Kamailio capped (cgroup v1 CFS quota); a sipp callee registered behind it");
         let (ua, logs) = (tb.ua.clone(), dir.to_path_buf());
         let callers = std::thread::spawn(move || sipp::callers_to(&ua, SERVER, "uas", 5061, 4800, 600, &logs));
