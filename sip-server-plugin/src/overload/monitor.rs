@@ -191,6 +191,9 @@ pub struct Monitor {
     /// The server's capacity, learned: its processed requests a second
     /// while its queue stayed past the target.
     pub learned_capacity: Option<f64>,
+    /// Controllable requests a second the last share let in (offered × (1 −
+    /// shed)): what the ramp grows from.
+    allowed: Option<f64>,
     last_server: Option<(u64, u64)>,
     /// The server's receive queue, bytes: the mean of the last tick's
     /// samples, the same the tick before, and the samples being summed.
@@ -234,6 +237,7 @@ impl Monitor {
             server_rate: 0.0,
             rated: false,
             learned_capacity: None,
+            allowed: None,
             last_server: None,
             queue: 0,
             previous_queue: 0,
@@ -411,7 +415,15 @@ impl Monitor {
         // highest such rate at once, a lower one slowly (a saturated server
         // does not get slower by itself, but its mix of requests changes).
         let backlog = self.cfg.queue_target_bytes;
-        if self.queue > backlog && self.previous_queue > backlog && self.rated && self.ticks_unrated <= 1 {
+        // A tick without fresh socket samples, or a server that processed
+        // nothing (stuck, not saturated), teaches nothing.
+        if self.queue > backlog
+            && self.previous_queue > backlog
+            && self.ticks_unseen == 0
+            && self.rated
+            && self.ticks_unrated <= 1
+            && self.server_rate > 0.0
+        {
             let rate = self.server_rate;
             self.learned_capacity = Some(match self.learned_capacity {
                 Some(c) if rate < c => c + LEARN_DOWN * (rate - c),
@@ -432,6 +444,7 @@ impl Monitor {
             self.engaged += 1;
             self.calm_since = None;
             self.shed = None;
+            self.allowed = None;
             tracing::info!(
                 rate = self.server_rate,
                 queue = self.queue,
@@ -506,7 +519,6 @@ impl Monitor {
         if !dropped && queue < target / 4.0 && growth <= 0.0 {
             shed *= DECAY;
         }
-        let previous = self.shed;
         // Near its target, a step trims what is admitted by its own share
         // (PIE's steps scaled, as RFC 8033 §5.2 scales them by the drop
         // probability): at ten times the capacity, 9 points more shed would
@@ -524,12 +536,15 @@ impl Monitor {
         // what the entities pass unjudged, and what comes around them.
         let others = (passed - admitted).max(0.0) + (self.server_rate - passed).max(0.0);
         if let Some(learned) = self.learned_capacity {
+            // Whatever the server processes now, it can: a capacity learned
+            // low (a server stuck for a while) must not hold control on.
+            let learned = learned.max(self.server_rate);
             if queue > SURGE * target {
                 let room = (learned - others).max(0.0);
                 shed = shed.max((1.0 - room / offered).clamp(0.0, MAX_SHED));
             }
-            if let Some(before) = previous {
-                let most = (1.0 - before) * offered + RAMP * learned;
+            if let Some(before) = self.allowed {
+                let most = before + RAMP * learned;
                 shed = shed.max((1.0 - most / offered).clamp(0.0, MAX_SHED));
             }
         }
@@ -542,6 +557,7 @@ impl Monitor {
             shed = shed.max((1.0 - room / offered).clamp(0.0, MAX_SHED));
         }
         self.shed = Some(shed);
+        self.allowed = Some(offered * (1.0 - shed));
     }
 
     fn deploy_towards_busiest(&mut self, now: u64) {
@@ -621,6 +637,7 @@ impl Monitor {
         self.state = State::Normal;
         self.calm_since = None;
         self.shed = None;
+        self.allowed = None;
         self.released += 1;
     }
 
@@ -836,6 +853,31 @@ mod tests {
             let learned = m.learned_capacity.unwrap_or(0.0);
             assert!((540.0..=660.0).contains(&learned), "{algorithm:?}: learned {learned:.0} requests a second of 600");
         }
+    }
+
+    #[test]
+    fn a_capacity_learned_while_the_server_was_stuck_does_not_hold_control_on() {
+        let mut m = Monitor::new(cfg(Algorithm::Loss, None));
+        m.on_request_source(0, ip("198.18.1.10"));
+        // A server stuck behind a slow database: 5 requests a second, with a
+        // queue past its target, for 10 s (it learns a capacity of about 5).
+        // Its queue is short enough to drain within a tick once it recovers,
+        // so it cannot relearn from the backlog.
+        let mut tb = Testbed::new(5.0, Algorithm::Loss);
+        tb.queue_max = 60.0;
+        for _ in 0..40 {
+            tb.step(&mut m, 300.0);
+        }
+        assert!(m.learned_capacity.is_some_and(|c| c < 20.0), "learned {:?}", m.learned_capacity);
+        // It recovers, and the load falls to a third of what it can take.
+        tb.capacity = 600.0;
+        let mut ticks = 0;
+        while m.state == State::Controlling && ticks < 200 {
+            tb.step(&mut m, 60.0);
+            ticks += 1;
+        }
+        // Its queue drains in a tick; then 2 s without shedding.
+        assert!(m.state == State::Normal && ticks <= 40, "control on for {ticks} ticks; shed {:?}", m.shed);
     }
 
     #[test]
