@@ -95,7 +95,9 @@ pub fn start_callee(ns: &str, server: &str, dir: &Path) -> anyhow::Result<Proc> 
     if !r.status.success() {
         bail!("the callee did not register: {}", String::from_utf8_lossy(&r.stdout));
     }
-    netns::spawn(ns, "sipp", &["-sn", "uas", "-i", netns::CORE_IP, "-p", "5070", "-nostdin"], None)
+    let callee = paths::fixture("sipp/callee_uas.xml");
+    let callee = callee.to_str().context("non-UTF-8 path")?;
+    netns::spawn(ns, "sipp", &["-sf", callee, "-i", netns::CORE_IP, "-p", "5070", "-nostdin"], None)
 }
 
 /// A sipp phone scenario: REGISTER (Expires `expires`), then `keepalives`

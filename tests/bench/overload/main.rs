@@ -34,7 +34,8 @@
 //! at each load, `BENCH_PAIRS` times (default 1). Goodput is calls completed
 //! per counted second. `BENCH_MODES` and `BENCH_LOADS` (comma lists) run a
 //! part of the curve; `BENCH_TRACE=1` prints, once a second, what the
-//! server, the plugin and the edge see. Progress on stderr; the curve is
+//! server, the plugin and the edge see; `BENCH_CAPTURE=<dir>` keeps a pcap
+//! of `ua` and of `core` per mode (tcpdump). Progress on stderr; the curve is
 //! drawn into a PNG (`BENCH_PLOT`, default
 //! `target/netserv-bench-overload.png`; `BENCH_REPLOT=<the JSON of a run>`
 //! draws a past run's again, with the same `BENCH_SERVER_BUFFER`); the last
@@ -95,11 +96,34 @@ struct Bed {
     _cap: CpuCap,
     _uas: Proc,
     _plugin: Option<Proc>,
+    _capture: Vec<Proc>,
+}
+
+/// `BENCH_CAPTURE=<dir>`: every UDP datagram in `ua` and in `core`, into
+/// `<dir>/<mode>-ua.pcap` and `<dir>/<mode>-core.pcap` (tcpdump), to find
+/// out afterwards what became of a call that failed.
+fn capture(tb: &Testbed, mode: Mode) -> anyhow::Result<Vec<Proc>> {
+    let Ok(dir) = std::env::var("BENCH_CAPTURE") else { return Ok(Vec::new()) };
+    std::fs::create_dir_all(&dir)?;
+    [(&tb.ua, "ua"), (&tb.core, "core")]
+        .into_iter()
+        .map(|(ns, side)| {
+            let file = format!("{dir}/{}-{side}.pcap", mode.name());
+            // -U: each packet written at once (the capture ends with a kill).
+            tb.spawn(
+                ns,
+                "tcpdump",
+                &["-U", "-Z", "root", "-i", "any", "-s", "0", "-B", "65536", "-w", &file, "udp"],
+                None,
+            )
+        })
+        .collect()
 }
 
 fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32, server_cpu: usize) -> anyhow::Result<Bed> {
     let tb = Testbed::new("ocb")?;
     let dir = TempDir::new("ocbench")?;
+    let capture = capture(&tb, mode)?;
     let cfg = node_config("", "").replacen(
         "listen = \"127.0.0.1:8270\"",
         "listen = \"0.0.0.0:8270\"\nadvertise = \"198.18.2.1:8270\"",
@@ -154,7 +178,7 @@ fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32, server_cpu: usize) -> an
         _ => String::new(),
     };
     let plugin = Some(plugin::start_with(&tb, &dir.0, &format!("{}{overload}", plugin::config(&dir.0)))?);
-    Ok(Bed { tb, dir, app, _kamailio: kamailio, _cap: cap, _uas: uas, _plugin: plugin })
+    Ok(Bed { tb, dir, app, _kamailio: kamailio, _cap: cap, _uas: uas, _plugin: plugin, _capture: capture })
 }
 
 /// What one point of the curve measured.
