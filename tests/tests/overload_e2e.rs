@@ -152,7 +152,8 @@ fn in_band_reports_in_the_servers_responses_steer_the_edge() {
 /// can take. The plugin, reading Kamailio's own statistics, deploys the
 /// sending entity on the edge by on-path signaling and steers it through
 /// the feedback API: the excess gets 503s from the edge, every admitted call
-/// completes with its BYE, and control ends once the load stops.
+/// completes with its BYE, emergency calls get through, and control ends
+/// once the load stops.
 #[test]
 fn the_plugin_deploys_overload_control_when_kamailio_is_overloaded() {
     use netserv_tests::appliance::{ADMIN_TOKEN, node_config};
@@ -168,7 +169,10 @@ fn the_plugin_deploys_overload_control_when_kamailio_is_overloaded() {
         1,
     );
     let app = Appliance::start(&tb, &cfg).expect("appliance starts");
-    let kam = Kamailio::start(&tb.core, SERVER, "sip:127.0.0.1:9060", &dir.0.join("kamailio")).expect("kamailio");
+    // Emergency calls (`urn:service:sos`) go to the callee too.
+    let sos_route = format!("if ($ru =~ \"^urn:service:sos\") {{ $ru = \"sip:uas@{SERVER}\"; }}");
+    let kam = Kamailio::start_with(&tb.core, SERVER, "sip:127.0.0.1:9060", &dir.0.join("kamailio"), "", &sos_route)
+        .expect("kamailio");
     let cap = CpuCap::new("ocplug", 10).expect("cgroup");
     let capped = cap.add_matching(kam.config_path().to_str().expect("utf-8")).expect("cap kamailio");
     assert!(capped >= 2, "kamailio's processes are capped: {capped}");
@@ -184,10 +188,15 @@ fn the_plugin_deploys_overload_control_when_kamailio_is_overloaded() {
     );
     let _plugin = plugin::start_with(&tb, &dir.0, &format!("{}{overload}", plugin::config(&dir.0))).expect("plugin");
 
-    // 10 s of calls at 150 a second: some 450 requests a second offered.
-    // Meanwhile the edge's entity is watched while it serves.
+    // 10 s of calls at 150 a second: some 450 requests a second offered;
+    // beside them, 2 emergency calls a second for the first 7 s (RFC 7339
+    // sheds priority requests once no ordinary ones are left to shed, as in
+    // the last moments of a run). Meanwhile the edge's entity is watched
+    // while it serves.
     let (ua, logs) = (tb.ua.clone(), dir.0.clone());
     let caller = std::thread::spawn(move || sipp::calls_to(&ua, SERVER, "uas", 5061, 1500, 150, &logs));
+    let (ua, logs) = (tb.ua.clone(), dir.0.clone());
+    let sos = std::thread::spawn(move || sipp::calls(&ua, SERVER, Some("sipp/emergency_uac.xml"), 5062, 14, 2, &logs));
     let mut seen: Option<Value> = None;
     while !caller.is_finished() {
         if let Ok(m) = app.module("itsp-a", "overload") {
@@ -196,6 +205,7 @@ fn the_plugin_deploys_overload_control_when_kamailio_is_overloaded() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let run = caller.join().expect("thread").expect("sipp");
+    let sos = sos.join().expect("thread").expect("sipp emergency calls");
     let status: Value = serde_json::from_str(&plugin::get(&tb, "/status")).unwrap_or_default();
     let Some(m) = seen else {
         panic!(
@@ -206,8 +216,8 @@ fn the_plugin_deploys_overload_control_when_kamailio_is_overloaded() {
         )
     };
     eprintln!(
-        "{} ok / {} failed; plugin {}; edge {}",
-        run.successful, run.failed, status["overload"], m["module_counters"]
+        "{} ok / {} failed, BYEs sent / answered {:?}, emergency {} ok / {} failed; plugin {}; edge {}",
+        run.successful, run.failed, run.byes, sos.successful, sos.failed, status["overload"], m["module_counters"]
     );
     // What the edge passes, Kamailio parses: an offer in the Via that its
     // parser rejects would make it drop every request the entity admits.
@@ -218,6 +228,13 @@ fn the_plugin_deploys_overload_control_when_kamailio_is_overloaded() {
     assert!(counter(&m, "shed_initial") > 0, "503s from the edge: {m}");
     assert_eq!(counter(&m, "shed_priority"), 0, "no in-dialog request was shed: {m}");
     assert!(run.successful > 0, "calls still complete under control");
+    // Every call that got a dialog hangs up: the edge never sheds a BYE,
+    // and the server answers each one (sipp retransmits it as RFC 3261 does).
+    let (byes_sent, byes_answered) = run.byes.expect("sipp's per-message counts");
+    assert!(byes_sent > 0, "calls were set up");
+    assert_eq!(byes_answered, byes_sent, "every in-dialog BYE is answered");
+    // Emergency calls are admitted while there are ordinary INVITEs to shed.
+    assert!(sos.successful > 0, "an emergency call completed under control: {} failed", sos.failed);
     // The load stopped: control ends and the entity is removed.
     let released = wait_for("control to end", Duration::from_secs(20), || {
         let s: Value = serde_json::from_str(&plugin::get(&tb, "/status")).unwrap_or_default();

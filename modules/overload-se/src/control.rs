@@ -5,8 +5,11 @@
 //!   shed, initial ones first. The share each category must lose is worked
 //!   out from how many of each arrived lately (counts decaying over ~1 s):
 //!   initial requests lose up to all of theirs before a priority request
-//!   loses any. Which request goes is decided by error diffusion (a credit
-//!   per category), not by a random draw: a guest has no randomness, and
+//!   loses any. An instance that sees no initial requests itself sheds no
+//!   priority one while another instance marks initial arrivals in the
+//!   shared set (the host's workers each see some of the flows). Which
+//!   request goes is decided by error diffusion (a credit per category),
+//!   not by a random draw: a guest has no randomness, and
 //!   the shed fraction is then exact over any dozen requests.
 //! - **Rate** (RFC 7415 §7.2): the host's shared leaky bucket, one per
 //!   server, drained at `oc` requests a second; initial requests conform up
@@ -55,6 +58,19 @@ pub enum Taken {
 /// The decaying arrival counts' time constant.
 const DECAY_NS: f64 = 1e9;
 
+/// The host spreads flows over its workers, each with an instance of its
+/// own: one instance may see only the emergency calls' flow while another
+/// sees the initial requests. Each instance that sees initial requests under
+/// control marks the half second in the shared recent set; an instance that
+/// sees none itself then knows there are still initial requests to shed.
+const SLOT_NS: u64 = 500_000_000;
+
+/// The shared-set key that says "initial requests arrived in `slot`".
+fn initial_marker(key: u32, slot: u64) -> u64 {
+    // Apart from the transaction keys (hashes) by a fixed tag.
+    0x4e53_4f43_0000_0000 ^ (u64::from(key) << 40) ^ slot
+}
+
 #[derive(Debug, Clone)]
 pub struct Control {
     pub key: u32,
@@ -66,11 +82,13 @@ pub struct Control {
     counted_at: u64,
     /// Error-diffusion credit per category.
     credit: [f64; 2],
+    /// The last slot this instance marked (see [`SLOT_NS`]).
+    marked_slot: Option<u64>,
 }
 
 impl Control {
     pub fn new(key: u32) -> Self {
-        Self { key, last_seq: None, active: None, recent: [0.0; 2], counted_at: 0, credit: [0.0; 2] }
+        Self { key, last_seq: None, active: None, recent: [0.0; 2], counted_at: 0, credit: [0.0; 2], marked_slot: None }
     }
 
     /// Takes a report at `now` (ns).
@@ -139,9 +157,21 @@ impl Control {
         match r.algorithm {
             Algorithm::Loss => {
                 let [initial, priority] = self.recent;
+                let slot = now / SLOT_NS;
+                if i == 0 && self.marked_slot != Some(slot) {
+                    self.marked_slot = Some(slot);
+                    limiter.remember(initial_marker(self.key, slot));
+                }
                 let to_shed = f64::from(r.oc.min(100)) / 100.0 * (initial + priority);
                 let share = if i == 0 {
                     if initial > 0.0 { (to_shed / initial).min(1.0) } else { 1.0 }
+                } else if initial < 0.5
+                    && (limiter.contains(initial_marker(self.key, slot))
+                        || limiter.contains(initial_marker(self.key, slot.saturating_sub(1))))
+                {
+                    // None here, but other instances see initial requests:
+                    // those go first.
+                    0.0
                 } else if priority > 0.0 {
                     ((to_shed - initial) / priority).clamp(0.0, 1.0)
                 } else {

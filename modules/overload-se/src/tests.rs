@@ -162,6 +162,60 @@ fn emergency_calls_pass_while_there_are_initial_requests_to_shed() {
     assert!(sos_admitted >= 198, "emergency admitted: {sos_admitted} of 200");
 }
 
+/// Two instances over one host's shared state, as two workers run them.
+#[derive(Clone, Default)]
+struct Workers(std::rc::Rc<std::cell::RefCell<Bucket>>);
+
+impl Shared for Workers {
+    fn conform(&mut self, key: u32, interval: u64, tolerance: u64) -> bool {
+        self.0.borrow_mut().conform(key, interval, tolerance)
+    }
+    fn reset(&mut self, key: u32) {
+        self.0.borrow_mut().reset(key);
+    }
+    fn remember(&mut self, key: u64) {
+        self.0.borrow_mut().remember(key);
+    }
+    fn contains(&mut self, key: u64) -> bool {
+        self.0.borrow_mut().contains(key)
+    }
+}
+
+#[test]
+fn an_instance_that_sees_only_emergency_calls_sheds_none_while_another_sees_initial_requests() {
+    // The host hashes flows over its workers: the ordinary callers' flow
+    // lands on one, the emergency calls' flow on the other.
+    let host = Workers::default();
+    let (mut ordinary, mut emergency) = (Se::new(Config::default(), host.clone()), Se::new(Config::default(), host));
+    ordinary.report(0, server(), loss(75, 10_000, 1));
+    emergency.report(0, server(), loss(75, 10_000, 1));
+    let (mut shed_initial, mut sos_admitted) = (0, 0);
+    for i in 0..3000u32 {
+        let now = u64::from(i) * MS;
+        if ordinary.packet(now, phone(i), server(), &invite(i)).1 == Outcome::ShedInitial {
+            shed_initial += 1;
+        }
+        if i % 100 == 50 {
+            let p = request("INVITE", "urn:service:sos", 100_000 + i, false, "");
+            if emergency.packet(now, phone(100_000 + i), server(), &p).1 == Outcome::AdmittedPriority {
+                sos_admitted += 1;
+            }
+        }
+    }
+    assert!((2200..=2300).contains(&shed_initial), "{shed_initial} of 3000 initial shed");
+    assert_eq!(sos_admitted, 30, "every emergency call passes");
+    // Once no initial request arrives anywhere, priority ones are what is
+    // left to shed: RFC 7339's share holds again.
+    let shed = (0..40u32)
+        .filter(|&k| {
+            let i = 200_000 + k;
+            let p = request("INVITE", "urn:service:sos", i, false, "");
+            emergency.packet(5000 * MS + u64::from(k) * 50 * MS, phone(i), server(), &p).1 == Outcome::ShedPriority
+        })
+        .count();
+    assert!((25..=35).contains(&shed), "{shed} of 40 emergency shed with nothing else left");
+}
+
 #[test]
 fn validity_ends_control_and_zero_ends_it_at_once() {
     let mut s = se();
