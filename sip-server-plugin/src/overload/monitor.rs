@@ -369,6 +369,14 @@ impl Monitor {
             e.offered =
                 if admitted + shed > e.offered { admitted + shed } else { ewma(e.offered, admitted + shed, first) };
             e.passed = ewma(e.passed, passed, first);
+            tracing::debug!(
+                node = node_id,
+                dt,
+                admitted,
+                shed,
+                offered = e.offered,
+                "overload control: an entity's counters"
+            );
         }
         e.last = Some((now, c));
     }
@@ -558,6 +566,15 @@ impl Monitor {
         }
         self.shed = Some(shed);
         self.allowed = Some(offered * (1.0 - shed));
+        tracing::debug!(
+            queue,
+            growth,
+            offered,
+            rate = self.server_rate,
+            learned = ?self.learned_capacity,
+            shed,
+            "overload control: steered"
+        );
     }
 
     fn deploy_towards_busiest(&mut self, now: u64) {

@@ -27,7 +27,8 @@
 //! hang up (CANCEL) once 5 s pass without progress, talk a second, and a
 //! call counts only if its BYE is answered. First the server's capacity is
 //! found with no control (the highest rate it completes 95 % of, over a
-//! ladder ×1.25; `BENCH_CAPACITY` skips it); then each mode is offered 0.5,
+//! ladder ×1.25, each step after `BENCH_LADDER_WARMUP` s, default 12, not
+//! counted; `BENCH_CAPACITY` skips it); then each mode is offered 0.5,
 //! 1, 2, 5 and 10 × that capacity, after `BENCH_PRELUDE` s (default 3) of
 //! normal traffic (0.3 × capacity): `BENCH_WARMUP` s (default 4) not
 //! counted, then `BENCH_SECONDS` (default 8) counted, the modes alternating
@@ -97,6 +98,17 @@ struct Bed {
     _uas: Proc,
     _plugin: Option<Proc>,
     _capture: Vec<Proc>,
+    mode: Mode,
+}
+
+impl Drop for Bed {
+    /// With `BENCH_CAPTURE`, the plugin's log goes beside the captures (run
+    /// with `RUST_LOG=netserv_sip_plugin=debug` for every tick's view).
+    fn drop(&mut self) {
+        if let Ok(dir) = std::env::var("BENCH_CAPTURE") {
+            let _ = std::fs::copy(self.dir.0.join("plugin.log"), format!("{dir}/{}-plugin.log", self.mode.name()));
+        }
+    }
 }
 
 /// `BENCH_CAPTURE=<dir>`: every UDP datagram in `ua` and in `core`, into
@@ -178,7 +190,7 @@ fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32, server_cpu: usize) -> an
         _ => String::new(),
     };
     let plugin = Some(plugin::start_with(&tb, &dir.0, &format!("{}{overload}", plugin::config(&dir.0)))?);
-    Ok(Bed { tb, dir, app, _kamailio: kamailio, _cap: cap, _uas: uas, _plugin: plugin, _capture: capture })
+    Ok(Bed { tb, dir, app, _kamailio: kamailio, _cap: cap, _uas: uas, _plugin: plugin, _capture: capture, mode })
 }
 
 /// What one point of the curve measured.
@@ -321,8 +333,15 @@ fn main() -> anyhow::Result<()> {
     let b = bed(Mode::None, 0.0, cpu_percent, server_cpu)?;
     let mut capacity: f64 = env_u64("BENCH_CAPACITY", 0) as f64;
     let mut offered = if capacity > 0.0 { f64::INFINITY } else { 20.0 };
+    // Each step is offered `BENCH_LADDER_WARMUP` s (default 12) before the
+    // counted seconds: a deep receive buffer holds a growing backlog for as
+    // long as callers wait (5 s), so a rate the server cannot sustain would
+    // otherwise pass a short step (with 4 MiB and no warm-up, 364 calls/s
+    // "completed" where the server sustains some 250). With it, a step
+    // passes only below (1 + 5 / (warm-up + counted)) × what it sustains.
+    let ladder_warmup = env_u64("BENCH_LADDER_WARMUP", 12).clamp(0, 60);
     while offered <= 2000.0 {
-        let good = offer(&b, offered, (0, 0.0), 0, secs)?.goodput;
+        let good = offer(&b, offered, (0, 0.0), ladder_warmup, secs)?.goodput;
         progress(&format!("  offered {offered:.0} calls/s: {good:.1} completed/s"));
         if good < 0.95 * offered {
             break;
