@@ -2,14 +2,15 @@
 //! report in force, and the decision for each request under it.
 //!
 //! - **Loss** (RFC 7339): `oc` percent of the controllable requests are
-//!   shed, initial ones first. The share each category must lose is worked
-//!   out from how many of each arrived lately (counts decaying over ~1 s):
-//!   initial requests lose up to all of theirs before a priority request
-//!   loses any. An instance that sees no initial requests itself sheds no
-//!   priority one while another instance marks initial arrivals in the
-//!   shared set (the host's workers each see some of the flows). Which
-//!   request goes is decided by error diffusion (a credit per category),
-//!   not by a random draw: a guest has no randomness, and
+//!   shed, initial ones first. The share is worked out from how many of each
+//!   category arrived lately (counts decaying over ~1 s): initial requests
+//!   lose up to all of theirs, and a priority request (in-dialog, emergency)
+//!   is shed only once no initial request arrives any more — not here, and
+//!   not at another instance, which marks its initial arrivals in the shared
+//!   set (the host's workers each see some of the flows). So an emergency
+//!   call passes whenever there is an ordinary one to shed instead, however
+//!   high `oc` is. Which request goes is decided by error diffusion (a
+//!   credit per category), not by a random draw: a guest has no randomness, and
 //!   the shed fraction is then exact over any dozen requests.
 //! - **Rate** (RFC 7415 §7.2): the host's shared leaky bucket, one per
 //!   server, drained at `oc` requests a second; initial requests conform up
@@ -84,11 +85,24 @@ pub struct Control {
     credit: [f64; 2],
     /// The last slot this instance marked (see [`SLOT_NS`]).
     marked_slot: Option<u64>,
+    /// When control began for this instance (ns): the report reaches each
+    /// worker's instance at its next batch, so for a moment another one may
+    /// not mark yet what it sees.
+    since: u64,
 }
 
 impl Control {
     pub fn new(key: u32) -> Self {
-        Self { key, last_seq: None, active: None, recent: [0.0; 2], counted_at: 0, credit: [0.0; 2], marked_slot: None }
+        Self {
+            key,
+            last_seq: None,
+            active: None,
+            recent: [0.0; 2],
+            counted_at: 0,
+            credit: [0.0; 2],
+            marked_slot: None,
+            since: 0,
+        }
     }
 
     /// Takes a report at `now` (ns).
@@ -106,6 +120,9 @@ impl Control {
             // A new rate starts from an empty bucket; a new loss from no debt.
             limiter.reset(self.key);
             self.credit = [0.0; 2];
+        }
+        if previous.is_none() {
+            self.since = now;
         }
         self.active = Some((r, now.saturating_add(u64::from(r.validity_ms) * 1_000_000)));
         Taken::Accepted
@@ -165,17 +182,17 @@ impl Control {
                 let to_shed = f64::from(r.oc.min(100)) / 100.0 * (initial + priority);
                 let share = if i == 0 {
                     if initial > 0.0 { (to_shed / initial).min(1.0) } else { 1.0 }
-                } else if initial < 0.5
-                    && (limiter.contains(initial_marker(self.key, slot))
-                        || limiter.contains(initial_marker(self.key, slot.saturating_sub(1))))
+                } else if now < self.since.saturating_add(2 * SLOT_NS)
+                    || limiter.contains(initial_marker(self.key, slot))
+                    || limiter.contains(initial_marker(self.key, slot.saturating_sub(1)))
                 {
-                    // None here, but other instances see initial requests:
-                    // those go first.
+                    // Initial requests still arrive, here or at another
+                    // instance (or may: control has just begun): while there
+                    // are any, they are what is shed, however high `oc` is.
                     0.0
-                } else if priority > 0.0 {
-                    ((to_shed - initial) / priority).clamp(0.0, 1.0)
                 } else {
-                    0.0
+                    // None left to shed: priority requests lose `oc`.
+                    f64::from(r.oc.min(100)) / 100.0
                 };
                 let Some(credit) = self.credit.get_mut(i) else { return false };
                 *credit += share;

@@ -121,7 +121,8 @@ fn a_loss_report_sheds_that_share_with_503s_as_the_server_would_send_them() {
 
 #[test]
 fn initial_requests_go_first_then_in_dialog_ones_and_never_ack_cancel_bye() {
-    for (oc, initial_shed, in_dialog_shed) in [(50u32, 500i32, 0i32), (80, 500, 300), (100, 500, 500)] {
+    // While initial requests arrive, they alone are shed, however high `oc`.
+    for (oc, initial_shed, in_dialog_shed) in [(50u32, 500i32, 0i32), (80, 500, 0), (100, 500, 0)] {
         let mut s = se();
         s.report(0, server(), loss(oc, 10_000, 1));
         let (mut shed_initial, mut shed_dialog) = (0i32, 0i32);
@@ -141,6 +142,16 @@ fn initial_requests_go_first_then_in_dialog_ones_and_never_ack_cancel_bye() {
             let p = request(m, "sip:bob@example.com", 5000 + i as u32, true, "");
             assert_eq!(run(&mut s, 2000 * MS, 5000, &p).1, Outcome::NeverShed, "{m} at oc {oc}");
         }
+        // Once no initial request comes any more, in-dialog ones lose `oc`.
+        let shed = (0..500u32)
+            .filter(|&k| {
+                let i = 10_000 + k;
+                let p = request("INVITE", "sip:bob@example.com", i, true, "");
+                run(&mut s, 4000 * MS + u64::from(k) * MS, i, &p).1 == Outcome::ShedPriority
+            })
+            .count() as i32;
+        let expected = 5 * oc as i32;
+        assert!((shed - expected).abs() <= 10, "oc {oc}: {shed} of 500 in-dialog shed alone, {expected} expected");
     }
 }
 
@@ -204,6 +215,17 @@ fn an_instance_that_sees_only_emergency_calls_sheds_none_while_another_sees_init
     }
     assert!((2200..=2300).contains(&shed_initial), "{shed_initial} of 3000 initial shed");
     assert_eq!(sos_admitted, 30, "every emergency call passes");
+    // Control just began and the other instance has not seen an initial
+    // request yet (the report reaches each worker at its next batch): an
+    // emergency calls that come first still pass.
+    let mut fresh = Se::new(Config::default(), Workers::default());
+    fresh.report(9000 * MS, server(), loss(75, 10_000, 1));
+    for k in 0..4u32 {
+        let i = 300_000 + k;
+        let p = request("INVITE", "urn:service:sos", i, false, "");
+        let now = 9001 * MS + u64::from(k) * 10 * MS;
+        assert_eq!(fresh.packet(now, phone(i), server(), &p).1, Outcome::AdmittedPriority, "emergency call {k}");
+    }
     // Once no initial request arrives anywhere, priority ones are what is
     // left to shed: RFC 7339's share holds again.
     let shed = (0..40u32)
