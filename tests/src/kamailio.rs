@@ -80,6 +80,13 @@ impl Kamailio {
     }
 }
 
+/// A `request_route` line (for [`Kamailio::start_with`]) that sends
+/// emergency calls (`urn:service:sos`, RFC 5031) to the callee of
+/// [`start_callee`] behind `server` (ip:port).
+pub fn emergency_to_callee(server: &str) -> String {
+    format!("if ($ru =~ \"^urn:service:sos\") {{ $ru = \"sip:uas@{server}\"; }}")
+}
+
 /// The callee behind the server `server` (ip:port), for calls to user
 /// `uas`: registers a sipp UAS in `core` (port 5070; its scenario file in
 /// `dir`) and starts it. Stops with the returned process.

@@ -170,7 +170,7 @@ fn the_plugin_deploys_overload_control_when_kamailio_is_overloaded() {
     );
     let app = Appliance::start(&tb, &cfg).expect("appliance starts");
     // Emergency calls (`urn:service:sos`) go to the callee too.
-    let sos_route = format!("if ($ru =~ \"^urn:service:sos\") {{ $ru = \"sip:uas@{SERVER}\"; }}");
+    let sos_route = netserv_tests::kamailio::emergency_to_callee(SERVER);
     let kam = Kamailio::start_with(&tb.core, SERVER, "sip:127.0.0.1:9060", &dir.0.join("kamailio"), "", &sos_route)
         .expect("kamailio");
     let cap = CpuCap::new("ocplug", 10).expect("cgroup");

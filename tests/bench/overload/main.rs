@@ -155,7 +155,7 @@ fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32, server_cpu: usize) -> an
         (String::new(), String::new())
     };
     // Emergency calls (`urn:service:sos`) go to the callee too.
-    let route = format!("{route}\nif ($ru =~ \"^urn:service:sos\") {{ $ru = \"sip:uas@{SERVER}\"; }}");
+    let route = format!("{route}\n{}", netserv_tests::kamailio::emergency_to_callee(SERVER));
     // BENCH_SERVER_BUFFER=<bytes>: Kamailio's `maxbuffer` (the receive
     // buffer its start-up probing may reach; its own default is 256 KiB,
     // which the kernel doubles), as an operator raises it to ride out bursts.
