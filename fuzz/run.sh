@@ -7,10 +7,12 @@ cd "$(dirname "$0")"
 secs="${1:-10}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-for target in sip_scan stun_wire keepalive overload_se gist_wire nslp_wire hep nfqueue_wire turn_framing relay_credentials relay_server; do
+for target in sip_scan stun_wire keepalive overload_se gist_wire nslp_wire hep nfqueue_wire turn_framing relay_credentials relay_server gist_node icmp_unreachable; do
   seeds=seeds/sip
   [[ $target == stun_wire ]] && seeds=seeds/stun
   [[ $target == gist_wire ]] && seeds=seeds/gist
+  [[ $target == gist_node ]] && seeds=seeds/gist_node
+  [[ $target == icmp_unreachable ]] && seeds=seeds/icmp
   [[ $target == nslp_wire ]] && seeds=seeds/nslp
   [[ $target == hep ]] && seeds=seeds/hep
   [[ $target == nfqueue_wire ]] && seeds=seeds/nfqueue

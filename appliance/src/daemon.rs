@@ -92,7 +92,21 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
         .with_context(|| format!("binding the API on {}", cfg.api_listen))?;
-    tracing::info!(node_id = %cfg.node_id, api = %cfg.api_listen, queues = cfg.dataplane.queues, "appliance running");
+    // TLS on the API when the config names a certificate; SIGHUP reads it again.
+    let tls =
+        match &cfg.api_tls {
+            None => None,
+            Some(t) => Some(axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key).await.with_context(
+                || format!("loading api.tls_cert {} and api.tls_key {}", t.cert.display(), t.key.display()),
+            )?),
+        };
+    tracing::info!(
+        node_id = %cfg.node_id,
+        api = %cfg.api_listen,
+        tls = tls.is_some(),
+        queues = cfg.dataplane.queues,
+        "appliance running"
+    );
 
     // A quarantined module's rule comes out as soon as it is quarantined.
     let quarantines = tokio::spawn(controller.clone().watch_quarantines());
@@ -130,10 +144,27 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         let c = controller.clone();
         let path = config_path.clone();
         let mut hup = signal(SignalKind::hangup())?;
+        let rotated = tls.clone().zip(cfg.api_tls.clone());
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
+                // A renewed certificate, at the paths the node started with.
+                if let Some((tls, paths)) = &rotated {
+                    match tls.reload_from_pem_file(&paths.cert, &paths.key).await {
+                        Ok(()) => tracing::info!("API certificate reloaded"),
+                        Err(e) => tracing::error!(error = %e, "API certificate reload failed; keeping the running one"),
+                    }
+                }
                 match Config::load(&path) {
                     Ok(new) => {
+                        // What a running node cannot take on is said, not
+                        // silently ignored: it stays as it started until a restart.
+                        let pending = c.config().changes_needing_restart(&new);
+                        if !pending.is_empty() {
+                            tracing::warn!(
+                                fields = %pending.join(", "),
+                                "configuration changes that need a restart; running on the old values of these"
+                            );
+                        }
                         let removed = c.reload(new).await;
                         tracing::info!(removed, "configuration reloaded");
                     }
@@ -151,7 +182,22 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             _ = int.recv() => tracing::info!("SIGINT: draining"),
         }
     };
-    axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?;
+    match tls {
+        None => axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown).await?,
+        Some(tls) => {
+            // rustls through axum-server; the same drain on SIGTERM.
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                h.graceful_shutdown(Some(Duration::from_secs(10)));
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, tls)
+                .handle(handle)
+                .serve(api::app(state).into_make_service())
+                .await?;
+        }
+    }
     expiry.abort();
     quarantines.abort();
     steering.abort();

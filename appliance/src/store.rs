@@ -1,8 +1,11 @@
 //! Fetches module bytes from a URL or a local path, with a size cap, and
 //! checks their sha256. Compilation and caching by hash live in `runtime`.
 
+use crate::relay::peer_policy::PeerPolicy;
 use crate::runtime::ModuleHash;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where a module comes from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -24,11 +27,28 @@ pub enum FetchError {
     Scheme(String),
     #[error("downloading {url}: {reason}")]
     Download { url: String, reason: String },
-    #[error("sha256 mismatch: expected {expected}, got {actual}")]
+    /// The URL's host is, or resolves to, an address the node does not fetch
+    /// from (its own, loopback, private, ...) and the tenant's
+    /// `module_origins` do not open.
+    #[error("the module URL's host {host} is not an origin this node fetches from ({why})")]
+    OriginDenied { host: String, why: &'static str },
+    // Not the hash of what came: it would tell the requester about bytes
+    // it could not otherwise read.
+    #[error("sha256 mismatch: expected {expected}, the download differs")]
     HashMismatch { expected: String, actual: String },
 }
 
-pub async fn fetch(client: &reqwest::Client, source: &ModuleSource, cap: u64) -> Result<Vec<u8>, FetchError> {
+/// How long a download may take, and its connection.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The module's bytes, up to `cap`. A URL is fetched only from an address
+/// `origins` allows — checked on every address the host resolves to, and
+/// the connection pinned to the one checked, so that a name cannot resolve
+/// to another address between the check and the connect — with no
+/// redirects and no proxy: a SETUP must not make the node reach into the
+/// ISP's own network.
+pub async fn fetch(source: &ModuleSource, cap: u64, origins: &PeerPolicy) -> Result<Vec<u8>, FetchError> {
     match source {
         ModuleSource::Path(path) => {
             let meta =
@@ -39,12 +59,45 @@ pub async fn fetch(client: &reqwest::Client, source: &ModuleSource, cap: u64) ->
             tokio::fs::read(path).await.map_err(|source| FetchError::Read { path: path.clone(), source })
         }
         ModuleSource::Url(url) => {
-            if !url.starts_with("http://") {
+            let dl = |reason: String| FetchError::Download { url: url.clone(), reason };
+            let parsed = reqwest::Url::parse(url).map_err(|e| dl(e.to_string()))?;
+            if parsed.scheme() != "http" {
                 return Err(FetchError::Scheme(url.clone()));
             }
-            let dl = |reason: String| FetchError::Download { url: url.clone(), reason };
-            let mut resp = client.get(url).send().await.map_err(|e| dl(e.to_string()))?;
+            let port = parsed.port_or_known_default().unwrap_or(80);
+            let (host, addrs): (String, Vec<SocketAddr>) = match parsed.host() {
+                Some(url::Host::Ipv4(ip)) => (ip.to_string(), vec![SocketAddr::new(ip.into(), port)]),
+                Some(url::Host::Ipv6(ip)) => (ip.to_string(), vec![SocketAddr::new(ip.into(), port)]),
+                Some(url::Host::Domain(d)) => {
+                    let found = tokio::net::lookup_host((d, port)).await.map_err(|e| dl(e.to_string()))?;
+                    (d.to_owned(), found.collect())
+                }
+                None => return Err(dl("no host".into())),
+            };
+            let mut denied = "it resolves to no address";
+            let mut allowed = None;
+            for a in &addrs {
+                match origins.check(a.ip()) {
+                    Ok(_) => {
+                        allowed = Some(*a);
+                        break;
+                    }
+                    Err(why) => denied = why.as_str(),
+                }
+            }
+            let Some(addr) = allowed else { return Err(FetchError::OriginDenied { host, why: denied }) };
+            let mut client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .timeout(DOWNLOAD_TIMEOUT)
+                .connect_timeout(CONNECT_TIMEOUT);
+            if let Some(url::Host::Domain(d)) = parsed.host() {
+                client = client.resolve(d, addr);
+            }
+            let client = client.build().map_err(|e| dl(e.to_string()))?;
+            let mut resp = client.get(parsed).send().await.map_err(|e| dl(e.to_string()))?;
             if !resp.status().is_success() {
+                // A redirect too: it is not followed.
                 return Err(dl(format!("HTTP status {}", resp.status())));
             }
             if resp.content_length().is_some_and(|l| l > cap) {
@@ -58,6 +111,21 @@ pub async fn fetch(client: &reqwest::Client, source: &ModuleSource, cap: u64) ->
                 body.extend_from_slice(&chunk);
             }
             Ok(body)
+        }
+    }
+}
+
+impl FetchError {
+    /// What a signaling response may say about it: signaling is not
+    /// encrypted and crosses the path, so no URL, no error text of the
+    /// download, no hash of what was fetched.
+    pub fn coarse(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "module too large",
+            Self::Read { .. } | Self::Download { .. } => "download failed",
+            Self::Scheme(_) => "unsupported module URL",
+            Self::OriginDenied { .. } => "module origin not allowed",
+            Self::HashMismatch { .. } => "sha256 mismatch",
         }
     }
 }
@@ -76,46 +144,110 @@ pub fn verify(bytes: &[u8], expected: Option<&str>) -> Result<ModuleHash, FetchE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    /// Serves `body` once per connection over plain HTTP on loopback.
-    async fn serve(body: Vec<u8>, status: &'static str) -> String {
+    /// Serves `body` with `status` (and `extra` headers) once per connection
+    /// over plain HTTP on loopback; the request lines it got go to `seen`.
+    async fn serve_with(body: Vec<u8>, status: &'static str, extra: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
         tokio::spawn(async move {
             for _ in 0..8 {
                 let Ok((mut s, _)) = listener.accept().await else { return };
                 let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf).await;
-                let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let line = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_owned();
+                log.lock().expect("log").push(line);
+                let head =
+                    format!("HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
                 let _ = s.write_all(head.as_bytes()).await;
                 let _ = s.write_all(&body).await;
             }
         });
-        format!("http://{addr}/module.wasm")
+        (format!("http://{addr}/module.wasm"), seen)
+    }
+
+    async fn serve(body: Vec<u8>, status: &'static str) -> String {
+        serve_with(body, status, "").await.0
+    }
+
+    /// The default policy, with loopback opened as a tenant's
+    /// `module_origins = ["127.0.0.0/8"]` would (these tests serve on it).
+    fn loopback_allowed() -> PeerPolicy {
+        PeerPolicy::new(Vec::<std::net::IpAddr>::new(), ["127.0.0.0/8".parse().expect("prefix")])
     }
 
     #[tokio::test]
     async fn url_fetch_checks_size_and_hash() {
         let body = b"\0asm-not-really".to_vec();
         let url = serve(body.clone(), "200 OK").await;
-        let client = reqwest::Client::new();
-        let got = fetch(&client, &ModuleSource::Url(url.clone()), 1024).await.expect("fetch");
+        let open = loopback_allowed();
+        let got = fetch(&ModuleSource::Url(url.clone()), 1024, &open).await.expect("fetch");
         assert_eq!(got, body);
         let hash = ModuleHash::of(&body).to_hex();
         assert!(verify(&got, Some(&hash)).is_ok());
-        assert!(matches!(verify(&got, Some(&"ab".repeat(32))), Err(FetchError::HashMismatch { .. })));
-        assert!(matches!(fetch(&client, &ModuleSource::Url(url), 4).await, Err(FetchError::TooLarge { cap: 4 })));
+        let wrong = verify(&got, Some(&"ab".repeat(32))).expect_err("mismatch");
+        assert!(matches!(wrong, FetchError::HashMismatch { .. }));
+        assert!(!wrong.to_string().contains(&hash), "the hash of what came is not told: {wrong}");
+        assert!(matches!(fetch(&ModuleSource::Url(url), 4, &open).await, Err(FetchError::TooLarge { cap: 4 })));
     }
 
     #[tokio::test]
     async fn url_fetch_refuses_errors_and_other_schemes() {
         let url = serve(Vec::new(), "404 Not Found").await;
-        let client = reqwest::Client::new();
-        assert!(matches!(fetch(&client, &ModuleSource::Url(url), 1024).await, Err(FetchError::Download { .. })));
+        let open = loopback_allowed();
+        assert!(matches!(fetch(&ModuleSource::Url(url), 1024, &open).await, Err(FetchError::Download { .. })));
         let https = ModuleSource::Url("https://example.invalid/m.wasm".into());
-        assert!(matches!(fetch(&client, &https, 1024).await, Err(FetchError::Scheme(_))));
+        assert!(matches!(fetch(&https, 1024, &open).await, Err(FetchError::Scheme(_))));
         let missing = ModuleSource::Path("/nonexistent/module.wasm".into());
-        assert!(matches!(fetch(&client, &missing, 1024).await, Err(FetchError::Read { .. })));
+        assert!(matches!(fetch(&missing, 1024, &open).await, Err(FetchError::Read { .. })));
+    }
+
+    /// A SETUP naming an address inside the ISP's network, by address or by
+    /// name, fetches nothing there: before, any http:// host was fetched.
+    #[tokio::test]
+    async fn internal_origins_are_denied_by_default_and_never_contacted() {
+        let (url, seen) = serve_with(b"secret".to_vec(), "200 OK", "").await;
+        let default = PeerPolicy::new(Vec::<std::net::IpAddr>::new(), Vec::<ipnet::IpNet>::new());
+        let port = url.split(':').nth(2).and_then(|p| p.split('/').next()).expect("port").to_owned();
+        for u in [
+            url.clone(),
+            format!("http://localhost:{port}/module.wasm"),
+            format!("http://[::ffff:127.0.0.1]:{port}/module.wasm"),
+            "http://10.1.2.3/m.wasm".into(),
+            "http://192.168.0.1/m.wasm".into(),
+            "http://169.254.169.254/latest/meta-data".into(),
+            "http://[fd00::1]/m.wasm".into(),
+        ] {
+            let got = fetch(&ModuleSource::Url(u.clone()), 1024, &default).await;
+            assert!(matches!(got, Err(FetchError::OriginDenied { .. })), "{u}: {got:?}");
+        }
+        assert!(seen.lock().expect("log").is_empty(), "an internal origin was contacted");
+        // The node's own addresses too, whatever range they are in.
+        let own = PeerPolicy::new(["198.18.1.1".parse().expect("ip")], Vec::<ipnet::IpNet>::new());
+        let got = fetch(&ModuleSource::Url("http://198.18.1.1:8270/m.wasm".into()), 1024, &own).await;
+        assert!(matches!(got, Err(FetchError::OriginDenied { why: "this_node", .. })), "{got:?}");
+    }
+
+    /// A redirect is not followed (it could point anywhere, past the check).
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let (url, seen) = serve_with(Vec::new(), "302 Found", "Location: /elsewhere.wasm\r\n").await;
+        let got = fetch(&ModuleSource::Url(url), 1024, &loopback_allowed()).await;
+        assert!(matches!(&got, Err(FetchError::Download { reason, .. }) if reason.contains("302")), "{got:?}");
+        let seen = seen.lock().expect("log").clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].contains("/module.wasm"), "{seen:?}");
+    }
+
+    #[test]
+    fn what_signaling_may_say_is_coarse() {
+        let e = FetchError::Download { url: "http://10.0.0.1:22/x".into(), reason: "connection refused".into() };
+        assert_eq!(e.coarse(), "download failed");
+        let e = FetchError::OriginDenied { host: "10.0.0.1".into(), why: "private" };
+        assert_eq!(e.coarse(), "module origin not allowed");
     }
 }

@@ -18,6 +18,12 @@ pub struct Config {
     /// Where Kamailio's siptrace sends HEP.
     #[serde(default = "default_hep")]
     pub hep_listen: SocketAddr,
+    /// Who may send HEP: the SIP server's address and loopback always, and
+    /// these prefixes besides (further SIP servers mirroring to this plugin).
+    /// A datagram from anyone else is dropped and counted: what HEP says
+    /// decides where modules get deployed.
+    #[serde(default)]
+    pub hep_allow: Vec<ipnet::IpNet>,
     /// Status, metrics and module downloads.
     #[serde(default = "default_http")]
     pub http_listen: SocketAddr,
@@ -282,6 +288,15 @@ impl Config {
         Self::parse(&text)
     }
 
+    /// Whether a HEP datagram from `ip` is listened to (see `hep_allow`).
+    pub fn hep_allowed(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        ip.is_loopback() || ip == self.server.ip() || self.hep_allow.iter().any(|n| n.contains(&ip))
+    }
+
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let c: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         let bad = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
@@ -421,6 +436,24 @@ http_advertise = "198.18.2.20:8280"
             Err(ConfigError::Invalid { field, .. }) => field.into(),
             other => format!("{other:?}"),
         }
+    }
+
+    /// HEP decides where modules go: only the SIP server (and loopback, and
+    /// what `hep_allow` adds) may send it. Before, any sender was heard.
+    #[test]
+    fn hep_is_heard_only_from_the_server_loopback_and_the_allow_list() {
+        let c = Config::parse(BASE).expect("valid");
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert!(c.hep_allowed(ip("198.18.2.20")));
+        assert!(c.hep_allowed(ip("127.0.0.1")));
+        assert!(c.hep_allowed(ip("::1")));
+        assert!(c.hep_allowed(ip("::ffff:198.18.2.20")));
+        assert!(!c.hep_allowed(ip("198.18.1.10")), "a phone's address");
+        assert!(!c.hep_allowed(ip("198.18.2.21")));
+        let more =
+            Config::parse(&BASE.replace("[module]", "hep_allow = [\"198.18.3.0/24\"]\n[module]")).expect("valid");
+        assert!(more.hep_allowed(ip("198.18.3.7")));
+        assert!(!more.hep_allowed(ip("198.18.4.7")));
     }
 
     #[test]

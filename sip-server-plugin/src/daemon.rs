@@ -172,6 +172,9 @@ async fn status(State(s): State<Http>) -> impl IntoResponse {
     }))
 }
 
+/// HEP datagrams from senders not allowed to mirror (`hep_allow`).
+static HEP_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn metrics(State(s): State<Http>) -> impl IntoResponse {
     let r = s.registry.borrow().clone();
     let c = r.counters;
@@ -205,6 +208,12 @@ async fn metrics(State(s): State<Http>) -> impl IntoResponse {
         ),
         (false, "netserv_plugin_phones", "Phones known.", r.phones.len() as u64),
         (false, "netserv_plugin_phones_served", "Phones whose keep-alives are answered at the edge.", served as u64),
+        (
+            true,
+            "netserv_plugin_hep_refused",
+            "HEP datagrams dropped because their sender is not the SIP server, loopback or in hep_allow.",
+            HEP_REFUSED.load(std::sync::atomic::Ordering::Relaxed),
+        ),
     ] {
         let mut f = if counter { x.counter(name, help) } else { x.gauge(name, help) };
         f.sample(&[], v);
@@ -473,7 +482,13 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             r = hep_sock.recv_from(&mut buf) => {
-                let Ok((n, _)) = r else { continue };
+                let Ok((n, from)) = r else { continue };
+                if !cfg.hep_allowed(from.ip()) {
+                    if HEP_REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                        tracing::warn!(%from, "HEP from a sender not in hep_allow: dropped (counted in netserv_plugin_hep_refused)");
+                    }
+                    continue;
+                }
                 match hep::decode(buf.get(..n).unwrap_or_default()) {
                     Ok(h) => match classify(&h, &keepalives) {
                         Observation::KeepAlive { phone } => policy.on_keepalive(now_ms(), phone.ip()),

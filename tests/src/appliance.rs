@@ -62,7 +62,18 @@ pub struct Appliance {
     pub edge: String,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
+    /// With `[api] tls_cert` in the config: the API is called over https,
+    /// trusting that certificate (curl `--cacert`).
+    pub tls_cert: Option<PathBuf>,
     _dir: TempDir,
+}
+
+/// The `tls_cert = "..."` a config names, if any.
+fn tls_cert_of(config: &str) -> Option<PathBuf> {
+    config.lines().find_map(|l| {
+        let v = l.trim().strip_prefix("tls_cert")?.trim().strip_prefix('=')?.trim();
+        Some(PathBuf::from(v.trim_matches('"')))
+    })
 }
 
 /// A temporary directory removed on drop.
@@ -124,7 +135,8 @@ impl Appliance {
             Some(c) => crate::netns::spawn(ns, "taskset", &["-c", c, bin, "run", "--config", cfg], Some(&log_path))?,
             None => crate::netns::spawn(ns, bin, &["run", "--config", cfg], Some(&log_path))?,
         };
-        let me = Self { proc, edge: ns.to_owned(), config_path, log_path, _dir: dir };
+        let tls_cert = tls_cert_of(&std::fs::read_to_string(&config_path)?);
+        let me = Self { proc, edge: ns.to_owned(), config_path, log_path, tls_cert, _dir: dir };
         let start = Instant::now();
         loop {
             if let Ok((200, _)) = me.api("GET", "/healthz", None, ADMIN_TOKEN) {
@@ -146,8 +158,12 @@ impl Appliance {
         body: Option<&serde_json::Value>,
         token: &str,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
-        let url = format!("{API}{path}");
+        let url = match self.tls_cert {
+            None => format!("{API}{path}"),
+            Some(_) => format!("{}{path}", API.replacen("http:", "https:", 1)),
+        };
         let auth = format!("Authorization: Bearer {token}");
+        let ca = self.tls_cert.as_ref().and_then(|c| c.to_str()).unwrap_or_default().to_owned();
         let mut args = vec![
             "netns",
             "exec",
@@ -163,6 +179,9 @@ impl Appliance {
             "-H",
             &auth,
         ];
+        if self.tls_cert.is_some() {
+            args.extend(["--cacert", &ca]);
+        }
         let data;
         if let Some(b) = body {
             data = b.to_string();

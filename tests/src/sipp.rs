@@ -86,7 +86,32 @@ pub struct Calls {
     /// BYEs sent (first copies) and answered 200, for a scenario that has
     /// them (sipp's per-message counts).
     pub byes: Option<(u64, u64)>,
+    /// Calls completed so far, once a second while sipp ran: (Unix time in
+    /// seconds, cumulative successful calls), from its start (0).
+    pub completed: Vec<(f64, u64)>,
     pub output: String,
+}
+
+impl Calls {
+    /// Calls completed between Unix times `from` and `to` (seconds), read
+    /// off the once-a-second series, linear between its rows: how much a
+    /// run contributed to a window of wall time that other runs share.
+    pub fn completed_between(&self, from: f64, to: f64) -> f64 {
+        self.completed_at(to) - self.completed_at(from)
+    }
+
+    fn completed_at(&self, t: f64) -> f64 {
+        let s = &self.completed;
+        match s.iter().position(|(at, _)| *at >= t) {
+            None => s.last().map_or(0.0, |(_, n)| *n as f64),
+            Some(0) => 0.0,
+            Some(i) => {
+                let ((t0, n0), (t1, n1)) = (s[i - 1], s[i]);
+                let f = if t1 > t0 { (t - t0) / (t1 - t0) } else { 1.0 };
+                n0 as f64 + f * (n1 as f64 - n0 as f64)
+            }
+        }
+    }
 }
 
 /// Places `calls` calls at `rate` a second from namespace `ua` (port
@@ -174,6 +199,9 @@ fn run_calls(
             "-nostdin",
             "-trace_counts",
             "-trace_stat",
+            // A row a second: when the calls completed, not only how many.
+            "-fd",
+            "1",
             "-stf",
         ])
         .arg(&stat)
@@ -192,8 +220,36 @@ fn run_calls(
         successful: column("SuccessfulCall(C)")?,
         failed: column("FailedCall(C)")?,
         byes: bye_counts(&work),
+        completed: completion_series(&text),
         output,
     })
+}
+
+/// The (Unix time, `SuccessfulCall(C)`) rows of sipp's statistics file,
+/// starting with (its `StartTime`, 0). sipp writes times as
+/// `date<TAB>time<TAB>unix-seconds`.
+fn completion_series(text: &str) -> Vec<(f64, u64)> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let Some(head) = lines.next().map(|h| h.split(';').collect::<Vec<_>>()) else { return Vec::new() };
+    let col = |name: &str| head.iter().position(|h| *h == name);
+    let (Some(start), Some(now), Some(ok)) = (col("StartTime"), col("CurrentTime"), col("SuccessfulCall(C)")) else {
+        return Vec::new();
+    };
+    let unix =
+        |field: Option<&&str>| field.and_then(|f| f.rsplit('\t').next()).and_then(|t| t.trim().parse::<f64>().ok());
+    let mut series = Vec::new();
+    for row in lines {
+        let row: Vec<&str> = row.split(';').collect();
+        if series.is_empty()
+            && let Some(t) = unix(row.get(start))
+        {
+            series.push((t, 0));
+        }
+        if let (Some(t), Some(n)) = (unix(row.get(now)), row.get(ok).and_then(|v| v.trim().parse().ok())) {
+            series.push((t, n));
+        }
+    }
+    series
 }
 
 /// From sipp's `*_counts.csv` in `dir`: the BYEs a scenario sent (first
@@ -211,4 +267,35 @@ fn bye_counts(dir: &Path) -> Option<(u64, u64)> {
     let answered_at = head.iter().position(|h| *h == format!("{}_200_Recv", step + 1))?;
     let value = |i: usize| last.get(i).and_then(|v| v.trim().parse().ok());
     Some((value(sent_at)?, value(answered_at)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three rows as sipp 3.6 writes them with `-fd 1` (columns cut down).
+    const STATS: &str = "StartTime;LastResetTime;CurrentTime;SuccessfulCall(P);SuccessfulCall(C)\n\
+        2026-12-07\t14:23:55.800000\t1796653435.800000;x;2026-12-07\t14:23:56.800000\t1796653436.800000;4;4\n\
+        2026-12-07\t14:23:55.800000\t1796653435.800000;x;2026-12-07\t14:23:57.800000\t1796653437.800000;6;10\n\
+        2026-12-07\t14:23:55.800000\t1796653435.800000;x;2026-12-07\t14:23:58.800000\t1796653438.800000;0;10\n";
+
+    #[test]
+    fn the_completion_series_starts_at_zero_and_interpolates_between_rows() {
+        let s = completion_series(STATS);
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0], (1_796_653_435.8, 0));
+        let calls = Calls { successful: 10, failed: 0, byes: None, completed: s, output: String::new() };
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        // Half of the first second's 4, all of the next second's 6.
+        assert!(near(calls.completed_between(1_796_653_436.3, 1_796_653_437.8), 8.0));
+        // Before the start and after the end: nothing more.
+        assert!(near(calls.completed_between(1_796_653_400.0, 1_796_653_435.8), 0.0));
+        assert!(near(calls.completed_between(1_796_653_438.8, 1_796_653_999.0), 0.0));
+    }
+
+    #[test]
+    fn a_statistics_file_without_the_columns_gives_no_series() {
+        assert!(completion_series("").is_empty());
+        assert!(completion_series("A;B\n1;2\n").is_empty());
+    }
 }

@@ -272,6 +272,18 @@ fn node_wide(x: &mut Exposition, s: &AppState, node: &[(&str, &str)]) {
         ),
         (true, "netserv_signaling_decode_errors", "GIST datagrams that did not decode.", &sig.decode_errors),
         (
+            true,
+            "netserv_signaling_errors_suppressed",
+            "GIST Errors not sent because their destination, or all together, went over the Error rate.",
+            &sig.errors_suppressed,
+        ),
+        (
+            true,
+            "netserv_signaling_confirms_replayed",
+            "Confirms that brought back a responder cookie already used: not delivered again.",
+            &sig.confirms_replayed,
+        ),
+        (
             false,
             "netserv_signaling_routing_states",
             "GIST routing state entries (signaling sessions) held.",

@@ -80,6 +80,7 @@ impl From<ControlError> for ApiError {
             ControlError::Dataplane(_) => (StatusCode::INTERNAL_SERVER_ERROR, "dataplane"),
             ControlError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ControlError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ControlError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         };
         ApiError(status, kind, e.to_string())
     }
@@ -106,7 +107,10 @@ impl FromRequestParts<AppState> for Caller {
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
     let cfg = s.controller.config();
-    Json(serde_json::json!({ "status": "ok", "node_id": cfg.node_id }))
+    // A node that could not restore all its saved modules runs, but says so.
+    let restore = s.controller.restore_report();
+    let status = if restore.is_clean() { "ok" } else { "degraded" };
+    Json(serde_json::json!({ "status": status, "node_id": cfg.node_id, "restore": restore }))
 }
 
 async fn list(State(s): State<AppState>, Caller(p): Caller) -> impl IntoResponse {

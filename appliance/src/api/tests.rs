@@ -24,6 +24,11 @@ fn keepalive_wasm() -> std::path::PathBuf {
 }
 
 fn state() -> AppState {
+    state_with("")
+}
+
+/// [`state`] with `a_extra` in tenant A's table (e.g. its limits).
+fn state_with(a_extra: &str) -> AppState {
     let cfg = Config::parse(&format!(
         r#"node_id = "edge-api-test"
 [api]
@@ -37,6 +42,7 @@ public_key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
 api_token = "{TENANT_A}"
 filter_prefixes = ["198.18.2.0/24"]
 listen_ports = [5060]
+{a_extra}
 [[tenants]]
 name = "itsp-b"
 public_key = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"
@@ -241,4 +247,31 @@ async fn load_reports_reach_only_the_tenants_own_module_and_bad_ones_name_the_fi
     let (code, v) = call(&s, "POST", uri, Some(TENANT_A), Some(bad)).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().is_some_and(|e| e.starts_with("`oc`")), "{v}");
+}
+
+/// Installs racing past the limit check (each downloads and compiles before
+/// it commits) still leave the tenant at its limit: the count is taken again
+/// under the commit. Before it was, all six landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_installs_cannot_overshoot_the_tenants_module_limit() {
+    let s = state_with("[tenants.limits]\nmax_modules = 2");
+    let installs: Vec<_> = (0..6)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut body = install_body("itsp-a", "198.18.2.20/32", 5060);
+                body["name"] = format!("keepalive-{i}").into();
+                call(&s, "POST", "/api/v1/modules", Some(ADMIN), Some(body)).await
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for i in installs {
+        let (code, body) = i.await.expect("install task");
+        assert!(code == StatusCode::CREATED || code == StatusCode::TOO_MANY_REQUESTS, "{code} {body}");
+        codes.push(code);
+    }
+    assert_eq!(codes.iter().filter(|c| **c == StatusCode::CREATED).count(), 2, "{codes:?}");
+    let (_, a) = call(&s, "GET", "/api/v1/modules", Some(TENANT_A), None).await;
+    assert_eq!(a.as_array().map(Vec::len), Some(2), "{a}");
 }

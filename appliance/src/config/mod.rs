@@ -65,6 +65,19 @@ struct RawApi {
     /// to them in every signaling response (`feedback=<address>`).
     #[serde(default)]
     advertise: Option<SocketAddr>,
+    /// TLS for the API: a PEM certificate chain and its PEM private key
+    /// (both, or neither: plain HTTP, for a management network or loopback).
+    #[serde(default)]
+    tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    tls_key: Option<PathBuf>,
+}
+
+/// The API's certificate and key, PEM files; SIGHUP reads them again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// NFQUEUE and iptables settings.
@@ -179,6 +192,10 @@ struct RawTenant {
     /// Peers its relay may reach that the peer policy denies by default.
     #[serde(default)]
     peer_allow: Vec<String>,
+    /// Prefixes its module URLs may point into although they are denied by
+    /// default (loopback, private, link-local, ULA, this node).
+    #[serde(default)]
+    module_origins: Vec<String>,
     #[serde(default)]
     limits: Option<Limits>,
 }
@@ -197,6 +214,8 @@ pub struct Tenant {
     pub relay_ports: Option<RangeInclusive<u16>>,
     /// Prefixes its relay may reach although the peer policy denies them.
     pub peer_allow: Vec<IpNet>,
+    /// Prefixes its module downloads may reach although they are denied by default.
+    pub module_origins: Vec<IpNet>,
     pub limits: Limits,
 }
 
@@ -209,6 +228,8 @@ pub struct Config {
     pub api_listen: SocketAddr,
     /// The API address advertised to tenants for load reports (`[api] advertise`).
     pub api_advertise: Option<SocketAddr>,
+    /// TLS on the API (`[api] tls_cert`, `tls_key`); None: plain HTTP.
+    pub api_tls: Option<ApiTls>,
     pub admin_token: String,
     pub dataplane: Dataplane,
     pub runtime: Runtime,
@@ -224,6 +245,46 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/netserv";
 const MIN_TOKEN_LEN: usize = 16;
 
 impl Config {
+    /// The settings that differ in `new` and that a running node cannot take
+    /// on a reload (SIGHUP applies tenants, the admin token, `[runtime]`,
+    /// `[servers]` and `api.advertise`; these need a restart): the fields,
+    /// named as in the file.
+    pub fn changes_needing_restart(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.node_id != new.node_id {
+            changed.push("node_id");
+        }
+        if self.state_dir != new.state_dir {
+            changed.push("state_dir");
+        }
+        if self.api_listen != new.api_listen {
+            changed.push("api.listen");
+        }
+        if self.api_tls != new.api_tls {
+            changed.push("api.tls_cert / api.tls_key");
+        }
+        if self.dataplane != new.dataplane {
+            changed.push("dataplane");
+        }
+        if self.signaling != new.signaling {
+            changed.push("signaling");
+        }
+        changed
+    }
+
+    /// `self` with the settings of [`Config::changes_needing_restart`] taken
+    /// from `running`: what a reload stores, so that what the node reports
+    /// (`/healthz`, metrics) is what it runs on.
+    pub fn keeping_restart_fields_of(mut self, running: &Config) -> Config {
+        self.node_id.clone_from(&running.node_id);
+        self.state_dir.clone_from(&running.state_dir);
+        self.api_listen = running.api_listen;
+        self.api_tls.clone_from(&running.api_tls);
+        self.dataplane.clone_from(&running.dataplane);
+        self.signaling.clone_from(&running.signaling);
+        self
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
@@ -235,6 +296,12 @@ impl Config {
         if raw.node_id.is_empty() || !raw.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
             return Err(invalid("node_id", "must be non-empty letters, digits, '-', '_' or '.'"));
         }
+        let api_tls = match (&raw.api.tls_cert, &raw.api.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(ApiTls { cert: cert.clone(), key: key.clone() }),
+            (Some(_), None) => return Err(invalid("api.tls_key", "is required with api.tls_cert")),
+            (None, Some(_)) => return Err(invalid("api.tls_cert", "is required with api.tls_key")),
+        };
         if raw.api.admin_token.len() < MIN_TOKEN_LEN {
             return Err(invalid("api.admin_token", format!("must be at least {MIN_TOKEN_LEN} characters")));
         }
@@ -259,8 +326,16 @@ impl Config {
             return Err(invalid("dataplane.chain", "must be 1-28 letters, digits, '-' or '_'"));
         }
         for (i, hook) in dp.hooks.iter().enumerate() {
-            if !["FORWARD", "INPUT", "OUTPUT", "PREROUTING"].contains(&hook.as_str()) {
-                return Err(invalid(format!("dataplane.hooks[{i}]"), "must be FORWARD, INPUT, OUTPUT or PREROUTING"));
+            // OUTPUT would queue what the node itself sends — its own GIST
+            // Queries, the replies its modules make — to its own modules.
+            if hook == "OUTPUT" {
+                return Err(invalid(
+                    format!("dataplane.hooks[{i}]"),
+                    "OUTPUT would intercept the node's own packets; use FORWARD, INPUT or PREROUTING",
+                ));
+            }
+            if !["FORWARD", "INPUT", "PREROUTING"].contains(&hook.as_str()) {
+                return Err(invalid(format!("dataplane.hooks[{i}]"), "must be FORWARD, INPUT or PREROUTING"));
             }
         }
         raw.signaling.validate().map_err(|(field, why)| invalid(field, why))?;
@@ -327,6 +402,7 @@ impl Config {
                 return Err(invalid(at("relay_ports"), "overlaps the tenant's listen_ports"));
             }
             let peer_allow = servers::parse_prefixes(&at("peer_allow"), &t.peer_allow)?;
+            let module_origins = servers::parse_prefixes(&at("module_origins"), &t.module_origins)?;
             tenants.push(Tenant {
                 name: t.name,
                 public_key,
@@ -335,6 +411,7 @@ impl Config {
                 listen_ports: t.listen_ports,
                 relay_ports,
                 peer_allow,
+                module_origins,
                 limits,
             });
         }
@@ -343,6 +420,7 @@ impl Config {
             state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             api_listen: raw.api.listen,
             api_advertise: raw.api.advertise,
+            api_tls,
             admin_token: raw.api.admin_token,
             dataplane: raw.dataplane,
             runtime: raw.runtime,

@@ -138,3 +138,39 @@ fn relay_settings_are_checked_and_named() {
     assert_eq!(on.servers.coalesce_us, 200);
     assert_eq!(field_of(&format!("{}\n[servers]\ncoalesce_us = 5000\n", base(""))), "servers.coalesce_us");
 }
+
+#[test]
+fn the_output_hook_is_refused_naming_why() {
+    let text = base("").replacen("[[tenants]]", "[dataplane]\nhooks = [\"FORWARD\", \"OUTPUT\"]\n\n[[tenants]]", 1);
+    assert_eq!(field_of(&text), "dataplane.hooks[1]");
+    let msg = Config::parse(&text).expect_err("OUTPUT").to_string();
+    assert!(msg.contains("own packets"), "{msg}");
+}
+
+#[test]
+fn a_reload_names_what_needs_a_restart_and_keeps_it() {
+    let running = Config::parse(&base("")).expect("valid");
+    // Tenants and the admin token apply on a reload: nothing to say.
+    let same = Config::parse(&base("").replace("admin-token-0123456789", "admin-token-9876543210")).expect("valid");
+    assert!(running.changes_needing_restart(&same).is_empty());
+    let moved = base("").replace("127.0.0.1:8270", "127.0.0.1:9270").replace("edge-1", "edge-2").replacen(
+        "[[tenants]]",
+        "[dataplane]\nqueues = 3\n[signaling]\nqueue = 9\n\n[[tenants]]",
+        1,
+    );
+    let new = Config::parse(&moved).expect("valid");
+    assert_eq!(running.changes_needing_restart(&new), ["node_id", "api.listen", "dataplane", "signaling"]);
+    let kept = new.keeping_restart_fields_of(&running);
+    assert!(running.changes_needing_restart(&kept).is_empty());
+    assert_eq!(kept.admin_token, "admin-token-0123456789");
+}
+
+#[test]
+fn tls_needs_both_a_certificate_and_a_key() {
+    let with = |lines: &str| base("").replacen("admin_token = ", &format!("{lines}\nadmin_token = "), 1);
+    assert_eq!(field_of(&with("tls_cert = \"/etc/netserv/api.pem\"")), "api.tls_key");
+    assert_eq!(field_of(&with("tls_key = \"/etc/netserv/api.key\"")), "api.tls_cert");
+    let both = Config::parse(&with("tls_cert = \"/a.pem\"\ntls_key = \"/a.key\"")).expect("valid");
+    assert_eq!(both.api_tls, Some(ApiTls { cert: "/a.pem".into(), key: "/a.key".into() }));
+    assert!(Config::parse(&base("")).expect("valid").api_tls.is_none());
+}

@@ -18,6 +18,7 @@ use crate::config::{Config, Steering, Tenant};
 use crate::dataplane::Table;
 use crate::dataplane::iptables::Iptables;
 use crate::installed::{ActiveModule, QuarantineTx};
+use crate::relay::PeerPolicy;
 use crate::runtime::{Runtime, TenantState, TenantUsage};
 use crate::store;
 use arc_swap::ArcSwap;
@@ -50,7 +51,6 @@ pub struct Controller {
     tenant_state: Mutex<HashMap<String, TenantShared>>,
     /// NFQUEUE workers: each installed module gets one instance per worker.
     workers: usize,
-    http: reqwest::Client,
     next_seq: std::sync::atomic::AtomicU64,
     /// Installed modules and module bytes on disk (none in tests / try-out).
     state: Option<StateStore>,
@@ -61,6 +61,46 @@ pub struct Controller {
     servers: Mutex<BTreeMap<String, servers::ServerRecord>>,
     /// Tenants' secrets (set over the API, read by their modules).
     secrets: crate::secrets::Secrets,
+    restore_report: Mutex<RestoreReport>,
+    /// Server modules between their limit check and their insertion, per
+    /// tenant: counted as installed, so parallel installs cannot overshoot.
+    reserved: Mutex<HashMap<String, usize>>,
+    /// Compiles at once (CPU-bound, on the blocking pool): installs beyond
+    /// it wait, so a flood of them cannot take every core.
+    compile_slots: tokio::sync::Semaphore,
+    /// Module downloads at once (each up to `runtime.module_size_max`); one
+    /// beyond it is refused as busy rather than queued.
+    download_slots: tokio::sync::Semaphore,
+}
+
+/// Compiles that may run at once (this machine has two cores; a compile
+/// takes one for up to a second).
+const COMPILES_AT_ONCE: usize = 1;
+/// Downloads that may be in flight at once, all tenants together.
+const DOWNLOADS_AT_ONCE: usize = 8;
+/// How long an install waits for a compile slot before it is refused as busy.
+const COMPILE_WAIT: Duration = Duration::from_secs(30);
+
+/// What a start-up restore of the saved modules found (`/healthz`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreReport {
+    pub restored: usize,
+    /// Saved modules that could not be installed again.
+    pub not_restored: usize,
+    /// Entries of the file that could not be decoded.
+    pub unreadable: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Where the file went so that nothing in it is lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_as: Option<String>,
+}
+
+impl RestoreReport {
+    /// Everything saved came back.
+    pub fn is_clean(&self) -> bool {
+        self.not_restored == 0 && self.unreadable == 0 && self.error.is_none()
+    }
 }
 
 fn module_id(tenant: &str, name: &str) -> String {
@@ -78,11 +118,6 @@ impl Controller {
         state: Option<StateStore>,
         workers: usize,
     ) -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
         let (quarantine_tx, quarantine_rx) = tokio::sync::mpsc::unbounded_channel();
         let secrets = crate::secrets::Secrets::new(state.as_ref().map(|s| s.dir().join("secrets")));
         Arc::new(Self {
@@ -93,11 +128,14 @@ impl Controller {
             records: tokio::sync::Mutex::new(BTreeMap::new()),
             tenant_state: Mutex::new(HashMap::new()),
             workers: workers.max(1),
-            http,
             next_seq: std::sync::atomic::AtomicU64::new(0),
             state,
             quarantine_tx,
             quarantine_rx: Mutex::new(Some(quarantine_rx)),
+            restore_report: Mutex::new(RestoreReport::default()),
+            reserved: Mutex::new(HashMap::new()),
+            compile_slots: tokio::sync::Semaphore::new(COMPILES_AT_ONCE),
+            download_slots: tokio::sync::Semaphore::new(DOWNLOADS_AT_ONCE),
             servers: Mutex::new(BTreeMap::new()),
             secrets,
         })
@@ -129,13 +167,46 @@ impl Controller {
         let cached = self.state.as_ref().zip(req.sha256.as_deref()).and_then(|(s, h)| s.cached(h));
         let bytes = match cached {
             Some(b) => b,
-            None => store::fetch(&self.http, &req.source, cfg.runtime.module_size_max).await?,
+            None => {
+                let _slot = self.download_slots.try_acquire().map_err(|_| {
+                    ControlError::Busy(format!("{DOWNLOADS_AT_ONCE} module downloads are in flight; try again"))
+                })?;
+                let tenant = cfg.tenant(&req.tenant).ok_or_else(|| ControlError::UnknownTenant(req.tenant.clone()))?;
+                let origins = PeerPolicy::new(crate::relay::local_addresses(), tenant.module_origins.iter().copied());
+                store::fetch(&req.source, cfg.runtime.module_size_max, &origins).await?
+            }
         };
         let hash = store::verify(&bytes, req.sha256.as_deref())?;
         if let Some(s) = &self.state {
             s.cache(&hash, &bytes);
         }
         Ok((bytes, hash))
+    }
+
+    /// A compile slot, waited for at most [`COMPILE_WAIT`].
+    async fn compile_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ControlError> {
+        match tokio::time::timeout(COMPILE_WAIT, self.compile_slots.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ControlError::Busy("every compile slot stayed busy; try again".into())),
+        }
+    }
+
+    /// `tenant`'s modules, installed or being committed; the caller holds
+    /// `records`, under which every install commits.
+    fn committed(&self, records: &BTreeMap<String, Record>, tenant: &str) -> usize {
+        records.values().filter(|r| *r.active.tenant == *tenant).count()
+            + self.server_count(tenant)
+            + self.reserved.lock().get(tenant).copied().unwrap_or(0)
+    }
+
+    fn over_limit(tenant: &Tenant, count: usize) -> Result<(), ControlError> {
+        if count >= tenant.limits.max_modules as usize {
+            return Err(ControlError::Limit(format!(
+                "tenant `{}` may run at most {} modules",
+                tenant.name, tenant.limits.max_modules
+            )));
+        }
+        Ok(())
     }
 
     async fn persist_now(&self) {
@@ -229,18 +300,14 @@ impl Controller {
                     return Ok(out);
                 }
             } else {
-                let count = records.values().filter(|r| *r.active.tenant == *req.tenant).count()
-                    + self.server_count(&req.tenant);
-                if count >= tenant.limits.max_modules as usize {
-                    return Err(ControlError::Limit(format!(
-                        "tenant `{}` may run at most {} modules",
-                        tenant.name, tenant.limits.max_modules
-                    )));
-                }
+                // Checked before the download, so that a tenant at its limit
+                // costs no fetch; and again when the install commits.
+                Self::over_limit(&tenant, self.committed(&records, &req.tenant))?;
             }
         }
 
         let (bytes, _) = self.module_bytes(&cfg, &req).await?;
+        let compiling = self.compile_slot().await?;
         let runtime = self.runtime.clone();
         let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
             .await
@@ -268,8 +335,13 @@ impl Controller {
             .map_err(|e| ControlError::Internal(e.to_string()))?
             .map_err(|e| ControlError::Module(format!("{e:#}")))?;
         let active = Arc::new(active);
+        drop(compiling);
 
         let mut records = self.records.lock().await;
+        if !records.contains_key(&id) {
+            // Other installs of this tenant may have committed meanwhile.
+            Self::over_limit(&tenant, self.committed(&records, &req.tenant))?;
+        }
         let old = records.remove(&id);
         if let Some(ipt) = &self.iptables {
             if let Some(old) = old.as_ref().filter(|o| o.rule_installed)
@@ -466,6 +538,7 @@ impl Controller {
     /// Applies a new configuration (SIGHUP): modules whose tenant is gone or no
     /// longer authorized for their filter are removed.
     pub async fn reload(&self, new: Config) -> usize {
+        let new = new.keeping_restart_fields_of(&self.config());
         let mut records = self.records.lock().await;
         let doomed: Vec<String> = records
             .iter()
@@ -510,17 +583,21 @@ impl Controller {
 
     /// Reinstalls the modules saved by an earlier run, each with the TTL it
     /// had left (expired ones are dropped). Returns how many came back.
+    ///
+    /// Nothing is lost on the way: when the file, or an entry in it, cannot
+    /// be read, or a module in it cannot be installed again, the file is
+    /// kept aside before the modules that did come back are saved, and
+    /// [`Controller::restore_report`] (`/healthz`) says so.
     pub async fn restore(&self) -> usize {
         let Some(state) = &self.state else { return 0 };
-        let saved = match state.load() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "could not read the saved modules; starting empty");
-                return 0;
-            }
-        };
+        let loaded = state.load();
+        if let Some(e) = &loaded.error {
+            tracing::error!(error = %e, unreadable_entries = loaded.unreadable, "the saved modules could not all be read");
+        }
+        let mut report =
+            RestoreReport { unreadable: loaded.unreadable, error: loaded.error, ..RestoreReport::default() };
         let mut restored = 0;
-        for s in saved {
+        for s in loaded.saved {
             let remaining = s.remaining(SystemTime::now());
             let mut req = s.request;
             match remaining {
@@ -537,13 +614,32 @@ impl Controller {
                     restored += 1;
                     tracing::info!(module = %m.id, ttl_secs = ?m.ttl_remaining_secs, "module restored");
                 }
-                Err(e) => tracing::warn!(%tenant, module = %name, error = %e, "saved module not restored"),
+                Err(e) => {
+                    report.not_restored += 1;
+                    tracing::warn!(%tenant, module = %name, error = %e, "saved module not restored");
+                }
             }
         }
-        // What could not be restored is gone from the saved state too.
+        report.restored = restored;
+        if report.error.is_some() || report.not_restored > 0 {
+            let why = if report.error.is_some() { "unreadable" } else { "unrestored" };
+            match state.keep_aside(why) {
+                Ok(p) => {
+                    tracing::error!(kept_as = %p.display(), "the saved modules file is kept aside for the operator");
+                    report.kept_as = Some(p.display().to_string());
+                }
+                Err(e) => tracing::error!(error = %e, "could not keep the saved modules file aside"),
+            }
+        }
+        *self.restore_report.lock() = report;
         let records = self.records.lock().await;
         self.persist(&records);
         restored
+    }
+
+    /// What the last [`Controller::restore`] brought back and what it could not.
+    pub fn restore_report(&self) -> RestoreReport {
+        self.restore_report.lock().clone()
     }
 
     /// Removes every module and the node's iptables chain (SIGTERM). The saved

@@ -92,13 +92,54 @@ impl StateStore {
         }
     }
 
-    pub fn load(&self) -> io::Result<Vec<Saved>> {
-        match std::fs::read(self.dir.join("modules.json")) {
-            Ok(b) => serde_json::from_slice(&b).map_err(io::Error::other),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
+    /// The saved modules. A file that cannot be read whole, or holds
+    /// entries this version cannot decode, is read as far as it goes; what
+    /// could not be read is reported in `Loaded`, and the caller keeps the
+    /// file aside ([`StateStore::keep_aside`]) before anything overwrites it.
+    pub fn load(&self) -> Loaded {
+        let path = self.dir.join("modules.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Loaded::default(),
+            Err(e) => return Loaded { error: Some(format!("reading {}: {e}", path.display())), ..Loaded::default() },
+        };
+        let entries = match serde_json::from_slice::<Vec<serde_json::Value>>(&bytes) {
+            Ok(v) => v,
+            Err(e) => return Loaded { error: Some(format!("{}: {e}", path.display())), ..Loaded::default() },
+        };
+        let mut loaded = Loaded::default();
+        for (i, entry) in entries.into_iter().enumerate() {
+            match serde_json::from_value::<Saved>(entry) {
+                Ok(s) => loaded.saved.push(s),
+                Err(e) => {
+                    loaded.unreadable += 1;
+                    loaded.error.get_or_insert_with(|| format!("{} entry {i}: {e}", path.display()));
+                }
+            }
         }
+        loaded
     }
+
+    /// Moves `modules.json` out of the way as `modules.json.<why>-<unix ms>`,
+    /// so that saving the modules that did come back does not overwrite
+    /// what did not: the operator can still read and repair it.
+    pub fn keep_aside(&self, why: &str) -> io::Result<PathBuf> {
+        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let aside = self.dir.join(format!("modules.json.{why}-{ms}"));
+        std::fs::rename(self.dir.join("modules.json"), &aside)?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        Ok(aside)
+    }
+}
+
+/// What [`StateStore::load`] found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub saved: Vec<Saved>,
+    /// Entries that could not be decoded.
+    pub unreadable: usize,
+    /// Why the file, or a part of it, could not be read.
+    pub error: Option<String>,
 }
 
 #[cfg(test)]
@@ -117,7 +158,44 @@ mod tests {
         std::fs::write(store.cache_path(&hash.to_hex()).expect("path"), b"tampered").expect("write");
         assert_eq!(store.cached(&hash.to_hex()), None);
         assert_eq!(store.cached("../../etc/passwd"), None);
-        assert!(store.load().expect("load").is_empty());
+        let nothing = store.load();
+        assert!(nothing.saved.is_empty() && nothing.error.is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn saved(name: &str) -> serde_json::Value {
+        serde_json::json!({
+            "request": { "tenant": "itsp-a", "name": name, "source": { "url": "http://198.18.2.20/m.wasm" },
+                         "sha256": "00".repeat(32) },
+            "expires_at_unix_ms": null,
+        })
+    }
+
+    #[test]
+    fn an_entry_that_cannot_be_decoded_costs_only_itself_and_the_file_can_be_kept_aside() {
+        let dir = std::env::temp_dir().join(format!("netserv-persist-bad-{}", std::process::id()));
+        let store = StateStore::open(&dir).expect("open");
+        let file = serde_json::json!([saved("one"), { "request": 7 }, saved("two")]);
+        std::fs::write(dir.join("modules.json"), file.to_string()).expect("write");
+        let got = store.load();
+        let names: Vec<&str> = got.saved.iter().map(|s| s.request.name.as_str()).collect();
+        assert_eq!(names, ["one", "two"]);
+        assert_eq!(got.unreadable, 1);
+        assert!(got.error.as_deref().is_some_and(|e| e.contains("entry 1")), "{:?}", got.error);
+        let aside = store.keep_aside("corrupt").expect("kept aside");
+        assert!(!dir.join("modules.json").exists());
+        assert_eq!(std::fs::read_to_string(&aside).expect("aside"), file.to_string());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_file_that_is_not_json_is_reported_not_read_as_empty() {
+        let dir = std::env::temp_dir().join(format!("netserv-persist-torn-{}", std::process::id()));
+        let store = StateStore::open(&dir).expect("open");
+        std::fs::write(dir.join("modules.json"), b"[{\"request\": {\"ten").expect("write");
+        let got = store.load();
+        assert!(got.saved.is_empty());
+        assert!(got.error.is_some());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

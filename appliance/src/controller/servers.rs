@@ -81,11 +81,24 @@ impl Controller {
             return Ok(out);
         }
         let (bytes, hash) = self.module_bytes(cfg, &req).await?;
+        let compiling = self.compile_slot().await?;
         let runtime = self.runtime.clone();
         let (_, pre) = tokio::task::spawn_blocking(move || runtime.compile_server(&bytes))
             .await
             .map_err(|e| ControlError::Internal(e.to_string()))?
             .map_err(|e| ControlError::Module(format!("{e:#}")))?;
+        drop(compiling);
+        // The limit again, now that the install commits: checked and the
+        // slot reserved under `records`, as packet installs commit.
+        let _reserved = {
+            let records = self.records.lock().await;
+            if self.servers.lock().contains_key(&id) {
+                None
+            } else {
+                Self::over_limit(tenant, self.committed(&records, &req.tenant))?;
+                Some(Reservation::new(&self.reserved, &req.tenant))
+            }
+        };
 
         let (state, usage) = self.tenant_state(tenant);
         let counters = Arc::new(GuestCounters::new(1));
@@ -265,5 +278,31 @@ fn server_info(r: &ServerRecord) -> ModuleInfo {
             coalesced_pauses: stats.coalesced_pauses.load(Relaxed),
         }),
         module_counters: r.counters.snapshot().into_iter().collect(),
+    }
+}
+
+/// A tenant's server module between its limit check and its insertion;
+/// counted as installed until dropped.
+struct Reservation<'a> {
+    reserved: &'a parking_lot::Mutex<std::collections::HashMap<String, usize>>,
+    tenant: String,
+}
+
+impl<'a> Reservation<'a> {
+    fn new(reserved: &'a parking_lot::Mutex<std::collections::HashMap<String, usize>>, tenant: &str) -> Self {
+        *reserved.lock().entry(tenant.to_owned()).or_default() += 1;
+        Self { reserved, tenant: tenant.to_owned() }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut r = self.reserved.lock();
+        if let Some(n) = r.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                r.remove(&self.tenant);
+            }
+        }
     }
 }

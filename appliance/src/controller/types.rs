@@ -126,6 +126,8 @@ pub enum ControlError {
     NotFound(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 /// What a tenant's modules use and were refused on this node.

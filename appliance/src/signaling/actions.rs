@@ -21,12 +21,25 @@ pub fn status_of(e: &ControlError) -> Status {
         ControlError::UnknownTenant(_) => Status::UnknownTenant,
         ControlError::Forbidden(_) => Status::Unauthorized,
         ControlError::Invalid(_) => Status::Malformed,
-        ControlError::Limit(_) => Status::LimitExceeded,
+        ControlError::Limit(_) | ControlError::Busy(_) => Status::LimitExceeded,
         ControlError::Fetch(FetchError::HashMismatch { .. }) => Status::HashMismatch,
         ControlError::Fetch(FetchError::TooLarge { .. }) => Status::LimitExceeded,
         ControlError::Fetch(_) => Status::DownloadFailed,
         ControlError::NotFound(_) => Status::NotInstalled,
         ControlError::Module(_) | ControlError::Dataplane(_) | ControlError::Internal(_) => Status::InstallFailed,
+    }
+}
+
+/// What a signaling response says about a refusal. Signaling is signed but
+/// not encrypted, and every node on the path sees it: no download error
+/// text, no URL, no hash of what was fetched, no compiler message (those go
+/// to the node's log).
+pub fn wire_reason(e: &ControlError) -> String {
+    match e {
+        ControlError::Fetch(f) => f.coarse().to_owned(),
+        ControlError::Module(_) | ControlError::Dataplane(_) | ControlError::Internal(_) => "install failed".into(),
+        ControlError::Busy(_) => "node busy; try again".into(),
+        other => other.to_string(),
     }
 }
 
@@ -99,7 +112,10 @@ pub async fn perform(
                             ttl.map(|t| format!(", ttl {t} s")).unwrap_or_default()
                         ),
                     ),
-                    Err(e) => NodeEntry::new(node_id, status_of(&e), e.to_string()),
+                    Err(e) => {
+                        tracing::warn!(tenant = %req.user, error = %e, "SETUP refused");
+                        NodeEntry::new(node_id, status_of(&e), wire_reason(&e))
+                    }
                 }
             }
         },

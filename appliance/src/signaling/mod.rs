@@ -49,6 +49,10 @@ pub struct SignalingStats {
     pub bad_cookies: AtomicU64,
     /// GIST datagrams that did not decode.
     pub decode_errors: AtomicU64,
+    /// GIST Errors not sent: over the per-source or total rate.
+    pub errors_suppressed: AtomicU64,
+    /// Confirms replayed with a cookie already used: not delivered again.
+    pub confirms_replayed: AtomicU64,
 }
 
 /// What the node asks of this appliance: tenants' keys from the running
@@ -170,7 +174,7 @@ pub async fn spawn(
         stats,
     };
     tracing::info!(listen = %s.listen, queue = s.queue, "on-path signaling running");
-    Ok((shared, tokio::spawn(service.run(sock, done_rx, netserv_shell::icmp::spawn()))))
+    Ok((shared, tokio::spawn(service.run(sock, done_rx))))
 }
 
 /// The GIST socket, with a receive buffer deep enough for bursts of
@@ -191,12 +195,9 @@ fn local_for(peer: IpAddr) -> IpAddr {
 }
 
 impl Service {
-    async fn run(
-        mut self,
-        sock: UdpSocket,
-        mut done_rx: mpsc::UnboundedReceiver<Done>,
-        mut icmp: Option<mpsc::UnboundedReceiver<IpAddr>>,
-    ) {
+    async fn run(mut self, sock: UdpSocket, mut done_rx: mpsc::UnboundedReceiver<Done>) {
+        // Unreachables that quote a datagram this socket sent, to GIST.
+        let mut icmp = sock.local_addr().ok().and_then(netserv_shell::icmp::subscribe);
         let mut buf = vec![0u8; 65_536];
         let shared = self.shared.clone();
         let env = &shared.env;
@@ -251,6 +252,8 @@ impl Service {
         self.stats.pending.store(node.pending() as u64, Relaxed);
         self.stats.bad_cookies.store(gist.stats.bad_cookies, Relaxed);
         self.stats.decode_errors.store(gist.stats.decode_errors, Relaxed);
+        self.stats.errors_suppressed.store(gist.stats.errors_suppressed, Relaxed);
+        self.stats.confirms_replayed.store(gist.stats.confirms_replayed, Relaxed);
         node.poll_timeout()
     }
 

@@ -60,7 +60,8 @@ pub async fn request(target: IpAddr, id: u32, request: Vec<u8>, opts: &ClientOpt
     let local = local_toward(target)?;
     let bind = SocketAddr::new(if target.is_ipv4() { [0u8; 4].into() } else { [0u16; 8].into() }, 0);
     let sock = UdpSocket::bind(bind).await?;
-    let mut icmp = crate::icmp::spawn();
+    // Unreachables quoting a Query of this socket's (its own port, from `local`).
+    let mut icmp = sock.local_addr().ok().and_then(|a| crate::icmp::subscribe(SocketAddr::new(local, a.port())));
     let mut rng = OsRng;
     let start = Instant::now();
     let mut cfg = Config::new(netserv_nslp::NSLPID, opts.node_id.as_bytes());

@@ -31,9 +31,11 @@
 //! counted; `BENCH_CAPACITY` skips it); then each mode is offered 0.5,
 //! 1, 2, 5 and 10 × that capacity, after `BENCH_PRELUDE` s (default 3) of
 //! normal traffic (0.3 × capacity): `BENCH_WARMUP` s (default 4) not
-//! counted, then `BENCH_SECONDS` (default 8) counted, the modes alternating
-//! at each load, `BENCH_PAIRS` times (default 1). Goodput is calls completed
-//! per counted second. `BENCH_MODES` and `BENCH_LOADS` (comma lists) run a
+//! counted, then `BENCH_SECONDS` (default 8) counted, then `BENCH_COOLDOWN`
+//! (default 4) not counted, the modes alternating at each load,
+//! `BENCH_PAIRS` times (default 1). Goodput is the calls completed per
+//! second over the counted seconds (2 s later, as calls take that long),
+//! while the surge still goes on. `BENCH_MODES` and `BENCH_LOADS` (comma lists) run a
 //! part of the curve; `BENCH_TRACE=1` prints, once a second, what the
 //! server, the plugin and the edge see; `BENCH_CAPTURE=<dir>` keeps a pcap
 //! of `ua` and of `core` per mode (tcpdump). Progress on stderr; the curve is
@@ -195,7 +197,7 @@ fn bed(mode: Mode, capacity_cps: f64, cpu_percent: u32, server_cpu: usize) -> an
 
 /// What one point of the curve measured.
 struct Point {
-    /// Calls completed per counted second.
+    /// Calls completed per counted second (see [`offer`]).
     goodput: f64,
     /// The appliance's CPU seconds meanwhile.
     cpu: f64,
@@ -205,13 +207,30 @@ struct Point {
     sos: (u64, u64),
 }
 
+/// How long after the counted callers start the counted window of
+/// completions opens: a call completes a second of talk and a BYE after
+/// it is answered, so completions trail the offer by that much.
+const COMPLETION_LAG_SECS: f64 = 2.0;
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Offers `cps` calls a second on top of a day's normal traffic: first
 /// `prelude` = (seconds, calls a second) of that normal load alone (a surge
 /// comes on top of traffic, not out of silence: a plugin standing by has
-/// its entities deployed by then), then the surge: `warmup` seconds (from
-/// another port, not counted: every mode's queues fill, the plugin engages),
-/// then `secs` seconds that are counted, with no gap between, and beside
-/// them 5 emergency calls a second.
+/// its entities deployed by then), then the surge, from three callers one
+/// after the other with no gap: `warmup` seconds (every mode's queues
+/// fill, the plugin engages), `secs` seconds (the counted callers, whose
+/// BYEs and whose CPU are measured) and `BENCH_COOLDOWN` seconds (default
+/// 4) after them; beside the counted ones, 5 emergency calls a second.
+///
+/// Goodput counts the calls of all three that complete within `secs`
+/// seconds of wall time starting [`COMPLETION_LAG_SECS`] after the counted
+/// callers do, while the surge still goes on: a server that worked off its
+/// backlog after the offer ended (a busy hour that goes on leaves it no
+/// such time) gets no credit for it, and one that completes a warm-up call
+/// in the window does.
 fn offer(b: &Bed, cps: f64, prelude: (u64, f64), warmup: u64, secs: u64) -> anyhow::Result<Point> {
     if prelude.0 > 0 {
         let n = (prelude.1 * prelude.0 as f64).round().max(1.0) as u32;
@@ -219,29 +238,36 @@ fn offer(b: &Bed, cps: f64, prelude: (u64, f64), warmup: u64, secs: u64) -> anyh
         sipp::callers_to(&b.tb.ua, SERVER, "uas", 5064, n, r, &b.dir.0)?;
     }
     let rate = cps.round().max(1.0) as u32;
-    let warm = if warmup > 0 {
+    let cooldown = env_u64("BENCH_COOLDOWN", 4).clamp(COMPLETION_LAG_SECS as u64 + 1, 60);
+    // One surge caller on `port`, placing `span` seconds' worth of calls.
+    let callers = |port: u16, span: u64| {
         let (ua, dir) = (b.tb.ua.clone(), b.dir.0.clone());
-        let n = (cps * warmup as f64).round().max(1.0) as u32;
-        Some(std::thread::spawn(move || sipp::callers_to(&ua, SERVER, "uas", 5062, n, rate, &dir)))
-    } else {
-        None
+        let n = (cps * span as f64).round().max(1.0) as u32;
+        std::thread::spawn(move || sipp::callers_to(&ua, SERVER, "uas", port, n, rate, &dir))
     };
+    let warm = (warmup > 0).then(|| callers(5062, warmup));
     std::thread::sleep(std::time::Duration::from_secs(warmup));
     let sos = {
         let (ua, dir) = (b.tb.ua.clone(), b.dir.0.clone());
         let n = u32::try_from(secs * 5).unwrap_or(u32::MAX);
         std::thread::spawn(move || sipp::calls(&ua, SERVER, Some("sipp/emergency_uac.xml"), 5063, n, 5, &dir))
     };
-    let calls = (cps * secs as f64).round().max(1.0) as u32;
     let cpu0 = netserv_tests::bench::cpu_secs(b.app.proc.pid());
-    let run = sipp::callers_to(&b.tb.ua, SERVER, "uas", 5061, calls, rate, &b.dir.0)?;
+    let start = unix_now();
+    let counted = callers(5061, secs);
+    std::thread::sleep(std::time::Duration::from_secs(secs));
+    let cool = callers(5065, cooldown);
+    let run = counted.join().map_err(|_| anyhow::anyhow!("the counted callers panicked"))??;
     let cpu = netserv_tests::bench::cpu_secs(b.app.proc.pid()) - cpu0;
+    let mut runs = vec![cool.join().map_err(|_| anyhow::anyhow!("the last callers panicked"))??];
     if let Some(w) = warm {
-        let _ = w.join();
+        runs.push(w.join().map_err(|_| anyhow::anyhow!("the first callers panicked"))??);
     }
     let sos = sos.join().map_err(|_| anyhow::anyhow!("the emergency caller panicked"))??;
+    let (from, to) = (start + COMPLETION_LAG_SECS, start + COMPLETION_LAG_SECS + secs as f64);
+    let completed: f64 = runs.iter().chain([&run]).map(|r| r.completed_between(from, to)).sum();
     Ok(Point {
-        goodput: run.successful as f64 / secs as f64,
+        goodput: completed / secs as f64,
         cpu,
         byes: run.byes.unwrap_or((0, 0)),
         sos: (sos.successful, sos.successful + sos.failed),

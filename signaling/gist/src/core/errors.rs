@@ -4,9 +4,13 @@
 use super::*;
 
 impl Node {
-    /// Answers a message with a GIST Error (never an Error with an Error).
+    /// Answers a message with a GIST Error (never an Error with an Error),
+    /// within the Error rate (`error_limit`): the time, the addresses, the
+    /// message and the catalogue entry are each needed.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn send_error(
         &mut self,
+        now: Instant,
         local: IpAddr,
         to: SocketAddr,
         original: &[u8],
@@ -21,6 +25,10 @@ impl Node {
             original_header.copy_from_slice(h);
         }
         if original_header.get(6).is_some_and(|t| t & 0x7f == MessageType::Error as u8) {
+            return;
+        }
+        if !self.error_limit.allow(to.ip(), now) {
+            self.stats.errors_suppressed += 1;
             return;
         }
         let mut m = Message::new(MessageType::Error, self.cfg.nslpid, self.cfg.initial_hops);

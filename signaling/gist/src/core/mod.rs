@@ -35,6 +35,7 @@
 //! NSLP data goes straight to the peer in a Data message.
 
 mod cookie;
+mod error_limit;
 mod errors;
 mod querier;
 mod responder;
@@ -159,6 +160,10 @@ pub struct Stats {
     pub data_sent: u64,
     pub data_received: u64,
     pub refused_full: u64,
+    /// Errors not sent: over the per-source or total rate (reflection).
+    pub errors_suppressed: u64,
+    /// Confirms whose cookie had already been used: not delivered again.
+    pub confirms_replayed: u64,
 }
 
 struct PendingQuery {
@@ -180,6 +185,13 @@ pub struct Node {
     pending: HashMap<(SessionId, Mri), PendingQuery>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    error_limit: error_limit::ErrorLimiter,
+    /// Responder cookies that installed state, with their epoch: a Confirm
+    /// that brings one back again is a replay (or a duplicate), and is not
+    /// delivered again. Forgotten once the cookie could no longer be valid.
+    used_cookies: HashMap<[u8; cookie::COOKIE_LEN], u64>,
+    /// The epoch `used_cookies` was last swept in.
+    used_cookies_swept: u64,
     pub stats: Stats,
 }
 
@@ -195,6 +207,9 @@ impl Node {
             pending: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            error_limit: error_limit::ErrorLimiter::new(),
+            used_cookies: HashMap::new(),
+            used_cookies_swept: 0,
             stats: Stats::default(),
         }
     }
@@ -262,7 +277,7 @@ impl Node {
                 if intercepted {
                     return Disposition::PassOn;
                 }
-                self.send_error(local, from, datagram, e.catalogue(), None, None);
+                self.send_error(now, local, from, datagram, e.catalogue(), None, None);
                 return Disposition::Consumed;
             }
         };
@@ -271,6 +286,7 @@ impl Node {
             // (RFC 5971 §4.3.4); anything addressed to us is an error.
             if !intercepted {
                 self.send_error(
+                    now,
                     local,
                     from,
                     datagram,
@@ -289,15 +305,15 @@ impl Node {
                     return Disposition::PassOn;
                 }
                 let e = (ErrorClass::ProtocolError, ErrorCode::IncorrectEncapsulation, 0);
-                self.send_error(local, from, datagram, e, msg.session, msg.mri.clone());
+                self.send_error(now, local, from, datagram, e, msg.session, msg.mri.clone());
             }
             (MessageType::Response, _) => self.on_response(now, local, from, &msg),
             (MessageType::Confirm, _) => self.on_confirm(now, local, from, datagram, &msg),
-            (MessageType::Data, _) => self.on_data(local, from, datagram, &msg),
+            (MessageType::Data, _) => self.on_data(now, local, from, datagram, &msg),
             (MessageType::Error, _) => self.on_error(from, msg),
             (MessageType::MaHello, _) => {
                 let e = (ErrorClass::ProtocolError, ErrorCode::IncorrectEncapsulation, 0);
-                self.send_error(local, from, datagram, e, None, None);
+                self.send_error(now, local, from, datagram, e, None, None);
             }
         }
         Disposition::Consumed

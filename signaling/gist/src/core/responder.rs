@@ -12,7 +12,7 @@ impl Node {
         };
         if q.header.hops == 0 {
             let e = (ErrorClass::PermanentFailure, ErrorCode::HopLimitExceeded, 0);
-            self.send_error(local, from, raw, e, Some(sid), Some(mri));
+            self.send_error(now, local, from, raw, e, Some(sid), Some(mri));
             return;
         }
         let cookie = self.cookies.make(self.epoch(now), from, &sid, &mri);
@@ -38,7 +38,23 @@ impl Node {
         if !valid {
             self.stats.bad_cookies += 1;
             let e = (ErrorClass::ProtocolError, ErrorCode::ObjectValue, wire::ObjectValueError::InvalidCookie as u8);
-            self.send_error(local, from, raw, e, Some(sid), Some(mri));
+            self.send_error(now, local, from, raw, e, Some(sid), Some(mri));
+            return;
+        }
+        // A cookie installs state once: a Confirm replayed with it (it stays
+        // valid for 10-20 s) would deliver the request again, and cost the
+        // NSLP another signature check, for nothing.
+        let epoch = self.epoch(now);
+        if epoch != self.used_cookies_swept {
+            // A cookie is valid in its epoch and the next only.
+            self.used_cookies.retain(|_, e| *e + 1 >= epoch);
+            self.used_cookies_swept = epoch;
+        }
+        let Some(cookie) = c.responder_cookie.and_then(|rc| <[u8; cookie::COOKIE_LEN]>::try_from(rc).ok()) else {
+            return;
+        };
+        if self.used_cookies.contains_key(&cookie) {
+            self.stats.confirms_replayed += 1;
             return;
         }
         let key = (sid, mri);
@@ -46,6 +62,14 @@ impl Node {
             self.stats.refused_full += 1;
             return;
         }
+        if self.used_cookies.len() >= self.cfg.max_routing_states {
+            self.used_cookies.retain(|_, e| *e + 1 >= epoch);
+            if self.used_cookies.len() >= self.cfg.max_routing_states {
+                self.stats.refused_full += 1;
+                return;
+            }
+        }
+        self.used_cookies.insert(cookie, epoch);
         self.stats.confirms_accepted += 1;
         let validity = Duration::from_millis(u64::from(nli.validity_ms)).min(self.cfg.validity * 4);
         let peer = Peer { address: from, identity: nli.peer_identity.clone(), expires: now + validity };
@@ -63,7 +87,7 @@ impl Node {
         }
     }
 
-    pub(super) fn on_data(&mut self, local: IpAddr, from: SocketAddr, raw: &[u8], d: &Message<'_>) {
+    pub(super) fn on_data(&mut self, now: Instant, local: IpAddr, from: SocketAddr, raw: &[u8], d: &Message<'_>) {
         let (Some(mri), Some(sid), Some(data)) = (d.mri.clone(), d.session, d.nslp_data) else {
             return;
         };
@@ -76,7 +100,7 @@ impl Node {
         });
         let Some((side, identity)) = side else {
             let e = (ErrorClass::ProtocolError, ErrorCode::NoRoutingState, 0);
-            self.send_error(local, from, raw, e, Some(sid), Some(key.1));
+            self.send_error(now, local, from, raw, e, Some(sid), Some(key.1));
             return;
         };
         self.stats.data_received += 1;

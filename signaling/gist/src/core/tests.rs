@@ -252,6 +252,59 @@ fn forged_or_replayed_cookies_install_nothing() {
     assert_eq!(s.b.routing().len(), 1);
 }
 
+/// A Confirm replayed with a cookie that already installed state (it stays
+/// valid 10-20 s) delivers nothing again: before, each copy re-delivered the
+/// request, and each cost the NSLP another Ed25519 verify.
+#[test]
+fn a_replayed_confirm_delivers_nothing_again() {
+    let mut s = Sim::new();
+    let from = SocketAddr::new(A, A_PORT);
+    s.a_sends(b"SETP");
+    let q = s.a.poll_transmit().expect("query");
+    s.b.handle_datagram(s.now, B, from, &q.payload, true);
+    let r = s.b.poll_transmit().expect("response");
+    let (resp, _) = wire::decode(&r.payload).expect("response decodes");
+    let cookie = resp.responder_cookie.expect("cookie").to_vec();
+    s.b.handle_datagram(s.now, B, from, &confirm(&cookie), false);
+    assert_eq!(Sim::events(&mut s.b).len(), 1, "the first Confirm delivers");
+    for k in 1..=50u64 {
+        s.b.handle_datagram(s.now + Duration::from_millis(100 * k), B, from, &confirm(&cookie), false);
+    }
+    assert!(Sim::events(&mut s.b).is_empty(), "a replay delivered again");
+    assert_eq!(s.b.stats.confirms_replayed, 50);
+    assert_eq!(s.b.stats.confirms_accepted, 1);
+    assert!(s.b.poll_transmit().is_none(), "a replay gets no answer either");
+}
+
+/// Garbage sent to the node from one address gets it a burst of Errors and
+/// then a trickle; from forged addresses, all together, no more than the
+/// node's total. Before, every datagram got its Error.
+#[test]
+fn errors_for_garbage_are_rate_limited_per_source_and_in_total() {
+    use super::error_limit::{PER_SOURCE_BURST, PER_SOURCE_RATE, TOTAL_BURST};
+    let mut s = Sim::new();
+    let garbage = [0x01u8, 0x00, 0x00, 0x00, 0xff];
+    let from = SocketAddr::new(A, A_PORT);
+    for _ in 0..1_000 {
+        s.b.handle_datagram(s.now, B, from, &garbage, false);
+    }
+    assert_eq!(std::iter::from_fn(|| s.b.poll_transmit()).count(), PER_SOURCE_BURST as usize);
+    assert_eq!(s.b.stats.decode_errors, 1_000);
+    assert_eq!(s.b.stats.errors_suppressed, 1_000 - u64::from(PER_SOURCE_BURST));
+    let later = s.now + Duration::from_secs(2);
+    for _ in 0..1_000 {
+        s.b.handle_datagram(later, B, from, &garbage, false);
+    }
+    assert_eq!(std::iter::from_fn(|| s.b.poll_transmit()).count(), 2 * PER_SOURCE_RATE as usize);
+    // A flood from 10,000 forged sources.
+    let t = s.now + Duration::from_secs(60);
+    for i in 0..10_000u32 {
+        let forged = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0xc613_0000 + i)), 270);
+        s.b.handle_datagram(t, B, forged, &garbage, false);
+    }
+    assert_eq!(std::iter::from_fn(|| s.b.poll_transmit()).count(), TOTAL_BURST as usize);
+}
+
 #[test]
 fn data_without_routing_state_is_refused() {
     let mut s = Sim::new();
