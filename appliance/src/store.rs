@@ -30,7 +30,9 @@ pub enum FetchError {
     /// The URL's host is, or resolves to, an address the node does not fetch
     /// from (its own, loopback, private, ...) and the tenant's
     /// `module_origins` do not open.
-    #[error("the module URL's host {host} is not an origin this node fetches from ({why})")]
+    // Not which address class the host resolved to: that would tell the
+    // requester how names resolve inside the ISP (the log says it).
+    #[error("the module URL's host is not an origin this node fetches from")]
     OriginDenied { host: String, why: &'static str },
     // Not the hash of what came: it would tell the requester about bytes
     // it could not otherwise read.
@@ -69,7 +71,12 @@ pub async fn fetch(source: &ModuleSource, cap: u64, origins: &PeerPolicy) -> Res
                 Some(url::Host::Ipv4(ip)) => (ip.to_string(), vec![SocketAddr::new(ip.into(), port)]),
                 Some(url::Host::Ipv6(ip)) => (ip.to_string(), vec![SocketAddr::new(ip.into(), port)]),
                 Some(url::Host::Domain(d)) => {
-                    let found = tokio::net::lookup_host((d, port)).await.map_err(|e| dl(e.to_string()))?;
+                    // The resolver gets the connect timeout: a name server
+                    // that never answers must not hold a download slot.
+                    let found = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((d, port)))
+                        .await
+                        .map_err(|_| dl("name resolution timed out".into()))?
+                        .map_err(|e| dl(e.to_string()))?;
                     (d.to_owned(), found.collect())
                 }
                 None => return Err(dl("no host".into())),
@@ -85,7 +92,10 @@ pub async fn fetch(source: &ModuleSource, cap: u64, origins: &PeerPolicy) -> Res
                     Err(why) => denied = why.as_str(),
                 }
             }
-            let Some(addr) = allowed else { return Err(FetchError::OriginDenied { host, why: denied }) };
+            let Some(addr) = allowed else {
+                tracing::warn!(%host, why = denied, "a module URL names an origin this node does not fetch from");
+                return Err(FetchError::OriginDenied { host, why: denied });
+            };
             let mut client = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()

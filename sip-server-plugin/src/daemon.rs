@@ -145,8 +145,8 @@ type ModuleFiles = Arc<Vec<(String, Vec<u8>)>>;
 
 #[derive(Clone)]
 struct Http {
-    registry: watch::Receiver<Registry>,
-    relay_registry: watch::Receiver<Registry>,
+    registry: watch::Receiver<Arc<Registry>>,
+    relay_registry: watch::Receiver<Arc<Registry>>,
     /// Module files served by name (`keepalive.wasm`, `relay.wasm`).
     modules: watch::Receiver<ModuleFiles>,
     config: watch::Receiver<Arc<Config>>,
@@ -200,6 +200,18 @@ async fn metrics(State(s): State<Http>) -> impl IntoResponse {
         (true, "netserv_plugin_removals", "Deployments removed (REMOVE) when their phones went idle.", c.removals),
         (true, "netserv_plugin_expiries", "Deployments left to expire.", c.expiries),
         (true, "netserv_plugin_failures", "Signaling that failed or was refused.", c.failures),
+        (
+            true,
+            "netserv_plugin_phones_evicted",
+            "Unserved phones forgotten to keep the registry within max_phones.",
+            c.phones_evicted,
+        ),
+        (
+            true,
+            "netserv_plugin_phones_refused",
+            "New phones not taken in: the registry was full of served ones.",
+            c.phones_refused,
+        ),
         (
             false,
             "netserv_plugin_appliances_known",
@@ -432,9 +444,9 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
     let mut oc_tick =
         tokio::time::interval(Duration::from_millis(cfg.overload.as_ref().map_or(1000, |o| u64::from(o.interval_ms))));
     let (oc_tx, oc_rx) = watch::channel(serde_json::Value::Null);
-    let (reg_tx, reg_rx) = watch::channel(policy.registry.clone());
+    let (reg_tx, reg_rx) = watch::channel(Arc::new(policy.registry.clone()));
     let (relay_reg_tx, relay_reg_rx) =
-        watch::channel(relay_policy.as_ref().map(|p| p.registry.clone()).unwrap_or_default());
+        watch::channel(Arc::new(relay_policy.as_ref().map(|p| p.registry.clone()).unwrap_or_default()));
 
     let hep_sock = tokio::net::UdpSocket::bind(cfg.hep_listen)
         .await
@@ -472,18 +484,15 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut buf = vec![0u8; 65_536];
     let mut keepalives = cfg.keepalive_rule();
-    let relay_registry_path = cfg.relay.as_ref().map(|r| r.registry.clone());
-    let save_all = |policy: &Policy, relay_policy: &Option<Policy>| {
-        save(&cfg.registry, &policy.registry);
-        if let (Some(p), Some(path)) = (relay_policy, &relay_registry_path) {
-            save(path, &p.registry);
-        }
-    };
+    let mut saver = Saver::new(cfg.registry.clone());
+    // Who may send HEP, as the running config says (SIGHUP changes it).
+    let mut hep_rule = Arc::new(cfg.clone());
+    let mut relay_saver = cfg.relay.as_ref().map(|r| Saver::new(r.registry.clone()));
     loop {
         tokio::select! {
             r = hep_sock.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
-                if !cfg.hep_allowed(from.ip()) {
+                if !hep_rule.hep_allowed(from.ip()) {
                     if HEP_REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
                         tracing::warn!(%from, "HEP from a sender not in hep_allow: dropped (counted in netserv_plugin_hep_refused)");
                     }
@@ -558,8 +567,12 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {
                 policy.handle_timeout(now_ms());
+                saver.tick(&mut policy, &reg_tx);
                 if let Some(rp) = relay_policy.as_mut() {
                     rp.handle_timeout(now_ms());
+                    if let Some(s) = relay_saver.as_mut() {
+                        s.tick(rp, &relay_reg_tx);
+                    }
                 }
             }
             _ = hup.recv() => {
@@ -575,7 +588,9 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                         keepalives = c.keepalive_rule();
                         let _ = modules_tx.send(new.files.clone());
                         signers = new;
-                        let _ = config_tx.send(Arc::new(c));
+                        let c = Arc::new(c);
+                        hep_rule = c.clone();
+                        let _ = config_tx.send(c);
                         tracing::info!(module_url = %signers.keepalive.url, "configuration reloaded");
                     }
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "configuration reload failed; keeping the running one"),
@@ -583,11 +598,17 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
             }
             _ = term.recv() => {
                 tracing::info!("SIGTERM: saving the registries and stopping");
-                save_all(&policy, &relay_policy);
+                saver.finish(&policy.registry).await;
+                if let (Some(s), Some(rp)) = (relay_saver.as_mut(), relay_policy.as_ref()) {
+                    s.finish(&rp.registry).await;
+                }
                 return Ok(());
             }
             _ = tokio::signal::ctrl_c() => {
-                save_all(&policy, &relay_policy);
+                saver.finish(&policy.registry).await;
+                if let (Some(s), Some(rp)) = (relay_saver.as_mut(), relay_policy.as_ref()) {
+                    s.finish(&rp.registry).await;
+                }
                 return Ok(());
             }
         }
@@ -622,17 +643,42 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
                 let _ = tx.send((which, signer.run(action).await));
             });
         }
-        if policy.dirty {
-            policy.dirty = false;
-            save(&cfg.registry, &policy.registry);
-            let _ = reg_tx.send(policy.registry.clone());
+    }
+}
+
+/// Saves a registry that changed since the last tick, off the runtime (a
+/// registry of 100,000 phones is megabytes of JSON, written and fsync'd):
+/// once a tick at most, however many keep-alives came meanwhile, and never
+/// two writes of one file at once (a tick whose last save still runs waits
+/// for the next).
+struct Saver {
+    path: std::path::PathBuf,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Saver {
+    fn new(path: std::path::PathBuf) -> Self {
+        Self { path, running: None }
+    }
+
+    /// One copy of the registry a tick, shared by the status endpoints and
+    /// the writer.
+    fn tick(&mut self, policy: &mut Policy, status: &watch::Sender<Arc<Registry>>) {
+        if !policy.dirty || self.running.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
         }
-        if let (Some(rp), Some(path)) = (relay_policy.as_mut(), &relay_registry_path)
-            && rp.dirty
-        {
-            rp.dirty = false;
-            save(path, &rp.registry);
-            let _ = relay_reg_tx.send(rp.registry.clone());
+        policy.dirty = false;
+        let snapshot = Arc::new(policy.registry.clone());
+        let _ = status.send(snapshot.clone());
+        let path = self.path.clone();
+        self.running = Some(tokio::task::spawn_blocking(move || save(&path, &snapshot)));
+    }
+
+    /// The last save done, then this one, in place (shutdown).
+    async fn finish(&mut self, registry: &Registry) {
+        if let Some(h) = self.running.take() {
+            let _ = h.await;
         }
+        save(&self.path, registry);
     }
 }

@@ -25,6 +25,10 @@ pub struct PolicyConfig {
     pub retry_after_secs: u32,
     /// `true`: REMOVE idle deployments; `false`: let their TTL run out.
     pub remove_when_idle: bool,
+    /// Phones the registry holds at most. A new one past it makes room by
+    /// forgetting the stalest 1 % of those no deployment serves; when every
+    /// phone is served, the new one is not taken in (and counted).
+    pub max_phones: usize,
 }
 
 impl Default for PolicyConfig {
@@ -36,6 +40,7 @@ impl Default for PolicyConfig {
             idle_after_secs: 120,
             retry_after_secs: 30,
             remove_when_idle: true,
+            max_phones: 200_000,
         }
     }
 }
@@ -114,6 +119,11 @@ pub struct Counters {
     pub removals: u64,
     pub expiries: u64,
     pub failures: u64,
+    /// Phones forgotten to make room (`max_phones`), and new ones not taken in.
+    #[serde(default)]
+    pub phones_evicted: u64,
+    #[serde(default)]
+    pub phones_refused: u64,
 }
 
 /// The registry: phones, deployments, and what they did. Serialized as is.
@@ -148,6 +158,12 @@ pub struct Policy {
     waiting: std::collections::BTreeSet<IpAddr>,
     /// Set whenever the registry changed (the daemon saves it).
     pub dirty: bool,
+    /// Phones with a PROBE/SETUP out (`Phone::in_flight`), counted so that
+    /// a keep-alive does not scan the whole registry to find out.
+    probing: usize,
+    /// The last search for a phone to forget found none (every phone
+    /// served): until the next tick, a new phone is refused without another.
+    full_of_served: bool,
 }
 
 impl Policy {
@@ -163,6 +179,21 @@ impl Policy {
             actions: VecDeque::new(),
             waiting: std::collections::BTreeSet::new(),
             dirty: false,
+            probing: 0,
+            full_of_served: false,
+        }
+    }
+
+    /// Marks `phone`'s PROBE/SETUP out or done, keeping `probing` in step.
+    fn set_in_flight(&mut self, phone: IpAddr, on: bool) {
+        let p = self.registry.phones.entry(phone).or_default();
+        if p.in_flight != on {
+            p.in_flight = on;
+            if on {
+                self.probing += 1;
+            } else {
+                self.probing = self.probing.saturating_sub(1);
+            }
         }
     }
 
@@ -180,8 +211,44 @@ impl Policy {
         u64::from(s) * 1000
     }
 
+    /// Whether `phone` is in the registry or room was made for it.
+    fn room_for(&mut self, phone: IpAddr) -> bool {
+        let phones = &mut self.registry.phones;
+        if phones.contains_key(&phone) || phones.len() < self.cfg.max_phones.max(1) {
+            return true;
+        }
+        if self.full_of_served {
+            self.registry.counters.phones_refused += 1;
+            return false;
+        }
+        // The stalest of those nothing serves nor is being served: last heard
+        // of (keep-alive or registration) longest ago.
+        let mut idle: Vec<(u64, IpAddr)> = phones
+            .iter()
+            .filter(|(_, p)| p.appliance.is_none() && !p.in_flight)
+            .map(|(ip, p)| (p.last_keepalive_ms.max(p.registered_until_ms), *ip))
+            .collect();
+        if idle.is_empty() {
+            self.full_of_served = true;
+            self.registry.counters.phones_refused += 1;
+            return false;
+        }
+        let n = (self.cfg.max_phones / 100).clamp(1, idle.len());
+        idle.select_nth_unstable(n - 1);
+        for (_, ip) in idle.iter().take(n) {
+            phones.remove(ip);
+            self.waiting.remove(ip);
+        }
+        self.registry.counters.phones_evicted += n as u64;
+        self.dirty = true;
+        true
+    }
+
     pub fn on_keepalive(&mut self, now: u64, phone: IpAddr) {
         self.registry.counters.keepalives_seen += 1;
+        if !self.room_for(phone) {
+            return;
+        }
         let p = self.registry.phones.entry(phone).or_default();
         p.keepalives_at_server += 1;
         p.last_keepalive_ms = now;
@@ -195,29 +262,30 @@ impl Policy {
     /// deployment the probe finds), unless it is served already, being
     /// served, or waiting to retry.
     pub fn want(&mut self, now: u64, phone: IpAddr) {
+        if !self.room_for(phone) {
+            return;
+        }
         let p = self.registry.phones.entry(phone).or_default();
         if p.appliance.is_some() || p.in_flight || now < p.retry_at_ms {
             return;
         }
-        if self.registry.phones.values().any(|p| p.in_flight) {
+        if self.probing > 0 {
             self.waiting.insert(phone);
             return;
         }
-        if let Some(p) = self.registry.phones.get_mut(&phone) {
-            p.in_flight = true;
-        }
+        self.set_in_flight(phone, true);
         self.actions.push_back(Action::Probe { phone });
     }
 
     /// Probes the phones that waited, once nothing else is in flight.
     fn release_waiting(&mut self) {
-        if self.registry.phones.values().any(|p| p.in_flight) {
+        if self.probing > 0 {
             return;
         }
         for phone in std::mem::take(&mut self.waiting) {
-            let p = self.registry.phones.entry(phone).or_default();
-            if p.appliance.is_none() {
-                p.in_flight = true;
+            // One forgotten meanwhile (idle, or to make room) is not brought back.
+            if self.registry.phones.get(&phone).is_some_and(|p| p.appliance.is_none()) {
+                self.set_in_flight(phone, true);
                 self.actions.push_back(Action::Probe { phone });
             }
         }
@@ -230,6 +298,9 @@ impl Policy {
         /// whose registration ends first is forgotten.
         const MAX_USERS_PER_ADDRESS: usize = 4096;
         self.registry.counters.registers_seen += 1;
+        if !self.room_for(phone) {
+            return;
+        }
         let p = self.registry.phones.entry(phone).or_default();
         let until = now + u64::from(expires_secs) * 1000;
         let Some(user) = user else {
@@ -350,17 +421,17 @@ impl Policy {
             d.deployed_ms = now;
         }
         d.phones.insert(phone);
+        self.set_in_flight(phone, false);
         let p = self.registry.phones.entry(phone).or_default();
         p.appliance = Some(hop.node_id.clone());
-        p.in_flight = false;
         p.keepalives_at_server = 0;
         tracing::info!(%phone, appliance = %hop.node_id, fresh, "phone served at the edge");
     }
 
     fn fail_phone(&mut self, now: u64, phone: IpAddr) {
         self.registry.counters.failures += 1;
+        self.set_in_flight(phone, false);
         let p = self.registry.phones.entry(phone).or_default();
-        p.in_flight = false;
         p.retry_at_ms = now + Self::secs(self.cfg.retry_after_secs);
     }
 
@@ -418,6 +489,9 @@ impl Policy {
                 || now.saturating_sub(p.last_keepalive_ms) < idle
         });
         self.dirty |= before_len != self.registry.phones.len();
+        let phones = &self.registry.phones;
+        self.waiting.retain(|ip| phones.contains_key(ip));
+        self.full_of_served = false;
     }
 }
 
@@ -446,6 +520,30 @@ mod tests {
         let cfg =
             PolicyConfig { ttl_secs: 100, refresh_before_secs: 30, idle_after_secs: 50, ..PolicyConfig::default() };
         Policy::new(cfg, "itsp-a", "keepalive", Registry::default())
+    }
+
+    /// A flood of new source addresses (any SIP sender can forge one) keeps
+    /// the registry at its cap: the stalest unserved phones go; a served one
+    /// stays. Before, the table grew with every address.
+    #[test]
+    fn the_registry_holds_at_most_max_phones_and_forgets_the_stalest() {
+        let cfg = PolicyConfig { max_phones: 200, keepalive_threshold: 1_000, ..PolicyConfig::default() };
+        let mut p = Policy::new(cfg, "itsp-a", "keepalive", Registry::default());
+        // A served phone, heard of first (the stalest of all).
+        let served = IpAddr::from([198, 18, 9, 9]);
+        p.on_keepalive(0, served);
+        if let Some(ph) = p.registry.phones.get_mut(&served) {
+            ph.appliance = Some("edge-1".into());
+        }
+        for i in 0..10_000u32 {
+            let [_, _, a, b] = i.to_be_bytes();
+            p.on_keepalive(u64::from(i) + 1, IpAddr::from([10, 7, a, b]));
+            assert!(p.registry.phones.len() <= 200);
+        }
+        assert!(p.registry.phones.contains_key(&served), "a served phone is never forgotten");
+        assert!(p.registry.phones.contains_key(&IpAddr::from([10, 7, 0x27, 0x0f])), "the newest is kept");
+        assert!(!p.registry.phones.contains_key(&IpAddr::from([10, 7, 0, 0])), "the stalest went");
+        assert!(p.registry.counters.phones_evicted >= 9_800);
     }
 
     #[test]

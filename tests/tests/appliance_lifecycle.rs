@@ -125,6 +125,25 @@ fn a_corrupt_state_file_is_kept_aside_and_reported() {
     assert_eq!(h["status"], "ok", "{h}");
     assert_eq!(h["restore"]["restored"], 1, "{h}");
     app.module("itsp-a", "keepalive").expect("restored");
+    drop(app);
+
+    // One entry this version cannot read beside one it can: the good one
+    // returns, and the file kept aside is the file as it was — with the
+    // entry that did not (restoring rewrites modules.json with what returned).
+    let saved: serde_json::Value = serde_json::from_slice(&whole).expect("saved modules are JSON");
+    let mixed = serde_json::json!([saved[0].clone(), { "request": { "tenant": 7 } }]).to_string();
+    std::fs::write(&file, &mixed).expect("mixed");
+    let app = Appliance::start(&tb, &config_in(&state)).expect("restarts");
+    let h = health(&app);
+    assert_eq!((h["status"].as_str(), h["restore"]["restored"].as_u64()), (Some("degraded"), Some(1)), "{h}");
+    assert_eq!(h["restore"]["unreadable"], 1, "{h}");
+    let kept = h["restore"]["kept_as"].as_str().unwrap_or_else(|| panic!("not kept aside: {h}"));
+    assert_eq!(std::fs::read_to_string(kept).expect("the kept file"), mixed, "the kept file lost an entry");
+    app.module("itsp-a", "keepalive").expect("the readable entry restored");
+    // Anyone may ask /healthz; only the admin learns why and where.
+    let anon =
+        tb.output(&tb.edge, "curl", &["-s", "-m", "5", "http://127.0.0.1:8270/healthz"]).expect("anonymous healthz");
+    assert!(anon.contains("degraded") && !anon.contains("kept_as") && !anon.contains("modules.json"), "{anon}");
 }
 
 #[test]

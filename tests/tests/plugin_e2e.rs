@@ -105,6 +105,10 @@ fn kamailio_and_the_plugin_deploy_refresh_and_retire_on_their_own() {
     wait_for("the module to be retired", Duration::from_secs(40), || {
         (app.api("GET", "/api/v1/modules/itsp-a/keepalive", None, ADMIN_TOKEN).ok()?.0 == 404).then_some(())
     });
-    let metrics = plugin::get(&tb, "/metrics");
-    assert!(metric(&metrics, "netserv_plugin_removals_total") + metric(&metrics, "netserv_plugin_expiries_total") >= 1);
+    // The plugin publishes its registry once a tick (500 ms).
+    wait_for("the retirement counted", Duration::from_secs(3), || {
+        let metrics = plugin::get(&tb, "/metrics");
+        (metric(&metrics, "netserv_plugin_removals_total") + metric(&metrics, "netserv_plugin_expiries_total") >= 1)
+            .then_some(())
+    });
 }

@@ -71,13 +71,16 @@ pub struct Controller {
     /// Module downloads at once (each up to `runtime.module_size_max`); one
     /// beyond it is refused as busy rather than queued.
     download_slots: tokio::sync::Semaphore,
+    /// Each tenant's downloads in flight.
+    downloading: Mutex<HashMap<String, usize>>,
 }
 
 /// Compiles that may run at once (this machine has two cores; a compile
 /// takes one for up to a second).
 const COMPILES_AT_ONCE: usize = 1;
-/// Downloads that may be in flight at once, all tenants together.
+/// Downloads that may be in flight at once, all tenants together, and one tenant's.
 const DOWNLOADS_AT_ONCE: usize = 8;
+const DOWNLOADS_PER_TENANT: usize = 2;
 /// How long an install waits for a compile slot before it is refused as busy.
 const COMPILE_WAIT: Duration = Duration::from_secs(30);
 
@@ -97,6 +100,12 @@ pub struct RestoreReport {
 }
 
 impl RestoreReport {
+    /// Counts only: what anyone who can reach `/healthz` may see (no error
+    /// text, no paths of the node's disk).
+    pub fn counts(&self) -> RestoreReport {
+        RestoreReport { error: None, kept_as: None, ..self.clone() }
+    }
+
     /// Everything saved came back.
     pub fn is_clean(&self) -> bool {
         self.not_restored == 0 && self.unreadable == 0 && self.error.is_none()
@@ -136,6 +145,7 @@ impl Controller {
             reserved: Mutex::new(HashMap::new()),
             compile_slots: tokio::sync::Semaphore::new(COMPILES_AT_ONCE),
             download_slots: tokio::sync::Semaphore::new(DOWNLOADS_AT_ONCE),
+            downloading: Mutex::new(HashMap::new()),
             servers: Mutex::new(BTreeMap::new()),
             secrets,
         })
@@ -153,10 +163,6 @@ impl Controller {
         &self.secrets
     }
 
-    async fn packet_count(&self, tenant: &str) -> usize {
-        self.records.lock().await.values().filter(|r| *r.active.tenant == *tenant).count()
-    }
-
     /// The module's bytes, verified against the hash the request names:
     /// from the cache when we hold them (no download), else fetched.
     async fn module_bytes(
@@ -171,6 +177,14 @@ impl Controller {
                 let _slot = self.download_slots.try_acquire().map_err(|_| {
                     ControlError::Busy(format!("{DOWNLOADS_AT_ONCE} module downloads are in flight; try again"))
                 })?;
+                // And a tenant's share of them: one tenant's slow origin
+                // cannot hold every slot.
+                let _mine = servers::Reservation::try_new(&self.downloading, &req.tenant, DOWNLOADS_PER_TENANT)
+                    .ok_or_else(|| {
+                        ControlError::Busy(format!(
+                            "{DOWNLOADS_PER_TENANT} of this tenant's module downloads are in flight; try again"
+                        ))
+                    })?;
                 let tenant = cfg.tenant(&req.tenant).ok_or_else(|| ControlError::UnknownTenant(req.tenant.clone()))?;
                 let origins = PeerPolicy::new(crate::relay::local_addresses(), tenant.module_origins.iter().copied());
                 store::fetch(&req.source, cfg.runtime.module_size_max, &origins).await?
@@ -283,6 +297,7 @@ impl Controller {
         let id = module_id(&req.tenant, &req.name);
 
         // A refresh: same bytes (by the hash the caller names), filter, properties.
+        let mut reserved = None;
         {
             let mut records = self.records.lock().await;
             if let Some(r) = records.get_mut(&id) {
@@ -300,9 +315,11 @@ impl Controller {
                     return Ok(out);
                 }
             } else {
-                // Checked before the download, so that a tenant at its limit
-                // costs no fetch; and again when the install commits.
+                // A new module takes a slot of the tenant's limit now, before
+                // its download and compile: installs racing past the limit
+                // are refused here, each at no cost.
                 Self::over_limit(&tenant, self.committed(&records, &req.tenant))?;
+                reserved = Some(servers::Reservation::new(&self.reserved, &req.tenant));
             }
         }
 
@@ -338,8 +355,8 @@ impl Controller {
         drop(compiling);
 
         let mut records = self.records.lock().await;
-        if !records.contains_key(&id) {
-            // Other installs of this tenant may have committed meanwhile.
+        if !records.contains_key(&id) && reserved.is_none() {
+            // It replaced a module that is gone meanwhile: a new one after all.
             Self::over_limit(&tenant, self.committed(&records, &req.tenant))?;
         }
         let old = records.remove(&id);
@@ -374,6 +391,8 @@ impl Controller {
         };
         let out = info(&record);
         records.insert(id.clone(), record);
+        // Counted as installed now, no longer as reserved.
+        drop(reserved);
         if let Some(old) = &old {
             // The replaced module is gone: no more rebuilds for it.
             old.active.health.retired.store(true, Relaxed);
@@ -585,8 +604,9 @@ impl Controller {
     /// had left (expired ones are dropped). Returns how many came back.
     ///
     /// Nothing is lost on the way: when the file, or an entry in it, cannot
-    /// be read, or a module in it cannot be installed again, the file is
-    /// kept aside before the modules that did come back are saved, and
+    /// be read, or a module in it cannot be installed again, the file as it
+    /// was read is written aside (the modules that did come back are saved
+    /// in `modules.json` as usual), and
     /// [`Controller::restore_report`] (`/healthz`) says so.
     pub async fn restore(&self) -> usize {
         let Some(state) = &self.state else { return 0 };
@@ -595,9 +615,11 @@ impl Controller {
             tracing::error!(error = %e, unreadable_entries = loaded.unreadable, "the saved modules could not all be read");
         }
         let mut report =
-            RestoreReport { unreadable: loaded.unreadable, error: loaded.error, ..RestoreReport::default() };
+            RestoreReport { unreadable: loaded.unreadable, error: loaded.error.clone(), ..RestoreReport::default() };
         let mut restored = 0;
-        for s in loaded.saved {
+        // Each install below saves the modules back so far: the file as it
+        // was read (`loaded.raw`) is what gets kept when not everything returns.
+        for s in loaded.saved.iter().cloned() {
             let remaining = s.remaining(SystemTime::now());
             let mut req = s.request;
             match remaining {
@@ -621,9 +643,9 @@ impl Controller {
             }
         }
         report.restored = restored;
-        if report.error.is_some() || report.not_restored > 0 {
+        if (report.error.is_some() || report.not_restored > 0) && !loaded.raw.is_empty() {
             let why = if report.error.is_some() { "unreadable" } else { "unrestored" };
-            match state.keep_aside(why) {
+            match state.keep_aside(&loaded.raw, why) {
                 Ok(p) => {
                     tracing::error!(kept_as = %p.display(), "the saved modules file is kept aside for the operator");
                     report.kept_as = Some(p.display().to_string());

@@ -105,9 +105,11 @@ impl StateStore {
         };
         let entries = match serde_json::from_slice::<Vec<serde_json::Value>>(&bytes) {
             Ok(v) => v,
-            Err(e) => return Loaded { error: Some(format!("{}: {e}", path.display())), ..Loaded::default() },
+            Err(e) => {
+                return Loaded { error: Some(format!("{}: {e}", path.display())), raw: bytes, ..Loaded::default() };
+            }
         };
-        let mut loaded = Loaded::default();
+        let mut loaded = Loaded { raw: bytes.clone(), ..Loaded::default() };
         for (i, entry) in entries.into_iter().enumerate() {
             match serde_json::from_value::<Saved>(entry) {
                 Ok(s) => loaded.saved.push(s),
@@ -120,14 +122,14 @@ impl StateStore {
         loaded
     }
 
-    /// Moves `modules.json` out of the way as `modules.json.<why>-<unix ms>`,
-    /// so that saving the modules that did come back does not overwrite
-    /// what did not: the operator can still read and repair it.
-    pub fn keep_aside(&self, why: &str) -> io::Result<PathBuf> {
+    /// Writes `raw` — `modules.json` as it was read, before restoring
+    /// rewrote it with what came back — beside it as
+    /// `modules.json.<why>-<unix ms>`: the operator can still read and
+    /// repair what did not come back.
+    pub fn keep_aside(&self, raw: &[u8], why: &str) -> io::Result<PathBuf> {
         let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let aside = self.dir.join(format!("modules.json.{why}-{ms}"));
-        std::fs::rename(self.dir.join("modules.json"), &aside)?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
+        netserv_shell::files::write_atomically(&aside, raw)?;
         Ok(aside)
     }
 }
@@ -140,6 +142,8 @@ pub struct Loaded {
     pub unreadable: usize,
     /// Why the file, or a part of it, could not be read.
     pub error: Option<String>,
+    /// The file's bytes as read (empty when it could not be read at all).
+    pub raw: Vec<u8>,
 }
 
 #[cfg(test)]
@@ -182,8 +186,7 @@ mod tests {
         assert_eq!(names, ["one", "two"]);
         assert_eq!(got.unreadable, 1);
         assert!(got.error.as_deref().is_some_and(|e| e.contains("entry 1")), "{:?}", got.error);
-        let aside = store.keep_aside("corrupt").expect("kept aside");
-        assert!(!dir.join("modules.json").exists());
+        let aside = store.keep_aside(&got.raw, "unreadable").expect("kept aside");
         assert_eq!(std::fs::read_to_string(&aside).expect("aside"), file.to_string());
         let _ = std::fs::remove_dir_all(dir);
     }

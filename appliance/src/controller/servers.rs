@@ -47,7 +47,6 @@ impl Controller {
         let address = cfg.servers.address.ok_or_else(|| {
             ControlError::Invalid("this node serves no server modules: its config has no `servers.address`".into())
         })?;
-        let packet_modules = self.packet_count(&req.tenant).await;
         let refreshed = {
             let mut servers = self.servers.lock();
             match servers.get_mut(&id) {
@@ -63,16 +62,7 @@ impl Controller {
                         server_info(r)
                     })
                 }
-                None => {
-                    let count = servers.values().filter(|r| r.request.tenant == req.tenant).count() + packet_modules;
-                    if count >= tenant.limits.max_modules as usize {
-                        return Err(ControlError::Limit(format!(
-                            "tenant `{}` may run at most {} modules",
-                            tenant.name, tenant.limits.max_modules
-                        )));
-                    }
-                    None
-                }
+                None => None,
             }
         };
         if let Some(out) = refreshed {
@@ -80,17 +70,10 @@ impl Controller {
             self.persist_now().await;
             return Ok(out);
         }
-        let (bytes, hash) = self.module_bytes(cfg, &req).await?;
-        let compiling = self.compile_slot().await?;
-        let runtime = self.runtime.clone();
-        let (_, pre) = tokio::task::spawn_blocking(move || runtime.compile_server(&bytes))
-            .await
-            .map_err(|e| ControlError::Internal(e.to_string()))?
-            .map_err(|e| ControlError::Module(format!("{e:#}")))?;
-        drop(compiling);
-        // The limit again, now that the install commits: checked and the
-        // slot reserved under `records`, as packet installs commit.
-        let _reserved = {
+        // A new module takes a slot of the tenant's limit now, under
+        // `records` (where every install counts), before its download and
+        // compile: installs racing past the limit each cost nothing.
+        let reserved = {
             let records = self.records.lock().await;
             if self.servers.lock().contains_key(&id) {
                 None
@@ -99,7 +82,14 @@ impl Controller {
                 Some(Reservation::new(&self.reserved, &req.tenant))
             }
         };
-
+        let (bytes, hash) = self.module_bytes(cfg, &req).await?;
+        let compiling = self.compile_slot().await?;
+        let runtime = self.runtime.clone();
+        let (_, pre) = tokio::task::spawn_blocking(move || runtime.compile_server(&bytes))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(|e| ControlError::Module(format!("{e:#}")))?;
+        drop(compiling);
         let (state, usage) = self.tenant_state(tenant);
         let counters = Arc::new(GuestCounters::new(1));
         let host = HostSpec {
@@ -159,6 +149,8 @@ impl Controller {
         let out = server_info(&record);
         tracing::info!(module = %id, sha256 = %out.sha256, listening = ?record.handle.local, "server module installed");
         self.servers.lock().insert(id, record);
+        // Counted as installed now, no longer as reserved.
+        drop(reserved);
         self.persist_now().await;
         Ok(out)
     }
@@ -281,17 +273,36 @@ fn server_info(r: &ServerRecord) -> ModuleInfo {
     }
 }
 
-/// A tenant's server module between its limit check and its insertion;
-/// counted as installed until dropped.
-struct Reservation<'a> {
+/// A tenant's module between its limit check and its insertion (counted
+/// as installed until dropped), or one of its downloads in flight.
+pub(super) struct Reservation<'a> {
     reserved: &'a parking_lot::Mutex<std::collections::HashMap<String, usize>>,
     tenant: String,
 }
 
 impl<'a> Reservation<'a> {
-    fn new(reserved: &'a parking_lot::Mutex<std::collections::HashMap<String, usize>>, tenant: &str) -> Self {
+    pub(super) fn new(
+        reserved: &'a parking_lot::Mutex<std::collections::HashMap<String, usize>>,
+        tenant: &str,
+    ) -> Self {
         *reserved.lock().entry(tenant.to_owned()).or_default() += 1;
         Self { reserved, tenant: tenant.to_owned() }
+    }
+
+    /// A slot when the tenant holds fewer than `cap`.
+    pub(super) fn try_new(
+        reserved: &'a parking_lot::Mutex<std::collections::HashMap<String, usize>>,
+        tenant: &str,
+        cap: usize,
+    ) -> Option<Self> {
+        let mut r = reserved.lock();
+        let n = r.entry(tenant.to_owned()).or_default();
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        drop(r);
+        Some(Self { reserved, tenant: tenant.to_owned() })
     }
 }
 

@@ -123,7 +123,7 @@ pub async fn perform(
             None => NodeEntry::new(node_id, Status::Malformed, "REMOVE without a module name"),
             Some(name) => match controller.remove(&who, &req.user, name).await {
                 Ok(m) => NodeEntry::new(node_id, Status::Ok, format!("removed {}", m.id)),
-                Err(e) => NodeEntry::new(node_id, status_of(&e), e.to_string()),
+                Err(e) => NodeEntry::new(node_id, status_of(&e), wire_reason(&e)),
             },
         },
         RequestKind::Probe => NodeEntry::new(node_id, Status::Ok, "probed"),

@@ -26,13 +26,21 @@ const UNREACHABLE: u8 = 3;
 pub struct Quoted {
     pub source: SocketAddr,
     pub destination: SocketAddr,
+    /// Who sent the ICMP message, and its code (0-3: net, host, protocol,
+    /// port unreachable).
+    pub reporter: IpAddr,
+    pub code: u8,
 }
+
+/// Port unreachable.
+const PORT_UNREACHABLE: u8 = 3;
 
 /// Parses one ICMPv4 packet (with its IP header, as raw sockets deliver it);
 /// returns the datagram it quotes if it reports an unreachable GIST (UDP
 /// 270) datagram.
 pub fn parse_unreachable(packet: &[u8]) -> Option<Quoted> {
     let ihl = usize::from(packet.first()? & 0x0f) * 4;
+    let reporter: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
     let icmp = packet.get(ihl..)?;
     let (&ty, &code) = (icmp.first()?, icmp.get(1)?);
     if ty != UNREACHABLE || code > 3 {
@@ -52,6 +60,8 @@ pub fn parse_unreachable(packet: &[u8]) -> Option<Quoted> {
     (dport == netserv_gist::wire::GIST_PORT).then_some(Quoted {
         source: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(src)), sport),
         destination: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(dst)), dport),
+        reporter: IpAddr::V4(Ipv4Addr::from(reporter)),
+        code,
     })
 }
 
@@ -156,6 +166,12 @@ fn start() -> Option<Watcher> {
 
 impl Watcher {
     fn deliver(&self, q: Quoted) {
+        // "Nobody listens on UDP 270" is the target host's to say: a port
+        // unreachable from anyone else is forged. (Net, host and protocol
+        // unreachables come from routers on the way, whoever they are.)
+        if q.code == PORT_UNREACHABLE && q.reporter != q.destination.ip() {
+            return;
+        }
         let subs = self.subs.lock();
         for (_, ip, tx) in subs.get(&q.source.port()).into_iter().flatten() {
             if ip.is_unspecified() || *ip == q.source.ip() {
@@ -207,6 +223,11 @@ mod tests {
         assert_eq!(ours_rx.try_recv().ok(), Some("198.18.1.10".parse().expect("ip")));
         assert_eq!(any_rx.try_recv().ok(), Some("198.18.1.10".parse().expect("ip")));
         assert!(other_rx.try_recv().is_err(), "another socket's port");
+        // A port unreachable not from the host it names: forged.
+        let mut elsewhere = PKT;
+        elsewhere[15] = 77;
+        w.deliver(parse_unreachable(&elsewhere).expect("parsed"));
+        assert!(ours_rx.try_recv().is_err() && any_rx.try_recv().is_err(), "a port unreachable from a third host");
         // Quoting another of our addresses on the same port: not ours.
         let mut forged = PKT;
         forged[43] = 99;

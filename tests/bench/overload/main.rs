@@ -256,9 +256,10 @@ fn offer(b: &Bed, cps: f64, prelude: (u64, f64), warmup: u64, secs: u64) -> anyh
     let start = unix_now();
     let counted = callers(5061, secs);
     std::thread::sleep(std::time::Duration::from_secs(secs));
+    // The appliance's CPU over exactly the counted seconds.
+    let cpu = netserv_tests::bench::cpu_secs(b.app.proc.pid()) - cpu0;
     let cool = callers(5065, cooldown);
     let run = counted.join().map_err(|_| anyhow::anyhow!("the counted callers panicked"))??;
-    let cpu = netserv_tests::bench::cpu_secs(b.app.proc.pid()) - cpu0;
     let mut runs = vec![cool.join().map_err(|_| anyhow::anyhow!("the last callers panicked"))??];
     if let Some(w) = warm {
         runs.push(w.join().map_err(|_| anyhow::anyhow!("the first callers panicked"))??);

@@ -70,23 +70,27 @@ pub fn measure() -> anyhow::Result<Value> {
     Ok(summarize(&readings, t0))
 }
 
-/// The counters between `from` and `to` (the readings nearest inside).
-fn between(readings: &[Reading], from: Duration, to: Duration) -> Option<(u64, u64)> {
+/// The counters between `from` and `to` (the readings nearest inside), and
+/// the seconds between those readings.
+fn between(readings: &[Reading], from: Duration, to: Duration) -> Option<(u64, u64, f64)> {
     let a = readings.iter().find(|r| r.at >= from)?;
     let b = readings.iter().rev().find(|r| r.at <= to)?;
-    (b.at > a.at).then(|| (b.admitted.saturating_sub(a.admitted), b.shed.saturating_sub(a.shed)))
+    (b.at > a.at)
+        .then(|| (b.admitted.saturating_sub(a.admitted), b.shed.saturating_sub(a.shed), (b.at - a.at).as_secs_f64()))
 }
 
 fn summarize(readings: &[Reading], t0: Duration) -> Value {
     let ms = Duration::from_millis;
     let shares: Vec<Value> = (0..4)
         .map(|i| {
-            let (a, s) = between(readings, t0 + ms(250 * i), t0 + ms(250 * (i + 1))).unwrap_or((0, 0));
+            let (a, s, _) = between(readings, t0 + ms(250 * i), t0 + ms(250 * (i + 1))).unwrap_or((0, 0, 0.0));
             json!((a as f64 / (a + s).max(1) as f64 * 1000.0).round() / 1000.0)
         })
         .collect();
-    let before = between(readings, t0.saturating_sub(ms(1000)), t0).map(|(a, s)| (a + s) as f64);
-    let after = between(readings, t0, t0 + ms(1000)).map(|(a, _)| a as f64);
+    // Rates, each over the time its readings span: the readings come every
+    // 50 ms or so, and a second's window holds 0.9 s of them or 1.0 s.
+    let before = between(readings, t0.saturating_sub(ms(1000)), t0).map(|(a, s, secs)| (a + s) as f64 / secs);
+    let after = between(readings, t0, t0 + ms(1000)).map(|(a, _, secs)| a as f64 / secs);
     let rate_ratio = match (before, after) {
         (Some(b), Some(a)) if b > 0.0 => a / (b / 2.0),
         _ => f64::NAN,
