@@ -221,6 +221,16 @@ fn confirm(cookie: &[u8]) -> Vec<u8> {
     c.encode(Encapsulation::DMode).expect("encodes")
 }
 
+/// A sends a Query from `from`; B's Response to it carries this cookie.
+fn responder_cookie(s: &mut Sim, from: SocketAddr) -> Vec<u8> {
+    s.a_sends(b"SETP");
+    let q = s.a.poll_transmit().expect("query");
+    s.b.handle_datagram(s.now, B, from, &q.payload, true);
+    let r = s.b.poll_transmit().expect("response");
+    let (resp, _) = wire::decode(&r.payload).expect("response decodes");
+    resp.responder_cookie.expect("cookie").to_vec()
+}
+
 #[test]
 fn forged_or_replayed_cookies_install_nothing() {
     let mut s = Sim::new();
@@ -229,12 +239,7 @@ fn forged_or_replayed_cookies_install_nothing() {
     s.b.handle_datagram(s.now, B, from, &confirm(&[0u8; COOKIE_LEN]), false);
     let mut sent: Vec<Transmit> = std::iter::from_fn(|| s.b.poll_transmit()).collect();
     // A valid cookie, but brought back from another address.
-    s.a_sends(b"SETP");
-    let q = s.a.poll_transmit().expect("query");
-    s.b.handle_datagram(s.now, B, from, &q.payload, true);
-    let r = s.b.poll_transmit().expect("response");
-    let (resp, _) = wire::decode(&r.payload).expect("response decodes");
-    let cookie = resp.responder_cookie.expect("cookie").to_vec();
+    let cookie = responder_cookie(&mut s, from);
     let elsewhere = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), A_PORT);
     s.b.handle_datagram(s.now, B, elsewhere, &confirm(&cookie), false);
     // The same cookie two epochs later.
@@ -259,12 +264,7 @@ fn forged_or_replayed_cookies_install_nothing() {
 fn a_replayed_confirm_delivers_nothing_again() {
     let mut s = Sim::new();
     let from = SocketAddr::new(A, A_PORT);
-    s.a_sends(b"SETP");
-    let q = s.a.poll_transmit().expect("query");
-    s.b.handle_datagram(s.now, B, from, &q.payload, true);
-    let r = s.b.poll_transmit().expect("response");
-    let (resp, _) = wire::decode(&r.payload).expect("response decodes");
-    let cookie = resp.responder_cookie.expect("cookie").to_vec();
+    let cookie = responder_cookie(&mut s, from);
     s.b.handle_datagram(s.now, B, from, &confirm(&cookie), false);
     assert_eq!(Sim::events(&mut s.b).len(), 1, "the first Confirm delivers");
     for k in 1..=50u64 {
