@@ -23,7 +23,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let cfg = Config::load(&config_path)?;
-    let runtime = Runtime::new()?;
+    let runtime = Runtime::with_compile_cache(&cfg.state_dir.join("compiled"))?;
     let table = Arc::new(ArcSwap::from_pointee(Table::default()));
     let stop = Arc::new(AtomicBool::new(false));
 

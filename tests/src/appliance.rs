@@ -142,8 +142,13 @@ impl Appliance {
             if let Ok((200, _)) = me.api("GET", "/healthz", None, ADMIN_TOKEN) {
                 return Ok(me);
             }
-            if start.elapsed() > Duration::from_secs(20) {
-                bail!("appliance did not become healthy within 20 s");
+            // A restart compiles every saved module not in its compile
+            // cache: seconds each in a debug build on a busy 2-core machine.
+            if start.elapsed() > Duration::from_secs(60) {
+                let log = me.log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!("appliance did not become healthy within 60 s; its log ends:\n{}", tail.join("\n"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

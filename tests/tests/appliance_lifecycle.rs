@@ -160,6 +160,8 @@ fn sigkill_in_the_middle_of_saving_never_loses_the_saved_modules() {
         assert_eq!(h["status"], "ok", "round {round}: {h}\n{}", app.log());
         if round > 0 {
             assert!(h["restore"]["restored"].as_u64().is_some_and(|n| n >= 1), "round {round}: {h}");
+            // Restored from compiled code the first round left on disk.
+            assert!(files_under(&state.join("compiled")) >= 1, "round {round}: nothing in the compile cache");
         }
         app.install(&keepalive_install(Some(3_600))).expect("install");
         // Installs (each saves the modules) until SIGKILL cuts one short,
@@ -191,6 +193,15 @@ fn sigkill_in_the_middle_of_saving_never_loses_the_saved_modules() {
             .collect();
         assert!(aside.is_empty(), "round {round}: a file was kept aside: {aside:?}");
     }
+}
+
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 })
+        .sum()
 }
 
 /// A self-signed certificate for 127.0.0.1 (openssl), as `<name>.pem` and

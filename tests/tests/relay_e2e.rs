@@ -120,7 +120,13 @@ fn coturn_clients_relay_over_tcp_allocations() {
         .expect("turnutils_uclient");
     assert!(run.sent > 0, "nothing sent\n{}\n{}", run.output, app.log());
     assert_eq!(run.received, run.sent, "bytes received must equal bytes sent\n{}\n{}", run.output, app.log());
-    let m = relay_stats(&app);
+    // The usage is a snapshot the relay thread publishes at each
+    // housekeeping pass (four times a second): the last bytes echoed may not
+    // be in it yet when the client exits.
+    let m = wait_for("the relayed bytes in the usage", Duration::from_secs(3), || {
+        let m = relay_stats(&app);
+        (m["relay"]["usage"]["bytes_to_peers"].as_u64() >= Some(30 * 160)).then_some(m)
+    });
     let c = &m["module_counters"];
     eprintln!("TCP relaying: sent {} received {}; counters {c}; usage {}", run.sent, run.received, m["relay"]["usage"]);
     assert!(c["connections"].as_u64() > Some(0), "a Connect succeeded: {m}");
