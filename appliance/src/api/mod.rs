@@ -95,26 +95,21 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let unauthorized =
             || ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required".into());
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(unauthorized)?;
-        state.controller.authenticate(token.trim()).map(Caller).ok_or_else(unauthorized)
+        principal(&parts.headers, &state.controller).map(Caller).ok_or_else(unauthorized)
     }
+}
+
+/// Whom the request's bearer token names, if anyone.
+fn principal(headers: &axum::http::HeaderMap, controller: &Controller) -> Option<Principal> {
+    let token = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")?;
+    controller.authenticate(token.trim())
 }
 
 async fn healthz(State(s): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     let cfg = s.controller.config();
     // A node that could not restore all its saved modules runs, but says so:
     // the counts to anyone, why and where the file went to the admin.
-    let admin = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|t| s.controller.authenticate(t.trim()))
-        == Some(Principal::Admin);
+    let admin = principal(&headers, &s.controller) == Some(Principal::Admin);
     let full = s.controller.restore_report();
     let status = if full.is_clean() { "ok" } else { "degraded" };
     let restore = if admin { full } else { full.counts() };

@@ -6,6 +6,7 @@
 mod assemble;
 mod authz;
 mod persist;
+mod reserve;
 mod servers;
 mod types;
 
@@ -179,7 +180,7 @@ impl Controller {
                 })?;
                 // And a tenant's share of them: one tenant's slow origin
                 // cannot hold every slot.
-                let _mine = servers::Reservation::try_new(&self.downloading, &req.tenant, DOWNLOADS_PER_TENANT)
+                let _mine = reserve::Reservation::try_new(&self.downloading, &req.tenant, DOWNLOADS_PER_TENANT)
                     .ok_or_else(|| {
                         ControlError::Busy(format!(
                             "{DOWNLOADS_PER_TENANT} of this tenant's module downloads are in flight; try again"
@@ -319,7 +320,7 @@ impl Controller {
                 // its download and compile: installs racing past the limit
                 // are refused here, each at no cost.
                 Self::over_limit(&tenant, self.committed(&records, &req.tenant))?;
-                reserved = Some(servers::Reservation::new(&self.reserved, &req.tenant));
+                reserved = Some(reserve::Reservation::new(&self.reserved, &req.tenant));
             }
         }
 
