@@ -18,5 +18,6 @@ fuzz_target!(|data: &[u8]| {
         0x72, 0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68, 0xf7, 0x07, 0x51, 0x1a,
     ])
     .expect("RFC 8032 test key");
-    let _ = sign::verify(data, &key);
+    let flow = netserv_gist::wire::Mri::between([198, 18, 2, 20].into(), [198, 18, 10, 20].into());
+    let _ = sign::verify(data, &flow, &key);
 });

@@ -16,6 +16,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use ed25519_dalek::SigningKey;
+use netserv_gist::wire::Mri;
 use netserv_nslp::wire::{Request, RequestKind, Status};
 use netserv_shell::client::{self, ClientOptions};
 use netserv_shell::metrics::{CONTENT_TYPE, Exposition};
@@ -47,7 +48,8 @@ struct Signer {
 }
 
 impl Signer {
-    fn request(&self, kind: RequestKind) -> Request {
+    /// A request of `kind`, signed for `flow` (the MRI it travels on).
+    fn request(&self, kind: RequestKind, flow: &Mri) -> Result<Request, netserv_nslp::sign::VerifyError> {
         let mut nonce = [0u8; 16];
         OsRng.fill_bytes(&mut nonce);
         let mut r = Request::new(kind, OsRng.next_u32(), self.cfg.tenant.clone(), now_ms(), nonce);
@@ -82,8 +84,8 @@ impl Signer {
         if kind == RequestKind::Probe {
             r.module = None;
         }
-        netserv_nslp::sign::sign(&mut r, &self.key);
-        r
+        netserv_nslp::sign::sign(&mut r, flow, &self.key)?;
+        Ok(r)
     }
 
     /// Carries out one action and reports the stack (None on any failure).
@@ -94,8 +96,17 @@ impl Signer {
             Action::Refresh { towards, .. } => (RequestKind::Setup, *towards),
             Action::Remove { towards, .. } => (RequestKind::Remove, *towards),
         };
-        let req = self.request(kind);
-        let stack = match client::request(target, req.id, req.encode(), &self.opts).await {
+        let signed = client::flow_toward(target, &self.opts)
+            .map_err(|e| e.to_string())
+            .and_then(|flow| Ok((self.request(kind, &flow).map_err(|e| e.to_string())?, flow)));
+        let (req, flow) = match signed {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::warn!(request = kind.as_str(), %target, %error, "no flow to sign the request for");
+                return Outcome { action, stack: None };
+            }
+        };
+        let stack = match client::request(&flow, req.id, req.encode(), &self.opts).await {
             Ok(client::Outcome::Response(r)) => {
                 let refused: Vec<_> = r.stack.iter().filter(|e| e.status != Status::Ok).collect();
                 if !refused.is_empty() {

@@ -254,6 +254,13 @@ fn refusals_answer_with_the_reason_and_install_nothing() {
     assert_eq!(c, 200);
     let (c, _) = e.edge2.api("DELETE", "/api/v1/modules/itsp-a/keepalive", None, ADMIN_TOKEN).expect("api");
     assert_eq!(c, 200);
+    // Sent towards another phone inside the window: the signature binds the
+    // flow it was signed for, so the first appliance refuses it as forged.
+    let other_phone = UA_IP.replace(".10", ".11");
+    assert_ne!(other_phone, UA_IP);
+    let (v, code) = e.signal(&["resend", "--towards", &other_phone, "--request", saved.to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(statuses(&v), ["bad-signature"], "{v}");
     let (v, code) = e.signal(&["resend", "--towards", UA_IP, "--request", saved.to_str().expect("utf-8")]);
     assert_eq!(code, 1, "{v}");
     assert_eq!(statuses(&v), ["replay"], "{v}");

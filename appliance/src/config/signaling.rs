@@ -21,6 +21,10 @@ pub struct Signaling {
     pub t1_ms: u32,
     /// How far a request's timestamp may be from this node's clock, seconds.
     pub replay_window_secs: u32,
+    /// Signed requests remembered within the window, per tenant; past it that
+    /// tenant's requests are refused (`limit-exceeded`) until some age out,
+    /// and no other tenant notices. ~100 bytes each.
+    pub replay_capacity_per_tenant: u32,
     /// Bound on routing state entries (concurrent signaling sessions).
     pub max_sessions: u32,
     /// How long to wait for the rest of the path's response before answering
@@ -38,6 +42,7 @@ impl Default for Signaling {
             query_attempts: 3,
             t1_ms: 500,
             replay_window_secs: 60,
+            replay_capacity_per_tenant: 100_000,
             max_sessions: 200_000,
             response_timeout_secs: 15,
         }
@@ -57,6 +62,9 @@ impl Signaling {
         }
         if self.replay_window_secs == 0 || self.replay_window_secs > 3600 {
             return Err(("signaling.replay_window_secs", "must be 1..=3600"));
+        }
+        if self.replay_capacity_per_tenant == 0 || self.replay_capacity_per_tenant > 10_000_000 {
+            return Err(("signaling.replay_capacity_per_tenant", "must be 1..=10000000"));
         }
         if self.max_sessions == 0 {
             return Err(("signaling.max_sessions", "must be at least 1"));

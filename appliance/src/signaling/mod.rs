@@ -158,6 +158,7 @@ pub async fn spawn(
     ncfg.gist.max_routing_states = s.max_sessions as usize;
     ncfg.response_timeout = Duration::from_secs(u64::from(s.response_timeout_secs));
     ncfg.replay_window = Duration::from_secs(u64::from(s.replay_window_secs));
+    ncfg.replay_capacity = s.replay_capacity_per_tenant as usize;
     let shared = Arc::new(Shared {
         node: Mutex::new(nslp::Node::new(ncfg, Instant::now(), &mut OsRng)),
         env: Here { controller: controller.clone() },

@@ -1,7 +1,8 @@
 //! Replay protection for signed requests: a timestamp window and a cache of
 //! the nonces seen within it. Time is passed in (ms since the Unix epoch).
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ReplayError {
@@ -22,12 +23,14 @@ pub struct ReplayGuard {
     window_ms: u64,
     max: usize,
     seen: HashMap<[u8; 16], u64>,
-    order: VecDeque<(u64, [u8; 16])>,
+    /// Nonces by the time they may be forgotten, soonest first: O(log n)
+    /// whatever order the timestamps come in.
+    order: BinaryHeap<Reverse<(u64, [u8; 16])>>,
 }
 
 impl ReplayGuard {
     pub fn new(window_ms: u64, max: usize) -> Self {
-        Self { window_ms, max, seen: HashMap::new(), order: VecDeque::new() }
+        Self { window_ms, max, seen: HashMap::new(), order: BinaryHeap::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -52,18 +55,16 @@ impl ReplayGuard {
         }
         let forget_at = timestamp_ms.saturating_add(self.window_ms);
         self.seen.insert(nonce, forget_at);
-        // Keep `order` sorted by forget time (timestamps arrive nearly in order).
-        let at = self.order.partition_point(|(t, _)| *t <= forget_at);
-        self.order.insert(at, (forget_at, nonce));
+        self.order.push(Reverse((forget_at, nonce)));
         Ok(())
     }
 
     fn evict(&mut self, now_ms: u64) {
-        while let Some(&(t, n)) = self.order.front() {
+        while let Some(&Reverse((t, n))) = self.order.peek() {
             if t >= now_ms {
                 break;
             }
-            self.order.pop_front();
+            self.order.pop();
             self.seen.remove(&n);
         }
     }

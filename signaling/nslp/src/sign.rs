@@ -1,9 +1,19 @@
-//! Ed25519 signatures over a request's canonical encoding, and the proof of
-//! verification (STYLE.md §8): code that acts on a request takes a
-//! [`Verified`], which only [`verify`] can make.
+//! Ed25519 signatures over a request's canonical encoding and the flow its
+//! signaling follows, and the proof of verification (STYLE.md §8): code that
+//! acts on a request takes a [`Verified`], which only [`verify`] can make.
+//!
+//! The signature covers the GIST MRI's flow (its addresses, prefixes and
+//! what else it names, in either direction) though the MRI is not in the
+//! request: a request captured on one path and sent towards another flow does
+//! not verify there, so the replay window cannot be used to install a module
+//! along a path its tenant never signed for.
 
 use crate::wire::{self, DecodeError, Request};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use netserv_gist::wire::Mri;
+
+/// Separates what NetServ signs from anything else signed with the same key.
+const CONTEXT: &[u8] = b"netserv-nslp request v2\0";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
@@ -15,6 +25,8 @@ pub enum VerifyError {
     NotCanonical,
     #[error("the signature does not verify with the tenant's key")]
     BadSignature,
+    #[error("the flow the request travels on cannot be encoded")]
+    BadFlow,
 }
 
 /// A request whose signature verified with the named tenant's key.
@@ -40,9 +52,24 @@ impl<T> std::ops::Deref for Verified<T> {
     }
 }
 
-/// Signs `req` in place with the tenant's key.
-pub fn sign(req: &mut Request, key: &SigningKey) {
-    req.signature = Some(key.sign(&req.signed_bytes()).to_bytes());
+/// What the signature covers: a context string, the flow's bytes
+/// ([`Mri::flow_bytes`], length first), the request's canonical bytes.
+fn message(request: &[u8], flow: &Mri) -> Option<Vec<u8>> {
+    let flow = flow.flow_bytes()?;
+    let mut m = Vec::with_capacity(CONTEXT.len() + 2 + flow.len() + request.len());
+    m.extend_from_slice(CONTEXT);
+    m.extend_from_slice(&u16::try_from(flow.len()).ok()?.to_be_bytes());
+    m.extend_from_slice(&flow);
+    m.extend_from_slice(request);
+    Some(m)
+}
+
+/// Signs `req` in place with the tenant's key, for the flow `flow` (the MRI
+/// it will be sent with).
+pub fn sign(req: &mut Request, flow: &Mri, key: &SigningKey) -> Result<(), VerifyError> {
+    let m = message(&req.signed_bytes(), flow).ok_or(VerifyError::BadFlow)?;
+    req.signature = Some(key.sign(&m).to_bytes());
+    Ok(())
 }
 
 /// Peeks at the tenant a request names, so the caller can look up its key.
@@ -50,10 +77,10 @@ pub fn user_of(bytes: &[u8]) -> Result<String, DecodeError> {
     wire::decode_signed(bytes).map(|d| d.request.user)
 }
 
-/// Checks a request as received: it decodes, it is in canonical form, and
-/// its signature verifies (strictly: no malleable signatures) over the bytes
-/// before it with `key`.
-pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Verified<Request>, VerifyError> {
+/// Checks a request as received on the flow `flow`: it decodes, it is in
+/// canonical form, and its signature verifies (strictly: no malleable
+/// signatures) with `key` over the bytes before it and the flow.
+pub fn verify(bytes: &[u8], flow: &Mri, key: &VerifyingKey) -> Result<Verified<Request>, VerifyError> {
     let d = wire::decode_signed(bytes)?;
     let sig = d.request.signature.ok_or(VerifyError::Unsigned)?;
     let signed = bytes.get(..d.signed_len).ok_or(VerifyError::NotCanonical)?;
@@ -61,6 +88,7 @@ pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Verified<Request>, Ver
     if signed != d.request.signed_bytes().as_slice() {
         return Err(VerifyError::NotCanonical);
     }
-    key.verify_strict(signed, &Signature::from_bytes(&sig)).map_err(|_| VerifyError::BadSignature)?;
+    let m = message(signed, flow).ok_or(VerifyError::BadFlow)?;
+    key.verify_strict(&m, &Signature::from_bytes(&sig)).map_err(|_| VerifyError::BadSignature)?;
     Ok(Verified { inner: d.request })
 }

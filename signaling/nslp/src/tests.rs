@@ -3,6 +3,7 @@
 use super::wire::*;
 use crate::replay::{ReplayError, ReplayGuard};
 use crate::sign::{self, VerifyError};
+use netserv_gist::wire::Mri;
 use ed25519_dalek::{Signer as _, SigningKey};
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr};
@@ -84,10 +85,10 @@ fn the_smallest_request_matches_its_byte_vector() {
 fn a_signed_setup_round_trips_and_verifies() {
     let key = SigningKey::from_bytes(&SECRET_1);
     let mut r = setup();
-    sign::sign(&mut r, &key);
+    sign::sign(&mut r, &flow(), &key).expect("sign");
     let bytes = r.encode();
     assert_eq!(bytes.len() % 4, 0, "whole words, as GIST NSLP-Data");
-    let v = sign::verify(&bytes, &key.verifying_key()).expect("verifies");
+    let v = sign::verify(&bytes, &flow(), &key.verifying_key()).expect("verifies");
     // Properties come back in canonical (sorted) order.
     let mut want = r.clone();
     want.properties.sort();
@@ -95,25 +96,52 @@ fn a_signed_setup_round_trips_and_verifies() {
     assert_eq!(sign::user_of(&bytes).as_deref(), Ok("itsp-a"));
 }
 
+/// The flow the tests' requests travel on (server -> phone).
+fn flow() -> Mri {
+    Mri::between([198, 18, 2, 20].into(), [198, 18, 10, 20].into())
+}
+
+#[test]
+fn a_request_verifies_only_on_the_flow_it_was_signed_for() {
+    let key = SigningKey::from_bytes(&SECRET_1);
+    let mut r = setup();
+    sign::sign(&mut r, &flow(), &key).expect("sign");
+    let bytes = r.encode();
+    // A TRIGGER's return leg: the same flow, signaled upstream.
+    assert!(sign::verify(&bytes, &flow().reversed_direction(), &key.verifying_key()).is_ok());
+    // Captured and sent towards another phone, or from another source.
+    let other_phone = Mri::between([198, 18, 2, 20].into(), [198, 18, 10, 21].into());
+    let other_source = Mri::between([198, 18, 2, 21].into(), [198, 18, 10, 20].into());
+    let mut ported = flow();
+    ported.protocol = Some(17);
+    ported.dest_port = Some(5060);
+    for other in [other_phone, other_source, ported] {
+        assert_eq!(sign::verify(&bytes, &other, &key.verifying_key()), Err(VerifyError::BadSignature), "{other:?}");
+    }
+    // A flow that cannot be put on the wire signs nothing.
+    let mixed = Mri::between([198, 18, 2, 20].into(), std::net::Ipv6Addr::LOCALHOST.into());
+    assert_eq!(sign::sign(&mut setup(), &mixed, &key), Err(VerifyError::BadFlow));
+}
+
 #[test]
 fn tampering_wrong_keys_and_missing_signatures_are_refused() {
     let key = SigningKey::from_bytes(&SECRET_1);
     let other = SigningKey::from_bytes(&SECRET_2);
     let mut r = setup();
-    sign::sign(&mut r, &key);
+    sign::sign(&mut r, &flow(), &key).expect("sign");
     let bytes = r.encode();
-    assert_eq!(sign::verify(&bytes, &other.verifying_key()), Err(VerifyError::BadSignature));
+    assert_eq!(sign::verify(&bytes, &flow(), &other.verifying_key()), Err(VerifyError::BadSignature));
     // Change the TTL (300 -> 301) after signing.
     let ttl_at = bytes.windows(4).position(|w| w == [0, 0, 1, 44]).expect("ttl value");
     let mut t = bytes.clone();
     *t.get_mut(ttl_at + 3).expect("in range") = 45;
-    assert_eq!(sign::verify(&t, &key.verifying_key()), Err(VerifyError::BadSignature));
+    assert_eq!(sign::verify(&t, &flow(), &key.verifying_key()), Err(VerifyError::BadSignature));
     let unsigned = setup().encode();
-    assert_eq!(sign::verify(&unsigned, &key.verifying_key()), Err(VerifyError::Unsigned));
+    assert_eq!(sign::verify(&unsigned, &flow(), &key.verifying_key()), Err(VerifyError::Unsigned));
     // Bytes after the signature.
     let mut trailing = bytes.clone();
     trailing.extend_from_slice(&[0, 0x0b, 0, 4, 0, 0, 0, 1]);
-    assert_eq!(sign::verify(&trailing, &key.verifying_key()), Err(VerifyError::Malformed(DecodeError::TrailingBytes)));
+    assert_eq!(sign::verify(&trailing, &flow(), &key.verifying_key()), Err(VerifyError::Malformed(DecodeError::TrailingBytes)));
 }
 
 #[test]
@@ -184,6 +212,22 @@ fn responses_carry_the_stack_in_path_order() {
 }
 
 #[test]
+fn replay_guard_forgets_out_of_order_nonces_each_at_its_own_time() {
+    let mut g = ReplayGuard::new(1_000, 100);
+    let now = 1_000_000;
+    // Stamped 900, 0 and 500 ms ago: forgettable 100, 1000 and 500 ms from now.
+    for (ago, n) in [(900, 1u8), (0, 2), (500, 3)] {
+        assert_eq!(g.check(now, now - ago, [n; 16]), Ok(()));
+    }
+    assert_eq!(g.check(now + 101, now + 101, [9; 16]), Ok(()));
+    assert_eq!(g.len(), 3, "the oldest went, the others stay");
+    assert_eq!(g.check(now + 501, now + 501, [10; 16]), Ok(()));
+    assert_eq!(g.len(), 3, "the 500 ms one went");
+    // A nonce not yet forgotten is still a replay, whatever came after it.
+    assert_eq!(g.check(now + 501, now, [2; 16]), Err(ReplayError::Replayed));
+}
+
+#[test]
 fn replay_guard_accepts_once_within_the_window() {
     let mut g = ReplayGuard::new(30_000, 3);
     let now = 1_000_000;
@@ -226,15 +270,15 @@ proptest! {
     fn requests_round_trip_and_verify(r in arb_request()) {
         let key = SigningKey::from_bytes(&SECRET_1);
         let mut r = r;
-        sign::sign(&mut r, &key);
+        sign::sign(&mut r, &flow(), &key).expect("sign");
         let b = r.encode();
         prop_assert_eq!(decode(&b), Ok(Message::Request(Box::new(r.clone()))));
-        prop_assert_eq!(sign::verify(&b, &key.verifying_key()).map(|v| v.into_inner()), Ok(r));
+        prop_assert_eq!(sign::verify(&b, &flow(), &key.verifying_key()).map(|v| v.into_inner()), Ok(r));
     }
 
     #[test]
     fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = decode(&b);
-        let _ = sign::verify(&b, &SigningKey::from_bytes(&SECRET_1).verifying_key());
+        let _ = sign::verify(&b, &flow(), &SigningKey::from_bytes(&SECRET_1).verifying_key());
     }
 }

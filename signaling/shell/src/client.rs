@@ -54,9 +54,20 @@ pub enum ClientError {
     Timeout(Duration),
 }
 
-/// Sends `request` (encoded, signed NSLP bytes with request id `id`) towards
-/// `target` and waits for its response.
-pub async fn request(target: IpAddr, id: u32, request: Vec<u8>, opts: &ClientOptions) -> Result<Outcome, ClientError> {
+/// The flow a request towards `target` is signed for and sent on: from
+/// `opts.flow_source` (default: our address towards the target) to `target`.
+pub fn flow_toward(target: IpAddr, opts: &ClientOptions) -> std::io::Result<Mri> {
+    let source = match opts.flow_source {
+        Some(s) => s,
+        None => local_toward(target)?,
+    };
+    Ok(Mri::between(source, target))
+}
+
+/// Sends `request` (encoded NSLP bytes with request id `id`, signed for
+/// `flow`) towards the flow's destination and waits for its response.
+pub async fn request(flow: &Mri, id: u32, request: Vec<u8>, opts: &ClientOptions) -> Result<Outcome, ClientError> {
+    let target = flow.query_target();
     let local = local_toward(target)?;
     let bind = SocketAddr::new(if target.is_ipv4() { [0u8; 4].into() } else { [0u16; 8].into() }, 0);
     let sock = UdpSocket::bind(bind).await?;
@@ -70,8 +81,7 @@ pub async fn request(target: IpAddr, id: u32, request: Vec<u8>, opts: &ClientOpt
     let mut node = Node::new(cfg, start, &mut rng);
     let mut sid = [0u8; 16];
     rng.fill_bytes(&mut sid);
-    let mri = Mri::between(opts.flow_source.unwrap_or(local), target);
-    node.send(start, local, Toward::Target, SessionId(sid), mri, request, None, &mut rng)?;
+    node.send(start, local, Toward::Target, SessionId(sid), flow.clone(), request, None, &mut rng)?;
     let deadline = start + opts.timeout;
     let mut buf = vec![0u8; 65_536];
     loop {

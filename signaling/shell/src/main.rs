@@ -14,6 +14,7 @@
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::SigningKey;
+use netserv_gist::wire::Mri;
 use netserv_nslp::wire::{Request, RequestKind, Response, Status};
 use netserv_shell::cli::CommonArgs;
 use netserv_shell::client::{self, ClientOptions, Outcome};
@@ -216,7 +217,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (kind, id) = netserv_nslp::wire::peek_request(&bytes)
                 .with_context(|| format!("{} does not hold a NetServ NSLP request", request.display()))?;
             let opts = ClientOptions { timeout: Duration::from_millis(timeout_ms), ..ClientOptions::default() };
-            return send(cli.json, kind, towards, id, bytes, &opts).await;
+            // Sent on the flow towards `towards`: verifies only where that is
+            // the flow the request was signed for.
+            let flow = client::flow_toward(towards, &opts).with_context(|| format!("no route towards {towards}"))?;
+            return send(cli.json, kind, &flow, id, bytes, &opts).await;
         }
         Cmd::Setup(r) => (RequestKind::Setup, r),
         Cmd::Remove(r) => (RequestKind::Remove, r),
@@ -224,29 +228,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Trigger(r) => (RequestKind::Trigger, r),
     };
     let (mut req, key) = build(kind, &r)?;
-    netserv_nslp::sign::sign(&mut req, &key);
-    let bytes = req.encode();
-    if let Some(path) = &r.save {
-        std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-    }
     let opts = ClientOptions {
         query_attempts: r.attempts,
         timeout: Duration::from_millis(r.timeout_ms),
         ..ClientOptions::default()
     };
-    send(cli.json, kind, r.towards, req.id, bytes, &opts).await
+    let flow = client::flow_toward(r.towards, &opts).with_context(|| format!("no route towards {}", r.towards))?;
+    netserv_nslp::sign::sign(&mut req, &flow, &key).context("signing the request")?;
+    let bytes = req.encode();
+    if let Some(path) = &r.save {
+        std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    send(cli.json, kind, &flow, req.id, bytes, &opts).await
 }
 
 async fn send(
     json: bool,
     kind: RequestKind,
-    towards: IpAddr,
+    flow: &Mri,
     id: u32,
     bytes: Vec<u8>,
     opts: &ClientOptions,
 ) -> anyhow::Result<ExitCode> {
+    let towards = flow.query_target();
     let start = Instant::now();
-    let outcome = client::request(towards, id, bytes, opts).await;
+    let outcome = client::request(flow, id, bytes, opts).await;
     let elapsed = start.elapsed();
     let ms = (elapsed.as_secs_f64() * 1e4).round() / 10.0;
     match outcome {

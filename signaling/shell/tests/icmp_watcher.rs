@@ -6,7 +6,7 @@
 //! Needs root (a raw ICMP socket); skipped otherwise, unless
 //! `NETSERV_E2E=require` (scripts/test.sh) makes a skip a failure.
 
-use netserv_shell::client::{ClientOptions, Outcome, request};
+use netserv_shell::client::{ClientOptions, Outcome, flow_toward, request};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -39,7 +39,8 @@ async fn threads_and_descriptors_stay_flat_over_ten_thousand_requests() {
     // A retransmission timer far beyond the ICMP answer: a request that
     // ends at once ended on it.
     let opts = ClientOptions { query_attempts: 1, t1: Duration::from_secs(5), ..ClientOptions::default() };
-    let one = || request(target, 1, b"PROBE..!".to_vec(), &opts);
+    let flow = flow_toward(target, &opts).expect("a route to 127.0.0.2");
+    let one = || request(&flow, 1, b"PROBE..!".to_vec(), &opts);
     assert!(matches!(one().await, Ok(Outcome::NoAppliance { icmp: true })), "the first request");
     let (threads, fds) = (count("/proc/self/task"), count("/proc/self/fd"));
     let start = std::time::Instant::now();
@@ -62,7 +63,7 @@ async fn threads_and_descriptors_stay_flat_over_ten_thousand_requests() {
     let sink = std::net::UdpSocket::bind((target, 270)).expect("bind 127.0.0.2:270");
     let quiet = ClientOptions { query_attempts: 1, t1: Duration::from_millis(10), ..ClientOptions::default() };
     for _ in 0..200 {
-        let r = request(target, 1, b"PROBE..!".to_vec(), &quiet).await;
+        let r = request(&flow, 1, b"PROBE..!".to_vec(), &quiet).await;
         assert!(matches!(r, Ok(Outcome::NoAppliance { icmp: false })), "{r:?}");
     }
     drop(sink);

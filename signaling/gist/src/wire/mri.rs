@@ -162,6 +162,19 @@ impl Mri {
         })
     }
 
+    /// The flow this MRI names, whichever way the signaling goes: its value
+    /// as on the wire with the direction bit clear. A signer binds its request
+    /// to these bytes, so the same request sent towards another flow does not
+    /// verify, while a TRIGGER's return leg (the same flow, upstream) does.
+    /// `None` for fields [`Mri::encode`] refuses.
+    pub fn flow_bytes(&self) -> Option<Vec<u8>> {
+        let mut flow = self.clone();
+        flow.direction = Direction::Downstream;
+        let mut out = Vec::with_capacity(44);
+        flow.encode(&mut out)?;
+        Some(out)
+    }
+
     /// Appends the object value. `None` when the fields break the §A.3.1.1
     /// rules (mixed address families, ports without a protocol, ...).
     pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Option<()> {

@@ -64,7 +64,9 @@ pub struct Config {
     pub response_timeout: Duration,
     /// Accepted timestamp skew of signed requests, each way.
     pub replay_window: Duration,
-    /// Nonces remembered within the window, at most (then refused: full).
+    /// Nonces remembered within the window per tenant, at most (then that
+    /// tenant's requests are refused: full). Per tenant, so a tenant that
+    /// fills its guard locks out only itself.
     pub replay_capacity: usize,
 }
 
@@ -76,7 +78,7 @@ impl Config {
             node_id,
             response_timeout: Duration::from_secs(10),
             replay_window: Duration::from_secs(60),
-            replay_capacity: 1_000_000,
+            replay_capacity: 100_000,
         }
     }
 }
@@ -161,13 +163,20 @@ struct Pending {
     deadline: Instant,
 }
 
+/// One tenant's nonces. A TRIGGER's return leg carries the bytes already
+/// seen on its forward leg; it is checked against replays of return legs
+/// only.
+struct TenantGuards {
+    forward: ReplayGuard,
+    return_leg: ReplayGuard,
+}
+
 pub struct Node {
     gist: gist::Node,
     cfg: Config,
-    replay: ReplayGuard,
-    /// A TRIGGER's return leg carries the bytes already seen on its forward
-    /// leg; it is checked against replays of return legs only.
-    replay_return: ReplayGuard,
+    /// Each tenant's guards, made at its first verified request: only a
+    /// configured tenant's validly signed request reaches them.
+    replay: HashMap<String, TenantGuards>,
     pending: HashMap<Key, Pending>,
     /// Return-leg session -> the forward-leg session it answers.
     return_legs: HashMap<Key, Key>,
@@ -178,11 +187,9 @@ pub struct Node {
 
 impl Node {
     pub fn new(cfg: Config, now: Instant, rng: &mut impl RngCore) -> Self {
-        let window = u64::try_from(cfg.replay_window.as_millis()).unwrap_or(u64::MAX);
         Self {
             gist: gist::Node::new(cfg.gist.clone(), now, rng),
-            replay: ReplayGuard::new(window, cfg.replay_capacity),
-            replay_return: ReplayGuard::new(window, cfg.replay_capacity),
+            replay: HashMap::new(),
             cfg,
             pending: HashMap::new(),
             return_legs: HashMap::new(),
@@ -319,14 +326,20 @@ impl Node {
         let Some(public_key) = env.tenant_key(&user) else {
             return Err((Status::UnknownTenant, format!("tenant `{user}` is not configured on this node")));
         };
-        let v = sign::verify(data, &public_key).map_err(|e| match e {
+        let v = sign::verify(data, &key.1, &public_key).map_err(|e| match e {
             VerifyError::Malformed(e) => (Status::Malformed, e.to_string()),
             e => (Status::BadSignature, e.to_string()),
         })?;
+        let window = u64::try_from(self.cfg.replay_window.as_millis()).unwrap_or(u64::MAX);
+        let capacity = self.cfg.replay_capacity;
+        let guards = self.replay.entry(v.user.clone()).or_insert_with(|| TenantGuards {
+            forward: ReplayGuard::new(window, capacity),
+            return_leg: ReplayGuard::new(window, capacity),
+        });
         let guard = if v.kind == RequestKind::Trigger && key.1.direction == Direction::Upstream {
-            &mut self.replay_return
+            &mut guards.return_leg
         } else {
-            &mut self.replay
+            &mut guards.forward
         };
         guard.check(t.unix_ms, v.timestamp_ms, v.nonce).map_err(|e| match e {
             ReplayError::Stale { .. } => (Status::Stale, e.to_string()),

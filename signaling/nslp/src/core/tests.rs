@@ -27,20 +27,26 @@ const UA: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 3, 2));
 const PATH: [IpAddr; 4] = [R, E1, E2, UA];
 const UNIX_EPOCH_MS: u64 = 1_800_000_000_000;
 const TENANT_SECRET: [u8; 32] = [7; 32];
+const TENANT_B_SECRET: [u8; 32] = [8; 32];
 
 fn sid(n: u8) -> SessionId {
     SessionId([n; 16])
 }
 
-/// One appliance's surroundings: one tenant, and one address (its own).
+/// One appliance's surroundings: two tenants, and one address (its own).
 struct Here {
     me: IpAddr,
     tenant: VerifyingKey,
+    tenant_b: VerifyingKey,
 }
 
 impl Env for Here {
     fn tenant_key(&self, user: &str) -> Option<VerifyingKey> {
-        (user == "itsp-a").then_some(self.tenant)
+        match user {
+            "itsp-a" => Some(self.tenant),
+            "itsp-b" => Some(self.tenant_b),
+            _ => None,
+        }
     }
     fn local_toward(&self, _peer: IpAddr) -> IpAddr {
         self.me
@@ -71,15 +77,29 @@ struct Sim {
 
 impl Sim {
     fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// A sim whose appliances' config `tune` changes.
+    fn with(tune: impl Fn(&mut Config)) -> Self {
         // The simulation's epoch; every later instant is derived from it.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let tenant = SigningKey::from_bytes(&TENANT_SECRET).verifying_key();
+        let tenant_b = SigningKey::from_bytes(&TENANT_B_SECRET).verifying_key();
         let r = gist::Node::new(gist::Config::new(crate::NSLPID, "R"), now, &mut rng);
         let appliance = |id: &str, me: IpAddr, rng: &mut ChaCha8Rng| Appliance {
-            node: Node::new(Config::new(id), now, rng),
-            env: Here { me, tenant },
+            node: Node::new(
+                {
+                    let mut c = Config::new(id);
+                    tune(&mut c);
+                    c
+                },
+                now,
+                rng,
+            ),
+            env: Here { me, tenant, tenant_b },
             acts: Vec::new(),
             events: Vec::new(),
         };
@@ -213,11 +233,16 @@ impl Sim {
     }
 }
 
-/// A SETUP signed by the tenant (or by `key`), stamped at the sim's clock.
+/// A SETUP signed by the tenant (or by `key`), stamped at the sim's clock,
+/// for the flow R -> UA.
 fn signed(kind: RequestKind, id: u32, unix_ms: u64, nonce: u8, key: &SigningKey) -> Vec<u8> {
-    let mut r = Request::new(kind, id, "itsp-a", unix_ms, [nonce; 16]);
+    signed_as("itsp-a", &Mri::between(R, UA), kind, id, unix_ms, nonce, key)
+}
+
+fn signed_as(user: &str, flow: &Mri, kind: RequestKind, id: u32, unix_ms: u64, nonce: u8, key: &SigningKey) -> Vec<u8> {
+    let mut r = Request::new(kind, id, user, unix_ms, [nonce; 16]);
     r.module = Some("keepalive".into());
-    sign::sign(&mut r, key);
+    sign::sign(&mut r, flow, key).expect("a flow on the wire");
     r.encode()
 }
 
@@ -302,13 +327,55 @@ fn replays_and_stale_requests_are_refused() {
 }
 
 #[test]
+fn a_request_signed_for_another_flow_is_refused_on_this_one() {
+    let mut s = Sim::new();
+    s.icmp_at_ua = true;
+    let unix = s.time().unix_ms;
+    // Captured on its way to another phone, sent here towards UA.
+    let other_phone = Mri::between(R, IpAddr::V4(Ipv4Addr::new(10, 0, 3, 3)));
+    s.request(sid(1), signed_as("itsp-a", &other_phone, RequestKind::Setup, 1, unix, 1, &tenant()));
+    s.run_for(Duration::from_millis(10));
+    assert!(s.e[0].acts.is_empty() && s.e[1].acts.is_empty(), "nothing acts");
+    let statuses: Vec<_> = s.answers.iter().map(Sim::ids).collect();
+    assert_eq!(statuses, [vec![("e1", Status::BadSignature)]]);
+}
+
+#[test]
+fn a_tenant_that_fills_its_replay_guard_locks_out_only_itself() {
+    let mut s = Sim::with(|c| c.replay_capacity = 2);
+    s.icmp_at_ua = true;
+    let unix = s.time().unix_ms;
+    let flow = Mri::between(R, UA);
+    let b = SigningKey::from_bytes(&TENANT_B_SECRET);
+    for n in 1..=3u8 {
+        s.request(sid(n), signed_as("itsp-a", &flow, RequestKind::Probe, u32::from(n), unix, n, &tenant()));
+    }
+    s.request(sid(4), signed_as("itsp-b", &flow, RequestKind::Probe, 4, unix, 4, &b));
+    s.run_for(Duration::from_millis(10));
+    for i in 0..2 {
+        while !s.e[i].acts.is_empty() {
+            s.finish(i, Status::Ok);
+        }
+    }
+    s.run_for(Duration::from_millis(10));
+    let mut statuses: Vec<_> = s.answers.iter().map(|r| (r.id, Sim::ids(r))).collect();
+    statuses.sort_by_key(|(id, _)| *id);
+    let ok = vec![("e1", Status::Ok), ("e2", Status::Ok)];
+    assert_eq!(
+        statuses,
+        [(1, ok.clone()), (2, ok.clone()), (3, vec![("e1", Status::LimitExceeded)]), (4, ok)],
+        "tenant B is served while tenant A's guard is full"
+    );
+}
+
+#[test]
 fn a_request_for_another_node_passes_through() {
     let mut s = Sim::new();
     s.icmp_at_ua = true;
     let unix = s.time().unix_ms;
     let mut r = Request::new(RequestKind::Setup, 6, "itsp-a", unix, [1; 16]);
     r.node_id = Some("e2".into());
-    sign::sign(&mut r, &tenant());
+    sign::sign(&mut r, &Mri::between(R, UA), &tenant()).expect("sign");
     s.request(sid(1), r.encode());
     s.run_for(Duration::from_millis(10));
     assert!(s.e[0].acts.is_empty(), "E1 is not the node named");
