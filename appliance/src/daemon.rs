@@ -73,7 +73,8 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let state = StateStore::open(&cfg.state_dir)
         .with_context(|| format!("opening the state directory {} (state_dir)", cfg.state_dir.display()))?;
     let workers = if cfg.dataplane.enabled { usize::from(cfg.dataplane.queues) } else { 1 };
-    let controller = Controller::new(cfg.clone(), runtime, table, iptables, Some(state), workers);
+    let controller = Controller::new(cfg.clone(), runtime, table, iptables, Some(state), workers)
+        .context("starting the controller's I/O thread")?;
     let restored = controller.restore().await;
     if restored > 0 {
         tracing::info!(restored, "modules restored from the state directory");

@@ -55,7 +55,7 @@ listen_ports = [5070]
     let runtime = Runtime::new().expect("runtime");
     let table = std::sync::Arc::new(ArcSwap::from_pointee(Table::default()));
     AppState {
-        controller: Controller::new(cfg, runtime, table, None, None, 2),
+        controller: Controller::new(cfg, runtime, table, None, None, 2).expect("controller"),
         queues: std::sync::Arc::new(Vec::new()),
         signaling: Default::default(),
     }

@@ -5,6 +5,7 @@
 
 mod assemble;
 mod authz;
+mod lane;
 mod persist;
 mod reserve;
 mod servers;
@@ -17,7 +18,7 @@ pub use types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Princi
 
 use crate::config::{Config, Steering, Tenant};
 use crate::dataplane::Table;
-use crate::dataplane::iptables::Iptables;
+use crate::dataplane::iptables::{Iptables, IptablesError};
 use crate::installed::{ActiveModule, QuarantineTx};
 use crate::relay::PeerPolicy;
 use crate::runtime::{Runtime, TenantState, TenantUsage};
@@ -54,7 +55,9 @@ pub struct Controller {
     workers: usize,
     next_seq: std::sync::atomic::AtomicU64,
     /// Installed modules and module bytes on disk (none in tests / try-out).
-    state: Option<StateStore>,
+    state: Option<Arc<StateStore>>,
+    /// Where rule edits and state writes run, in order, off the runtime.
+    lane: lane::Lane,
     /// Modules say here when they are quarantined; [`Controller::watch_quarantines`] listens.
     quarantine_tx: QuarantineTx,
     quarantine_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
@@ -127,10 +130,11 @@ impl Controller {
         iptables: Option<Iptables>,
         state: Option<StateStore>,
         workers: usize,
-    ) -> Arc<Self> {
+    ) -> std::io::Result<Arc<Self>> {
+        let lane = lane::Lane::spawn("netserv-ctl-io")?;
         let (quarantine_tx, quarantine_rx) = tokio::sync::mpsc::unbounded_channel();
         let secrets = crate::secrets::Secrets::new(state.as_ref().map(|s| s.dir().join("secrets")));
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             config: ArcSwap::from_pointee(config),
             runtime,
             table,
@@ -139,7 +143,8 @@ impl Controller {
             tenant_state: Mutex::new(HashMap::new()),
             workers: workers.max(1),
             next_seq: std::sync::atomic::AtomicU64::new(0),
-            state,
+            state: state.map(Arc::new),
+            lane,
             quarantine_tx,
             quarantine_rx: Mutex::new(Some(quarantine_rx)),
             restore_report: Mutex::new(RestoreReport::default()),
@@ -149,7 +154,7 @@ impl Controller {
             downloading: Mutex::new(HashMap::new()),
             servers: Mutex::new(BTreeMap::new()),
             secrets,
-        })
+        }))
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -171,7 +176,10 @@ impl Controller {
         cfg: &Config,
         req: &InstallRequest,
     ) -> Result<(Vec<u8>, crate::runtime::ModuleHash), ControlError> {
-        let cached = self.state.as_ref().zip(req.sha256.as_deref()).and_then(|(s, h)| s.cached(h));
+        let cached = match (self.state.clone(), req.sha256.clone()) {
+            (Some(s), Some(h)) => self.lane.run(move || s.cached(&h)).await.ok().flatten(),
+            _ => None,
+        };
         let bytes = match cached {
             Some(b) => b,
             None => {
@@ -192,8 +200,9 @@ impl Controller {
             }
         };
         let hash = store::verify(&bytes, req.sha256.as_deref())?;
-        if let Some(s) = &self.state {
-            s.cache(&hash, &bytes);
+        if let Some(s) = self.state.clone() {
+            let copy = bytes.clone();
+            let _ = self.lane.run(move || s.cache(&hash, &copy)).await;
         }
         Ok((bytes, hash))
     }
@@ -226,7 +235,20 @@ impl Controller {
 
     async fn persist_now(&self) {
         let records = self.records.lock().await;
-        self.persist(&records);
+        self.persist(&records).await;
+    }
+
+    /// Runs `edit` on the node's rules on the I/O lane (nothing to do on a
+    /// node without a dataplane).
+    async fn rule_edit(
+        &self,
+        edit: impl FnOnce(&Iptables) -> Result<(), IptablesError> + Send + 'static,
+    ) -> Result<(), String> {
+        let Some(ipt) = self.iptables.clone() else { return Ok(()) };
+        match self.lane.run(move || edit(&ipt)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Which principal a bearer token belongs to (constant-time comparisons).
@@ -312,7 +334,7 @@ impl Controller {
                     r.request.ttl_secs = req.ttl_secs;
                     tracing::info!(module = %id, ttl_secs = ?req.ttl_secs, "module refreshed");
                     let out = info(r);
-                    self.persist(&records);
+                    self.persist(&records).await;
                     return Ok(out);
                 }
             } else {
@@ -361,23 +383,24 @@ impl Controller {
             Self::over_limit(&tenant, self.committed(&records, &req.tenant))?;
         }
         let old = records.remove(&id);
-        if let Some(ipt) = &self.iptables {
-            if let Some(old) = old.as_ref().filter(|o| o.rule_installed)
-                && let Err(e) = ipt.remove(&old.active.filter, &id)
-            {
+        if let Some(old) = old.as_ref().filter(|o| o.rule_installed) {
+            let (f, i) = (old.active.filter.clone(), id.clone());
+            if let Err(e) = self.rule_edit(move |ipt| ipt.remove(&f, &i)).await {
                 tracing::warn!(module = %id, error = %e, "removing the replaced module's rule failed");
             }
-            if let Err(e) = ipt.add(&filter, &id) {
-                // Put the old module back: a failed install changes nothing
-                // (a quarantined one had no rule, and gets none back).
-                if let Some(old) = old {
-                    if old.rule_installed {
-                        let _ = ipt.add(&old.active.filter, &id);
-                    }
-                    records.insert(id.clone(), old);
+        }
+        let (f, i) = (filter.clone(), id.clone());
+        if let Err(e) = self.rule_edit(move |ipt| ipt.add(&f, &i)).await {
+            // Put the old module back: a failed install changes nothing
+            // (a quarantined one had no rule, and gets none back).
+            if let Some(old) = old {
+                if old.rule_installed {
+                    let (f, i) = (old.active.filter.clone(), id.clone());
+                    let _ = self.rule_edit(move |ipt| ipt.add(&f, &i)).await;
                 }
-                return Err(ControlError::Dataplane(e.to_string()));
+                records.insert(id.clone(), old);
             }
+            return Err(ControlError::Dataplane(e));
         }
         // The lifetime runs from when the module starts serving, not from
         // when its download began.
@@ -399,7 +422,7 @@ impl Controller {
             old.active.health.retired.store(true, Relaxed);
         }
         self.publish(&records);
-        self.persist(&records);
+        self.persist(&records).await;
         tracing::info!(module = %id, sha256 = %out.sha256, replaced = old.is_some(), "module installed");
         Ok(out)
     }
@@ -415,21 +438,22 @@ impl Controller {
         let mut records = self.records.lock().await;
         let Some(record) = records.remove(&id) else {
             let out = self.server_remove(&id, "removed").ok_or_else(|| ControlError::NotFound(id.clone()))?;
-            self.persist(&records);
+            self.persist(&records).await;
             return Ok(out);
         };
-        self.retire(&record, "removed");
+        self.retire(&record, "removed").await;
         self.publish(&records);
-        self.persist(&records);
+        self.persist(&records).await;
         Ok(info(&record))
     }
 
-    fn retire(&self, record: &Record, why: &str) {
+    async fn retire(&self, record: &Record, why: &str) {
         record.active.health.retired.store(true, Relaxed);
-        if let Some(ipt) = self.iptables.as_ref().filter(|_| record.rule_installed)
-            && let Err(e) = ipt.remove(&record.active.filter, &record.active.id)
-        {
-            tracing::warn!(module = %record.active.id, error = %e, "removing the module's rule failed");
+        if record.rule_installed {
+            let (f, i) = (record.active.filter.clone(), record.active.id.clone());
+            if let Err(e) = self.rule_edit(move |ipt| ipt.remove(&f, &i)).await {
+                tracing::warn!(module = %record.active.id, error = %e, "removing the module's rule failed");
+            }
         }
         tracing::info!(module = %record.active.id, reason = why, "module retired");
     }
@@ -506,8 +530,10 @@ impl Controller {
             return;
         }
         let records = self.records.lock().await;
-        let rules = records.values().filter(|r| r.rule_installed).map(|r| (&r.active.filter, r.active.id.as_str()));
-        match ipt.resteer(to, rules) {
+        let rules: Vec<(crate::dataplane::Filter, String)> =
+            records.values().filter(|r| r.rule_installed).map(|r| (r.active.filter.clone(), r.active.id.clone())).collect();
+        let resteer = self.rule_edit(move |ipt| ipt.resteer(to, rules.iter().map(|(f, i)| (f, i.as_str())))).await;
+        match resteer {
             Ok(()) => tracing::info!(steering = ?to, overloaded, "module rules re-steered"),
             Err(e) => tracing::warn!(error = %e, "re-steering the module rules failed"),
         }
@@ -520,11 +546,11 @@ impl Controller {
         let Some(mut rx) = self.quarantine_rx.lock().take() else { return };
         while let Some(id) = rx.recv().await {
             let mut records = self.records.lock().await;
-            let Some(ipt) = &self.iptables else { continue };
             // The id may name a newer module by now (a replacement): only a
             // quarantined one loses its rule.
             if let Some(r) = records.get_mut(&id).filter(|r| r.rule_installed && r.active.is_quarantined()) {
-                match ipt.remove(&r.active.filter, &r.active.id) {
+                let (f, i) = (r.active.filter.clone(), r.active.id.clone());
+                match self.rule_edit(move |ipt| ipt.remove(&f, &i)).await {
                     Ok(()) => {
                         tracing::warn!(module = %id, "quarantined: its rule is removed, its traffic flows past the appliance")
                     }
@@ -542,7 +568,7 @@ impl Controller {
             records.iter().filter(|(_, r)| r.expires_at.is_some_and(|t| t <= now)).map(|(k, _)| k.clone()).collect();
         for id in &expired {
             if let Some(r) = records.remove(id) {
-                self.retire(&r, "ttl expired");
+                self.retire(&r, "ttl expired").await;
             }
         }
         let servers = self.servers_expire(now);
@@ -550,7 +576,7 @@ impl Controller {
             self.publish(&records);
         }
         if !expired.is_empty() || servers > 0 {
-            self.persist(&records);
+            self.persist(&records).await;
         }
         expired.len() + servers
     }
@@ -570,7 +596,7 @@ impl Controller {
             .collect();
         for id in &doomed {
             if let Some(r) = records.remove(id) {
-                self.retire(&r, "no longer authorized after reload");
+                self.retire(&r, "no longer authorized after reload").await;
             }
         }
         // Server modules too: a tenant gone, or its listen ports withdrawn.
@@ -585,20 +611,24 @@ impl Controller {
         }
         self.config.store(Arc::new(new));
         self.publish(&records);
-        self.persist(&records);
+        self.persist(&records).await;
         doomed.len() + servers_doomed.len()
     }
 
     /// Writes the installed modules to the state directory.
-    fn persist(&self, records: &BTreeMap<String, Record>) {
-        let Some(state) = &self.state else { return };
+    /// Saves the installed modules (fsync'd, on the I/O lane) before the
+    /// change that called it is answered.
+    async fn persist(&self, records: &BTreeMap<String, Record>) {
+        let Some(state) = self.state.clone() else { return };
         let (now, now_sys) = (Instant::now(), SystemTime::now());
         let mut all: Vec<(u64, persist::Saved)> =
             records.values().map(|r| (r.seq, persist::Saved::of(&r.request, r.expires_at, now, now_sys))).collect();
         all.extend(self.servers_saved(now, now_sys));
         all.sort_by_key(|(seq, _)| *seq);
         let saved: Vec<persist::Saved> = all.into_iter().map(|(_, s)| s).collect();
-        state.save(&saved);
+        if self.lane.run(move || state.save(&saved)).await.is_err() {
+            tracing::error!("saving the installed modules failed");
+        }
     }
 
     /// Reinstalls the modules saved by an earlier run, each with the TTL it
@@ -656,7 +686,7 @@ impl Controller {
         }
         *self.restore_report.lock() = report;
         let records = self.records.lock().await;
-        self.persist(&records);
+        self.persist(&records).await;
         restored
     }
 
@@ -672,8 +702,12 @@ impl Controller {
         records.clear();
         self.publish(&records);
         self.servers_shutdown();
-        if let Some(ipt) = &self.iptables {
+        let teardown = self.rule_edit(|ipt| {
             ipt.teardown();
+            Ok(())
+        });
+        if let Err(e) = teardown.await {
+            tracing::error!(error = %e, "removing the node's rules failed");
         }
     }
 }

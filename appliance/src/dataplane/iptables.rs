@@ -14,13 +14,20 @@
 //! does everything when the `ipset` tool is missing. Which module a packet
 //! is for is the dataplane's business (`table::Table::candidates`): every
 //! rule sends to the same queues.
+//!
+//! Module rules change through `iptables-restore --noflush` transactions:
+//! a filter's rules (both directions of one that sees responses) go in
+//! together or not at all, and a re-steered rule is swapped for its new
+//! form in one step. Blocking (a child process each): the controller runs
+//! these on its I/O thread (`controller::lane`), never on the runtime.
 
 use super::table::Filter;
 use crate::config::Steering;
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::net::IpAddr;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +77,57 @@ fn run(bin: &'static str, args: &[&str]) -> Result<(), IptablesError> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         })
     }
+}
+
+/// One `iptables-restore --noflush` transaction of `lines` (each an
+/// operation and a rule, e.g. `-A NETSERV -p udp ...`): the kernel takes all
+/// of them or none. Arguments are ours (names are checked where configured
+/// or requested), but anything the restore format would read differently —
+/// whitespace, quotes, comments — is refused here rather than written.
+fn restore(bin: &'static str, lines: &[Vec<String>]) -> Result<(), IptablesError> {
+    let restore_bin = if bin == V4 { "iptables-restore" } else { "ip6tables-restore" };
+    let mut text = String::from("*filter\n");
+    for line in lines {
+        if let Some(bad) = line.iter().find(|a| a.is_empty() || a.bytes().any(|b| b.is_ascii_whitespace() || b"\"'#".contains(&b)))
+        {
+            return Err(IptablesError::Failed {
+                bin: restore_bin,
+                args: line.join(" "),
+                stderr: format!("refused to write the argument {bad:?} into a restore file"),
+            });
+        }
+        text.push_str(&line.join(" "));
+        text.push('\n');
+    }
+    text.push_str("COMMIT\n");
+    let failed = |source| IptablesError::Spawn { bin: restore_bin, source };
+    let mut child = Command::new(restore_bin)
+        .args(["-w", "--noflush"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(failed)?;
+    let written = child.stdin.take().map_or(Ok(()), |mut stdin| stdin.write_all(text.as_bytes()));
+    let out = child.wait_with_output().map_err(failed)?;
+    written.map_err(failed)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(IptablesError::Failed {
+            bin: restore_bin,
+            args: text.lines().skip(1).take(lines.len()).collect::<Vec<_>>().join("; "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// `op` and `rule` as one line of a restore transaction.
+fn line(op: &str, rule: Vec<String>) -> Vec<String> {
+    let mut l = Vec::with_capacity(rule.len() + 1);
+    l.push(op.to_owned());
+    l.extend(rule);
+    l
 }
 
 impl Iptables {
@@ -187,10 +245,7 @@ impl Iptables {
     }
 
     fn set_rule_edit(&self, op: &str, bin: &'static str, steering: Steering) -> Result<(), IptablesError> {
-        let rule = self.set_rule(bin, steering);
-        let mut args: Vec<&str> = vec![op];
-        args.extend(rule.iter().map(String::as_str));
-        run(bin, &args)
+        restore(bin, &[line(op, self.set_rule(bin, steering))])
     }
 
     /// Whether any entry of the family is in use (its set rule is in place).
@@ -249,28 +304,12 @@ impl Iptables {
     /// node reach its socket, and those it sends are never intercepted by it.
     /// Removed with the chain.
     pub fn add_signaling(&self, queue: u16) -> Result<(), IptablesError> {
-        let q = queue.to_string();
         let rule = |bin| {
-            run(
-                bin,
-                &[
-                    "-A",
-                    &self.chain,
-                    "-p",
-                    "udp",
-                    "--dport",
-                    "270",
-                    "-m",
-                    "comment",
-                    "--comment",
-                    "netserv:signaling",
-                    "-j",
-                    "NFQUEUE",
-                    "--queue-num",
-                    &q,
-                    "--queue-bypass",
-                ],
-            )
+            let args = ["-A", &self.chain, "-p", "udp", "--dport", "270", "-m", "comment", "--comment"];
+            let mut l: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            l.extend(["netserv:signaling", "-j", "NFQUEUE", "--queue-num"].map(str::to_owned));
+            l.extend([queue.to_string(), "--queue-bypass".to_owned()]);
+            restore(bin, &[l])
         };
         // Only FORWARD-hooked traffic is in transit; the rule lives in the
         // node's chain, which FORWARD jumps to.
@@ -281,26 +320,23 @@ impl Iptables {
         Ok(())
     }
 
-    /// Appends (`-A`) or deletes (`-D`) a module's rule as written with `steering`.
+    /// A module's rules (one per direction it sees) as written with `steering`.
+    fn rules_of(&self, filter: &Filter, id: &str, steering: Steering) -> Vec<Vec<String>> {
+        let directions: &[bool] = if filter.responses { &[false, true] } else { &[false] };
+        directions.iter().map(|&responses| self.rule(filter, id, steering, responses)).collect()
+    }
+
+    /// Appends (`-A`, all of a module's rules or none) or deletes (`-D`,
+    /// each rule on its own: what can go, goes) a module's rules.
     fn edit(&self, op: &str, filter: &Filter, id: &str, steering: Steering) -> Result<(), IptablesError> {
         let bin = self.bin_for(filter)?;
-        let directions: &[bool] = if filter.responses { &[false, true] } else { &[false] };
+        let lines: Vec<Vec<String>> = self.rules_of(filter, id, steering).into_iter().map(|r| line(op, r)).collect();
+        if op == "-A" {
+            return restore(bin, &lines);
+        }
         let mut first_error = None;
-        for (n, &responses) in directions.iter().enumerate() {
-            let rule = self.rule(filter, id, steering, responses);
-            let mut args: Vec<&str> = vec![op];
-            args.extend(rule.iter().map(String::as_str));
-            if let Err(e) = run(bin, &args) {
-                if op == "-A" {
-                    // An add is all or nothing: take back what it added.
-                    if n > 0 {
-                        let first = self.rule(filter, id, steering, false);
-                        let mut undo: Vec<&str> = vec!["-D"];
-                        undo.extend(first.iter().map(String::as_str));
-                        let _ = run(bin, &undo);
-                    }
-                    return Err(e);
-                }
+        for l in lines {
+            if let Err(e) = restore(bin, &[l]) {
                 first_error.get_or_insert(e);
             }
         }
@@ -385,9 +421,10 @@ impl Iptables {
         *self.steering.lock()
     }
 
-    /// Rewrites the given module rules with another steering: each new rule
-    /// goes in before its old one comes out, so no packet passes unexamined.
-    /// The caller holds the controller's lock, so no rule changes meanwhile.
+    /// Rewrites the given module rules with another steering: each module's
+    /// rules are swapped for their new form in one transaction, so no packet
+    /// passes unexamined. The caller holds the controller's lock, so no rule
+    /// changes meanwhile.
     pub fn resteer<'a>(
         &self,
         to: Steering,
@@ -400,13 +437,20 @@ impl Iptables {
         }
         let mut first_error = None;
         for (filter, id) in rules.into_iter().filter(|(f, _)| self.set_entries(f).is_none()) {
-            if let Err(e) = self.edit("-A", filter, id, to).and_then(|()| self.edit("-D", filter, id, from)) {
+            let swap = self.bin_for(filter).and_then(|bin| {
+                let mut lines: Vec<Vec<String>> =
+                    self.rules_of(filter, id, to).into_iter().map(|r| line("-A", r)).collect();
+                lines.extend(self.rules_of(filter, id, from).into_iter().map(|r| line("-D", r)));
+                restore(bin, &lines)
+            });
+            if let Err(e) = swap {
                 first_error.get_or_insert(e);
             }
         }
         let entries = self.entries.lock();
         for bin in [V4, V6].into_iter().filter(|b| Self::family_in_use(&entries, b)) {
-            if let Err(e) = self.set_rule_edit("-A", bin, to).and_then(|()| self.set_rule_edit("-D", bin, from)) {
+            let swap = [line("-A", self.set_rule(bin, to)), line("-D", self.set_rule(bin, from))];
+            if let Err(e) = restore(bin, &swap) {
                 first_error.get_or_insert(e);
             }
         }
