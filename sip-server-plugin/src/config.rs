@@ -236,11 +236,18 @@ pub struct ModuleConfig {
 pub struct SignalingConfig {
     pub query_attempts: u32,
     pub timeout_ms: u64,
+    /// Public keys (64 hex digits) of the ISPs whose appliances this ITSP
+    /// uses. An appliance's answer counts — as deployed, as serving a phone,
+    /// in the offload figures — only when it is signed by a node key one of
+    /// these certified; anything else (an appliance of another ISP, or the
+    /// phone at the end of the path answering for one) is a hint, logged
+    /// and counted in `netserv_plugin_unverified_entries_total`.
+    pub trusted_isp_keys: Vec<String>,
 }
 
 impl Default for SignalingConfig {
     fn default() -> Self {
-        Self { query_attempts: 3, timeout_ms: 10_000 }
+        Self { query_attempts: 3, timeout_ms: 10_000, trusted_isp_keys: Vec::new() }
     }
 }
 

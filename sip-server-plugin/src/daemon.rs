@@ -15,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use netserv_gist::wire::Mri;
 use netserv_nslp::wire::{Request, RequestKind, Status};
 use netserv_shell::client::{self, ClientOptions};
@@ -41,6 +41,8 @@ enum Deploys {
 struct Signer {
     cfg: Config,
     key: SigningKey,
+    /// The ISP keys whose certified appliances' answers count.
+    trusted: Arc<Vec<VerifyingKey>>,
     sha256: [u8; 32],
     url: String,
     opts: ClientOptions,
@@ -112,22 +114,36 @@ impl Signer {
                 if !refused.is_empty() {
                     tracing::warn!(request = kind.as_str(), %target, refused = ?refused.iter().map(|e| (&e.node_id, e.status.as_str(), &e.reason)).collect::<Vec<_>>(), "appliances refused");
                 }
+                let now = now_ms() / 1000;
                 Some(
                     r.stack
                         .into_iter()
-                        .map(|e| Hop {
-                            ok: e.status == Status::Ok
-                                || (kind == RequestKind::Remove && e.status == Status::NotInstalled),
+                        .map(|e| {
+                            let proof = netserv_nslp::proof::verify_entry(&e, &req.nonce, &self.trusted, now);
+                            if let Err(why) = proof {
+                                UNVERIFIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                tracing::warn!(request = kind.as_str(), %target, node = %e.node_id, status = e.status.as_str(), %why, "an answer that is not a certified appliance's: a hint, not counted");
+                            }
+                            (e, proof.is_ok())
+                        })
+                        .map(|(e, verified)| Hop {
+                            ok: verified
+                                && (e.status == Status::Ok
+                                    || (kind == RequestKind::Remove && e.status == Status::NotInstalled)),
                             // A relay is reached where the appliance's server
                             // modules listen, which it advertises.
                             address: match self.deploys {
                                 Deploys::Relay => server_address(&e.capabilities).or(e.address),
                                 Deploys::Keepalive | Deploys::Overload => e.address,
                             },
-                            feedback: e.capabilities.iter().find_map(|c| c.strip_prefix("feedback=")?.parse().ok()),
+                            feedback: e
+                                .capabilities
+                                .iter()
+                                .find_map(|c| c.strip_prefix("feedback=")?.parse().ok())
+                                .filter(|_| verified),
                             node_id: e.node_id,
-                            modules: e.modules,
-                            answered: e.answered,
+                            modules: if verified { e.modules } else { Vec::new() },
+                            answered: if verified { e.answered } else { 0 },
                         })
                         .collect(),
                 )
@@ -186,6 +202,9 @@ async fn status(State(s): State<Http>) -> impl IntoResponse {
 /// HEP datagrams from senders not allowed to mirror (`hep_allow`).
 static HEP_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Response entries not signed by an appliance a trusted ISP certified.
+static UNVERIFIED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn metrics(State(s): State<Http>) -> impl IntoResponse {
     let r = s.registry.borrow().clone();
     let c = r.counters;
@@ -236,6 +255,12 @@ async fn metrics(State(s): State<Http>) -> impl IntoResponse {
             "netserv_plugin_hep_refused",
             "HEP datagrams dropped because their sender is not the SIP server, loopback or in hep_allow.",
             HEP_REFUSED.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            true,
+            "netserv_plugin_unverified_entries",
+            "Answers in response stacks not signed by an appliance a trusted ISP certified: hints, never counted.",
+            UNVERIFIED.load(std::sync::atomic::Ordering::Relaxed),
         ),
     ] {
         let mut f = if counter { x.counter(name, help) } else { x.gauge(name, help) };
@@ -344,6 +369,17 @@ fn save(path: &std::path::Path, r: &Registry) {
 /// the relay's when the config has a `[relay]`.
 fn make_signers(cfg: &Config) -> anyhow::Result<Signers> {
     let key = netserv_shell::keys::read_signing_key(&cfg.key_file).context("key_file")?;
+    let trusted = cfg
+        .signaling
+        .trusted_isp_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| netserv_shell::keys::parse_public_key(k, &format!("signaling.trusted_isp_keys[{i}]")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if trusted.is_empty() {
+        tracing::warn!("signaling.trusted_isp_keys is empty: no appliance's answer will count, and nothing will be deployed");
+    }
+    let trusted = Arc::new(trusted);
     let opts = ClientOptions {
         node_id: format!("plugin-{}", cfg.tenant),
         query_attempts: cfg.signaling.query_attempts,
@@ -354,6 +390,7 @@ fn make_signers(cfg: &Config) -> anyhow::Result<Signers> {
         .with_context(|| format!("reading module.file {}", cfg.module.file.display()))?;
     let keepalive = Signer {
         key: key.clone(),
+        trusted: trusted.clone(),
         sha256: Sha256::digest(&module_bytes).into(),
         url: cfg.module_url(),
         opts: opts.clone(),
@@ -367,6 +404,7 @@ fn make_signers(cfg: &Config) -> anyhow::Result<Signers> {
             let bytes = std::fs::read(&r.file).with_context(|| format!("reading relay.file {}", r.file.display()))?;
             let signer = Signer {
                 key,
+                trusted: trusted.clone(),
                 sha256: Sha256::digest(&bytes).into(),
                 url: cfg.relay_url().unwrap_or_default(),
                 opts,
@@ -384,6 +422,7 @@ fn make_signers(cfg: &Config) -> anyhow::Result<Signers> {
                 std::fs::read(&o.file).with_context(|| format!("reading overload.file {}", o.file.display()))?;
             let signer = Signer {
                 key: netserv_shell::keys::read_signing_key(&cfg.key_file).context("key_file")?,
+                trusted,
                 sha256: Sha256::digest(&bytes).into(),
                 url: cfg.overload_url().unwrap_or_default(),
                 opts: keepalive.opts.clone(),

@@ -126,6 +126,8 @@ impl Appliance {
         } else {
             format!("state_dir = {:?}\n{config}", dir.0.join("state"))
         };
+        // Certified by the testbed's ISP, which the test plugins trust.
+        let config = crate::identity::certified(&config, &dir.0)?;
         std::fs::write(&config_path, config)?;
         let cfg = config_path.to_str().context("utf-8 path")?;
         let log_path = dir.0.join("appliance.log");

@@ -12,6 +12,7 @@ pub mod appliance;
 pub mod baresip;
 pub mod bench;
 pub mod cgroup;
+pub mod identity;
 pub mod kamailio;
 pub mod netns;
 pub mod path;

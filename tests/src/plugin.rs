@@ -36,7 +36,9 @@ retry_after_secs = 2
 [signaling]
 query_attempts = 2
 timeout_ms = 8000
+trusted_isp_keys = ["{isp}"]
 "#,
+        isp = crate::identity::isp_public_key(),
         key = dir.join("itsp-a.key"),
         registry = dir.join("registry.json"),
         module = paths::module("netserv_keepalive"),

@@ -112,3 +112,46 @@ fn kamailio_and_the_plugin_deploy_refresh_and_retire_on_their_own() {
             .then_some(())
     });
 }
+
+/// An appliance no trusted ISP certified — as good as the phone at the end
+/// of the path answering the plugin's Query itself — installs what it is
+/// asked to, but the plugin counts none of its answers: no deployment, no
+/// phone served, each entry a hint in `netserv_plugin_unverified_entries`.
+#[test]
+fn answers_of_an_appliance_no_trusted_isp_certified_are_never_counted() {
+    if !netserv_tests::e2e_ready("answers_of_an_appliance_no_trusted_isp_certified_are_never_counted") {
+        return;
+    }
+    let tb = Testbed::new("plugu").expect("testbed (run as root)");
+    let dir = TempDir::new("plugin-uncert").expect("tmp");
+    let kam =
+        Kamailio::start(&tb.core, SERVER, "sip:127.0.0.1:9060", &dir.0.join("kamailio")).expect("kamailio starts");
+    let _plugin = plugin::start(&tb, &dir.0).expect("plugin starts");
+    let config = format!("# NETSERV_TEST_UNCERTIFIED\n{}", test_config(""));
+    let app = Appliance::start(&tb, &config).expect("appliance starts");
+    let xml = dir.0.join("phone.xml");
+    std::fs::write(&xml, phone_scenario("phone0", 12, 500, 4, 6)).expect("scenario");
+    let phone = netns::cmd(&tb.ua, "sipp")
+        .args([SERVER, "-sf", xml.to_str().expect("utf-8"), "-i", PHONES[0], "-p", "5070", "-m", "1"])
+        .args(["-recv_timeout", "3000", "-timeout", "30s", "-timeout_error", "-nostdin"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sipp phone");
+    let metrics = wait_for("an answer the plugin would not count", Duration::from_secs(20), || {
+        let m = plugin::get(&tb, "/metrics");
+        (metric(&m, "netserv_plugin_unverified_entries_total") >= 1).then_some(m)
+    });
+    let _ = phone.wait_with_output();
+    // The appliance took the plugin's requests: only the plugin's trust in
+    // its answers is withheld.
+    assert!(app.log().contains("NSLP request verified"), "{}", app.log());
+    let metrics = format!("{metrics}\n--- at the end\n{}", plugin::get(&tb, "/metrics"));
+    let end = plugin::get(&tb, "/metrics");
+    assert_eq!(metric(&end, "netserv_plugin_appliances_known"), 0, "{metrics}");
+    assert_eq!(metric(&end, "netserv_plugin_phones_served"), 0, "{metrics}");
+    assert_eq!(metric(&end, "netserv_plugin_keepalives_offloaded"), 0, "{metrics}");
+    let log = std::fs::read_to_string(dir.0.join("plugin.log")).unwrap_or_default();
+    assert!(log.contains("not a certified appliance"), "{log}");
+    drop(kam);
+}

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -30,6 +31,12 @@ pub struct Signaling {
     /// How long to wait for the rest of the path's response before answering
     /// with this node's own entry, seconds.
     pub response_timeout_secs: u32,
+    /// This node's signing key (`netserv-signal keygen`) and the ISP's
+    /// certificate of it (`netserv-signal certify`). With both, the entries
+    /// this node answers with are signed, and the plugins of ITSPs that trust
+    /// the ISP's key count them; without, its answers are hints.
+    pub node_key_file: Option<PathBuf>,
+    pub node_certificate_file: Option<PathBuf>,
 }
 
 impl Default for Signaling {
@@ -45,6 +52,8 @@ impl Default for Signaling {
             replay_capacity_per_tenant: 100_000,
             max_sessions: 200_000,
             response_timeout_secs: 15,
+            node_key_file: None,
+            node_certificate_file: None,
         }
     }
 }
@@ -71,6 +80,11 @@ impl Signaling {
         }
         if self.response_timeout_secs == 0 || self.response_timeout_secs > 600 {
             return Err(("signaling.response_timeout_secs", "must be 1..=600"));
+        }
+        match (&self.node_key_file, &self.node_certificate_file) {
+            (Some(_), None) => return Err(("signaling.node_certificate_file", "must be set with node_key_file")),
+            (None, Some(_)) => return Err(("signaling.node_key_file", "must be set with node_certificate_file")),
+            _ => {}
         }
         Ok(())
     }

@@ -18,6 +18,7 @@
 //! node, which answers instead.
 
 mod actions;
+mod identity;
 pub mod tap;
 
 use crate::config::Config;
@@ -138,6 +139,8 @@ struct Service {
     done_tx: mpsc::UnboundedSender<Done>,
     load: LoadMeter,
     stats: Arc<SignalingStats>,
+    /// Signs this node's entries, when the config gives it a certified key.
+    identity: Option<Arc<identity::Identity>>,
 }
 
 /// Binds the GIST socket and starts the service; the returned [`Shared`]
@@ -151,6 +154,13 @@ pub async fn spawn(
     let s = &cfg.signaling;
     let sock = bind_gist_socket(s.listen)
         .map_err(|e| anyhow::anyhow!("binding the GIST socket on {}: {e} (signaling.listen)", s.listen))?;
+    let identity = match (&s.node_key_file, &s.node_certificate_file) {
+        (Some(k), Some(c)) => Some(Arc::new(identity::Identity::load(&cfg.node_id, k, c)?)),
+        _ => {
+            tracing::warn!("no signaling.node_key_file: this node's answers are unsigned, and plugins will not count them");
+            None
+        }
+    };
     let mut ncfg = nslp::Config::new(cfg.node_id.clone());
     ncfg.gist.validity = Duration::from_secs(u64::from(s.validity_secs));
     ncfg.gist.query_attempts = s.query_attempts;
@@ -173,6 +183,7 @@ pub async fn spawn(
         done_tx,
         load: LoadMeter { queues, last: (Instant::now(), total) },
         stats,
+        identity,
     };
     tracing::info!(listen = %s.listen, queue = s.queue, "on-path signaling running");
     Ok((shared, tokio::spawn(service.run(sock, done_rx))))
@@ -308,8 +319,12 @@ impl Service {
     ) {
         let (controller, node_id, done) = (self.controller.clone(), self.node_id.clone(), self.done_tx.clone());
         let load = self.load.pps();
+        let identity = self.identity.clone();
         tokio::spawn(async move {
-            let entry = actions::perform(&controller, &node_id, address, load, &req).await;
+            let mut entry = actions::perform(&controller, &node_id, address, load, &req).await;
+            if let Some(id) = &identity {
+                id.sign(&mut entry, &req.nonce);
+            }
             let _ = done.send(Done { action, entry });
         });
     }

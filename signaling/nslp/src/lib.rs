@@ -5,6 +5,8 @@
 //!   and the response with its per-node stack);
 //! - [`sign`]: Ed25519 signatures over the canonical encoding, and the
 //!   [`sign::Verified`] proof that only verification can produce;
+//! - [`proof`]: appliances' signed response entries, under an ISP's
+//!   certificate of each node's key;
 //! - [`replay`]: the timestamp window and nonce cache that refuse replays;
 //! - [`core`]: the appliance's sans-IO node over GIST: checks, sends on,
 //!   asks its shell to act, builds the response stack hop by hop, turns a
@@ -19,6 +21,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 
 pub mod core;
+pub mod proof;
 pub mod replay;
 pub mod sign;
 pub mod wire;

@@ -282,3 +282,65 @@ proptest! {
         let _ = sign::verify(&b, &flow(), &SigningKey::from_bytes(&SECRET_1).verifying_key());
     }
 }
+
+/// An entry as the plugin reads it: encoded in a response, decoded again.
+fn round_trip(e: &NodeEntry) -> NodeEntry {
+    let r = Response { kind: RequestKind::Setup, id: 3, stack: vec![e.clone()] };
+    match decode(&r.encode()) {
+        Ok(Message::Response(mut r)) => r.stack.remove(0),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn signed_entries_verify_only_for_their_request_node_and_isp() {
+    use crate::proof::{self, EntryError};
+    let isp = SigningKey::from_bytes(&SECRET_1);
+    let node = SigningKey::from_bytes(&SECRET_2);
+    let trusted = [isp.verifying_key()];
+    let (nonce, now) = ([5u8; 16], 1_800_000_000u64);
+    let cert = proof::certify(&isp, "edge-1", &node.verifying_key(), now + 3600);
+    let mut e = NodeEntry::new("edge-1", Status::Ok, "installed itsp-a/keepalive");
+    e.address = Some(IpAddr::V4(Ipv4Addr::new(198, 18, 1, 1)));
+    e.capabilities = vec!["keepalive".into()];
+    e.answered = 42;
+    proof::sign_entry(&mut e, &cert, &node, &nonce);
+    let got = round_trip(&e);
+    assert_eq!(got, e, "a signed entry travels byte for byte");
+    assert_eq!(proof::verify_entry(&got, &nonce, &trusted, now), Ok(()));
+    // Another request's answer, an unknown ISP, an expired certificate.
+    assert_eq!(proof::verify_entry(&got, &[6; 16], &trusted, now), Err(EntryError::BadSignature));
+    let other_isp = [node.verifying_key()];
+    assert_eq!(proof::verify_entry(&got, &nonce, &other_isp, now), Err(EntryError::UntrustedCertificate));
+    assert_eq!(proof::verify_entry(&got, &nonce, &trusted, now + 3601), Err(EntryError::Expired));
+    // The certificate names edge-1: the entry cannot claim another node.
+    let mut renamed = NodeEntry::new("edge-2", Status::Ok, "installed itsp-a/keepalive");
+    proof::sign_entry(&mut renamed, &cert, &node, &nonce);
+    assert_eq!(proof::verify_entry(&round_trip(&renamed), &nonce, &trusted, now), Err(EntryError::UntrustedCertificate));
+    // What the phone at the end of the path can make: no signature, or one
+    // with a key no ISP certified.
+    let forged = NodeEntry::new("edge-1", Status::Ok, "installed");
+    assert_eq!(proof::verify_entry(&round_trip(&forged), &nonce, &trusted, now), Err(EntryError::Unsigned));
+    let mut self_made = forged.clone();
+    let phone = SigningKey::from_bytes(&[3; 32]);
+    let own_cert = proof::certify(&phone, "edge-1", &phone.verifying_key(), now + 3600);
+    proof::sign_entry(&mut self_made, &own_cert, &phone, &nonce);
+    assert_eq!(proof::verify_entry(&round_trip(&self_made), &nonce, &trusted, now), Err(EntryError::UntrustedCertificate));
+    // A changed count, byte for byte on the wire.
+    let mut wire = Response { kind: RequestKind::Setup, id: 3, stack: vec![e.clone()] }.encode();
+    let at = wire.windows(8).position(|w| w == 42u64.to_be_bytes()).expect("answered");
+    *wire.get_mut(at + 7).expect("in range") = 43;
+    let Ok(Message::Response(r)) = decode(&wire) else { panic!("decodes") };
+    assert_eq!(r.stack.first().map(|e| e.answered), Some(43));
+    assert_eq!(proof::verify_entry(&r.stack[0], &nonce, &trusted, now), Err(EntryError::BadSignature));
+    // Nothing may follow the signature.
+    let mut trailing = Response { kind: RequestKind::Setup, id: 3, stack: vec![] }.encode();
+    let mut entry = e.encode_unsigned();
+    entry.extend_from_slice(&[0, 0xff, 0, 64]);
+    entry.extend_from_slice(&[0; 64]);
+    entry.extend_from_slice(&[0, 0x04, 0, 4, b'm', b'o', b'r', b'e']);
+    trailing.extend_from_slice(&[0, 0x40]);
+    trailing.extend_from_slice(&u16::try_from(entry.len()).expect("short").to_be_bytes());
+    trailing.extend_from_slice(&entry);
+    assert!(decode(&trailing).is_err(), "a field after the signature");
+}

@@ -59,8 +59,26 @@ enum Cmd {
         #[arg(long, default_value_t = 20_000)]
         timeout_ms: u64,
     },
-    /// Write a new Ed25519 signing key and print its public key.
+    /// Write a new Ed25519 signing key (readable by its owner only) and
+    /// print its public key: a tenant's, an ISP's or an appliance's.
     Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// As the ISP: certify an appliance's public key for its node id, so the
+    /// ITSPs that trust the ISP's key count what the appliance answers.
+    Certify {
+        /// The ISP's signing key file.
+        #[arg(long)]
+        isp_key: PathBuf,
+        /// The appliance's `node_id`.
+        #[arg(long)]
+        node_id: String,
+        /// The appliance's public key (64 hex digits, from `keygen`).
+        #[arg(long)]
+        node_public_key: String,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
         #[arg(long)]
         out: PathBuf,
     },
@@ -202,13 +220,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Keygen { out } => {
             let mut seed = [0u8; 32];
             OsRng.fill_bytes(&mut seed);
-            std::fs::write(&out, format!("{}\n", hex::encode(seed)))
+            netserv_shell::files::write_private(&out, format!("{}\n", hex::encode(seed)).as_bytes())
                 .with_context(|| format!("writing {}", out.display()))?;
             let public = hex::encode(SigningKey::from_bytes(&seed).verifying_key().to_bytes());
             if cli.json {
                 println!("{}", serde_json::json!({ "key_file": out, "public_key": public }));
             } else {
                 println!("wrote {}; public key (for the appliances' tenant config):\n{public}", out.display());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cmd::Certify { isp_key, node_id, node_public_key, days, out } => {
+            let isp = read_signing_key(&isp_key)?;
+            let node_key = netserv_shell::keys::parse_public_key(&node_public_key, "--node-public-key")?;
+            let not_after = unix_ms() / 1000 + u64::from(days) * 86_400;
+            let cert = netserv_nslp::proof::certify(&isp, &node_id, &node_key, not_after);
+            netserv_shell::keys::write_certificate(&out, &node_id, &cert)?;
+            if cli.json {
+                println!("{}", serde_json::json!({ "certificate": out, "node_id": node_id, "not_after_unix": not_after }));
+            } else {
+                println!("wrote {} for node {node_id}, valid until unix time {not_after}", out.display());
             }
             return Ok(ExitCode::SUCCESS);
         }

@@ -19,7 +19,7 @@ mod request;
 mod response;
 
 pub use request::{Request, RequestKind};
-pub use response::{NodeEntry, Response, Status};
+pub use response::{EntrySignature, NodeCertificate, NodeEntry, Response, Status};
 
 use codec::{Fields, push_bounded};
 use request::decode_request;

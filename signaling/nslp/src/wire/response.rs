@@ -17,6 +17,11 @@ pub(super) mod entry_field {
     pub const ACTIVE_MODULES: u16 = 0x07;
     pub const LOAD_PPS: u16 = 0x08;
     pub const ANSWERED: u16 = 0x09;
+    /// The ISP's certificate of the node's key ([`super::NodeCertificate`]).
+    pub const CERTIFICATE: u16 = 0x0a;
+    /// The node's signature over every byte of the entry before it. Last:
+    /// nothing may follow it (what did would not be signed).
+    pub const SIGNATURE: u16 = 0xff;
 }
 
 /// The result a node reports.
@@ -73,6 +78,54 @@ impl Status {
     }
 }
 
+/// An ISP's statement that `node_key` speaks for node `node_id` until
+/// `not_after_unix` (seconds): its signature over [`NodeCertificate::message`].
+/// On the wire: key (32), not-after (8), signature (64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeCertificate {
+    pub node_key: [u8; 32],
+    pub not_after_unix: u64,
+    pub isp_signature: [u8; 64],
+}
+
+impl NodeCertificate {
+    pub const LEN: usize = 32 + 8 + 64;
+
+    /// What the ISP signs for node `node_id`.
+    pub fn message(node_id: &str, node_key: &[u8; 32], not_after_unix: u64) -> Vec<u8> {
+        let mut m = b"netserv node certificate v1\0".to_vec();
+        m.extend_from_slice(&u16::try_from(node_id.len()).unwrap_or(u16::MAX).to_be_bytes());
+        m.extend_from_slice(node_id.as_bytes());
+        m.extend_from_slice(node_key);
+        m.extend_from_slice(&not_after_unix.to_be_bytes());
+        m
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        [&self.node_key[..], &self.not_after_unix.to_be_bytes(), &self.isp_signature].concat()
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let b: &[u8; Self::LEN] = b.try_into().ok()?;
+        let (key, rest) = b.split_at(32);
+        let (not_after, sig) = rest.split_at(8);
+        Some(Self {
+            node_key: key.try_into().ok()?,
+            not_after_unix: u64::from_be_bytes(not_after.try_into().ok()?),
+            isp_signature: sig.try_into().ok()?,
+        })
+    }
+}
+
+/// A node's signature over its entry, with the bytes it covers as they
+/// were signed (and as they travel: a signed entry is forwarded byte for
+/// byte, so fields an older node does not know stay signed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntrySignature {
+    pub signature: [u8; 64],
+    pub signed: Vec<u8>,
+}
+
 /// One appliance's line in a response stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeEntry {
@@ -89,6 +142,11 @@ pub struct NodeEntry {
     /// Packets the requesting tenant's modules on this node have answered
     /// (e.g. keep-alives offloaded from the tenant's server).
     pub answered: u64,
+    /// The ISP's certificate of the key the node signs its entry with.
+    pub certificate: Option<NodeCertificate>,
+    /// Set by [`crate::proof::sign_entry`]; the entry's fields must not
+    /// change after it (the signed bytes are what is sent).
+    pub signature: Option<EntrySignature>,
 }
 
 impl NodeEntry {
@@ -103,10 +161,25 @@ impl NodeEntry {
             active_modules: 0,
             load_pps: 0,
             answered: 0,
+            certificate: None,
+            signature: None,
         }
     }
 
+    /// The entry as sent: as signed, with its signature; else its fields.
     pub(super) fn encode(&self) -> Vec<u8> {
+        match &self.signature {
+            Some(s) => {
+                let mut w = Writer { out: s.signed.clone() };
+                w.field(entry_field::SIGNATURE, &s.signature);
+                w.out
+            }
+            None => self.encode_unsigned(),
+        }
+    }
+
+    /// Every field but the signature, canonically: what a node signs.
+    pub fn encode_unsigned(&self) -> Vec<u8> {
         let mut w = Writer { out: Vec::new() };
         w.str(entry_field::NODE_ID, &self.node_id);
         if let Some(a) = self.address {
@@ -123,6 +196,9 @@ impl NodeEntry {
         w.field(entry_field::ACTIVE_MODULES, &self.active_modules.to_be_bytes());
         w.field(entry_field::LOAD_PPS, &self.load_pps.to_be_bytes());
         w.field(entry_field::ANSWERED, &self.answered.to_be_bytes());
+        if let Some(c) = &self.certificate {
+            w.field(entry_field::CERTIFICATE, &c.to_bytes());
+        }
         w.out
     }
 
@@ -130,8 +206,13 @@ impl NodeEntry {
         let mut e = NodeEntry::new("", Status::Ok, "");
         let mut last = 0u16;
         let mut status = None;
-        for f in Fields::new(b) {
+        let mut fields = Fields::new(b);
+        while let Some(f) = fields.next() {
             let (t, v) = f?;
+            if e.signature.is_some() {
+                // Bytes after the signature would be read but not signed.
+                return Err(DecodeError::TrailingBytes);
+            }
             order(&mut last, t, matches!(t, entry_field::CAPABILITY | entry_field::MODULE))?;
             match t {
                 entry_field::NODE_ID => e.node_id = string(t, v)?,
@@ -144,6 +225,14 @@ impl NodeEntry {
                 entry_field::LOAD_PPS => e.load_pps = u32_of(t, v)?,
                 entry_field::ANSWERED => {
                     e.answered = u64::from_be_bytes(v.try_into().map_err(|_| DecodeError::BadValue(t))?);
+                }
+                entry_field::CERTIFICATE => {
+                    e.certificate = Some(NodeCertificate::from_bytes(v).ok_or(DecodeError::BadValue(t))?);
+                }
+                entry_field::SIGNATURE => {
+                    let signature = v.try_into().map_err(|_| DecodeError::BadValue(t))?;
+                    let signed = b.get(..fields.field_start).ok_or(DecodeError::BadValue(t))?.to_vec();
+                    e.signature = Some(EntrySignature { signature, signed });
                 }
                 // Entries are reports, not commands: a field from a newer
                 // appliance is skipped, so old requesters still read the rest.
