@@ -53,12 +53,25 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn fetch(source: &ModuleSource, cap: u64, origins: &PeerPolicy) -> Result<Vec<u8>, FetchError> {
     match source {
         ModuleSource::Path(path) => {
-            let meta =
-                tokio::fs::metadata(path).await.map_err(|source| FetchError::Read { path: path.clone(), source })?;
+            use tokio::io::AsyncReadExt as _;
+            let read = |source| FetchError::Read { path: path.clone(), source };
+            let meta = tokio::fs::metadata(path).await.map_err(read)?;
+            // A device or a FIFO has no length to check (/dev/zero would be
+            // read until memory ran out): only regular files.
+            if !meta.is_file() {
+                return Err(read(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
+            }
             if meta.len() > cap {
                 return Err(FetchError::TooLarge { cap });
             }
-            tokio::fs::read(path).await.map_err(|source| FetchError::Read { path: path.clone(), source })
+            // And no more than the cap, should the file grow meanwhile.
+            let file = tokio::fs::File::open(path).await.map_err(read)?;
+            let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+            file.take(cap.saturating_add(1)).read_to_end(&mut bytes).await.map_err(read)?;
+            if bytes.len() as u64 > cap {
+                return Err(FetchError::TooLarge { cap });
+            }
+            Ok(bytes)
         }
         ModuleSource::Url(url) => {
             let dl = |reason: String| FetchError::Download { url: url.clone(), reason };
@@ -214,6 +227,11 @@ mod tests {
         assert!(matches!(fetch(&https, 1024, &open).await, Err(FetchError::Scheme(_))));
         let missing = ModuleSource::Path("/nonexistent/module.wasm".into());
         assert!(matches!(fetch(&missing, 1024, &open).await, Err(FetchError::Read { .. })));
+        // A device has no length to check: refused, not read without end.
+        for device in ["/dev/zero", "/dev/urandom", "/"] {
+            let r = fetch(&ModuleSource::Path(device.into()), 1024, &open).await;
+            assert!(matches!(r, Err(FetchError::Read { .. })), "{device}: {r:?}");
+        }
     }
 
     /// A SETUP naming an address inside the ISP's network, by address or by

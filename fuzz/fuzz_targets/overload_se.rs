@@ -30,7 +30,8 @@ fuzz_target!(|data: &[u8]| {
     let phone = "198.18.1.10:40000".parse().expect("addr");
     let server = "198.18.2.20:5060".parse().expect("addr");
     for algorithm in [Algorithm::Loss, Algorithm::Rate] {
-        let mut se = Se::new(Config { retry_after: Some(1), ..Config::default() }, Alternate(false, Default::default()));
+        let mut se =
+            Se::new(Config { retry_after: Some(1), ..Config::default() }, Alternate(false, Default::default()));
         se.report(0, server, Report { algorithm, oc: 50, validity_ms: 10_000, seq: 1 });
         for now in [1_000_000, 2_000_000] {
             match se.packet(now, phone, server, data).0 {

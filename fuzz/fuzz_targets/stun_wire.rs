@@ -14,15 +14,19 @@ fuzz_target!(|data: &[u8]| {
         let _ = (m.class(), m.method(), m.attributes().count());
         // TURN's readers: a value or a named error, never a panic.
         let _ = (m.lifetime(), m.requested_transport(), m.channel_number(), m.data(), m.even_port());
-        let _ = (m.reservation_token(), m.dont_fragment(), m.requested_address_family(), m.connection_id(), m.error_code());
+        let _ =
+            (m.reservation_token(), m.dont_fragment(), m.requested_address_family(), m.connection_id(), m.error_code());
         let _ = m.xor_addresses(turn::XOR_PEER_ADDRESS).count();
         let key = long_term_key_md5("user", "realm", "pass");
         let _ = m.verify_integrity(&key);
         assert!(m.authenticated_attributes().count() <= m.attributes().count());
-        let signed = Builder::new(Class::Request, m.method() & 0x0fff, m.transaction_id()).message_integrity(&key).finish();
+        let signed =
+            Builder::new(Class::Request, m.method() & 0x0fff, m.transaction_id()).message_integrity(&key).finish();
         assert_eq!(Message::parse(&signed).expect("own encoding parses").verify_integrity(&key), Ok(Integrity::Sha1));
         if let Some(addr) = m.xor_mapped_address() {
-            let out = Builder::new(Class::Success, METHOD_BINDING, m.transaction_id()).xor_mapped_address(addr).finish_with_fingerprint();
+            let out = Builder::new(Class::Success, METHOD_BINDING, m.transaction_id())
+                .xor_mapped_address(addr)
+                .finish_with_fingerprint();
             let back = Message::parse(&out).expect("own encoding parses");
             assert_eq!(back.xor_mapped_address(), Some(addr));
         }

@@ -377,7 +377,9 @@ fn make_signers(cfg: &Config) -> anyhow::Result<Signers> {
         .map(|(i, k)| netserv_shell::keys::parse_public_key(k, &format!("signaling.trusted_isp_keys[{i}]")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if trusted.is_empty() {
-        tracing::warn!("signaling.trusted_isp_keys is empty: no appliance's answer will count, and nothing will be deployed");
+        tracing::warn!(
+            "signaling.trusted_isp_keys is empty: no appliance's answer will count, and nothing will be deployed"
+        );
     }
     let trusted = Arc::new(trusted);
     let opts = ClientOptions {

@@ -45,7 +45,9 @@ pub fn certified(config: &str, dir: &Path) -> anyhow::Result<String> {
     }
     let node_id = config
         .lines()
-        .find_map(|l| l.trim().strip_prefix("node_id")?.trim().strip_prefix('=')?.trim().strip_prefix('"')?.split('"').next())
+        .find_map(|l| {
+            l.trim().strip_prefix("node_id")?.trim().strip_prefix('=')?.trim().strip_prefix('"')?.split('"').next()
+        })
         .context("the config has no node_id")?;
     let (key, cert) = node_files(dir, node_id, &ISP_SEED)?;
     let lines = format!("node_key_file = {key:?}\nnode_certificate_file = {cert:?}\n");

@@ -530,8 +530,11 @@ impl Controller {
             return;
         }
         let records = self.records.lock().await;
-        let rules: Vec<(crate::dataplane::Filter, String)> =
-            records.values().filter(|r| r.rule_installed).map(|r| (r.active.filter.clone(), r.active.id.clone())).collect();
+        let rules: Vec<(crate::dataplane::Filter, String)> = records
+            .values()
+            .filter(|r| r.rule_installed)
+            .map(|r| (r.active.filter.clone(), r.active.id.clone()))
+            .collect();
         let resteer = self.rule_edit(move |ipt| ipt.resteer(to, rules.iter().map(|(f, i)| (f, i.as_str())))).await;
         match resteer {
             Ok(()) => tracing::info!(steering = ?to, overloaded, "module rules re-steered"),

@@ -88,7 +88,8 @@ fn restore(bin: &'static str, lines: &[Vec<String>]) -> Result<(), IptablesError
     let restore_bin = if bin == V4 { "iptables-restore" } else { "ip6tables-restore" };
     let mut text = String::from("*filter\n");
     for line in lines {
-        if let Some(bad) = line.iter().find(|a| a.is_empty() || a.bytes().any(|b| b.is_ascii_whitespace() || b"\"'#".contains(&b)))
+        if let Some(bad) =
+            line.iter().find(|a| a.is_empty() || a.bytes().any(|b| b.is_ascii_whitespace() || b"\"'#".contains(&b)))
         {
             return Err(IptablesError::Failed {
                 bin: restore_bin,

@@ -23,7 +23,9 @@ impl Identity {
         let (certified_id, certificate) =
             netserv_shell::keys::read_certificate(certificate_file).context("signaling.node_certificate_file")?;
         if certified_id != node_id {
-            bail!("signaling.node_certificate_file certifies node `{certified_id}`, but this node is `{node_id}` (node_id)");
+            bail!(
+                "signaling.node_certificate_file certifies node `{certified_id}`, but this node is `{node_id}` (node_id)"
+            );
         }
         if certificate.node_key != key.verifying_key().to_bytes() {
             bail!("signaling.node_certificate_file certifies another key than the one in signaling.node_key_file");

@@ -157,7 +157,9 @@ pub async fn spawn(
     let identity = match (&s.node_key_file, &s.node_certificate_file) {
         (Some(k), Some(c)) => Some(Arc::new(identity::Identity::load(&cfg.node_id, k, c)?)),
         _ => {
-            tracing::warn!("no signaling.node_key_file: this node's answers are unsigned, and plugins will not count them");
+            tracing::warn!(
+                "no signaling.node_key_file: this node's answers are unsigned, and plugins will not count them"
+            );
             None
         }
     };

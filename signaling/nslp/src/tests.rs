@@ -3,8 +3,8 @@
 use super::wire::*;
 use crate::replay::{ReplayError, ReplayGuard};
 use crate::sign::{self, VerifyError};
-use netserv_gist::wire::Mri;
 use ed25519_dalek::{Signer as _, SigningKey};
+use netserv_gist::wire::Mri;
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -141,7 +141,10 @@ fn tampering_wrong_keys_and_missing_signatures_are_refused() {
     // Bytes after the signature.
     let mut trailing = bytes.clone();
     trailing.extend_from_slice(&[0, 0x0b, 0, 4, 0, 0, 0, 1]);
-    assert_eq!(sign::verify(&trailing, &flow(), &key.verifying_key()), Err(VerifyError::Malformed(DecodeError::TrailingBytes)));
+    assert_eq!(
+        sign::verify(&trailing, &flow(), &key.verifying_key()),
+        Err(VerifyError::Malformed(DecodeError::TrailingBytes))
+    );
 }
 
 #[test]
@@ -316,7 +319,10 @@ fn signed_entries_verify_only_for_their_request_node_and_isp() {
     // The certificate names edge-1: the entry cannot claim another node.
     let mut renamed = NodeEntry::new("edge-2", Status::Ok, "installed itsp-a/keepalive");
     proof::sign_entry(&mut renamed, &cert, &node, &nonce);
-    assert_eq!(proof::verify_entry(&round_trip(&renamed), &nonce, &trusted, now), Err(EntryError::UntrustedCertificate));
+    assert_eq!(
+        proof::verify_entry(&round_trip(&renamed), &nonce, &trusted, now),
+        Err(EntryError::UntrustedCertificate)
+    );
     // What the phone at the end of the path can make: no signature, or one
     // with a key no ISP certified.
     let forged = NodeEntry::new("edge-1", Status::Ok, "installed");
@@ -325,7 +331,10 @@ fn signed_entries_verify_only_for_their_request_node_and_isp() {
     let phone = SigningKey::from_bytes(&[3; 32]);
     let own_cert = proof::certify(&phone, "edge-1", &phone.verifying_key(), now + 3600);
     proof::sign_entry(&mut self_made, &own_cert, &phone, &nonce);
-    assert_eq!(proof::verify_entry(&round_trip(&self_made), &nonce, &trusted, now), Err(EntryError::UntrustedCertificate));
+    assert_eq!(
+        proof::verify_entry(&round_trip(&self_made), &nonce, &trusted, now),
+        Err(EntryError::UntrustedCertificate)
+    );
     // A changed count, byte for byte on the wire.
     let mut wire = Response { kind: RequestKind::Setup, id: 3, stack: vec![e.clone()] }.encode();
     let at = wire.windows(8).position(|w| w == 42u64.to_be_bytes()).expect("answered");

@@ -237,7 +237,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cert = netserv_nslp::proof::certify(&isp, &node_id, &node_key, not_after);
             netserv_shell::keys::write_certificate(&out, &node_id, &cert)?;
             if cli.json {
-                println!("{}", serde_json::json!({ "certificate": out, "node_id": node_id, "not_after_unix": not_after }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "certificate": out, "node_id": node_id, "not_after_unix": not_after })
+                );
             } else {
                 println!("wrote {} for node {node_id}, valid until unix time {not_after}", out.display());
             }
