@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine (root):
-# sipp (sip-tester), kamailio, coturn, baresip, iptables, ipset, iproute2, curl, python3,
+# sipp (sip-tester), kamailio, coturn, baresip, sipvicious, iptables, ipset, iproute2, curl, python3,
 # fonts-dejavu-core, and the wasm32-wasip2 target.
 set -euo pipefail
 need=()
@@ -21,6 +21,8 @@ command -v turnutils_uclient >/dev/null || need+=(coturn)
 # Two real phones call each other through the edge relay (baresip with its
 # turn and ausine modules).
 command -v baresip >/dev/null || need+=(baresip)
+# SIPVicious (svmap, svwar, svcrack) attacks the testbed from the phone side.
+command -v svmap >/dev/null || need+=(sipvicious)
 # The font the overload benchmark writes its plot's text in.
 [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need+=(fonts-dejavu-core)
 if ((${#need[@]})); then
