@@ -10,9 +10,16 @@
 //!   if any of its phones is active — registered, or seen keeping alive
 //!   within `idle_after` — and otherwise removed (or left to expire).
 //! - A failure waits `retry_after` before the phone is tried again.
+//! - PROBE/SETUPs are limited per *path*: phones whose addresses share a
+//!   prefix (`path_prefix_v4` / `_v6` bits) are taken to sit behind the same
+//!   appliance. Until one of them is served, one at a time there (so they
+//!   join one deployment rather than race to make several); after, up to
+//!   `max_in_flight_per_path`. Other paths signal meanwhile, up to
+//!   `max_in_flight` in all: one slow or silent path holds up only itself.
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -29,6 +36,13 @@ pub struct PolicyConfig {
     /// forgetting the stalest 1 % of those no deployment serves; when every
     /// phone is served, the new one is not taken in (and counted).
     pub max_phones: usize,
+    /// Leading address bits that make a path (see the module doc).
+    pub path_prefix_v4: u8,
+    pub path_prefix_v6: u8,
+    /// PROBE/SETUPs out at once on a path with a served phone.
+    pub max_in_flight_per_path: usize,
+    /// PROBE/SETUPs out at once in all.
+    pub max_in_flight: usize,
 }
 
 impl Default for PolicyConfig {
@@ -41,6 +55,10 @@ impl Default for PolicyConfig {
             retry_after_secs: 30,
             remove_when_idle: true,
             max_phones: 200_000,
+            path_prefix_v4: 24,
+            path_prefix_v6: 56,
+            max_in_flight_per_path: 8,
+            max_in_flight: 256,
         }
     }
 }
@@ -152,15 +170,20 @@ pub struct Policy {
     module_prefix: String,
     pub registry: Registry,
     actions: VecDeque<Action>,
-    /// New phones seen while another phone's PROBE/SETUP was out: probed once
-    /// it is done, so that phones behind the same appliance join one
-    /// deployment instead of racing to make their own.
-    waiting: std::collections::BTreeSet<IpAddr>,
+    /// Phones to probe once their path (or the global bound) lets them, by
+    /// path, and the paths that have waiting phones and may have room, in
+    /// turn: a release costs what it starts, not a scan of every waiter.
+    waiting: HashMap<IpNet, BTreeSet<IpAddr>>,
+    ready: VecDeque<IpNet>,
+    in_ready: HashSet<IpNet>,
     /// Set whenever the registry changed (the daemon saves it).
     pub dirty: bool,
-    /// Phones with a PROBE/SETUP out (`Phone::in_flight`), counted so that
-    /// a keep-alive does not scan the whole registry to find out.
-    probing: usize,
+    /// Phones with a PROBE/SETUP out (`Phone::in_flight`), per path and in
+    /// all, counted so that a keep-alive does not scan the registry.
+    probing: HashMap<IpNet, usize>,
+    probing_total: usize,
+    /// Paths with a phone served: more than one PROBE/SETUP may go there.
+    served_paths: HashSet<IpNet>,
     /// The last search for a phone to forget found none (every phone
     /// served): until the next tick, a new phone is refused without another.
     full_of_served: bool,
@@ -177,23 +200,55 @@ impl Policy {
             module_prefix: format!("{tenant}/{module}@"),
             registry,
             actions: VecDeque::new(),
-            waiting: std::collections::BTreeSet::new(),
+            waiting: HashMap::new(),
+            ready: VecDeque::new(),
+            in_ready: HashSet::new(),
             dirty: false,
-            probing: 0,
+            probing: HashMap::new(),
+            probing_total: 0,
+            served_paths: HashSet::new(),
             full_of_served: false,
         }
     }
 
-    /// Marks `phone`'s PROBE/SETUP out or done, keeping `probing` in step.
+    /// The path `phone` is taken to be on.
+    fn path(&self, phone: IpAddr) -> IpNet {
+        let bits = if phone.is_ipv4() { self.cfg.path_prefix_v4.min(32) } else { self.cfg.path_prefix_v6.min(128) };
+        IpNet::new(phone, bits).map_or_else(|_| IpNet::from(phone), |n| n.trunc())
+    }
+
+    /// Whether a PROBE/SETUP for `phone` may go out now.
+    fn may_signal(&self, phone: IpAddr) -> bool {
+        let path = self.path(phone);
+        let per_path = self.path_room(path);
+        self.probing_total < self.cfg.max_in_flight.max(1) && self.probing.get(&path).copied().unwrap_or(0) < per_path
+    }
+
+    /// Marks `phone`'s PROBE/SETUP out or done, keeping the counts in step.
     fn set_in_flight(&mut self, phone: IpAddr, on: bool) {
+        let path = self.path(phone);
         let p = self.registry.phones.entry(phone).or_default();
         if p.in_flight != on {
             p.in_flight = on;
+            let n = self.probing.entry(path).or_default();
             if on {
-                self.probing += 1;
+                *n += 1;
+                self.probing_total += 1;
             } else {
-                self.probing = self.probing.saturating_sub(1);
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.probing.remove(&path);
+                }
+                self.probing_total = self.probing_total.saturating_sub(1);
+                // Room on this path: its waiting phones get their turn.
+                self.mark_ready(path);
             }
+        }
+    }
+
+    fn mark_ready(&mut self, path: IpNet) {
+        if self.waiting.get(&path).is_some_and(|w| !w.is_empty()) && self.in_ready.insert(path) {
+            self.ready.push_back(path);
         }
     }
 
@@ -235,9 +290,13 @@ impl Policy {
         }
         let n = (self.cfg.max_phones / 100).clamp(1, idle.len());
         idle.select_nth_unstable(n - 1);
-        for (_, ip) in idle.iter().take(n) {
-            phones.remove(ip);
-            self.waiting.remove(ip);
+        let forgotten: Vec<IpAddr> = idle.iter().take(n).map(|(_, ip)| *ip).collect();
+        for ip in forgotten {
+            self.registry.phones.remove(&ip);
+            let path = self.path(ip);
+            if let Some(w) = self.waiting.get_mut(&path) {
+                w.remove(&ip);
+            }
         }
         self.registry.counters.phones_evicted += n as u64;
         self.dirty = true;
@@ -269,26 +328,61 @@ impl Policy {
         if p.appliance.is_some() || p.in_flight || now < p.retry_at_ms {
             return;
         }
-        if self.probing > 0 {
-            self.waiting.insert(phone);
+        if !self.may_signal(phone) {
+            let path = self.path(phone);
+            self.waiting.entry(path).or_default().insert(phone);
+            // Held by the global bound only: first in line when room comes.
+            if self.probing.get(&path).is_none() {
+                self.mark_ready(path);
+            }
             return;
         }
         self.set_in_flight(phone, true);
         self.actions.push_back(Action::Probe { phone });
     }
 
-    /// Probes the phones that waited, once nothing else is in flight.
+    /// Probes the phones that waited, as far as their paths and the global
+    /// bound let them.
     fn release_waiting(&mut self) {
-        if self.probing > 0 {
-            return;
-        }
-        for phone in std::mem::take(&mut self.waiting) {
-            // One forgotten meanwhile (idle, or to make room) is not brought back.
-            if self.registry.phones.get(&phone).is_some_and(|p| p.appliance.is_none()) {
-                self.set_in_flight(phone, true);
-                self.actions.push_back(Action::Probe { phone });
+        while self.probing_total < self.cfg.max_in_flight.max(1) {
+            let Some(path) = self.ready.pop_front() else { return };
+            self.in_ready.remove(&path);
+            loop {
+                let Some(phone) = self.waiting.get(&path).and_then(|w| w.first().copied()) else { break };
+                if !self.may_signal(phone) {
+                    break;
+                }
+                if let Some(w) = self.waiting.get_mut(&path) {
+                    w.remove(&phone);
+                }
+                // One forgotten meanwhile (idle, or to make room), served
+                // meanwhile or already out is not probed.
+                let idle = self.registry.phones.get(&phone).is_some_and(|p| p.appliance.is_none() && !p.in_flight);
+                if idle {
+                    self.set_in_flight(phone, true);
+                    self.actions.push_back(Action::Probe { phone });
+                }
+            }
+            match self.waiting.get(&path) {
+                Some(w) if w.is_empty() => {
+                    self.waiting.remove(&path);
+                }
+                // Still waiting phones: while the path itself has room, only
+                // the global bound stopped it — first again next time. A full
+                // path comes back when one of its own finishes.
+                Some(_) if self.probing.get(&path).is_none_or(|&n| n < self.path_room(path)) => {
+                    if self.in_ready.insert(path) {
+                        self.ready.push_front(path);
+                    }
+                    return;
+                }
+                _ => {}
             }
         }
+    }
+
+    fn path_room(&self, path: IpNet) -> usize {
+        if self.served_paths.contains(&path) { self.cfg.max_in_flight_per_path.max(1) } else { 1 }
     }
 
     /// A REGISTER from `phone` (of address-of-record `user`, when known)
@@ -422,6 +516,8 @@ impl Policy {
         }
         d.phones.insert(phone);
         self.set_in_flight(phone, false);
+        let path = self.path(phone);
+        self.served_paths.insert(path);
         let p = self.registry.phones.entry(phone).or_default();
         p.appliance = Some(hop.node_id.clone());
         p.keepalives_at_server = 0;
@@ -490,7 +586,12 @@ impl Policy {
         });
         self.dirty |= before_len != self.registry.phones.len();
         let phones = &self.registry.phones;
-        self.waiting.retain(|ip| phones.contains_key(ip));
+        self.waiting.retain(|_, w| {
+            w.retain(|ip| phones.contains_key(ip));
+            !w.is_empty()
+        });
+        // Phones held up by the global bound alone get their turn.
+        self.release_waiting();
         self.full_of_served = false;
     }
 }
@@ -544,6 +645,58 @@ mod tests {
         assert!(p.registry.phones.contains_key(&IpAddr::from([10, 7, 0x27, 0x0f])), "the newest is kept");
         assert!(!p.registry.phones.contains_key(&IpAddr::from([10, 7, 0, 0])), "the stalest went");
         assert!(p.registry.counters.phones_evicted >= 9_800);
+    }
+
+    fn drain(p: &mut Policy) -> Vec<Action> {
+        std::iter::from_fn(|| p.poll_action()).collect()
+    }
+
+    /// A phone on a path that never answers holds up only that path: phones
+    /// elsewhere are probed at once. Before, one PROBE/SETUP was out for the
+    /// whole ITSP and every new phone waited behind it.
+    #[test]
+    fn a_silent_path_holds_up_only_itself_and_the_global_bound_holds() {
+        let cfg = PolicyConfig { max_in_flight: 3, ..PolicyConfig::default() };
+        let mut p = Policy::new(cfg, "itsp-a", "keepalive", Registry::default());
+        let on = |net: u8, host: u8| IpAddr::from([198, 18, net, host]);
+        p.on_keepalive(0, on(1, 10));
+        p.on_keepalive(0, on(1, 11)); // the same path: waits
+        p.on_keepalive(0, on(2, 10));
+        p.on_keepalive(0, on(3, 10));
+        p.on_keepalive(0, on(4, 10)); // a fourth path: over the global bound
+        let probes = |v: &[Action]| -> Vec<IpAddr> {
+            v.iter().filter_map(|a| if let Action::Probe { phone } = a { Some(*phone) } else { None }).collect()
+        };
+        assert_eq!(probes(&drain(&mut p)), [on(1, 10), on(2, 10), on(3, 10)]);
+        // Path 2 answers (no appliance there): path 4 gets the slot, and path
+        // 1's second phone still waits for its own path.
+        p.on_outcome(S, Outcome { action: Action::Probe { phone: on(2, 10) }, stack: None });
+        assert_eq!(probes(&drain(&mut p)), [on(4, 10)]);
+        // Path 1's first phone is served: then its neighbour goes.
+        p.on_outcome(2 * S, Outcome { action: Action::Probe { phone: on(1, 10) }, stack: Some(vec![hop("e1", &[])]) });
+        assert_eq!(drain(&mut p), [Action::Deploy { phone: on(1, 10) }]);
+        p.on_outcome(3 * S, Outcome { action: Action::Deploy { phone: on(1, 10) }, stack: Some(vec![hop("e1", &[])]) });
+        assert_eq!(probes(&drain(&mut p)), [on(1, 11)]);
+    }
+
+    /// Once a path has a served phone, several of its phones are probed at
+    /// once (they will join), up to `max_in_flight_per_path`.
+    #[test]
+    fn a_served_path_takes_several_probes_at_once() {
+        let cfg = PolicyConfig { max_in_flight_per_path: 3, ..PolicyConfig::default() };
+        let mut p = Policy::new(cfg, "itsp-a", "keepalive", Registry::default());
+        p.on_keepalive(0, ip(1));
+        let _ = drain(&mut p);
+        p.on_outcome(S, Outcome { action: Action::Probe { phone: ip(1) }, stack: Some(vec![hop("e1", &[])]) });
+        let _ = drain(&mut p);
+        p.on_outcome(S, Outcome { action: Action::Deploy { phone: ip(1) }, stack: Some(vec![hop("e1", &[])]) });
+        for n in 2..=6 {
+            p.on_keepalive(2 * S, ip(n));
+        }
+        assert_eq!(drain(&mut p).len(), 3, "three at once on a served path");
+        let there = hop("e1", &["itsp-a/keepalive@x"]);
+        p.on_outcome(3 * S, Outcome { action: Action::Probe { phone: ip(2) }, stack: Some(vec![there]) });
+        assert_eq!(drain(&mut p), [Action::Probe { phone: ip(5) }], "the next one as one finishes");
     }
 
     #[test]
