@@ -332,7 +332,7 @@ impl Policy {
             let path = self.path(phone);
             self.waiting.entry(path).or_default().insert(phone);
             // Held by the global bound only: first in line when room comes.
-            if self.probing.get(&path).is_none() {
+            if !self.probing.contains_key(&path) {
                 self.mark_ready(path);
             }
             return;
@@ -347,8 +347,7 @@ impl Policy {
         while self.probing_total < self.cfg.max_in_flight.max(1) {
             let Some(path) = self.ready.pop_front() else { return };
             self.in_ready.remove(&path);
-            loop {
-                let Some(phone) = self.waiting.get(&path).and_then(|w| w.first().copied()) else { break };
+            while let Some(phone) = self.waiting.get(&path).and_then(|w| w.first().copied()) {
                 if !self.may_signal(phone) {
                     break;
                 }
