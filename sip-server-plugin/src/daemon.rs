@@ -258,6 +258,18 @@ async fn metrics(State(s): State<Http>) -> impl IntoResponse {
         ),
         (
             true,
+            "netserv_plugin_registry_saves",
+            "Registry files written (whole, fsync'd): at most one per 500 ms tick, whatever the keep-alive rate.",
+            REGISTRY_SAVES.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            true,
+            "netserv_plugin_registry_bytes_written",
+            "Bytes of registry files written.",
+            REGISTRY_BYTES.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            true,
             "netserv_plugin_unverified_entries",
             "Answers in response stacks not signed by an appliance a trusted ISP certified: hints, never counted.",
             UNVERIFIED.load(std::sync::atomic::Ordering::Relaxed),
@@ -355,10 +367,17 @@ async fn turn(
     .into_response()
 }
 
+/// Registry saves (each a whole file, written and fsync'd) and their bytes.
+static REGISTRY_SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static REGISTRY_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn save(path: &std::path::Path, r: &Registry) {
-    let result = serde_json::to_vec_pretty(r)
-        .map_err(std::io::Error::other)
-        .and_then(|b| netserv_shell::files::write_atomically(path, &b));
+    let result = serde_json::to_vec(r).map_err(std::io::Error::other).and_then(|b| {
+        netserv_shell::files::write_atomically(path, &b)?;
+        REGISTRY_SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        REGISTRY_BYTES.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    });
     if let Err(e) = result {
         tracing::error!(error = %e, path = %path.display(), "could not save the registry");
     }
@@ -699,29 +718,45 @@ pub async fn run(config_path: std::path::PathBuf) -> anyhow::Result<()> {
 }
 
 /// Saves a registry that changed since the last tick, off the runtime (a
-/// registry of 100,000 phones is megabytes of JSON, written and fsync'd):
-/// once a tick at most, however many keep-alives came meanwhile, and never
-/// two writes of one file at once (a tick whose last save still runs waits
-/// for the next).
+/// registry of 100,000 phones is megabytes of JSON, written and fsync'd),
+/// and publishes it to the status endpoints. A change that matters across a
+/// restart (a deployment, a registration, a phone served or forgotten) is
+/// saved on the next tick; keep-alive times and counts alone, at most every
+/// [`SOFT_SAVE_INTERVAL`] — with 100,000 phones keeping alive, every tick
+/// would rewrite the whole file twice a second. Never two writes of one
+/// file at once (a save whose last one still runs waits for the next tick).
 struct Saver {
     path: std::path::PathBuf,
     running: Option<tokio::task::JoinHandle<()>>,
+    /// Changes published but not saved yet, and whether any mattered.
+    unsaved: bool,
+    structural: bool,
+    last_save: std::time::Instant,
 }
+
+/// How stale the saved keep-alive times may get.
+const SOFT_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Saver {
     fn new(path: std::path::PathBuf) -> Self {
-        Self { path, running: None }
+        Self { path, running: None, unsaved: false, structural: false, last_save: std::time::Instant::now() }
     }
 
-    /// One copy of the registry a tick, shared by the status endpoints and
-    /// the writer.
+    /// One copy of the registry a tick when it changed, shared by the status
+    /// endpoints and, when a save is due, the writer.
     fn tick(&mut self, policy: &mut Policy, status: &watch::Sender<Arc<Registry>>) {
-        if !policy.dirty || self.running.as_ref().is_some_and(|h| !h.is_finished()) {
+        if policy.dirty || policy.touched {
+            self.structural |= std::mem::take(&mut policy.dirty);
+            policy.touched = false;
+            self.unsaved = true;
+            let _ = status.send(Arc::new(policy.registry.clone()));
+        }
+        let due = self.structural || (self.unsaved && self.last_save.elapsed() >= SOFT_SAVE_INTERVAL);
+        if !due || self.running.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
-        policy.dirty = false;
-        let snapshot = Arc::new(policy.registry.clone());
-        let _ = status.send(snapshot.clone());
+        (self.unsaved, self.structural, self.last_save) = (false, false, std::time::Instant::now());
+        let snapshot = status.borrow().clone();
         let path = self.path.clone();
         self.running = Some(tokio::task::spawn_blocking(move || save(&path, &snapshot)));
     }

@@ -178,6 +178,9 @@ pub struct Policy {
     in_ready: HashSet<IpNet>,
     /// Set whenever the registry changed (the daemon saves it).
     pub dirty: bool,
+    /// Set when only soft state changed (a keep-alive's time and count):
+    /// published at once, saved at a slower pace.
+    pub touched: bool,
     /// Phones with a PROBE/SETUP out (`Phone::in_flight`), per path and in
     /// all, counted so that a keep-alive does not scan the registry.
     probing: HashMap<IpNet, usize>,
@@ -204,6 +207,7 @@ impl Policy {
             ready: VecDeque::new(),
             in_ready: HashSet::new(),
             dirty: false,
+            touched: false,
             probing: HashMap::new(),
             probing_total: 0,
             served_paths: HashSet::new(),
@@ -311,7 +315,9 @@ impl Policy {
         let p = self.registry.phones.entry(phone).or_default();
         p.keepalives_at_server += 1;
         p.last_keepalive_ms = now;
-        self.dirty = true;
+        // Soft: a restart that loses it loses nothing a keep-alive 30 s later
+        // does not bring back.
+        self.touched = true;
         if p.keepalives_at_server >= u64::from(self.cfg.keepalive_threshold) {
             self.want(now, phone);
         }
