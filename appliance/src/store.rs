@@ -55,9 +55,16 @@ pub async fn fetch(source: &ModuleSource, cap: u64, origins: &PeerPolicy) -> Res
         ModuleSource::Path(path) => {
             use tokio::io::AsyncReadExt as _;
             let read = |source| FetchError::Read { path: path.clone(), source };
-            let meta = tokio::fs::metadata(path).await.map_err(read)?;
-            // A device or a FIFO has no length to check (/dev/zero would be
-            // read until memory ran out): only regular files.
+            // Opened without blocking (a FIFO would wait for a writer), then
+            // checked: a device or a FIFO has no length to check (/dev/zero
+            // would be read until memory ran out): only regular files.
+            let file = {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut open = std::fs::OpenOptions::new();
+                open.read(true).custom_flags(libc::O_NONBLOCK);
+                tokio::fs::File::from_std(open.open(path).map_err(read)?)
+            };
+            let meta = file.metadata().await.map_err(read)?;
             if !meta.is_file() {
                 return Err(read(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
             }
@@ -65,7 +72,6 @@ pub async fn fetch(source: &ModuleSource, cap: u64, origins: &PeerPolicy) -> Res
                 return Err(FetchError::TooLarge { cap });
             }
             // And no more than the cap, should the file grow meanwhile.
-            let file = tokio::fs::File::open(path).await.map_err(read)?;
             let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
             file.take(cap.saturating_add(1)).read_to_end(&mut bytes).await.map_err(read)?;
             if bytes.len() as u64 > cap {
@@ -228,10 +234,18 @@ mod tests {
         let missing = ModuleSource::Path("/nonexistent/module.wasm".into());
         assert!(matches!(fetch(&missing, 1024, &open).await, Err(FetchError::Read { .. })));
         // A device has no length to check: refused, not read without end.
-        for device in ["/dev/zero", "/dev/urandom", "/"] {
-            let r = fetch(&ModuleSource::Path(device.into()), 1024, &open).await;
+        let fifo = std::env::temp_dir().join(format!("netserv-fifo-{}", std::process::id()));
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+        for device in ["/dev/zero", "/dev/urandom", "/"].into_iter().chain(made.then_some(fifo.to_str().unwrap_or("/")))
+        {
+            // (A FIFO with no writer would block an open that waits for one.)
+            let r =
+                tokio::time::timeout(Duration::from_secs(5), fetch(&ModuleSource::Path(device.into()), 1024, &open))
+                    .await
+                    .expect("answered at once");
             assert!(matches!(r, Err(FetchError::Read { .. })), "{device}: {r:?}");
         }
+        let _ = std::fs::remove_file(&fifo);
     }
 
     /// A SETUP naming an address inside the ISP's network, by address or by

@@ -198,7 +198,7 @@ impl Policy {
         for p in registry.phones.values_mut() {
             p.in_flight = false;
         }
-        Self {
+        let mut me = Self {
             cfg,
             module_prefix: format!("{tenant}/{module}@"),
             registry,
@@ -212,7 +212,9 @@ impl Policy {
             probing_total: 0,
             served_paths: HashSet::new(),
             full_of_served: false,
-        }
+        };
+        me.regroup_paths();
+        me
     }
 
     /// The path `phone` is taken to be on.
@@ -256,9 +258,39 @@ impl Policy {
         }
     }
 
-    /// New thresholds and TTLs (SIGHUP); the registry stays.
+    /// New thresholds and TTLs (SIGHUP); the registry stays. New path
+    /// prefixes regroup what is in flight and waiting under the new paths.
     pub fn set_config(&mut self, cfg: PolicyConfig) {
+        let regroup = (cfg.path_prefix_v4, cfg.path_prefix_v6) != (self.cfg.path_prefix_v4, self.cfg.path_prefix_v6);
         self.cfg = cfg;
+        if regroup {
+            self.regroup_paths();
+        }
+    }
+
+    /// Counts in flight, waiting phones and served paths, from the registry
+    /// under the paths the config makes now (start-up, new prefixes).
+    fn regroup_paths(&mut self) {
+        let waiting: Vec<IpAddr> = self.waiting.drain().flat_map(|(_, w)| w).collect();
+        self.ready.clear();
+        self.in_ready.clear();
+        self.probing.clear();
+        self.probing_total = 0;
+        let phones: Vec<(IpAddr, bool, bool)> =
+            self.registry.phones.iter().map(|(ip, p)| (*ip, p.in_flight, p.appliance.is_some())).collect();
+        self.served_paths = phones.iter().filter(|(_, _, served)| *served).map(|(ip, _, _)| self.path(*ip)).collect();
+        for (ip, in_flight, _) in phones {
+            if in_flight {
+                *self.probing.entry(self.path(ip)).or_default() += 1;
+                self.probing_total += 1;
+            }
+        }
+        for phone in waiting {
+            let path = self.path(phone);
+            self.waiting.entry(path).or_default().insert(phone);
+            self.mark_ready(path);
+        }
+        self.release_waiting();
     }
 
     #[must_use]
@@ -682,6 +714,26 @@ mod tests {
         assert_eq!(drain(&mut p), [Action::Deploy { phone: on(1, 10) }]);
         p.on_outcome(3 * S, Outcome { action: Action::Deploy { phone: on(1, 10) }, stack: Some(vec![hop("e1", &[])]) });
         assert_eq!(probes(&drain(&mut p)), [on(1, 11)]);
+    }
+
+    /// New path prefixes on SIGHUP regroup what is in flight: a path's count
+    /// never sticks above its room, so its phones never wait forever.
+    #[test]
+    fn new_path_prefixes_regroup_what_is_in_flight() {
+        let mut p = policy();
+        let on = |net: u8, host: u8| IpAddr::from([198, 18, net, host]);
+        p.on_keepalive(0, on(1, 10));
+        p.on_keepalive(0, on(2, 10));
+        assert_eq!(drain(&mut p).len(), 2, "two /24 paths");
+        p.set_config(PolicyConfig { path_prefix_v4: 16, ..p.cfg.clone() });
+        p.on_keepalive(0, on(3, 10));
+        assert_eq!(drain(&mut p), [], "one /16 path, two in flight on it already: the third waits");
+        p.on_outcome(S, Outcome { action: Action::Probe { phone: on(1, 10) }, stack: None });
+        p.on_outcome(S, Outcome { action: Action::Probe { phone: on(2, 10) }, stack: None });
+        assert_eq!(drain(&mut p), [Action::Probe { phone: on(3, 10) }]);
+        p.set_config(PolicyConfig { path_prefix_v4: 24, ..p.cfg.clone() });
+        p.on_keepalive(2 * S, on(4, 10));
+        assert_eq!(drain(&mut p), [Action::Probe { phone: on(4, 10) }], "back to /24: a path of its own");
     }
 
     /// Once a path has a served phone, several of its phones are probed at

@@ -284,6 +284,12 @@ fn node_wide(x: &mut Exposition, s: &AppState, node: &[(&str, &str)]) {
             &sig.confirms_replayed,
         ),
         (
+            true,
+            "netserv_signaling_queries_off_path",
+            "Q-mode GIST Queries sent to this node for a flow that does not end here: dropped.",
+            &sig.queries_off_path,
+        ),
+        (
             false,
             "netserv_signaling_routing_states",
             "GIST routing state entries (signaling sessions) held.",

@@ -124,8 +124,20 @@ async fn install(State(s): State<AppState>, Caller(p): Caller, body: axum::body:
     // Parse by hand so that a bad body names the field in a JSON error.
     let req: InstallRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", format!("request body: {e}")))?;
-    let info = s.controller.install(&p, req).await?;
+    let c = s.controller.clone();
+    let info = detached(async move { c.install(&p, req).await }).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+/// Runs a change of the controller's to its end even if the request is
+/// dropped meanwhile (the client went away, the API's timeout fired): a
+/// change holds the controller's lock across rule and state writes, and
+/// stopping it half-way would leave a rule without its module, or a module
+/// removed from the answer but not from the node.
+async fn detached<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, ControlError>> + Send + 'static,
+) -> Result<T, ControlError> {
+    tokio::spawn(change).await.map_err(|e| ControlError::Internal(e.to_string()))?
 }
 
 async fn get_one(
@@ -141,7 +153,8 @@ async fn remove(
     Caller(p): Caller,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(s.controller.remove(&p, &tenant, &name).await?).into_response())
+    let c = s.controller.clone();
+    Ok(Json(detached(async move { c.remove(&p, &tenant, &name).await }).await?).into_response())
 }
 
 async fn usage(State(s): State<AppState>, Caller(p): Caller) -> impl IntoResponse {

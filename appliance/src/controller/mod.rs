@@ -427,7 +427,10 @@ impl Controller {
         Ok(out)
     }
 
-    /// Removes a module: its rule, its table entry, its instance.
+    /// Removes a module: its rule, its table entry, its instance. Like
+    /// [`Controller::install`], it holds the records across rule and state
+    /// writes: a caller that may be cancelled runs it on a task of its own
+    /// (the API does).
     pub async fn remove(&self, principal: &Principal, tenant: &str, name: &str) -> Result<ModuleInfo, ControlError> {
         if let Principal::Tenant(who) = principal
             && who != tenant

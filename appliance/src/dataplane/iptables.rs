@@ -439,10 +439,12 @@ impl Iptables {
         let mut first_error = None;
         for (filter, id) in rules.into_iter().filter(|(f, _)| self.set_entries(f).is_none()) {
             let swap = self.bin_for(filter).and_then(|bin| {
-                let mut lines: Vec<Vec<String>> =
-                    self.rules_of(filter, id, to).into_iter().map(|r| line("-A", r)).collect();
+                let add: Vec<Vec<String>> = self.rules_of(filter, id, to).into_iter().map(|r| line("-A", r)).collect();
+                let mut lines = add.clone();
                 lines.extend(self.rules_of(filter, id, from).into_iter().map(|r| line("-D", r)));
-                restore(bin, &lines)
+                // The old form missing (taken out by hand) fails the swap:
+                // the new form goes in alone, so the module stays steered.
+                restore(bin, &lines).or_else(|e| restore(bin, &add).and(Err(e)))
             });
             if let Err(e) = swap {
                 first_error.get_or_insert(e);

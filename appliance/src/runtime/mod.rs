@@ -114,6 +114,17 @@ impl Runtime {
         let mut cfg = Config::new();
         if let Some(dir) = compile_cache {
             let dir = std::path::absolute(dir).with_context(|| format!("the compile cache {}", dir.display()))?;
+            // Native code the node will run: only its owner may write there.
+            {
+                use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .with_context(|| format!("creating the compile cache {}", dir.display()))?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("making the compile cache {} private", dir.display()))?;
+            }
             let mut cache = wasmtime::CacheConfig::new();
             cache.with_directory(&dir).with_files_total_size_soft_limit(COMPILE_CACHE_BYTES);
             let cache = wasmtime::Cache::new(cache).ctx("opening the compile cache")?;

@@ -54,6 +54,8 @@ pub struct SignalingStats {
     pub errors_suppressed: AtomicU64,
     /// Confirms replayed with a cookie already used: not delivered again.
     pub confirms_replayed: AtomicU64,
+    /// Q-mode Queries sent to this node for a flow that does not end here.
+    pub queries_off_path: AtomicU64,
 }
 
 /// What the node asks of this appliance: tenants' keys from the running
@@ -268,6 +270,7 @@ impl Service {
         self.stats.decode_errors.store(gist.stats.decode_errors, Relaxed);
         self.stats.errors_suppressed.store(gist.stats.errors_suppressed, Relaxed);
         self.stats.confirms_replayed.store(gist.stats.confirms_replayed, Relaxed);
+        self.stats.queries_off_path.store(gist.stats.queries_off_path, Relaxed);
         node.poll_timeout()
     }
 
@@ -278,7 +281,9 @@ impl Service {
         };
         for ev in events {
             match ev {
-                Event::Act { action, address, request } => self.act(action, address, *request),
+                Event::Act { action, address, upstream, downstream, request } => {
+                    self.act(action, address, (upstream, downstream), *request)
+                }
                 Event::Accepted { session, kind, id, user, module } => {
                     tracing::info!(%session, request = kind.as_str(), id, %user, ?module, "NSLP request verified");
                 }
@@ -317,6 +322,7 @@ impl Service {
         &mut self,
         action: ActionId,
         address: IpAddr,
+        hops: (IpAddr, IpAddr),
         req: netserv_nslp::sign::Verified<netserv_nslp::wire::Request>,
     ) {
         let (controller, node_id, done) = (self.controller.clone(), self.node_id.clone(), self.done_tx.clone());
@@ -324,6 +330,7 @@ impl Service {
         let identity = self.identity.clone();
         tokio::spawn(async move {
             let mut entry = actions::perform(&controller, &node_id, address, load, &req).await;
+            (entry.upstream, entry.downstream) = (Some(hops.0), Some(hops.1));
             if let Some(id) = &identity {
                 id.sign(&mut entry, &req.nonce);
             }

@@ -2,13 +2,13 @@
 //! signaling follows, and the proof of verification (STYLE.md §8): code that
 //! acts on a request takes a [`Verified`], which only [`verify`] can make.
 //!
-//! The signature covers the GIST MRI's flow (its addresses, prefixes and
-//! what else it names, in either direction) though the MRI is not in the
-//! request: a request captured on one path and sent towards another flow does
+//! The signature covers the GIST MRI (its addresses, prefixes, what else it
+//! names and its direction; a TRIGGER's in either direction) though the MRI
+//! is not in the request: a request captured on one path and sent towards another flow does
 //! not verify there, so the replay window cannot be used to install a module
 //! along a path its tenant never signed for.
 
-use crate::wire::{self, DecodeError, Request};
+use crate::wire::{self, DecodeError, Request, RequestKind};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use netserv_gist::wire::Mri;
 
@@ -52,10 +52,12 @@ impl<T> std::ops::Deref for Verified<T> {
     }
 }
 
-/// What the signature covers: a context string, the flow's bytes
-/// ([`Mri::flow_bytes`], length first), the request's canonical bytes.
-fn message(request: &[u8], flow: &Mri) -> Option<Vec<u8>> {
-    let flow = flow.flow_bytes()?;
+/// What the signature covers: a context string, the MRI's bytes (length
+/// first), the request's canonical bytes. The MRI with its direction, but
+/// for a TRIGGER, which travels the flow both ways ([`Mri::flow_bytes`]): a
+/// SETUP or REMOVE captured on its way down does not verify sent upstream.
+fn message(request: &[u8], kind: RequestKind, flow: &Mri) -> Option<Vec<u8>> {
+    let flow = if kind == RequestKind::Trigger { flow.flow_bytes()? } else { flow.to_bytes()? };
     let mut m = Vec::with_capacity(CONTEXT.len() + 2 + flow.len() + request.len());
     m.extend_from_slice(CONTEXT);
     m.extend_from_slice(&u16::try_from(flow.len()).ok()?.to_be_bytes());
@@ -67,7 +69,7 @@ fn message(request: &[u8], flow: &Mri) -> Option<Vec<u8>> {
 /// Signs `req` in place with the tenant's key, for the flow `flow` (the MRI
 /// it will be sent with).
 pub fn sign(req: &mut Request, flow: &Mri, key: &SigningKey) -> Result<(), VerifyError> {
-    let m = message(&req.signed_bytes(), flow).ok_or(VerifyError::BadFlow)?;
+    let m = message(&req.signed_bytes(), req.kind, flow).ok_or(VerifyError::BadFlow)?;
     req.signature = Some(key.sign(&m).to_bytes());
     Ok(())
 }
@@ -88,7 +90,7 @@ pub fn verify(bytes: &[u8], flow: &Mri, key: &VerifyingKey) -> Result<Verified<R
     if signed != d.request.signed_bytes().as_slice() {
         return Err(VerifyError::NotCanonical);
     }
-    let m = message(signed, flow).ok_or(VerifyError::BadFlow)?;
+    let m = message(signed, d.request.kind, flow).ok_or(VerifyError::BadFlow)?;
     key.verify_strict(&m, &Signature::from_bytes(&sig)).map_err(|_| VerifyError::BadSignature)?;
     Ok(Verified { inner: d.request })
 }

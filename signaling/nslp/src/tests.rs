@@ -107,8 +107,16 @@ fn a_request_verifies_only_on_the_flow_it_was_signed_for() {
     let mut r = setup();
     sign::sign(&mut r, &flow(), &key).expect("sign");
     let bytes = r.encode();
-    // A TRIGGER's return leg: the same flow, signaled upstream.
-    assert!(sign::verify(&bytes, &flow().reversed_direction(), &key.verifying_key()).is_ok());
+    // A SETUP sent upstream along the same flow does not verify; a TRIGGER,
+    // whose return leg is that, does.
+    assert_eq!(
+        sign::verify(&bytes, &flow().reversed_direction(), &key.verifying_key()),
+        Err(VerifyError::BadSignature)
+    );
+    let mut trigger = setup();
+    trigger.kind = RequestKind::Trigger;
+    sign::sign(&mut trigger, &flow(), &key).expect("sign");
+    assert!(sign::verify(&trigger.encode(), &flow().reversed_direction(), &key.verifying_key()).is_ok());
     // Captured and sent towards another phone, or from another source.
     let other_phone = Mri::between([198, 18, 2, 20].into(), [198, 18, 10, 21].into());
     let other_source = Mri::between([198, 18, 2, 21].into(), [198, 18, 10, 20].into());

@@ -164,6 +164,9 @@ pub struct Stats {
     pub errors_suppressed: u64,
     /// Confirms whose cookie had already been used: not delivered again.
     pub confirms_replayed: u64,
+    /// Q-mode Queries addressed to this node for a flow that does not end
+    /// here: relayed to it off their path, dropped.
+    pub queries_off_path: u64,
 }
 
 struct PendingQuery {
@@ -299,7 +302,17 @@ impl Node {
             return Disposition::PassOn;
         }
         match (msg.header.msg_type, encapsulation) {
-            (MessageType::Query, Encapsulation::QMode) => self.on_query(now, local, from, datagram, &msg),
+            (MessageType::Query, Encapsulation::QMode) => {
+                // A Query travels to its flow's end: one addressed to us is
+                // for a flow that ends here, or was sent to us off its path
+                // (to have this node answer a request meant for another
+                // path). No Error back: it would reflect.
+                if !intercepted && msg.mri.as_ref().is_some_and(|m| m.query_target() != local) {
+                    self.stats.queries_off_path += 1;
+                    return Disposition::Consumed;
+                }
+                self.on_query(now, local, from, datagram, &msg)
+            }
             (MessageType::Query, Encapsulation::DMode) | (_, Encapsulation::QMode) => {
                 if intercepted {
                     return Disposition::PassOn;

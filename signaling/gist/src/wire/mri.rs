@@ -170,8 +170,13 @@ impl Mri {
     pub fn flow_bytes(&self) -> Option<Vec<u8>> {
         let mut flow = self.clone();
         flow.direction = Direction::Downstream;
+        flow.to_bytes()
+    }
+
+    /// The MRI's value as on the wire, direction included.
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(44);
-        flow.encode(&mut out)?;
+        self.encode(&mut out)?;
         Some(out)
     }
 

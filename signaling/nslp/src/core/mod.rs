@@ -112,8 +112,9 @@ pub trait Env {
 pub enum Event {
     /// Carry out `request` here; give its outcome to [`Node::handle_done`]
     /// with `action`. `address`: this node's address towards the requester,
-    /// for its entry.
-    Act { action: ActionId, address: IpAddr, request: Box<Verified<Request>> },
+    /// for its entry; `upstream` / `downstream`: the peer the request came
+    /// from and this node's address it went on from (`NodeEntry::upstream`).
+    Act { action: ActionId, address: IpAddr, upstream: IpAddr, downstream: IpAddr, request: Box<Verified<Request>> },
     /// A request passed its checks.
     Accepted { session: SessionId, kind: RequestKind, id: u32, user: String, module: Option<String> },
     /// A request was refused here (and is not sent on).
@@ -253,10 +254,12 @@ impl Node {
         self.maybe_complete(t, env, rng, action.key);
     }
 
-    fn act(&mut self, key: Key, address: IpAddr, request: Verified<Request>) -> u64 {
+    fn act(&mut self, key: Key, address: IpAddr, hops: (IpAddr, IpAddr), request: Verified<Request>) -> u64 {
         self.next_action += 1;
         let seq = self.next_action;
-        self.events.push_back(Event::Act { action: ActionId { key, seq }, address, request: Box::new(request) });
+        let (upstream, downstream) = hops;
+        let action = ActionId { key, seq };
+        self.events.push_back(Event::Act { action, address, upstream, downstream, request: Box::new(request) });
         seq
     }
 
@@ -413,7 +416,7 @@ impl Node {
             pending.local = Some(None);
             pending.trigger = Some((forward_copy, req));
         } else if req.node_id.as_deref().is_none_or(|n| n == self.cfg.node_id) {
-            pending.action = self.act(key.clone(), toward_origin, req);
+            pending.action = self.act(key.clone(), toward_origin, (origin.ip(), local), req);
         } else {
             pending.local = Some(None);
         }
@@ -452,7 +455,8 @@ impl Node {
         }
         // This node is on the return path too: it acts, as for a SETUP.
         let address = env.local_toward(origin.map_or(back.1.query_target(), |o| o.ip()));
-        let seq = self.act(forward.clone(), address, req);
+        let upstream = origin.map_or(address, |o| o.ip());
+        let seq = self.act(forward.clone(), address, (upstream, local), req);
         if let Some(p) = self.pending.get_mut(&forward) {
             p.local = None;
             p.action = seq;

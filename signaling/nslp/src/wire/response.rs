@@ -19,6 +19,10 @@ pub(super) mod entry_field {
     pub const ANSWERED: u16 = 0x09;
     /// The ISP's certificate of the node's key ([`super::NodeCertificate`]).
     pub const CERTIFICATE: u16 = 0x0a;
+    /// The GIST peer the node took the request from, and its own address
+    /// it sent the request on with: a requester follows the chain from itself.
+    pub const UPSTREAM: u16 = 0x0b;
+    pub const DOWNSTREAM: u16 = 0x0c;
     /// The node's signature over every byte of the entry before it. Last:
     /// nothing may follow it (what did would not be signed).
     pub const SIGNATURE: u16 = 0xff;
@@ -144,6 +148,13 @@ pub struct NodeEntry {
     pub answered: u64,
     /// The ISP's certificate of the key the node signs its entry with.
     pub certificate: Option<NodeCertificate>,
+    /// Where the request came from (the upstream GIST peer's address), and
+    /// this node's address it sent the request on from: signed with the
+    /// entry, they let a requester check that each entry follows the one
+    /// before it — the first one from the requester itself — so an entry of
+    /// a node the request reached some other way does not count.
+    pub upstream: Option<IpAddr>,
+    pub downstream: Option<IpAddr>,
     /// Set by [`crate::proof::sign_entry`]; the entry's fields must not
     /// change after it (the signed bytes are what is sent).
     pub signature: Option<EntrySignature>,
@@ -162,6 +173,8 @@ impl NodeEntry {
             load_pps: 0,
             answered: 0,
             certificate: None,
+            upstream: None,
+            downstream: None,
             signature: None,
         }
     }
@@ -199,6 +212,11 @@ impl NodeEntry {
         if let Some(c) = &self.certificate {
             w.field(entry_field::CERTIFICATE, &c.to_bytes());
         }
+        for (t, a) in [(entry_field::UPSTREAM, self.upstream), (entry_field::DOWNSTREAM, self.downstream)] {
+            if let Some(a) = a {
+                w.field(t, &encode_prefix(a, if a.is_ipv4() { 32 } else { 128 }));
+            }
+        }
         w.out
     }
 
@@ -229,6 +247,8 @@ impl NodeEntry {
                 entry_field::CERTIFICATE => {
                     e.certificate = Some(NodeCertificate::from_bytes(v).ok_or(DecodeError::BadValue(t))?);
                 }
+                entry_field::UPSTREAM => e.upstream = Some(decode_prefix(t, v)?.0),
+                entry_field::DOWNSTREAM => e.downstream = Some(decode_prefix(t, v)?.0),
                 entry_field::SIGNATURE => {
                     let signature = v.try_into().map_err(|_| DecodeError::BadValue(t))?;
                     let signed = b.get(..fields.field_start).ok_or(DecodeError::BadValue(t))?.to_vec();
