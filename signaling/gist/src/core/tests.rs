@@ -391,3 +391,26 @@ fn upstream_mris_query_the_flow_source() {
     assert_eq!(up.direction, Direction::Upstream);
     assert_eq!(up.query_target(), T);
 }
+
+/// A Q-mode Query sent straight to a node for a flow that ends elsewhere —
+/// a request relayed to an appliance off its path, to have it answer — is
+/// dropped without an answer (an Error would reflect); intercepted on the
+/// path, or for a flow that ends at the node, the same Query is answered.
+#[test]
+fn a_query_sent_to_this_node_for_a_flow_ending_elsewhere_is_dropped() {
+    let mut s = Sim::new();
+    let from = SocketAddr::new(A, A_PORT);
+    s.a_sends(b"SETP");
+    let q = s.a.poll_transmit().expect("query");
+    assert_eq!(s.b.handle_datagram(s.now, B, from, &q.payload, false), Disposition::Consumed);
+    assert!(s.b.poll_transmit().is_none(), "no Response, no Error");
+    assert_eq!(s.b.stats.queries_off_path, 1);
+    // On the path, it is answered.
+    s.b.handle_datagram(s.now, B, from, &q.payload, true);
+    assert!(s.b.poll_transmit().is_some(), "a Response");
+    // Addressed to T, the flow's end, T would answer it.
+    let mut t = Node::new(Config::new(NSLPID, "T"), s.now, &mut s.rng);
+    t.handle_datagram(s.now, T, from, &q.payload, false);
+    assert!(t.poll_transmit().is_some(), "the flow's end answers");
+    assert_eq!(t.stats.queries_off_path, 0);
+}
