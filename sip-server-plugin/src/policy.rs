@@ -16,6 +16,8 @@
 //!   join one deployment rather than race to make several); after, up to
 //!   `max_in_flight_per_path`. Other paths signal meanwhile, up to
 //!   `max_in_flight` in all: one slow or silent path holds up only itself.
+//!   (Refreshes and removals of existing deployments, one per deployment at
+//!   a time, are not held back by these limits.)
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -41,7 +43,7 @@ pub struct PolicyConfig {
     pub path_prefix_v6: u8,
     /// PROBE/SETUPs out at once on a path with a served phone.
     pub max_in_flight_per_path: usize,
-    /// PROBE/SETUPs out at once in all.
+    /// PROBE/SETUPs for new phones out at once in all.
     pub max_in_flight: usize,
 }
 
