@@ -391,3 +391,25 @@ proptest! {
         let _ = s.packet(MS, from, to, &payload);
     }
 }
+
+/// Found by the long fuzz run: a request whose top Via is folded over
+/// several lines and ends in a bare CR (`…newval ;\r3`). The scanner took it
+/// for a valid message, and the `oc` the module inserted after it made one
+/// no parser accepts. Now the scanner refuses it, and the module passes it
+/// on untouched; whatever the module rewrites stays a valid message.
+#[test]
+fn a_malformed_folded_top_via_is_passed_untouched() {
+    let payload = include_bytes!("regress-folded-via.bin");
+    let mut h = [EMPTY_HEADER; 64];
+    assert!(parse_datagram(payload, &mut h).is_err(), "a bare CR in the Via");
+    let mut s = se();
+    match run(&mut s, 0, 1, payload).0 {
+        Action::Replace(out) => {
+            let mut h = [EMPTY_HEADER; 64];
+            if let Err(e) = parse_datagram(&out, &mut h) {
+                panic!("{e:?}: {:?}", String::from_utf8_lossy(&out));
+            }
+        }
+        other => assert_eq!(other, Action::Pass),
+    }
+}

@@ -143,3 +143,32 @@ fn every_truncation_and_byte_flip_is_handled_without_panic() {
         }
     }
 }
+
+/// RFC 3261 §7.3.1: a CR or LF in a header value is part of a fold (CRLF
+/// then SP or HTAB) or the message is malformed — anywhere in the value,
+/// its last bytes too (the long fuzz run found `;\r3` at the end of a folded
+/// Via accepted, which a proxy rewriting the Via then turned into a message
+/// nobody could parse).
+#[test]
+fn bare_cr_or_lf_in_a_folded_value_is_rejected_wherever_it_stands() {
+    let msg = |via: &str| {
+        format!(
+            "OPTIONS sip:s@example.com SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@example.com>;tag=1\r\n\
+             To: <sip:s@example.com>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let mut h = [EMPTY_HEADER; 16];
+    let good = msg("SIP/2.0/UDP h.example.com\r\n  ;branch=z9hG4bK1");
+    assert!(parse_datagram(good.as_bytes(), &mut h).is_ok(), "a fold");
+    for bad in [
+        "SIP/2.0/UDP h.example.com\r\n  ;branch=z9hG4bK1;\r3",
+        "SIP/2.0/UDP h.example.com\r\n  ;branch=z9hG4bK1\r",
+        "SIP/2.0/UDP h.example.com\r\n  ;branch=z9hG4bK\n1",
+        "SIP/2.0/UDP h.example.com\r\n  ;branch=z9hG4bK1\n ",
+        "SIP/2.0/UDP\r h.example.com\r\n  ;branch=z9hG4bK1",
+    ] {
+        let m = msg(bad);
+        let mut h = [EMPTY_HEADER; 16];
+        assert!(parse_datagram(m.as_bytes(), &mut h).is_err(), "{bad:?}");
+    }
+}
