@@ -163,10 +163,12 @@ impl Mri {
     }
 
     /// The flow this MRI names, whichever way the signaling goes: its value
-    /// as on the wire with the direction bit clear. A signer binds its request
-    /// to these bytes, so the same request sent towards another flow does not
-    /// verify, while a TRIGGER's return leg (the same flow, upstream) does.
-    /// `None` for fields [`Mri::encode`] refuses.
+    /// as on the wire with the direction bit clear. A TRIGGER's signature
+    /// covers these bytes (other requests cover [`Mri::to_bytes`], direction
+    /// included), so it does not verify sent towards another flow, while its
+    /// return leg (the same flow, upstream) does.
+    /// `None` for fields that cannot go on the wire (mixed address families,
+    /// ports without a protocol, ...).
     pub fn flow_bytes(&self) -> Option<Vec<u8>> {
         let mut flow = self.clone();
         flow.direction = Direction::Downstream;
