@@ -33,7 +33,8 @@
 //! normal traffic (0.3 × capacity): `BENCH_WARMUP` s (default 4) not
 //! counted, then `BENCH_SECONDS` (default 8) counted, then `BENCH_COOLDOWN`
 //! (default 4) not counted, the modes alternating at each load,
-//! `BENCH_PAIRS` times (default 1). Goodput is the calls completed per
+//! `BENCH_PAIRS` times (default 3; each figure the median, with min and
+//! max). Goodput is the calls completed per
 //! second over the counted seconds (2 s later, as calls take that long),
 //! while the surge still goes on. `BENCH_MODES` and `BENCH_LOADS` (comma lists) run a
 //! part of the curve; `BENCH_TRACE=1` prints, once a second, what the
@@ -324,7 +325,7 @@ fn main() -> anyhow::Result<()> {
     let secs = env_u64("BENCH_SECONDS", 8).clamp(2, 60);
     let warmup = env_u64("BENCH_WARMUP", 4).clamp(0, 60);
     let prelude = env_u64("BENCH_PRELUDE", 3).clamp(0, 60);
-    let pairs = env_u64("BENCH_PAIRS", 1).clamp(1, 10) as usize;
+    let pairs = env_u64("BENCH_PAIRS", 3).clamp(1, 10) as usize;
     let cpu_percent = u32::try_from(env_u64("BENCH_CPU_PERCENT", 10).clamp(1, 100)).unwrap_or(10);
     // For a closer look at one part of the curve: BENCH_MODES=se-loss,none
     // BENCH_LOADS=2,5 BENCH_CAPACITY=150 (calls/s: no ladder).
