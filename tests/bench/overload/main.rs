@@ -296,7 +296,16 @@ fn draw(curves: &serde_json::Map<String, Value>, capacity: f64) {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|p| Some((p["load"].as_f64()?, p["goodput"].as_f64()?)))
+                .filter_map(|p| {
+                    let median = p["goodput"].as_f64()?;
+                    Some(plot::Point {
+                        load: p["load"].as_f64()?,
+                        median,
+                        // A run of one pair has its median for both.
+                        min: p["min"].as_f64().unwrap_or(median),
+                        max: p["max"].as_f64().unwrap_or(median),
+                    })
+                })
                 .collect(),
         })
         .collect();

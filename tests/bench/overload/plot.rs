@@ -1,5 +1,6 @@
 //! The goodput curve as a PNG (the README shows it): completed calls a second
-//! over capacity against offered load, one line per way of handling the excess,
+//! over capacity against offered load, one line per way of handling the excess
+//! through the medians, a bar from the lowest pair to the highest at each point,
 //! and the targets for the edge as crosses.
 //!
 //! Drawn with `plotters`' bitmap backend and its pure-Rust `ab_glyph` text, so
@@ -12,10 +13,20 @@ use plotters::style::FontStyle;
 /// Where the font lives on Debian.
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
-/// One curve: its name and (offered × capacity, goodput × capacity) points.
+/// One point of a curve: offered × capacity, and the goodput × capacity of
+/// its pairs (median, lowest, highest).
+#[derive(Debug, Clone, Copy)]
+pub struct Point {
+    pub load: f64,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// One curve: its name and its points.
 pub struct Curve {
     pub name: String,
-    pub points: Vec<(f64, f64)>,
+    pub points: Vec<Point>,
 }
 
 /// Draws `curves` into `path` (900 × 560 PNG). `subtitle` says what the run was.
@@ -32,10 +43,10 @@ pub fn goodput(path: &std::path::Path, subtitle: &str, curves: &[Curve]) -> anyh
 fn draw(path: &std::path::Path, subtitle: &str, curves: &[Curve]) -> Result<(), Box<dyn std::error::Error>> {
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
-    let top = curves.iter().flat_map(|c| c.points.iter().map(|p| p.1)).fold(1.2_f64, f64::max);
+    let top = curves.iter().flat_map(|c| c.points.iter().map(|p| p.max)).fold(1.2_f64, f64::max);
     // The loads are categories, evenly spaced (0.5, 1, 2, 5, 10 on a log
     // axis would leave 0.5 unlabelled and crowd the rest).
-    let mut loads: Vec<f64> = curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)).collect();
+    let mut loads: Vec<f64> = curves.iter().flat_map(|c| c.points.iter().map(|p| p.load)).collect();
     loads.sort_by(f64::total_cmp);
     loads.dedup();
     let at = |load: f64| SegmentValue::CenterOf(loads.iter().position(|l| *l == load).unwrap_or(0) as u32);
@@ -66,10 +77,16 @@ fn draw(path: &std::path::Path, subtitle: &str, curves: &[Curve]) -> Result<(), 
     for (i, curve) in curves.iter().enumerate() {
         let color = palette[i % palette.len()];
         chart
-            .draw_series(LineSeries::new(curve.points.iter().map(|p| (at(p.0), p.1)), color.stroke_width(3)))?
+            .draw_series(LineSeries::new(curve.points.iter().map(|p| (at(p.load), p.median)), color.stroke_width(3)))?
             .label(curve.name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
-        chart.draw_series(curve.points.iter().map(|p| Circle::new((at(p.0), p.1), 5, color.filled())))?;
+        chart.draw_series(curve.points.iter().map(|p| Circle::new((at(p.load), p.median), 5, color.filled())))?;
+        // The spread of the pairs (nothing where there was one).
+        chart.draw_series(
+            curve.points.iter().filter(|p| p.max > p.min).map(|p| {
+                ErrorBar::new_vertical(at(p.load), p.min, p.median, p.max, color.mix(0.7).stroke_width(2), 10)
+            }),
+        )?;
     }
     // The floor for the edge at 2, 5 and 10 × capacity.
     let targets: Vec<(f64, f64)> =
