@@ -61,19 +61,19 @@ for target in "${targets[@]}"; do
   secs=$((SECONDS - start))
   done_line="$(grep -E "^Done [0-9]+ runs" "$log" | tail -1 || true)"
   runs="$(sed -E 's/^Done ([0-9]+) runs.*/\1/' <<<"$done_line")"
-  # Stopped by hand (SIGINT): not a crash; the executions are the last count.
   if grep -q "libFuzzer: run interrupted" "$log"; then
+    # Stopped by hand (SIGINT): not a crash; the executions are the last count.
     runs="$(grep -oE "^#[0-9]+" "$log" | tail -1 | tr -d '#')"
-    summary+=("$(printf '%-18s %12s %10s %8s %8s' "$target" "${runs:-?}" "$((${runs:-0} / (secs > 0 ? secs : 1)))" "${secs}s" "stopped")")
-    continue
+    crashed=stopped
+  else
+    if [[ $rc -ne 0 ]]; then
+      tail -40 "$log"
+      failed=$((failed + 1))
+      [[ $mode == time ]] && exit 1
+    fi
+    echo "${done_line:-no summary line}"
+    crashed=$([[ $rc -eq 0 ]] && echo no || echo yes)
   fi
-  if [[ $rc -ne 0 ]]; then
-    tail -40 "$log"
-    failed=$((failed + 1))
-    [[ $mode == time ]] && exit 1
-  fi
-  echo "${done_line:-no summary line}"
-  crashed=$([[ $rc -eq 0 ]] && echo no || echo yes)
   summary+=("$(printf '%-18s %12s %10s %8s %8s' "$target" "${runs:-?}" "$((${runs:-0} / (secs > 0 ? secs : 1)))" "${secs}s" "$crashed")")
 done
 if [[ $mode == runs ]]; then
