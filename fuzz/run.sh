@@ -20,7 +20,7 @@ if [[ "${1:-}" == "--runs" ]]; then
   shift 2
 fi
 all=(sip_scan stun_wire keepalive overload_se gist_wire nslp_wire hep nfqueue_wire turn_framing
-  relay_credentials relay_server gist_node icmp_unreachable dataplane api_bodies cache_fields)
+  relay_credentials relay_server gist_node icmp_unreachable dataplane api_bodies cache_fields active_cdn)
 targets=("${all[@]}")
 if [[ $mode == runs && $# -gt 0 ]]; then targets=("$@"); fi
 
@@ -37,6 +37,7 @@ seeds_of() {
     relay_credentials) echo seeds/relay ;;
     api_bodies) echo seeds/api ;;
     cache_fields) echo seeds/cache ;;
+    active_cdn) echo seeds/html ;;
     *) echo seeds/sip ;;
   esac
 }

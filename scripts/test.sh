@@ -9,7 +9,7 @@ cargo fmt --all --check
 bash scripts/build.sh
 echo "[test] clippy (-D warnings)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
-cargo clippy --locked --release --target wasm32-wasip2 -p netserv-keepalive -p netserv-fault-injector -p netserv-media-relay -p netserv-overload-se -- -D warnings
+cargo clippy --locked --release --target wasm32-wasip2 -p netserv-keepalive -p netserv-fault-injector -p netserv-media-relay -p netserv-overload-se -p netserv-active-cdn -- -D warnings
 echo "[test] docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps -q
 echo "[test] unit, RFC-vector and end-to-end tests"

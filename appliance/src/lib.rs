@@ -23,6 +23,7 @@ pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
+pub mod edge_cache;
 pub mod feedback;
 pub mod installed;
 pub mod relay;

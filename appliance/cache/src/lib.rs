@@ -10,4 +10,6 @@ pub mod core;
 pub mod shell;
 pub mod wire;
 
-pub use shell::{Cache, CacheConfig, Stats};
+pub use shell::{
+    Cache, CacheConfig, ClientAddr, HookFault, Hooks, RequestAction, ResponseAction, Stats, StatsSnapshot,
+};

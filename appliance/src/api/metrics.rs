@@ -90,6 +90,7 @@ pub async fn render(State(s): State<AppState>, Caller(who): Caller) -> impl Into
         }
     }
     relays(&mut x, &modules);
+    caches(&mut x, &modules);
     let mut f = x.counter("netserv_tenant_refused", "What a tenant's modules were refused, by kind.");
     for u in &usage {
         for (kind, v) in [
@@ -113,6 +114,63 @@ pub async fn render(State(s): State<AppState>, Caller(who): Caller) -> impl Into
         Err(_) => {
             tracing::error!("the metrics exposition did not encode");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// The cache building block of each edge cache module the caller may see.
+fn caches(x: &mut Exposition, modules: &[crate::controller::ModuleInfo]) {
+    let caches: Vec<(&crate::controller::ModuleInfo, &crate::controller::CacheInfo)> =
+        modules.iter().filter_map(|m| m.cache.as_ref().map(|c| (m, c))).collect();
+    type Pick = fn(&crate::controller::CacheInfo) -> u64;
+    let gauges: [(&str, &str, Pick); 3] = [
+        ("netserv_cache_stored_bytes", "Bytes an edge cache holds, against its budget.", |c| c.stored_bytes),
+        ("netserv_cache_budget_bytes", "An edge cache's byte budget (the tenant's limits.cache_bytes).", |c| {
+            c.budget_bytes
+        }),
+        ("netserv_cache_objects", "Keys an edge cache holds.", |c| c.objects),
+    ];
+    for (name, help, value) in gauges {
+        let mut f = x.gauge(name, help);
+        for (m, c) in &caches {
+            f.sample(&[("tenant", &m.tenant), ("module", &m.name)], value(c));
+        }
+    }
+    let mut f = x.counter("netserv_cache_requests", "Requests an edge cache answered, by outcome.");
+    for (m, c) in &caches {
+        let s = &c.stats;
+        for (outcome, v) in [
+            ("hit", s.hits),
+            ("miss", s.misses),
+            ("stale", s.stale_served),
+            ("coalesced", s.coalesced),
+            ("revalidated", s.revalidated),
+            ("passed", s.passed),
+            ("redirected", s.redirected),
+            ("denied", s.denied),
+        ] {
+            f.sample(&[("tenant", &m.tenant), ("module", &m.name), ("outcome", outcome)], v);
+        }
+    }
+    let counters: [(&str, &str, Pick); 7] = [
+        ("netserv_cache_bytes_served", "Body bytes an edge cache sent its clients.", |c| c.stats.bytes_served),
+        ("netserv_cache_bytes_from_origin", "Body bytes an edge cache fetched from its origin.", |c| {
+            c.stats.bytes_from_origin
+        }),
+        ("netserv_cache_origin_fetches", "Fetches an edge cache made to its origin.", |c| c.stats.origin_fetches),
+        (
+            "netserv_cache_origin_errors",
+            "Origin fetches that failed: no answer, a timeout, a broken body, a 5xx.",
+            |c| c.stats.origin_errors,
+        ),
+        ("netserv_cache_evictions", "Objects an edge cache evicted for its byte budget.", |c| c.stats.evictions),
+        ("netserv_cache_purged", "Objects purged through the API.", |c| c.stats.purged),
+        ("netserv_cache_hook_faults", "Hook calls that faulted (the request failed open).", |c| c.stats.hook_faults),
+    ];
+    for (name, help, value) in counters {
+        let mut f = x.counter(name, help);
+        for (m, c) in &caches {
+            f.sample(&[("tenant", &m.tenant), ("module", &m.name)], value(c));
         }
     }
 }

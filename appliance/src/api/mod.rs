@@ -10,10 +10,14 @@
 //! `PUT|DELETE /tenants/{t}/secrets/{name}` (a tenant's own secrets, which
 //! its modules read; values are never returned), and
 //! `POST /modules/{tenant}/{name}/feedback` (a load report for the module's
-//! instances: `feedback.rs`).
+//! instances: `feedback.rs`), and `POST /modules/{tenant}/{name}/purge` (an
+//! edge cache module's purge by key, prefix or tag: `purge.rs`).
 
+#[cfg(test)]
+mod cache_tests;
 mod feedback;
 mod metrics;
+mod purge;
 mod secrets;
 #[cfg(test)]
 mod tests;
@@ -43,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/modules", get(list).post(install))
         .route("/api/v1/modules/{tenant}/{name}", get(get_one).delete(remove))
         .route("/api/v1/modules/{tenant}/{name}/feedback", axum::routing::post(feedback::post))
+        .route("/api/v1/modules/{tenant}/{name}/purge", axum::routing::post(purge::post))
         .route("/api/v1/tenants", get(tenants))
         .route("/api/v1/tenants/{tenant}/secrets", get(secrets::list))
         .route("/api/v1/tenants/{tenant}/secrets/{name}", axum::routing::put(secrets::set).delete(secrets::remove))

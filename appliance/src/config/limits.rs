@@ -41,6 +41,8 @@ pub struct Limits {
     pub relay_allocations_max: u32,
     /// Bytes per second a server module may relay in all; 0: no limit.
     pub relay_bps_max: u64,
+    /// The byte budget of an edge cache module's store (bodies and fields).
+    pub cache_bytes: u64,
 }
 
 impl Default for Limits {
@@ -58,6 +60,7 @@ impl Default for Limits {
             server_cpu_percent: 50,
             relay_allocations_max: 16_384,
             relay_bps_max: 0,
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -90,6 +93,9 @@ impl Limits {
         }
         if self.relay_allocations_max > 1 << 20 {
             return Err(invalid(format!("{at}.relay_allocations_max"), "must be at most 1048576"));
+        }
+        if self.cache_bytes < 1 << 20 || self.cache_bytes > 64 << 30 {
+            return Err(invalid(format!("{at}.cache_bytes"), "must be between 1 MiB and 64 GiB"));
         }
         Ok(())
     }

@@ -1,12 +1,14 @@
 //! The appliance's TOML configuration: parsed and validated once, before any
 //! socket binds or rule is written. Every error names the field.
 
+mod cache;
 mod limits;
 mod servers;
 mod signaling;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub use cache::TenantCache;
 pub use limits::Limits;
 pub use servers::Servers;
 pub use signaling::Signaling;
@@ -198,6 +200,9 @@ struct RawTenant {
     module_origins: Vec<String>,
     #[serde(default)]
     limits: Option<Limits>,
+    /// A content provider's edge cache: its origin.
+    #[serde(default)]
+    cache: Option<cache::RawCache>,
 }
 
 /// A tenant (ITSP or content provider) as configured.
@@ -217,6 +222,8 @@ pub struct Tenant {
     /// Prefixes its module downloads may reach although they are denied by default.
     pub module_origins: Vec<IpNet>,
     pub limits: Limits,
+    /// Its edge cache's origin (none: it may not run a cache module).
+    pub cache: Option<TenantCache>,
 }
 
 /// The validated configuration.
@@ -403,6 +410,7 @@ impl Config {
             }
             let peer_allow = servers::parse_prefixes(&at("peer_allow"), &t.peer_allow)?;
             let module_origins = servers::parse_prefixes(&at("module_origins"), &t.module_origins)?;
+            let cache = t.cache.map(|c| c.validate(&at("cache"), limits.cache_bytes)).transpose()?;
             tenants.push(Tenant {
                 name: t.name,
                 public_key,
@@ -413,6 +421,7 @@ impl Config {
                 peer_allow,
                 module_origins,
                 limits,
+                cache,
             });
         }
         Ok(Config {

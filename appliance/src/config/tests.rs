@@ -174,3 +174,26 @@ fn tls_needs_both_a_certificate_and_a_key() {
     assert_eq!(both.api_tls, Some(ApiTls { cert: "/a.pem".into(), key: "/a.key".into() }));
     assert!(Config::parse(&base("")).expect("valid").api_tls.is_none());
 }
+
+#[test]
+fn a_tenant_cache_names_its_origin_and_errors_name_the_field() {
+    let with = |cache: &str| format!("{}\n{cache}\n", base(""));
+    let c = Config::parse(&with("[tenants.cache]\norigin = \"http://198.18.2.30:8080/\"")).expect("valid");
+    let t = c.tenant("itsp-a").expect("tenant");
+    let cache = t.cache.as_ref().expect("cache");
+    assert_eq!(cache.origin.as_str(), "http://198.18.2.30:8080/");
+    assert_eq!((cache.max_object_bytes, cache.origin_timeout.as_secs()), (8 << 20, 10));
+    assert_eq!(t.limits.cache_bytes, 64 << 20);
+    assert_eq!(field_of(&with("[tenants.cache]\norigin = \"ftp://x/\"")), "tenants[0].cache.origin");
+    assert_eq!(field_of(&with("[tenants.cache]\norigin = \"not a url\"")), "tenants[0].cache.origin");
+    assert_eq!(field_of(&with("[tenants.cache]\norigin = \"http://u:p@x/\"")), "tenants[0].cache.origin");
+    assert_eq!(
+        field_of(&with("[tenants.cache]\norigin = \"http://x/\"\nmax_object_bytes = 999999999999")),
+        "tenants[0].cache.max_object_bytes"
+    );
+    assert_eq!(
+        field_of(&with("[tenants.cache]\norigin = \"http://x/\"\norigin_timeout_ms = 0")),
+        "tenants[0].cache.origin_timeout_ms"
+    );
+    assert_eq!(field_of(&with("[tenants.limits]\ncache_bytes = 5")), "tenants[0].limits.cache_bytes");
+}

@@ -9,12 +9,15 @@ mod lane;
 mod persist;
 mod reserve;
 mod servers;
+pub use servers::Purge;
 mod types;
 
 pub use persist::StateStore;
 
 pub(crate) use assemble::{ModuleSpec, assemble};
-pub use types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal, RelayInfo, TenantUsageInfo};
+pub use types::{
+    CacheInfo, ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal, RelayInfo, TenantUsageInfo,
+};
 
 use crate::config::{Config, Steering, Tenant};
 use crate::dataplane::Table;
@@ -116,7 +119,7 @@ impl RestoreReport {
     }
 }
 
-fn module_id(tenant: &str, name: &str) -> String {
+pub fn module_id(tenant: &str, name: &str) -> String {
     format!("{tenant}/{name}")
 }
 
@@ -739,6 +742,7 @@ fn info(r: &Record) -> ModuleInfo {
         filter: Some(a.filter.clone()),
         listen: Vec::new(),
         relay: None,
+        cache: None,
         properties: r.request.properties.clone(),
         ttl_remaining_secs: r.expires_at.map(|t| t.saturating_duration_since(Instant::now()).as_secs()),
         installed_at_unix: r.installed_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),

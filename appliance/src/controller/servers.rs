@@ -3,20 +3,52 @@
 //! by a thread of their own (`relay::shell`) instead of the dataplane's
 //! table, with no iptables rule: clients address them.
 
-use super::types::{ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal, RefusedPeers, RelayInfo};
+use super::types::{
+    CacheInfo, ControlError, InstallRequest, ModuleCounters, ModuleInfo, Principal, RefusedPeers, RelayInfo,
+};
 use super::{Controller, module_id, persist};
 use crate::config::{Config, Tenant};
+use crate::edge_cache::CacheHandle;
 use crate::relay::engine::Limits;
 use crate::relay::shell::{ServerHandle, ServerSpec};
 use crate::relay::{PeerPolicy, local_addresses};
+use crate::runtime::Listening;
 use crate::runtime::{GuestCounters, HostSpec, ModuleHash};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// What a purge removes from an edge cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purge {
+    /// One key: a path with its query, or the key the module chose.
+    Key(String),
+    /// Every key that starts with this.
+    Prefix(String),
+    /// Every object the origin tagged so (`Cache-Tag`, `Surrogate-Key`).
+    Tag(String),
+}
+
+/// What serves a module with listeners.
+pub(super) enum Serving {
+    /// A server module (the media relay) on its own thread.
+    Relay(ServerHandle),
+    /// An edge cache module: the cache building block on the tokio runtime.
+    Cache(CacheHandle),
+}
+
+impl Serving {
+    fn local(&self) -> &[std::net::SocketAddr] {
+        match self {
+            Serving::Relay(h) => &h.local,
+            Serving::Cache(h) => &h.local,
+        }
+    }
+}
+
 pub(super) struct ServerRecord {
     pub seq: u64,
-    pub handle: ServerHandle,
+    pub handle: Serving,
     pub request: InstallRequest,
     pub expires_at: Option<Instant>,
     pub installed_at: SystemTime,
@@ -24,9 +56,13 @@ pub(super) struct ServerRecord {
     pub counters: Arc<GuestCounters>,
 }
 
-/// Stops a server module's thread off the async runtime (it joins).
-fn stop(handle: ServerHandle) {
-    tokio::task::spawn_blocking(move || drop(handle));
+/// Stops a server module's thread off the async runtime (it joins); a
+/// cache's listeners stop at once, its answers in progress drain.
+fn stop(handle: Serving) {
+    match handle {
+        Serving::Relay(h) => drop(tokio::task::spawn_blocking(move || drop(h))),
+        Serving::Cache(h) => drop(h),
+    }
 }
 
 impl Controller {
@@ -85,11 +121,19 @@ impl Controller {
         let (bytes, hash) = self.module_bytes(cfg, &req).await?;
         let compiling = self.compile_slot().await?;
         let runtime = self.runtime.clone();
-        let (_, pre) = tokio::task::spawn_blocking(move || runtime.compile_server(&bytes))
+        let (_, compiled) = tokio::task::spawn_blocking(move || runtime.compile_listening(&bytes))
             .await
             .map_err(|e| ControlError::Internal(e.to_string()))?
             .map_err(|e| ControlError::Module(format!("{e:#}")))?;
         drop(compiling);
+        let pre = match compiled {
+            Listening::Server(pre) => pre,
+            Listening::Http(pre) => {
+                let handle = self.start_cache(cfg, tenant, &req, address, pre).await?;
+                let counters = handle.counters.clone();
+                return self.commit_server(req, Serving::Cache(handle), hash, counters, reserved).await;
+            }
+        };
         let (state, usage) = self.tenant_state(tenant);
         let counters = Arc::new(GuestCounters::new(1));
         let host = HostSpec {
@@ -126,33 +170,107 @@ impl Controller {
             quarantine_after: cfg.runtime.quarantine_after,
             fault_window: Duration::from_millis(cfg.runtime.fault_window_ms),
         };
-        // A replacement takes over the ports: the old one stops first.
-        let old = self.servers.lock().remove(&id);
-        if let Some(old) = old {
-            tokio::task::spawn_blocking(move || drop(old.handle))
-                .await
-                .map_err(|e| ControlError::Internal(e.to_string()))?;
-        }
+        self.stop_replaced(&id).await?;
         let handle = tokio::task::spawn_blocking(move || crate::relay::shell::start(spec))
             .await
             .map_err(|e| ControlError::Internal(e.to_string()))?
             .map_err(|e| ControlError::Module(format!("{e:#}")))?;
+        self.commit_server(req, Serving::Relay(handle), hash, counters, reserved).await
+    }
+
+    /// A replacement takes over the ports: the old one stops first.
+    async fn stop_replaced(&self, id: &str) -> Result<(), ControlError> {
+        let old = self.servers.lock().remove(id);
+        if let Some(old) = old {
+            match old.handle {
+                Serving::Relay(h) => tokio::task::spawn_blocking(move || drop(h))
+                    .await
+                    .map_err(|e| ControlError::Internal(e.to_string()))?,
+                // Its listeners close when the stop is sent; let the accept loops see it.
+                Serving::Cache(h) => {
+                    drop(h);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a started module with listeners: listed, persisted, counted.
+    async fn commit_server(
+        &self,
+        req: InstallRequest,
+        handle: Serving,
+        hash: ModuleHash,
+        counters: Arc<GuestCounters>,
+        reserved: Option<super::reserve::Reservation<'_>>,
+    ) -> Result<ModuleInfo, ControlError> {
+        let id = module_id(&req.tenant, &req.name);
         let record = ServerRecord {
             seq: self.next_seq.fetch_add(1, Relaxed),
-            handle,
             expires_at: req.ttl_secs.map(|s| Instant::now() + Duration::from_secs(s)),
+            handle,
             request: req,
             installed_at: SystemTime::now(),
             hash,
             counters,
         };
         let out = server_info(&record);
-        tracing::info!(module = %id, sha256 = %out.sha256, listening = ?record.handle.local, "server module installed");
+        tracing::info!(module = %id, sha256 = %out.sha256, kind = out.kind, listening = ?record.handle.local(), "module with listeners installed");
         self.servers.lock().insert(id, record);
         // Counted as installed now, no longer as reserved.
         drop(reserved);
         self.persist_now().await;
         Ok(out)
+    }
+
+    /// Starts an edge cache module: its hooks' instance, then the cache on its listeners.
+    async fn start_cache(
+        &self,
+        cfg: &Arc<Config>,
+        tenant: &Tenant,
+        req: &InstallRequest,
+        address: std::net::IpAddr,
+        pre: crate::runtime::http_world::HttpModulePre<crate::runtime::http_world::HttpData>,
+    ) -> Result<CacheHandle, ControlError> {
+        let id = module_id(&req.tenant, &req.name);
+        let origin = tenant.cache.as_ref().ok_or_else(|| {
+            ControlError::Forbidden(format!("tenant `{}` has no `cache` (origin) configured on this node", tenant.name))
+        })?;
+        let (state, usage) = self.tenant_state(tenant);
+        let counters = Arc::new(GuestCounters::new(1));
+        let rebuild = crate::edge_cache::hooks::Rebuild {
+            engine: self.runtime.engine().clone(),
+            pre,
+            host: HostSpec {
+                tenant: req.tenant.as_str().into(),
+                module: req.name.as_str().into(),
+                memory_bytes: tenant.limits.memory_bytes,
+                counters: counters.clone(),
+                state,
+                usage,
+                memory: Default::default(),
+                buckets: Default::default(),
+            },
+            properties: req.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            deadline: Duration::from_millis(tenant.limits.server_deadline_ms),
+        };
+        let (after, window) = (cfg.runtime.quarantine_after, Duration::from_millis(cfg.runtime.fault_window_ms));
+        let hooks =
+            tokio::task::spawn_blocking(move || crate::edge_cache::hooks::WasmHooks::new(rebuild, after, window))
+                .await
+                .map_err(|e| ControlError::Internal(e.to_string()))?
+                .map_err(|e| ControlError::Module(format!("{e:#}")))?;
+        let config = netserv_cache::CacheConfig {
+            origin: origin.origin.clone(),
+            budget_bytes: tenant.limits.cache_bytes,
+            max_object_bytes: origin.max_object_bytes,
+            origin_timeout: origin.origin_timeout,
+        };
+        self.stop_replaced(&id).await?;
+        crate::edge_cache::start(address, &req.listen, config, Arc::new(hooks), counters)
+            .await
+            .map_err(|e| ControlError::Module(format!("{e:#}")))
     }
 
     /// The tenant's server modules (all for the admin), with their install order.
@@ -175,6 +293,29 @@ impl Controller {
             Principal::Tenant(t) if r.request.tenant != *t => None,
             _ => Some(server_info(r)),
         }
+    }
+
+    /// Purges a tenant's edge cache: how many objects went. Not found for
+    /// another tenant's module, as everywhere.
+    pub fn cache_purge(&self, principal: &Principal, id: &str, what: &Purge) -> Result<usize, ControlError> {
+        let servers = self.servers.lock();
+        let r = servers
+            .get(id)
+            .filter(|r| match principal {
+                Principal::Admin => true,
+                Principal::Tenant(t) => r.request.tenant == *t,
+            })
+            .ok_or_else(|| ControlError::NotFound(id.to_owned()))?;
+        let Serving::Cache(h) = &r.handle else {
+            return Err(ControlError::Invalid(format!("`{id}` is not an edge cache module")));
+        };
+        let n = match what {
+            Purge::Key(k) => h.cache.purge_key(k),
+            Purge::Prefix(p) => h.cache.purge_prefix(p),
+            Purge::Tag(t) => h.cache.purge_tag(t),
+        };
+        tracing::info!(module = %id, ?what, purged = n, "cache purged");
+        Ok(n)
     }
 
     /// Removes a server module: its thread stops, its sockets close.
@@ -228,15 +369,7 @@ impl Controller {
 }
 
 fn server_info(r: &ServerRecord) -> ModuleInfo {
-    let stats = &r.handle.stats;
-    let snapshot = stats.snapshot.lock().clone();
-    let quarantine_reason = stats.quarantined.lock().clone();
-    let refused = snapshot
-        .refused
-        .iter()
-        .map(|(p, d, n)| RefusedPeers { path: p.as_str(), reason: d.as_str(), count: *n })
-        .collect();
-    ModuleInfo {
+    let mut info = ModuleInfo {
         id: module_id(&r.request.tenant, &r.request.name),
         tenant: r.request.tenant.clone(),
         name: r.request.name.clone(),
@@ -247,28 +380,78 @@ fn server_info(r: &ServerRecord) -> ModuleInfo {
         properties: r.request.properties.clone(),
         ttl_remaining_secs: r.expires_at.map(|t| t.saturating_duration_since(Instant::now()).as_secs()),
         installed_at_unix: r.installed_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        state: if quarantine_reason.is_some() { "quarantined" } else { "active" },
-        last_fault: stats.last_fault.lock().clone(),
-        quarantine_reason,
-        counters: ModuleCounters {
-            packets: crate::installed::StatsSum {
-                packets: stats.to_guest.load(Relaxed),
-                cpu_ns: stats.guest_ns.load(Relaxed),
-                faults: stats.faults.load(Relaxed),
-                ..Default::default()
-            },
-            memory_bytes: snapshot.memory_bytes,
-        },
-        relay: Some(RelayInfo {
-            listening: r.handle.local.clone(),
-            stats: snapshot,
-            refused,
-            guest_calls: stats.guest_calls.load(Relaxed),
-            guest_ns: stats.guest_ns.load(Relaxed),
-            throttled_windows: stats.throttled_windows.load(Relaxed),
-            throttled_requests: stats.throttled_requests.load(Relaxed),
-            coalesced_pauses: stats.coalesced_pauses.load(Relaxed),
-        }),
+        state: "active",
+        last_fault: None,
+        quarantine_reason: None,
+        counters: ModuleCounters { packets: Default::default(), memory_bytes: 0 },
+        relay: None,
+        cache: None,
         module_counters: r.counters.snapshot().into_iter().collect(),
+    };
+    match &r.handle {
+        Serving::Relay(h) => relay_info(h, &mut info),
+        Serving::Cache(h) => cache_info(h, &mut info),
     }
+    info
+}
+
+fn relay_info(h: &ServerHandle, info: &mut ModuleInfo) {
+    let stats = &h.stats;
+    let snapshot = stats.snapshot.lock().clone();
+    let quarantine_reason = stats.quarantined.lock().clone();
+    let refused = snapshot
+        .refused
+        .iter()
+        .map(|(p, d, n)| RefusedPeers { path: p.as_str(), reason: d.as_str(), count: *n })
+        .collect();
+    info.state = if quarantine_reason.is_some() { "quarantined" } else { "active" };
+    info.last_fault = stats.last_fault.lock().clone();
+    info.quarantine_reason = quarantine_reason;
+    info.counters = ModuleCounters {
+        packets: crate::installed::StatsSum {
+            packets: stats.to_guest.load(Relaxed),
+            cpu_ns: stats.guest_ns.load(Relaxed),
+            faults: stats.faults.load(Relaxed),
+            ..Default::default()
+        },
+        memory_bytes: snapshot.memory_bytes,
+    };
+    info.relay = Some(RelayInfo {
+        listening: h.local.clone(),
+        stats: snapshot,
+        refused,
+        guest_calls: stats.guest_calls.load(Relaxed),
+        guest_ns: stats.guest_ns.load(Relaxed),
+        throttled_windows: stats.throttled_windows.load(Relaxed),
+        throttled_requests: stats.throttled_requests.load(Relaxed),
+        coalesced_pauses: stats.coalesced_pauses.load(Relaxed),
+    });
+}
+
+fn cache_info(h: &CacheHandle, info: &mut ModuleInfo) {
+    let hs = &h.hooks.stats;
+    let quarantined = hs.quarantined.load(Relaxed);
+    info.kind = "cache";
+    info.state = if quarantined { "quarantined" } else { "active" };
+    info.last_fault = hs.last_fault.lock().clone();
+    info.quarantine_reason =
+        quarantined.then(|| "its hooks faulted at a sustained rate: the cache serves without them".into());
+    info.counters = ModuleCounters {
+        packets: crate::installed::StatsSum {
+            packets: hs.calls.load(Relaxed),
+            cpu_ns: hs.ns.load(Relaxed),
+            faults: hs.faults.load(Relaxed),
+            ..Default::default()
+        },
+        memory_bytes: hs.memory_bytes.load(Relaxed),
+    };
+    let (stored_bytes, objects) = h.cache.usage();
+    info.cache = Some(CacheInfo {
+        listening: h.local.clone(),
+        origin: h.cache.config().origin.to_string(),
+        stored_bytes,
+        budget_bytes: h.cache.config().budget_bytes,
+        objects,
+        stats: h.cache.stats().snapshot(),
+    });
 }

@@ -63,6 +63,9 @@ pub struct ModuleInfo {
     /// A server module's relay: its sockets, allocations and what they relayed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelayInfo>,
+    /// An edge cache module's cache: its listeners, store and counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheInfo>,
     pub properties: BTreeMap<String, String>,
     pub ttl_remaining_secs: Option<u64>,
     pub installed_at_unix: u64,
@@ -96,6 +99,19 @@ pub struct RelayInfo {
     pub throttled_requests: u64,
     /// Pauses its thread took to coalesce wake-ups (`servers.coalesce_us`).
     pub coalesced_pauses: u64,
+}
+
+/// An edge cache module's cache as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CacheInfo {
+    pub listening: Vec<std::net::SocketAddr>,
+    pub origin: String,
+    /// Bytes charged against the budget, the budget, and objects stored.
+    pub stored_bytes: u64,
+    pub budget_bytes: u64,
+    pub objects: u64,
+    #[serde(flatten)]
+    pub stats: netserv_cache::StatsSnapshot,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -9,6 +9,7 @@
 mod abi;
 pub mod buckets;
 pub mod host;
+pub mod http_world;
 mod instance;
 pub mod server_world;
 pub mod timers;
@@ -73,6 +74,12 @@ impl std::fmt::Display for ModuleHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.to_hex())
     }
+}
+
+/// A compiled module that listens, by its world.
+pub enum Listening {
+    Server(server_world::ServerModulePre<server_world::ServerData>),
+    Http(http_world::HttpModulePre<http_world::HttpData>),
 }
 
 /// A compiled module, ready to instantiate cheaply any number of times.
@@ -183,15 +190,19 @@ impl Runtime {
         Ok(compiled)
     }
 
-    /// Compiles a server module (`server-module` world). Not cached: a
-    /// tenant runs one or two, and installs them rarely.
-    pub fn compile_server(
-        &self,
-        bytes: &[u8],
-    ) -> anyhow::Result<(ModuleHash, server_world::ServerModulePre<server_world::ServerData>)> {
+    /// Compiles a module that listens: an edge cache module when it exports
+    /// the http-module world's `on-request`, else a server module. Not
+    /// cached: a tenant runs one or two, and installs them rarely.
+    pub fn compile_listening(&self, bytes: &[u8]) -> anyhow::Result<(ModuleHash, Listening)> {
         let hash = ModuleHash::of(bytes);
         let component = Component::new(&self.engine, bytes).ctx("not a valid wasm component")?;
-        Ok((hash, server_world::pre(&self.engine, &component)?))
+        let http = component.component_type().exports(&self.engine).any(|(name, _)| name == "on-request");
+        let pre = if http {
+            Listening::Http(http_world::pre(&self.engine, &component)?)
+        } else {
+            Listening::Server(server_world::pre(&self.engine, &component)?)
+        };
+        Ok((hash, pre))
     }
 
     /// Drops cached modules no installed module uses, but for the

@@ -3,7 +3,8 @@
 //! refresh, or a wait on the coalesced origin fetch.
 
 use super::fill::End;
-use super::flight::Landing;
+use super::flight::{Flights, Landing};
+use super::hooks::{ClientAddr, RequestAction};
 use super::store::Variant;
 use super::{Body, Inner, origin};
 use crate::core::{Decision, conditional, multipart::Multipart};
@@ -44,12 +45,48 @@ pub async fn handle<B>(inner: Arc<Inner>, req: Request<B>) -> Response<Body> {
     if parts.method != Method::GET && parts.method != Method::HEAD {
         // RFC 9111 §4.4: an unsafe method invalidates what it targets. The
         // cache forwards only what it can replay; the rest is the origin's.
-        let key = key_of(&parts);
-        inner.store.purge_key(&key);
+        inner.store.purge_key(&key_of(&parts));
         return plain(StatusCode::METHOD_NOT_ALLOWED, "this edge cache serves GET and HEAD\n");
     }
-    let key: Arc<str> = key_of(&parts).into();
+    let mut key = key_of(&parts);
+    let mut bypass = false;
+    if let Some(h) = inner.hooks.as_ref().filter(|h| h.wants_request(parts.uri.path())) {
+        inner.stats.hook_calls.fetch_add(1, Relaxed);
+        match h.on_request(&parts, parts.extensions.get::<ClientAddr>().map(|c| c.0)) {
+            Ok(RequestAction::Cache(Some(k))) => key = k,
+            Ok(RequestAction::Cache(None)) => {}
+            Ok(RequestAction::Bypass) => bypass = true,
+            Ok(RequestAction::Redirect(status, location)) => {
+                inner.stats.redirected.fetch_add(1, Relaxed);
+                let mut r = plain(status, "");
+                r.headers_mut().insert(header::LOCATION, location);
+                return r;
+            }
+            Ok(RequestAction::Deny(status)) => {
+                inner.stats.denied.fetch_add(1, Relaxed);
+                return plain(status, "");
+            }
+            Err(fault) => {
+                inner.stats.hook_faults.fetch_add(1, Relaxed);
+                tracing::debug!(%fault, "on-request failed open");
+            }
+        }
+    }
+    let key: Arc<str> = key.into();
     let uri: http::Uri = key.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+    let job = |stale: Option<Arc<Variant>>, no_store: bool| origin::Job {
+        key: Arc::clone(&key),
+        uri: uri.clone(),
+        request: parts.clone(),
+        stale,
+        no_store,
+    };
+    if bypass {
+        inner.stats.misses.fetch_add(1, Relaxed);
+        let (solo, _) = Flights::default().join(&key);
+        origin::fetch(Arc::clone(&inner), job(None, true), Arc::clone(&solo)).await;
+        return land(&inner, &parts, solo.landed().await, None).await;
+    }
     let now = SystemTime::now();
 
     let mut stale = None;
@@ -66,7 +103,12 @@ pub async fn handle<B>(inner: Arc<Inner>, req: Request<B>) -> Response<Body> {
                 }
                 Decision::ServeStale => {
                     inner.stats.stale_served.fetch_add(1, Relaxed);
-                    refresh_in_background(&inner, &key, &uri, &parts, v);
+                    if !inner.flights.in_flight(&key) {
+                        let (flight, leads) = inner.flights.join(&key);
+                        if leads {
+                            tokio::spawn(origin::fetch(Arc::clone(&inner), job(Some(Arc::clone(v)), false), flight));
+                        }
+                    }
                     return answer(&inner, &parts, v, Status::Stale, now).await;
                 }
                 Decision::Revalidate => {
@@ -81,14 +123,7 @@ pub async fn handle<B>(inner: Arc<Inner>, req: Request<B>) -> Response<Body> {
     inner.stats.misses.fetch_add(1, Relaxed);
     let (flight, leads) = inner.flights.join(&key);
     if leads {
-        tokio::spawn(origin::fetch(
-            Arc::clone(&inner),
-            Arc::clone(&key),
-            uri.clone(),
-            parts.clone(),
-            stale.clone(),
-            Arc::clone(&flight),
-        ));
+        tokio::spawn(origin::fetch(Arc::clone(&inner), job(stale.clone(), false), Arc::clone(&flight)));
     } else {
         inner.stats.coalesced.fetch_add(1, Relaxed);
     }
@@ -98,40 +133,38 @@ pub async fn handle<B>(inner: Arc<Inner>, req: Request<B>) -> Response<Body> {
         if !usable {
             // Another representation, or one only its requester may see:
             // this client asks the origin itself.
-            let (solo, _) = super::flight::Flights::default().join(&key);
-            origin::fetch(
-                Arc::clone(&inner),
-                Arc::clone(&key),
-                uri.clone(),
-                parts.clone(),
-                stale.clone(),
-                Arc::clone(&solo),
-            )
-            .await;
+            let (solo, _) = Flights::default().join(&key);
+            origin::fetch(Arc::clone(&inner), job(stale.clone(), false), Arc::clone(&solo)).await;
             landing = solo.landed().await;
         }
     }
+    land(&inner, &parts, landing, stale).await
+}
+
+/// The answer once an origin fetch landed: the origin's, or the stale
+/// object when the origin failed inside its stale-if-error window.
+async fn land(inner: &Inner, parts: &request::Parts, landing: Landing, stale: Option<Arc<Variant>>) -> Response<Body> {
     let now = SystemTime::now();
-    let stale_ok = |s: &Option<Arc<Variant>>| {
-        s.as_ref().filter(|v| v.meta.as_ref().is_some_and(|m| m.usable_on_error(now))).cloned()
-    };
-    match landing {
-        Landing::Answered { origin_error: true, .. } | Landing::Failed(_) if stale_ok(&stale).is_some() => {
+    let revalidated = |v: &Arc<Variant>| stale.as_ref().is_some_and(|s| Arc::ptr_eq(&s.body, &v.body));
+    let on_error = stale.clone().filter(|v| v.meta.as_ref().is_some_and(|m| m.usable_on_error(now)));
+    match (landing, on_error) {
+        (Landing::Answered { origin_error: true, .. } | Landing::Failed(_) | Landing::Pending, Some(v)) => {
             inner.stats.stale_served.fetch_add(1, Relaxed);
-            let v = stale_ok(&stale).expect("checked");
-            answer(&inner, &parts, &v, Status::Stale, now).await
+            answer(inner, parts, &v, Status::Stale, now).await
         }
-        Landing::Answered { variant, shared, .. } => {
-            let status = match (&stale, shared) {
-                (_, false) => Status::Pass,
-                (Some(s), true) if Arc::ptr_eq(&s.body, &variant.body) => Status::Revalidated,
-                _ => Status::Miss,
+        (Landing::Answered { variant, shared, .. }, _) => {
+            let status = if !shared {
+                Status::Pass
+            } else if revalidated(&variant) {
+                Status::Revalidated
+            } else {
+                Status::Miss
             };
-            answer(&inner, &parts, &variant, status, now).await
+            answer(inner, parts, &variant, status, now).await
         }
-        Landing::Pending => plain(StatusCode::BAD_GATEWAY, "the origin did not answer\n"),
-        Landing::Failed(why) => {
-            tracing::debug!(key = &*key, %why, "origin unreachable");
+        (Landing::Pending, None) => plain(StatusCode::BAD_GATEWAY, "the origin did not answer\n"),
+        (Landing::Failed(why), None) => {
+            tracing::debug!(path = %parts.uri, %why, "origin unreachable");
             let gateway =
                 if why.contains("origin_timeout") { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
             plain(gateway, "the origin did not answer\n")
@@ -142,29 +175,6 @@ pub async fn handle<B>(inner: Arc<Inner>, req: Request<B>) -> Response<Body> {
 /// The cache key: the request's path and query (one site per tenant cache).
 fn key_of(parts: &request::Parts) -> String {
     parts.uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
-}
-
-fn refresh_in_background(
-    inner: &Arc<Inner>,
-    key: &Arc<str>,
-    uri: &http::Uri,
-    parts: &request::Parts,
-    stale: &Arc<Variant>,
-) {
-    if inner.flights.in_flight(key) {
-        return;
-    }
-    let (flight, leads) = inner.flights.join(key);
-    if leads {
-        tokio::spawn(origin::fetch(
-            Arc::clone(inner),
-            Arc::clone(key),
-            uri.clone(),
-            parts.clone(),
-            Some(Arc::clone(stale)),
-            flight,
-        ));
-    }
 }
 
 /// The answer from a variant: 304, 206 (one range or many), 416, or the whole.

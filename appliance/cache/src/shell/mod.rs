@@ -4,14 +4,16 @@
 mod fill;
 mod flight;
 mod handle;
+pub mod hooks;
 mod origin;
 mod server;
 mod stats;
 mod store;
 
 pub use fill::Fill;
+pub use hooks::{ClientAddr, HookFault, Hooks, RequestAction, ResponseAction};
 pub use server::serve;
-pub use stats::Stats;
+pub use stats::{Stats, StatsSnapshot};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full, combinators::UnsyncBoxBody};
@@ -48,6 +50,14 @@ pub(crate) struct Inner {
     flights: flight::Flights,
     client: reqwest::Client,
     stats: Arc<Stats>,
+    /// The content provider's module, when one drives this cache.
+    hooks: Option<Arc<dyn Hooks>>,
+}
+
+impl std::fmt::Debug for dyn Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hooks")
+    }
 }
 
 /// A tenant's cache: cheap to clone, shared by every connection.
@@ -58,6 +68,11 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(config: CacheConfig) -> Result<Self, reqwest::Error> {
+        Self::with_hooks(config, None)
+    }
+
+    /// A cache whose requests and origin answers pass `hooks` where it asks.
+    pub fn with_hooks(config: CacheConfig, hooks: Option<Arc<dyn Hooks>>) -> Result<Self, reqwest::Error> {
         let stats = Arc::new(Stats::default());
         let client = reqwest::Client::builder()
             .connect_timeout(config.origin_timeout)
@@ -66,7 +81,7 @@ impl Cache {
             .no_proxy()
             .build()?;
         let store = store::Store::new(config.budget_bytes, Arc::clone(&stats));
-        Ok(Self { inner: Arc::new(Inner { config, store, flights: flight::Flights::default(), client, stats }) })
+        Ok(Self { inner: Arc::new(Inner { config, store, flights: flight::Flights::default(), client, stats, hooks }) })
     }
 
     /// Answers one request.

@@ -1,7 +1,7 @@
 //! The listener: HTTP/1.1 and HTTP/2 (prior knowledge) on one port through
 //! hyper-util's auto builder; graceful shutdown lets answers in progress end.
 
-use super::Cache;
+use super::{Cache, ClientAddr};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -18,7 +18,7 @@ pub async fn serve(listener: TcpListener, cache: Cache, shutdown: impl Future<Ou
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -32,8 +32,10 @@ pub async fn serve(listener: TcpListener, cache: Cache, shutdown: impl Future<Ou
         };
         let _ = stream.set_nodelay(true);
         let cache = cache.clone();
-        let service = service_fn(move |req| {
+        let client = ClientAddr(peer.ip());
+        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let cache = cache.clone();
+            req.extensions_mut().insert(client);
             async move { Ok::<_, Infallible>(cache.handle(req).await) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
