@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine (root):
 # sipp (sip-tester), kamailio, coturn, baresip, sipvicious, iptables, ipset, iproute2, curl, python3,
-# fonts-dejavu-core, and the wasm32-wasip2 target.
+# nginx, varnish, wrk, fonts-dejavu-core, and the wasm32-wasip2 target.
 set -euo pipefail
 need=()
 command -v sipp >/dev/null || need+=(sip-tester)
@@ -23,6 +23,10 @@ command -v turnutils_uclient >/dev/null || need+=(coturn)
 command -v baresip >/dev/null || need+=(baresip)
 # SIPVicious (svmap, svwar, svcrack) attacks the testbed from the phone side.
 command -v svmap >/dev/null || need+=(sipvicious)
+# The edge cache benchmark's anchors and load: nginx proxy_cache, Varnish, wrk.
+command -v nginx >/dev/null || need+=(nginx)
+command -v varnishd >/dev/null || need+=(varnish)
+command -v wrk >/dev/null || need+=(wrk)
 # The font the overload benchmark writes its plot's text in.
 [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need+=(fonts-dejavu-core)
 if ((${#need[@]})); then

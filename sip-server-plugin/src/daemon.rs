@@ -115,44 +115,20 @@ impl Signer {
                     tracing::warn!(request = kind.as_str(), %target, refused = ?refused.iter().map(|e| (&e.node_id, e.status.as_str(), &e.reason)).collect::<Vec<_>>(), "appliances refused");
                 }
                 let now = now_ms() / 1000;
-                // Only certified appliances' entries make the stack the
-                // policy sees: an unverified one is dropped (logged and
-                // counted), so it can neither stand for an appliance nor fail
-                // a deployment the certified ones carried out. And only those
-                // that follow each other from this plugin: each took the
-                // request from the one before it (the first from us), so an
-                // entry a certified node made for a request that reached it
-                // some other way — relayed to it off the path — is dropped
-                // with everything after it.
-                let mut expected = netserv_shell::net::local_toward(target).ok();
+                // Only certified appliances' entries on the path the request
+                // took make the stack the policy sees (`verified_path`).
+                let first = netserv_shell::net::local_toward(target).ok();
+                let (path, dropped) = client::verified_path(r.stack, &req.nonce, &self.trusted, now, first);
+                UNVERIFIED.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
                 Some(
-                    r.stack
-                        .into_iter()
-                        .filter(|e| match netserv_nslp::proof::verify_entry(e, &req.nonce, &self.trusted, now) {
-                            Ok(()) => true,
-                            Err(why) => {
-                                UNVERIFIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                tracing::warn!(request = kind.as_str(), %target, node = %e.node_id, status = e.status.as_str(), %why, "an answer that is not a certified appliance's: a hint, not counted");
-                                false
-                            }
-                        })
-                        .take_while(|e| {
-                            let follows = expected.is_some() && e.upstream == expected;
-                            if follows {
-                                expected = e.downstream;
-                            } else {
-                                UNVERIFIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                tracing::warn!(request = kind.as_str(), %target, node = %e.node_id, upstream = ?e.upstream, ?expected, "a certified answer off the path the request took: not counted, nor any after it");
-                            }
-                            follows
-                        })
+                    path.into_iter()
                         .map(|e| Hop {
                             ok: e.status == Status::Ok
                                 || (kind == RequestKind::Remove && e.status == Status::NotInstalled),
                             // A relay is reached where the appliance's server
                             // modules listen, which it advertises.
                             address: match self.deploys {
-                                Deploys::Relay => server_address(&e.capabilities).or(e.address),
+                                Deploys::Relay => client::server_address(&e.capabilities).or(e.address),
                                 Deploys::Keepalive | Deploys::Overload => e.address,
                             },
                             feedback: e.capabilities.iter().find_map(|c| c.strip_prefix("feedback=")?.parse().ok()),
@@ -174,12 +150,6 @@ impl Signer {
         };
         Outcome { action, stack }
     }
-}
-
-/// The address an appliance's server modules listen on, from its
-/// capabilities (`server-address=<ip>`).
-fn server_address(capabilities: &[String]) -> Option<std::net::IpAddr> {
-    capabilities.iter().find_map(|c| c.strip_prefix("server-address=")?.parse().ok())
 }
 
 /// Module files the plugin serves, by file name.

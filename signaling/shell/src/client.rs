@@ -121,3 +121,48 @@ pub async fn request(flow: &Mri, id: u32, request: Vec<u8>, opts: &ClientOptions
         }
     }
 }
+
+/// The entries of a response stack that count: those certified appliances
+/// signed for this request (`nonce`), each having taken the request from the
+/// one before it — the first from us (`first_upstream`, our address toward
+/// the target). An entry that is not a certified appliance's, or one made
+/// off the path the request took, is dropped with everything after it
+/// (logged; how many is the second value): it can neither stand for an
+/// appliance nor fail a deployment the certified ones carried out.
+pub fn verified_path(
+    stack: Vec<nslp::NodeEntry>,
+    nonce: &[u8; 16],
+    trusted: &[ed25519_dalek::VerifyingKey],
+    now_unix: u64,
+    first_upstream: Option<IpAddr>,
+) -> (Vec<nslp::NodeEntry>, u64) {
+    let total = stack.len();
+    let mut expected = first_upstream;
+    let kept: Vec<nslp::NodeEntry> = stack
+        .into_iter()
+        .filter(|e| match netserv_nslp::proof::verify_entry(e, nonce, trusted, now_unix) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(node = %e.node_id, status = e.status.as_str(), %why, "an answer that is not a certified appliance's: a hint, not counted");
+                false
+            }
+        })
+        .take_while(|e| {
+            let follows = expected.is_some() && e.upstream == expected;
+            if follows {
+                expected = e.downstream;
+            } else {
+                tracing::warn!(node = %e.node_id, upstream = ?e.upstream, ?expected, "a certified answer off the path the request took: not counted, nor any after it");
+            }
+            follows
+        })
+        .collect();
+    let dropped = (total - kept.len()) as u64;
+    (kept, dropped)
+}
+
+/// The address an appliance's server modules listen on, from its
+/// capabilities (`server-address=<ip>`).
+pub fn server_address(capabilities: &[String]) -> Option<IpAddr> {
+    capabilities.iter().find_map(|c| c.strip_prefix("server-address=")?.parse().ok())
+}
