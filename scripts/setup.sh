@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine (root):
 # sipp (sip-tester), kamailio, coturn, baresip, sipvicious, iptables, ipset, iproute2, curl, python3,
-# nginx, varnish, wrk, fonts-dejavu-core, and the wasm32-wasip2 target.
+# nginx, varnish, wrk, chromium, fonts-dejavu-core, and the wasm32-wasip2 target.
 set -euo pipefail
 need=()
 command -v sipp >/dev/null || need+=(sip-tester)
@@ -27,6 +27,8 @@ command -v svmap >/dev/null || need+=(sipvicious)
 command -v nginx >/dev/null || need+=(nginx)
 command -v varnishd >/dev/null || need+=(varnish)
 command -v wrk >/dev/null || need+=(wrk)
+# A real browser loads a page through the edge cache (headless).
+command -v chromium >/dev/null || need+=(chromium)
 # The font the overload benchmark writes its plot's text in.
 [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need+=(fonts-dejavu-core)
 if ((${#need[@]})); then

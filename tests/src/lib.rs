@@ -11,6 +11,7 @@
 pub mod appliance;
 pub mod baresip;
 pub mod bench;
+pub mod cdn;
 pub mod cgroup;
 pub mod identity;
 pub mod kamailio;

@@ -60,6 +60,27 @@ impl GeoDb {
     }
 }
 
+/// A database a test writes itself (feature `testing`): each network placed
+/// at its location, as a City database places it.
+#[cfg(feature = "testing")]
+pub fn write_test_db(places: &[(&str, Location)]) -> anyhow::Result<Vec<u8>> {
+    use maxminddb_writer::{Database, paths::IpAddrWithMask};
+    #[derive(serde::Serialize)]
+    struct City {
+        location: Location,
+    }
+    let mut db = Database::default();
+    db.metadata.binary_format_major_version = 2;
+    db.metadata.database_type = "NetServ-Testbed-City".into();
+    db.metadata.languages = vec!["en".into()];
+    for (net, loc) in places {
+        let v = db.insert_value(City { location: *loc }).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let net: IpAddrWithMask = net.parse().map_err(|e| anyhow::anyhow!("`{net}`: {e:?}"))?;
+        db.insert_node(net, v);
+    }
+    db.write_to(Vec::new()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

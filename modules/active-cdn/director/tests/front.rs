@@ -2,8 +2,6 @@
 //! served from the origin (and a deployment is signaled towards it); once a
 //! node near it runs the cache, it is redirected there.
 
-mod common;
-
 use netserv_cdn_director::config::Config;
 use netserv_cdn_director::daemon::{Director, app};
 use netserv_cdn_director::geo::Location;
@@ -27,7 +25,11 @@ async fn origin_first_then_the_nearest_node() {
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("key"), "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").expect("key");
     std::fs::write(dir.join("m.wasm"), b"\0asm-module-bytes").expect("module");
-    std::fs::write(dir.join("geo.mmdb"), common::testbed_db(&[("127.0.0.0/8", NYC)])).expect("mmdb");
+    std::fs::write(
+        dir.join("geo.mmdb"),
+        netserv_cdn_director::geo::write_test_db(&[("127.0.0.0/8", NYC)]).expect("written"),
+    )
+    .expect("mmdb");
     let origin = serve(axum::Router::new().route("/hello", axum::routing::get(|| async { "from origin" }))).await;
     let cfg = Config::parse(&format!(
         r#"tenant = "cdn-a"

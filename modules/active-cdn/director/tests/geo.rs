@@ -2,9 +2,6 @@
 //! data it was written from), databases a test writes itself, and MaxMind's
 //! corrupt databases (an error or a miss, never a panic).
 
-mod common;
-
-use common::testbed_db;
 use netserv_cdn_director::geo::{GeoDb, Location};
 use netserv_cdn_director::placement::{Landed, Placement, PlacementConfig, Route};
 use std::net::IpAddr;
@@ -68,7 +65,8 @@ fn the_nearest_node_for_every_fixture_address() {
         ("198.18.3.0/24", TOKYO),  // clients, no node near
         ("198.18.4.0/24", NYC),    // clients
     ];
-    let db = GeoDb::from_bytes(testbed_db(&places)).expect("our database reads");
+    let db = GeoDb::from_bytes(netserv_cdn_director::geo::write_test_db(&places).expect("written"))
+        .expect("our database reads");
     let mut p = Placement::new(PlacementConfig::default());
     let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
     p.route(0, ip("198.18.4.9"), db.locate(ip("198.18.4.9")));
