@@ -70,6 +70,11 @@ pub fn meta_for(
         return None;
     }
     let req = synthetic(uri, &request.method, &request.headers);
+    let mut stored = response::Response::new(());
+    *stored.status_mut() = response.status;
+    *stored.headers_mut() = owned(&response.headers);
+    let (response, ()) = stored.into_parts();
+    let response = &response;
     let policy = CachePolicy::new_options(&req, response, response_time, CacheOptions::default());
     if !policy.is_storable() || response.headers.contains_key(http::header::SET_COOKIE) {
         return None;
@@ -86,7 +91,7 @@ pub fn meta_for(
             continue;
         }
         if let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
-            let value = request.headers.get(&name).cloned();
+            let value = req.headers.get(&name).cloned();
             vary.push((name, value));
         }
     }
@@ -196,12 +201,28 @@ impl Meta {
     }
 }
 
+/// A copy of `h` whose values own their bytes.
+///
+/// hyper parses a message's fields as slices of its connection's read
+/// buffer, and a clone shares them: a stored field would keep that whole
+/// buffer (tens of KiB) alive as long as the object, memory the byte budget
+/// never sees. Everything the store keeps goes through here.
+pub fn owned(h: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(h.len());
+    for (k, v) in h {
+        if let Ok(v) = HeaderValue::from_bytes(v.as_bytes()) {
+            out.append(k.clone(), v);
+        }
+    }
+    out
+}
+
 /// A request as the policy sees it: the key as its URI, no `Host` (one site per cache).
 fn synthetic(uri: &http::Uri, method: &Method, headers: &HeaderMap) -> request::Parts {
     let mut req = request::Request::new(());
     *req.uri_mut() = uri.clone();
     *req.method_mut() = if method == Method::HEAD { Method::GET } else { method.clone() };
-    let mut headers = headers.clone();
+    let mut headers = owned(headers);
     headers.remove(http::header::HOST);
     *req.headers_mut() = headers;
     req.into_parts().0

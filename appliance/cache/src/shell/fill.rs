@@ -61,11 +61,15 @@ impl Fill {
     }
 
     /// The origin's body ended: joins it into one `Bytes` and wakes every reader.
+    ///
+    /// Always a copy of exactly the body's size: a chunk from the client is
+    /// a slice of its read buffer, and keeping the slice would keep the whole
+    /// buffer — resident memory the store's budget does not see.
     pub fn finish(&self) {
         let mut chunks = self.chunks.lock();
         let whole = match chunks.as_slice() {
             [] => Bytes::new(),
-            [(_, one)] => one.clone(),
+            [(_, one)] => Bytes::copy_from_slice(one),
             many => {
                 let mut b = BytesMut::with_capacity(many.iter().map(|(_, c)| c.len()).sum());
                 for (_, c) in many {

@@ -109,7 +109,8 @@ async fn fetch_head(inner: &Arc<Inner>, job: &Job) -> Landing {
     let now = SystemTime::now();
     let mut head = response::Response::new(());
     *head.status_mut() = resp.status();
-    *head.headers_mut() = resp.headers().clone();
+    // Owned copies: the client's parsed fields are slices of its read buffer.
+    *head.headers_mut() = crate::core::variant::owned(resp.headers());
     let (mut head, ()) = head.into_parts();
     for name in HOP_BY_HOP {
         head.headers.remove(name);
