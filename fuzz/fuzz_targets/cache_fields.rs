@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
     if let Some(meta) = variant::meta_for(&uri, &req, &res, t0) {
         for dt in [0, 1, 3600, 400 * 24 * 3600] {
             let now = t0 + Duration::from_secs(dt);
-            let _ = meta.decide(&uri, &req, now);
+            let _ = meta.decide(|| uri.clone(), &req, now);
             let _ = meta.age(now);
             let _ = meta.usable_on_error(now);
         }

@@ -9,6 +9,10 @@
 //!
 //! `netserv-cdn-tool burst URL N`: N connections, each one GET at the same
 //! moment; JSON `{ok, failed}`.
+//! `netserv-cdn-tool purge API TOKEN MODULE CACHE KEY N`: N times, fetch KEY
+//! from the cache, purge it through the appliance's API, and fetch it again;
+//! JSON `{ms: [..], missed}`: from sending the purge to the next answer's
+//! head, and how many of those next answers were misses.
 //! `netserv-cdn-tool probe URL MS CONNS`: CONNS clients GET in a loop for MS
 //! ms (a connection each time); JSON `{requests, ok, p50_us, p99_us, max_us, bodies}`
 //! (`bodies`: distinct bodies of the 200s).
@@ -199,6 +203,40 @@ async fn probe(url: &str, ms: u64, conns: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One request on a fresh connection; the whole answer as text.
+async fn raw(host: &str, request: String) -> anyhow::Result<String> {
+    let mut s = tokio::net::TcpStream::connect(host).await?;
+    s.set_nodelay(true)?;
+    s.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await??;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+async fn purge(api: &str, token: &str, module: &str, cache: &str, key: &str, n: usize) -> anyhow::Result<()> {
+    let (api_host, _) = split(api)?;
+    let (cache_host, _) = split(cache)?;
+    let get = format!("GET {key} HTTP/1.1\r\nHost: {cache_host}\r\nConnection: close\r\n\r\n");
+    let body = serde_json::json!({ "key": key }).to_string();
+    let post = format!(
+        "POST /api/v1/modules/{module}/purge HTTP/1.1\r\nHost: {api_host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (mut ms, mut missed) = (Vec::new(), 0);
+    for _ in 0..n {
+        raw(&cache_host, get.clone()).await?;
+        let t = Instant::now();
+        let answer = raw(&api_host, post.clone()).await?;
+        anyhow::ensure!(answer.starts_with("HTTP/1.1 200"), "purge refused: {answer}");
+        let next = raw(&cache_host, get.clone()).await?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        missed += usize::from(next.to_ascii_lowercase().contains("x-cache: miss"));
+    }
+    println!("{}", serde_json::json!({ "ms": ms, "missed": missed }));
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -206,6 +244,9 @@ fn main() -> anyhow::Result<()> {
         ["origin", addr] => rt.block_on(origin(addr)),
         ["burst", url, n] => rt.block_on(burst(url, n.parse()?)),
         ["probe", url, ms, conns] => rt.block_on(probe(url, ms.parse()?, conns.parse()?)),
-        _ => anyhow::bail!("usage: netserv-cdn-tool origin ADDR | burst URL N | probe URL MS CONNS"),
+        ["purge", api, token, module, cache, key, n] => rt.block_on(purge(api, token, module, cache, key, n.parse()?)),
+        _ => anyhow::bail!(
+            "usage: netserv-cdn-tool origin ADDR | burst URL N | probe URL MS CONNS | purge API TOKEN MODULE CACHE KEY N"
+        ),
     }
 }

@@ -115,8 +115,10 @@ pub fn meta_for(
 }
 
 impl Meta {
-    /// Whether this variant answers `request` at `now`, and how.
-    pub fn decide(&self, uri: &http::Uri, request: &request::Parts, now: SystemTime) -> Decision {
+    /// Whether this variant answers `request` at `now`, and how. `uri`
+    /// gives the key as a URI, asked for only when the request carries
+    /// directives of its own.
+    pub fn decide(&self, uri: impl FnOnce() -> http::Uri, request: &request::Parts, now: SystemTime) -> Decision {
         if !self.vary_matches(&request.headers) {
             return Decision::Mismatch;
         }
@@ -127,7 +129,7 @@ impl Meta {
             // directives, `before_request` reduces to freshness.
             now < self.expires
         } else {
-            let req = synthetic(uri, &Method::GET, &request.headers);
+            let req = synthetic(&uri(), &Method::GET, &request.headers);
             matches!(self.policy.before_request(&req, now), BeforeRequest::Fresh(_))
         };
         if fresh {

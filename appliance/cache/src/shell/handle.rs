@@ -72,19 +72,21 @@ pub async fn handle<B>(inner: Arc<Inner>, req: Request<B>) -> Response<Body> {
             }
         }
     }
-    let key: Arc<str> = key.into();
-    let uri: http::Uri = key.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
-    let job = |stale: Option<Arc<Variant>>, no_store: bool| origin::Job {
-        key: Arc::clone(&key),
-        uri: uri.clone(),
+    // The key as the policy's URI, parsed only when a policy needs it (a
+    // request with its own directives, or a fetch): not on a plain hit.
+    let parse_uri = |key: &str| key.parse::<http::Uri>().unwrap_or_else(|_| http::Uri::from_static("/"));
+    let job = |key: &Arc<str>, stale: Option<Arc<Variant>>, no_store: bool| origin::Job {
+        key: Arc::clone(key),
+        uri: parse_uri(key),
         request: parts.clone(),
         stale,
         no_store,
     };
     if bypass {
         inner.stats.misses.fetch_add(1, Relaxed);
+        let key: Arc<str> = key.into();
         let (solo, _) = Flights::default().join(&key);
-        origin::fetch(Arc::clone(&inner), job(None, true), Arc::clone(&solo)).await;
+        origin::fetch(Arc::clone(&inner), job(&key, None, true), Arc::clone(&solo)).await;
         return land(&inner, &parts, solo.landed().await, None).await;
     }
     let now = SystemTime::now();
@@ -96,7 +98,7 @@ pub async fn handle<B>(inner: Arc<Inner>, req: Request<B>) -> Response<Body> {
             if v.body.end() == End::Failed {
                 continue;
             }
-            match meta.decide(&uri, &parts, now) {
+            match meta.decide(|| parse_uri(&key), &parts, now) {
                 Decision::Fresh => {
                     inner.stats.hits.fetch_add(1, Relaxed);
                     return answer(&inner, &parts, v, Status::Hit, now).await;
@@ -106,7 +108,12 @@ pub async fn handle<B>(inner: Arc<Inner>, req: Request<B>) -> Response<Body> {
                     if !inner.flights.in_flight(&key) {
                         let (flight, leads) = inner.flights.join(&key);
                         if leads {
-                            tokio::spawn(origin::fetch(Arc::clone(&inner), job(Some(Arc::clone(v)), false), flight));
+                            let key: Arc<str> = key.as_str().into();
+                            tokio::spawn(origin::fetch(
+                                Arc::clone(&inner),
+                                job(&key, Some(Arc::clone(v)), false),
+                                flight,
+                            ));
                         }
                     }
                     return answer(&inner, &parts, v, Status::Stale, now).await;
@@ -121,9 +128,10 @@ pub async fn handle<B>(inner: Arc<Inner>, req: Request<B>) -> Response<Body> {
     }
 
     inner.stats.misses.fetch_add(1, Relaxed);
+    let key: Arc<str> = key.into();
     let (flight, leads) = inner.flights.join(&key);
     if leads {
-        tokio::spawn(origin::fetch(Arc::clone(&inner), job(stale.clone(), false), Arc::clone(&flight)));
+        tokio::spawn(origin::fetch(Arc::clone(&inner), job(&key, stale.clone(), false), Arc::clone(&flight)));
     } else {
         inner.stats.coalesced.fetch_add(1, Relaxed);
     }
@@ -134,7 +142,7 @@ pub async fn handle<B>(inner: Arc<Inner>, req: Request<B>) -> Response<Body> {
             // Another representation, or one only its requester may see:
             // this client asks the origin itself.
             let (solo, _) = Flights::default().join(&key);
-            origin::fetch(Arc::clone(&inner), job(stale.clone(), false), Arc::clone(&solo)).await;
+            origin::fetch(Arc::clone(&inner), job(&key, stale.clone(), false), Arc::clone(&solo)).await;
             landing = solo.landed().await;
         }
     }
