@@ -27,10 +27,10 @@ const NYC: Location = Location { latitude: 40.7128, longitude: -74.006 };
 const BOSTON: Location = Location { latitude: 42.3601, longitude: -71.0589 };
 const TOKYO: Location = Location { latitude: 35.6762, longitude: 139.6503 };
 
-/// The appliance: server modules on the edge's ua-side address; tenant
-/// `cdn-a` (the director's key) with the cache port and the origin.
-pub fn appliance_config() -> String {
-    let tenant = format!(
+/// Tenant `cdn-a` (the director's key) with the cache port and the origin,
+/// as a `[[tenants]]` block to append to an appliance's config.
+pub fn tenant_block() -> String {
+    format!(
         r#"
 [[tenants]]
 name = "cdn-a"
@@ -43,8 +43,12 @@ cache_bytes = 16777216
 origin = "http://{ORIGIN}/"
 origin_timeout_ms = 2000
 "#
-    );
-    let base = node_config("queues = 1", &tenant);
+    )
+}
+
+/// The appliance: server modules on the edge's ua-side address, and [`tenant_block`].
+pub fn appliance_config() -> String {
+    let base = node_config("queues = 1", &tenant_block());
     format!("{base}\n[servers]\naddress = \"{NODE}\"\n")
 }
 

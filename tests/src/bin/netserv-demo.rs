@@ -21,6 +21,7 @@
 //! with 503, and control ends (and the module goes) when the surge does.
 
 use netserv_tests::appliance::{TENANT_A_TOKEN, TempDir};
+use netserv_tests::cdn;
 use netserv_tests::cgroup::CpuCap;
 use netserv_tests::kamailio::{Kamailio, phone_scenario, start_callee};
 use netserv_tests::plugin::{self, PHONES, SERVER, call_through, metric};
@@ -56,11 +57,12 @@ fn main() -> anyhow::Result<()> {
     let _plugin = plugin::start_with(&tb, &dir.0, &plugin_cfg)?;
     // The appliance takes the plugin's load reports on its API, at the
     // address it advertises towards the core.
+    // A content provider (tenant cdn-a) may run its edge cache here too.
     let app_cfg = relay::relay_config("").replacen(
         "listen = \"127.0.0.1:8270\"",
         "listen = \"0.0.0.0:8270\"\nadvertise = \"198.18.2.1:8270\"",
         1,
-    );
+    ) + &cdn::tenant_block();
     let app = Appliance::start(&tb, &app_cfg)?;
     // The ITSP, as tenant itsp-a, sets its TURN REST secret on the appliance
     // over its own API (a secret never travels in signaling).
@@ -188,8 +190,17 @@ fn main() -> anyhow::Result<()> {
     );
     let overload_ok = overload_story(&tb, &app, &kam, &dir.0);
 
+    step(
+        7,
+        "ActiveCDN: a content provider's origin and director in core; clients its GeoIP database places in New York, Boston and Tokyo",
+    );
+    let cdn_ok = cdn_story(&tb, &app, &dir.0).unwrap_or_else(|e| {
+        println!("   the edge cache story failed: {e:#}");
+        false
+    });
+
     println!("\nDone; the namespaces and every process are removed on exit.");
-    if !(ok && call_ok && gone && relay_ok && overload_ok) {
+    if !(ok && call_ok && gone && relay_ok && overload_ok && cdn_ok) {
         anyhow::bail!("the demo did not go as it should");
     }
     Ok(())
@@ -228,6 +239,74 @@ fn relay_story(tb: &Testbed, app: &Appliance) -> bool {
         );
     }
     creds["edge"] == true && run.sent > 0 && run.received == run.sent
+}
+
+/// The ActiveCDN story: the first client is served by the origin and the
+/// director deploys the provider's cache on the edge; the next client of
+/// the region is redirected there and gets the page with the provider's
+/// banner, a miss and then a hit; a client far away stays on the origin.
+fn cdn_story(tb: &Testbed, app: &Appliance, dir: &std::path::Path) -> anyhow::Result<bool> {
+    use netserv_tests::cdn::{BANNER, DIRECTOR, FAR, NEAR_1, NEAR_2, curl};
+    tb.add_ua_address(FAR)?;
+    let _origin = cdn::start_origin(tb, dir)?;
+    let _director = cdn::start_director(tb, dir)?;
+    let front = format!("http://{DIRECTOR}/page.html");
+    let g = curl(tb, NEAR_1, &front, &[])?;
+    println!("   New York client ({NEAR_1}) GET {front}: {} from the origin (no edge cache near it yet)", g.status);
+    let deployed = (0..300).find_map(|_| {
+        let m = app.module("cdn-a", "active-cdn").ok();
+        if m.is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        m
+    });
+    let Some(m) = deployed else {
+        println!("   the director's SETUP did NOT install the cache on the edge");
+        return Ok(false);
+    };
+    println!(
+        "   the director signaled a SETUP towards that client: the edge now serves cdn-a's cache on {}",
+        m["cache"]["listening"]
+    );
+    // The director learns the node from its PROBE, just after the SETUP.
+    let mut redirect = curl(tb, NEAR_2, &front, &[])?;
+    for _ in 0..50 {
+        if redirect.status == 302 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        redirect = curl(tb, NEAR_2, &front, &[])?;
+    }
+    println!(
+        "   Boston client ({NEAR_2}) GET {front}: {} Location: {}",
+        redirect.status,
+        redirect.header("location").unwrap_or("-")
+    );
+    let first = curl(tb, NEAR_2, &front, &["-L"])?;
+    let again = curl(tb, NEAR_2, &front, &["-L"])?;
+    let banner = first.text().contains(BANNER);
+    println!(
+        "   following it: {} x-cache {}, then {} x-cache {}; the page {} the provider's banner",
+        first.status,
+        first.header("x-cache").unwrap_or("-"),
+        again.status,
+        again.header("x-cache").unwrap_or("-"),
+        if banner { "carries" } else { "does NOT carry" }
+    );
+    let far = curl(tb, FAR, &front, &[])?;
+    println!("   Tokyo client ({FAR}): {} from the origin (no node within 500 km)", far.status);
+    if let Ok(m) = app.module("cdn-a", "active-cdn") {
+        let c = &m["cache"];
+        println!(
+            "   the edge cache: {} hits, {} misses, {} objects, {} bytes of its {} byte budget",
+            c["hits"], c["misses"], c["objects"], c["stored_bytes"], c["budget_bytes"]
+        );
+    }
+    Ok(redirect.status == 302
+        && first.status == 200
+        && banner
+        && again.header("x-cache") == Some("HIT")
+        && far.status == 200)
 }
 
 /// The overload story: a callee behind Kamailio, Kamailio capped, callers
