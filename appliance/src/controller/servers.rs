@@ -134,18 +134,8 @@ impl Controller {
                 return self.commit_server(req, Serving::Cache(handle), hash, counters, reserved).await;
             }
         };
-        let (state, usage) = self.tenant_state(tenant);
-        let counters = Arc::new(GuestCounters::new(1));
-        let host = HostSpec {
-            tenant: req.tenant.as_str().into(),
-            module: req.name.as_str().into(),
-            memory_bytes: tenant.limits.memory_bytes,
-            counters: counters.clone(),
-            state,
-            usage,
-            memory: Default::default(),
-            buckets: Default::default(),
-        };
+        let host = self.single_instance_host(tenant, &req);
+        let counters = host.counters.clone();
         let policy = PeerPolicy::new(local_addresses(), tenant.peer_allow.iter().copied());
         let spec = ServerSpec {
             id: id.clone(),
@@ -224,6 +214,22 @@ impl Controller {
         Ok(out)
     }
 
+    /// What the host gives a module that runs one instance (a server or an
+    /// edge cache module): the tenant's state and limits, its own counters.
+    fn single_instance_host(&self, tenant: &Tenant, req: &InstallRequest) -> HostSpec {
+        let (state, usage) = self.tenant_state(tenant);
+        HostSpec {
+            tenant: req.tenant.as_str().into(),
+            module: req.name.as_str().into(),
+            memory_bytes: tenant.limits.memory_bytes,
+            counters: Arc::new(GuestCounters::new(1)),
+            state,
+            usage,
+            memory: Default::default(),
+            buckets: Default::default(),
+        }
+    }
+
     /// Starts an edge cache module: its hooks' instance, then the cache on its listeners.
     async fn start_cache(
         &self,
@@ -237,21 +243,12 @@ impl Controller {
         let origin = tenant.cache.as_ref().ok_or_else(|| {
             ControlError::Forbidden(format!("tenant `{}` has no `cache` (origin) configured on this node", tenant.name))
         })?;
-        let (state, usage) = self.tenant_state(tenant);
-        let counters = Arc::new(GuestCounters::new(1));
+        let host = self.single_instance_host(tenant, req);
+        let counters = host.counters.clone();
         let rebuild = crate::edge_cache::hooks::Rebuild {
             engine: self.runtime.engine().clone(),
             pre,
-            host: HostSpec {
-                tenant: req.tenant.as_str().into(),
-                module: req.name.as_str().into(),
-                memory_bytes: tenant.limits.memory_bytes,
-                counters: counters.clone(),
-                state,
-                usage,
-                memory: Default::default(),
-                buckets: Default::default(),
-            },
+            host,
             properties: req.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             deadline: Duration::from_millis(tenant.limits.server_deadline_ms),
         };

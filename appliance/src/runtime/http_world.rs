@@ -7,7 +7,7 @@
 use super::host::HostSpec;
 use super::{HostState, WasmtimeContext as _};
 use std::time::Duration;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
 mod bindings {
@@ -32,14 +32,14 @@ pub struct HttpData {
     pub base: HostState,
 }
 
+fn base(d: &mut HttpData) -> &mut HostState {
+    &mut d.base
+}
+
 /// Links the host side of the world; other imports trap.
 pub fn pre(engine: &Engine, component: &Component) -> anyhow::Result<HttpModulePre<HttpData>> {
-    use crate::runtime::netserv::module::{clock, counters, log, state};
     let mut linker: Linker<HttpData> = Linker::new(engine);
-    log::add_to_linker::<HttpData, HasSelf<HostState>>(&mut linker, |d| &mut d.base).ctx("linking log")?;
-    counters::add_to_linker::<HttpData, HasSelf<HostState>>(&mut linker, |d| &mut d.base).ctx("linking counters")?;
-    clock::add_to_linker::<HttpData, HasSelf<HostState>>(&mut linker, |d| &mut d.base).ctx("linking clock")?;
-    state::add_to_linker::<HttpData, HasSelf<HostState>>(&mut linker, |d| &mut d.base).ctx("linking state")?;
+    super::single::link_shared(&mut linker, base)?;
     linker.define_unknown_imports_as_traps(component).ctx("defining other imports as traps")?;
     let pre = linker.instantiate_pre(component).ctx("module does not fit the http-module world")?;
     HttpModulePre::new(pre).ctx("module does not export the http-module world")
@@ -62,30 +62,17 @@ impl HttpInstance {
         properties: &[(String, String)],
         deadline: Duration,
     ) -> anyhow::Result<(Self, http::Hooks)> {
-        let mut store = Store::new(engine, HttpData { base: HostState::new(host, 0) });
-        store.limiter(|s| &mut s.base.limiter);
-        let started = std::time::Instant::now();
-        store.epoch_deadline_callback(move |mut c| {
-            let wall = started.elapsed();
-            match c.data_mut().base.deadline.check(wall, super::instance::thread_cpu_time()) {
-                super::instance::DeadlineStep::Extend => Ok(wasmtime::UpdateDeadline::Continue(1)),
-                super::instance::DeadlineStep::Trap => Ok(wasmtime::UpdateDeadline::Interrupt),
-            }
-        });
-        let tick = super::EPOCH_TICK.as_micros().max(1);
-        store.set_epoch_deadline(u64::try_from(super::INIT_DEADLINE.as_micros() / tick).unwrap_or(1000));
+        let mut store = super::single::store(engine, HttpData { base: HostState::new(host, 0) }, base);
         let bindings = pre.instantiate(&mut store).ctx("instantiating")?;
         let hooks = bindings
             .call_init(&mut store, properties)
             .ctx("module init trapped")?
             .map_err(|e| anyhow::anyhow!("module refused its properties: {e}"))?;
-        let deadline_ticks = u64::try_from(deadline.as_micros().div_ceil(tick)).unwrap_or(u64::MAX).saturating_add(1);
-        Ok((Self { store, bindings, deadline_ticks }, hooks))
+        Ok((Self { store, bindings, deadline_ticks: super::single::deadline_ticks(deadline) }, hooks))
     }
 
     fn arm(&mut self) {
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        self.store.data_mut().base.deadline = Default::default();
+        super::single::arm(&mut self.store, self.deadline_ticks, base);
     }
 
     /// `Err`: a fault (trap, deadline, memory); the instance is then poisoned.

@@ -12,6 +12,7 @@ pub mod host;
 pub mod http_world;
 mod instance;
 pub mod server_world;
+mod single;
 pub mod timers;
 
 pub use abi::LiftedBytes;

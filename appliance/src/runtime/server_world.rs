@@ -36,14 +36,14 @@ pub struct ServerData {
     pub ctx: Ctx,
 }
 
+fn base(d: &mut ServerData) -> &mut HostState {
+    &mut d.base
+}
+
 /// Links the host side of the world; other imports trap.
 pub fn pre(engine: &Engine, component: &Component) -> anyhow::Result<ServerModulePre<ServerData>> {
-    use crate::runtime::netserv::module::{clock, counters, log, state};
     let mut linker: Linker<ServerData> = Linker::new(engine);
-    log::add_to_linker::<ServerData, HasSelf<HostState>>(&mut linker, |d| &mut d.base).ctx("linking log")?;
-    counters::add_to_linker::<ServerData, HasSelf<HostState>>(&mut linker, |d| &mut d.base).ctx("linking counters")?;
-    clock::add_to_linker::<ServerData, HasSelf<HostState>>(&mut linker, |d| &mut d.base).ctx("linking clock")?;
-    state::add_to_linker::<ServerData, HasSelf<HostState>>(&mut linker, |d| &mut d.base).ctx("linking state")?;
+    super::single::link_shared(&mut linker, base)?;
     secrets::add_to_linker::<ServerData, HasSelf<Ctx>>(&mut linker, |d| &mut d.ctx).ctx("linking secrets")?;
     timers::add_to_linker::<ServerData, HasSelf<Ctx>>(&mut linker, |d| &mut d.ctx).ctx("linking timers")?;
     server::add_to_linker::<ServerData, HasSelf<Ctx>>(&mut linker, |d| &mut d.ctx).ctx("linking server")?;
@@ -70,30 +70,17 @@ impl ServerInstance {
         listeners: &[server::Listener],
         deadline: Duration,
     ) -> anyhow::Result<Self> {
-        let mut store = Store::new(engine, ServerData { base: HostState::new(host, 0), ctx });
-        store.limiter(|s| &mut s.base.limiter);
-        let started = std::time::Instant::now();
-        store.epoch_deadline_callback(move |mut c| {
-            let wall = started.elapsed();
-            match c.data_mut().base.deadline.check(wall, super::instance::thread_cpu_time()) {
-                super::instance::DeadlineStep::Extend => Ok(wasmtime::UpdateDeadline::Continue(1)),
-                super::instance::DeadlineStep::Trap => Ok(wasmtime::UpdateDeadline::Interrupt),
-            }
-        });
-        let tick = super::EPOCH_TICK.as_micros().max(1);
-        store.set_epoch_deadline(u64::try_from(super::INIT_DEADLINE.as_micros() / tick).unwrap_or(1000));
+        let mut store = super::single::store(engine, ServerData { base: HostState::new(host, 0), ctx }, base);
         let bindings = pre.instantiate(&mut store).ctx("instantiating")?;
         bindings
             .call_init(&mut store, properties, listeners)
             .ctx("module init trapped")?
             .map_err(|e| anyhow::anyhow!("module refused its properties: {e}"))?;
-        let deadline_ticks = u64::try_from(deadline.as_micros().div_ceil(tick)).unwrap_or(u64::MAX).saturating_add(1);
-        Ok(Self { store, bindings, deadline_ticks })
+        Ok(Self { store, bindings, deadline_ticks: super::single::deadline_ticks(deadline) })
     }
 
     fn arm(&mut self) {
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        self.store.data_mut().base.deadline = Default::default();
+        super::single::arm(&mut self.store, self.deadline_ticks, base);
     }
 
     /// `Err`: a fault (trap, deadline, memory); the instance is then poisoned.

@@ -10,18 +10,13 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request, resp
 use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
 use std::time::{Duration, SystemTime};
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1) and those a cache never replays.
-const NOT_STORED: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "set-cookie",
-    "age",
-];
+/// Hop-by-hop fields (RFC 9110 §7.6.1): they end at this hop, in either direction.
+pub const HOP_BY_HOP: [&str; 7] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// Fields a cache never replays besides those: a cookie is one client's,
+/// and `Age` is the cache's own to send.
+const NOT_STORED: [&str; 2] = ["set-cookie", "age"];
 
 /// What the cache keeps of one response besides its body.
 #[derive(Debug, Clone)]
@@ -80,8 +75,8 @@ pub fn meta_for(
         return None;
     }
     let mut headers = response.headers.clone();
-    for name in NOT_STORED {
-        headers.remove(name);
+    for name in HOP_BY_HOP.iter().chain(&NOT_STORED) {
+        headers.remove(*name);
     }
     let mut vary = Vec::new();
     let mut vary_star = false;

@@ -8,7 +8,7 @@ use super::fill::Fill;
 use super::flight::{Flight, Landing};
 use super::hooks::{self, ClientAddr};
 use super::store::Variant;
-use crate::core::variant::meta_for;
+use crate::core::variant::{HOP_BY_HOP, meta_for};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request, response};
@@ -16,27 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
-/// Request fields never forwarded: hop-by-hop ones (RFC 9110 §7.6.1), and
-/// what the cache answers itself from the full object (ranges, conditionals).
-const NOT_FORWARDED: [&str; 13] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "range",
-    "if-range",
-    "if-none-match",
-    "if-modified-since",
-    "content-length",
-];
-
-/// Response fields that end at this hop.
-const HOP_BY_HOP: [&str; 7] =
-    ["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"];
+/// Request fields never forwarded besides the hop-by-hop ones: the host is
+/// the origin's, and the cache answers ranges and conditionals itself from
+/// the full object.
+const NOT_FORWARDED: [&str; 6] = ["host", "range", "if-range", "if-none-match", "if-modified-since", "content-length"];
 
 /// One origin fetch.
 #[derive(Debug, Clone)]
@@ -54,8 +37,8 @@ pub struct Job {
 /// The fields sent to the origin for `request`, plus `extra` (validators).
 pub fn forward_headers(request: &HeaderMap, extra: impl Iterator<Item = (HeaderName, HeaderValue)>) -> HeaderMap {
     let mut h = request.clone();
-    for name in NOT_FORWARDED {
-        h.remove(name);
+    for name in HOP_BY_HOP.iter().chain(&NOT_FORWARDED) {
+        h.remove(*name);
     }
     for (k, v) in extra {
         h.insert(k, v);
