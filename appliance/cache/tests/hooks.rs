@@ -30,6 +30,11 @@ impl Hooks for Provider {
             "/m/secret" => RequestAction::Deny(StatusCode::FORBIDDEN),
             "/m/live" => RequestAction::Bypass,
             "/m/trap" => return Err(HookFault("trapped".into())),
+            "/m/slow" => {
+                // A module that spends its whole deadline.
+                std::thread::sleep(Duration::from_millis(400));
+                RequestAction::Cache(None)
+            }
             // Tracking parameters do not split the cache.
             p => RequestAction::Cache(Some(p.to_owned())),
         })
@@ -142,4 +147,22 @@ async fn a_path_never_leaves_the_origin() {
     let (s, _, _) = get(&cache, "//elsewhere.example/x").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(o.fetches("//elsewhere.example/x"), 1, "fetched from the origin, as a path");
+}
+
+#[tokio::test]
+async fn a_slow_hook_delays_only_the_requests_that_wait_for_it() {
+    let (cache, _p, _o) = setup().await;
+    get(&cache, "/plain").await;
+    // On this test's single async thread: the hit answers while the hook
+    // runs (its 400 ms from the start would show in the hit's time).
+    let t = std::time::Instant::now();
+    let slow = tokio::spawn({
+        let c = cache.clone();
+        async move { get(&c, "/m/slow").await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, h, _) = get(&cache, "/plain").await;
+    assert_eq!((status, h["x-cache"].to_str().expect("x")), (StatusCode::OK, "HIT"));
+    assert!(t.elapsed() < Duration::from_millis(200), "a hit waited {:?} for another request's hook", t.elapsed());
+    assert_eq!(slow.await.expect("task").0, StatusCode::OK);
 }

@@ -4,7 +4,7 @@
 
 use super::fill::End;
 use super::flight::{Flights, Landing};
-use super::hooks::{ClientAddr, RequestAction};
+use super::hooks::{ClientAddr, RequestAction, off_workers};
 use super::store::Variant;
 use super::{Body, Inner, origin};
 use crate::core::{Decision, conditional, multipart::Multipart};
@@ -52,7 +52,9 @@ pub async fn handle<B>(inner: Arc<Inner>, req: Request<B>) -> Response<Body> {
     let mut bypass = false;
     if let Some(h) = inner.hooks.as_ref().filter(|h| h.wants_request(parts.uri.path())) {
         inner.stats.hook_calls.fetch_add(1, Relaxed);
-        match h.on_request(&parts, parts.extensions.get::<ClientAddr>().map(|c| c.0)) {
+        let (h, request) = (Arc::clone(h), parts.clone());
+        let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+        match off_workers(move || h.on_request(&request, client)).await {
             Ok(RequestAction::Cache(Some(k))) => key = k,
             Ok(RequestAction::Cache(None)) => {}
             Ok(RequestAction::Bypass) => bypass = true,

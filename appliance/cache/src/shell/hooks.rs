@@ -60,6 +60,16 @@ pub trait Hooks: Send + Sync + 'static {
     ) -> Result<ResponseAction, HookFault>;
 }
 
+/// Runs one hook call on tokio's blocking pool, not on an async worker: a
+/// module's call may take its tenant's whole deadline, and the workers
+/// serve every tenant's cache (and the appliance's API). A hostile module
+/// then delays only the requests that wait for it.
+pub(crate) async fn off_workers<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, HookFault> + Send + 'static,
+) -> Result<T, HookFault> {
+    tokio::task::spawn_blocking(call).await.unwrap_or_else(|e| Err(HookFault(format!("the hook call ended: {e}"))))
+}
+
 /// The client's address, which the server puts in each request's extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);

@@ -143,7 +143,8 @@ async fn fetch_head(inner: &Arc<Inner>, job: &Job) -> Landing {
         }
         let client = request.extensions.get::<ClientAddr>().map(|c| c.0);
         inner.stats.hook_calls.fetch_add(1, Relaxed);
-        match h.on_response(request, client, &head, whole.as_ref()) {
+        let (h, req, seen, body) = (Arc::clone(h), request.clone(), head.clone(), whole.clone());
+        match hooks::off_workers(move || h.on_response(&req, client, &seen, body.as_ref())).await {
             Ok(action) => {
                 hooks::apply(&mut head, &action);
                 admitted &= action.store;
